@@ -1,0 +1,31 @@
+//! The dfs wire protocol: frames, the codec, every message and error code.
+//!
+//! Layout:
+//! - [`frame`]: the fixed prelude, limits, the tokio-util `Decoder`/`Encoder`.
+//! - [`message`]: `Request` and `Response`, append-only enums, and their records.
+//! - [`error`]: `ErrorCode` (crosses the wire), `CodecError`, `ProtocolError`.
+//! - [`ids`]: newtypes for handles, versions, server and request ids.
+//! - [`conn`]: a framed connection over any byte stream, request/reply and handshake.
+//!
+//! No sockets and no runtime live here; `docs/protocol.md` is the written spec.
+
+pub mod conn;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod message;
+
+pub use conn::{write_frame, Connection};
+pub use error::{CodecError, ErrorCode, ProtocolError};
+pub use frame::{Body, Frame, FrameCodec, Limits};
+pub use ids::{ChunkHandle, ChunkVersion, RequestId, ServerId, UploadId};
+pub use message::*;
+
+/// Carried by `Hello`: "DFS" and a zero byte.
+pub const HANDSHAKE_MAGIC: [u8; 4] = *b"DFS\0";
+/// Version of the message set; peers must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Size of a data packet in a pipelined write or a streamed read.
+pub const PACKET_SIZE: usize = 1 << 20;
+/// Checksum block: blake3 covers each block of this many bytes of a chunk.
+pub const CHECKSUM_BLOCK: u64 = 64 << 10;

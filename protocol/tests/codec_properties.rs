@@ -1,0 +1,372 @@
+//! Codec properties: round trips, garbage never panics, limits apply before allocation,
+//! and golden bytes pin the encoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dfs_protocol::frame::{encode_head, FRAME_MAGIC, FRAME_VERSION, PRELUDE_LEN};
+use dfs_protocol::*;
+use proptest::prelude::*;
+use tokio_util::codec::{Decoder, Encoder};
+use uuid::Uuid;
+
+fn handle() -> impl Strategy<Value = ChunkHandle> {
+    any::<u128>().prop_map(|v| ChunkHandle(Uuid::from_u128(v)))
+}
+
+fn report() -> impl Strategy<Value = ChunkReport> {
+    (handle(), any::<u64>(), any::<u64>()).prop_map(|(handle, v, size)| ChunkReport {
+        handle,
+        version: ChunkVersion(v),
+        size,
+    })
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u32>()).prop_map(|(magic, version)| Request::Hello {
+            magic,
+            version,
+            peer: PeerKind::Client
+        }),
+        (".*", any::<bool>()).prop_map(|(path, parents)| Request::Mkdir { path, parents }),
+        ".*".prop_map(|path| Request::List { path }),
+        ".*".prop_map(|path| Request::Stat { path }),
+        (".*", any::<bool>()).prop_map(|(path, recursive)| Request::Delete { path, recursive }),
+        (".*", proptest::option::of(any::<u32>()), any::<bool>()).prop_map(
+            |(path, replication, overwrite)| Request::BeginPut {
+                path,
+                replication,
+                overwrite
+            }
+        ),
+        any::<u128>().prop_map(|u| Request::AllocateChunk {
+            upload: UploadId(Uuid::from_u128(u))
+        }),
+        (
+            any::<u128>(),
+            proptest::collection::vec((handle(), any::<u64>()), 0..20)
+        )
+            .prop_map(|(u, chunks)| Request::CommitPut {
+                upload: UploadId(Uuid::from_u128(u)),
+                chunks: chunks
+                    .into_iter()
+                    .map(|(handle, size)| CommittedChunk { handle, size })
+                    .collect()
+            }),
+        Just(Request::Status),
+        (
+            any::<u128>(),
+            ".*",
+            any::<u64>(),
+            proptest::collection::vec(report(), 0..20)
+        )
+            .prop_map(|(id, addr, capacity, chunks)| Request::Register {
+                server: ServerId(Uuid::from_u128(id)),
+                addr,
+                capacity,
+                used: capacity / 2,
+                chunks
+            }),
+        (
+            handle(),
+            any::<u64>(),
+            proptest::collection::vec(".*", 0..3)
+        )
+            .prop_map(|(handle, v, downstream)| Request::WriteChunk {
+                handle,
+                version: ChunkVersion(v),
+                downstream
+            }),
+        any::<bool>().prop_map(|last| Request::WritePacket { last }),
+        (handle(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(handle, v, offset, len)| Request::ReadChunk {
+                handle,
+                version: ChunkVersion(v),
+                offset,
+                len
+            }
+        ),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        ".*".prop_map(|path| Response::Error(ErrorCode::NotFound { path })),
+        (handle(), any::<u64>(), any::<u64>()).prop_map(|(handle, a, b)| Response::Error(
+            ErrorCode::StaleVersion {
+                handle,
+                have: ChunkVersion(a),
+                want: ChunkVersion(b)
+            }
+        )),
+        any::<u32>().prop_map(|version| Response::HelloOk { version }),
+        Just(Response::Ok),
+        proptest::collection::vec((".*", any::<bool>(), any::<u64>()), 0..10).prop_map(|es| {
+            Response::Listing {
+                entries: es
+                    .into_iter()
+                    .map(|(name, dir, size)| DirEntry {
+                        name,
+                        kind: if dir { FileKind::Dir } else { FileKind::File },
+                        size,
+                        mtime: size / 3,
+                    })
+                    .collect(),
+            }
+        }),
+        (
+            ".*",
+            any::<u64>(),
+            proptest::collection::vec((handle(), ".*"), 0..5)
+        )
+            .prop_map(|(path, size, chunks)| Response::Stat(FileStat {
+                path,
+                kind: FileKind::File,
+                size,
+                replication: 3,
+                mtime: 7,
+                chunks: chunks
+                    .into_iter()
+                    .map(|(handle, addr)| ChunkInfo {
+                        handle,
+                        version: ChunkVersion(1),
+                        size,
+                        replicas: vec![addr]
+                    })
+                    .collect()
+            })),
+        (handle(), proptest::collection::vec(".*", 0..4)).prop_map(|(handle, replicas)| {
+            Response::ChunkAllocated(ChunkAllocation {
+                handle,
+                version: ChunkVersion::FIRST,
+                replicas,
+            })
+        }),
+        (any::<bool>(), proptest::collection::vec(handle(), 0..10))
+            .prop_map(|(reregister, delete)| Response::HeartbeatAck { reregister, delete }),
+        (handle(), any::<u64>()).prop_map(|(handle, size)| Response::ChunkWritten { handle, size }),
+        any::<bool>().prop_map(|last| Response::ReadData { last }),
+    ]
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    (
+        any::<u64>(),
+        prop_oneof![
+            request().prop_map(Body::Request),
+            response().prop_map(Body::Response)
+        ],
+        proptest::collection::vec(any::<u8>(), 0..4096),
+    )
+        .prop_map(|(id, body, payload)| Frame {
+            request_id: RequestId(id),
+            body,
+            payload: Bytes::from(payload),
+        })
+}
+
+proptest! {
+    #[test]
+    fn every_frame_round_trips(frames in proptest::collection::vec(frame(), 1..6)) {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        for f in &frames {
+            codec.encode(f.clone(), &mut buf).expect("encode");
+        }
+        for f in &frames {
+            let got = codec.decode(&mut buf).expect("decode").expect("a whole frame");
+            prop_assert_eq!(&got, f);
+        }
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_frame_split_anywhere_decodes_once_whole(f in frame(), cut in any::<prop::sample::Index>()) {
+        let mut codec = FrameCodec::default();
+        let mut all = BytesMut::new();
+        codec.encode(f.clone(), &mut all).expect("encode");
+        let cut = cut.index(all.len());
+        let mut buf = BytesMut::from(&all[..cut]);
+        if cut < all.len() {
+            prop_assert!(codec.decode(&mut buf).expect("partial is fine").is_none());
+        }
+        buf.extend_from_slice(&all[cut..]);
+        prop_assert_eq!(codec.decode(&mut buf).expect("decode"), Some(f));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Errors are fine; panics and unbounded allocation are not.
+        while let Ok(Some(_)) = codec.decode(&mut buf) {}
+        prop_assert!(buf.capacity() <= bytes.len().max(64) + (DEFAULT_LIMITS_TOTAL));
+    }
+
+    #[test]
+    fn valid_prelude_with_garbage_header_never_panics(
+        kind in 1u8..=2,
+        header in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut buf = BytesMut::new();
+        buf.put_u16(FRAME_MAGIC);
+        buf.put_u8(FRAME_VERSION);
+        buf.put_u8(kind);
+        buf.put_u64(9);
+        buf.put_u32(header.len() as u32);
+        buf.put_u32(0);
+        buf.put_slice(&header);
+        let _ = FrameCodec::default().decode(&mut buf);
+    }
+}
+
+const DEFAULT_LIMITS_TOTAL: usize = dfs_protocol::frame::DEFAULT_MAX_HEADER as usize
+    + dfs_protocol::frame::DEFAULT_MAX_PAYLOAD as usize;
+
+fn prelude(header_len: u32, payload_len: u32) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(PRELUDE_LEN);
+    buf.put_u16(FRAME_MAGIC);
+    buf.put_u8(FRAME_VERSION);
+    buf.put_u8(1);
+    buf.put_u64(1);
+    buf.put_u32(header_len);
+    buf.put_u32(payload_len);
+    buf
+}
+
+#[test]
+fn oversized_payload_is_refused_before_allocating() {
+    let mut codec = FrameCodec::new(Limits {
+        max_header: 1024,
+        max_payload: 4096,
+    });
+    let mut buf = prelude(10, u32::MAX);
+    let before = buf.capacity();
+    let err = codec.decode(&mut buf).expect_err("must refuse");
+    assert!(matches!(err, CodecError::PayloadTooLarge { .. }), "{err}");
+    assert_eq!(buf.capacity(), before, "nothing was reserved for the frame");
+}
+
+#[test]
+fn oversized_header_is_refused_before_allocating() {
+    let mut codec = FrameCodec::new(Limits {
+        max_header: 1024,
+        max_payload: 4096,
+    });
+    let mut buf = prelude(1025, 0);
+    let before = buf.capacity();
+    let err = codec.decode(&mut buf).expect_err("must refuse");
+    assert!(matches!(err, CodecError::HeaderTooLarge { .. }), "{err}");
+    assert_eq!(buf.capacity(), before);
+}
+
+#[test]
+fn encoder_refuses_a_payload_over_the_limit() {
+    let limits = Limits {
+        max_header: 1024,
+        max_payload: 16,
+    };
+    let f = Frame::request(RequestId(1), Request::WritePacket { last: true })
+        .with_payload(Bytes::from(vec![0u8; 17]));
+    assert!(matches!(
+        encode_head(&f, limits),
+        Err(CodecError::PayloadTooLarge { .. })
+    ));
+}
+
+#[test]
+fn wrong_magic_and_version_are_named() {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(CodecError::BadMagic(_))
+    ));
+    let mut buf = prelude(0, 0);
+    buf[2] = 99;
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(CodecError::UnsupportedVersion(99))
+    ));
+}
+
+#[test]
+fn a_vector_length_claiming_more_than_the_limit_is_refused() {
+    // A Listing header that claims 2^62 entries in its first bytes.
+    let mut header = BytesMut::new();
+    header.put_u8(3); // Response::Listing variant index (varint)
+    header.put_u8(253); // bincode varint marker for a u64
+    header.put_u64_le(1 << 62);
+    let mut buf = prelude(header.len() as u32, 0);
+    buf[3] = 2;
+    buf.put_slice(&header);
+    assert!(matches!(
+        FrameCodec::default().decode(&mut buf),
+        Err(CodecError::Decode(_))
+    ));
+}
+
+/// Pins the encoding: a change here breaks every deployed peer.
+#[test]
+fn golden_bytes_of_a_hello() {
+    let f = Frame::request(
+        RequestId(7),
+        Request::Hello {
+            magic: HANDSHAKE_MAGIC,
+            version: 1,
+            peer: PeerKind::Client,
+        },
+    )
+    .with_payload(Bytes::from_static(b"xy"));
+    let mut buf = BytesMut::new();
+    FrameCodec::default().encode(f, &mut buf).expect("encode");
+    let expected: &[u8] = &[
+        0xDF, 0x5A, 1, 1, // magic, frame version, kind=request
+        0, 0, 0, 0, 0, 0, 0, 7, // request id
+        0, 0, 0, 7, // header length
+        0, 0, 0, 2, // payload length
+        0, // Request::Hello
+        b'D', b'F', b'S', 0, // magic
+        1, // version (varint)
+        0, // PeerKind::Client
+        b'x', b'y',
+    ];
+    assert_eq!(&buf[..], expected);
+}
+
+#[tokio::test]
+async fn handshake_over_a_pipe_and_version_mismatch() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let mut client = Connection::new(ar, aw, Limits::default());
+    let mut server = Connection::new(br, bw, Limits::default());
+    let (c, s) = tokio::join!(
+        client.handshake(PeerKind::Client),
+        server.accept_handshake()
+    );
+    assert_eq!(c.expect("client side"), PROTOCOL_VERSION);
+    assert_eq!(s.expect("server side"), PeerKind::Client);
+
+    let id = client.next_request_id();
+    client
+        .send(&Frame::request(
+            id,
+            Request::Hello {
+                magic: HANDSHAKE_MAGIC,
+                version: 999,
+                peer: PeerKind::Client,
+            },
+        ))
+        .await
+        .expect("send");
+    let err = server.accept_handshake().await.expect_err("mismatch");
+    assert!(matches!(
+        err,
+        ProtocolError::Remote(ErrorCode::VersionMismatch { theirs: 999, .. })
+    ));
+    let err = client.recv_response(id, "Hello").await.expect_err("told");
+    assert!(matches!(
+        err,
+        ProtocolError::Remote(ErrorCode::VersionMismatch { .. })
+    ));
+}
