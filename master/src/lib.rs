@@ -1,1 +1,31 @@
-//! placeholder
+//! The dfs master: the namespace, the chunk map, placement and chunkserver liveness.
+//!
+//! Layout:
+//! - [`config`]: `MasterConfig` and its validation.
+//! - [`path`]: path normalisation and limits.
+//! - [`store`]: the sled seam (the only module that imports sled).
+//! - [`namespace`]: directories and files over the store; the derived chunk table.
+//! - [`chunkmap`]: chunkservers, replica locations (not persisted), placement.
+//! - [`service`]: the answer to each request.
+//! - [`server`]: `run`: accept loop, per-connection tasks, shutdown.
+
+pub mod chunkmap;
+pub mod config;
+pub mod error;
+pub mod namespace;
+pub mod path;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::MasterConfig;
+pub use error::MasterError;
+pub use server::run;
+
+/// Seconds since the Unix epoch, for file times shown to users (never for liveness).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

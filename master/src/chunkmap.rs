@@ -1,0 +1,288 @@
+//! Chunkservers and where chunks live: the in-memory, non-persistent half of the master.
+//!
+//! Replica locations are learned from chunk reports (and from the chain a client
+//! committed), never stored: after a restart the master relearns them from
+//! registrations. `servers[*].chunks` is the truth; `locations` is its inverse, kept in
+//! step by the methods here and nowhere else.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, ServerId, ServerStatus};
+use rand::seq::SliceRandom;
+
+#[derive(Debug)]
+struct ServerEntry {
+    addr: String,
+    capacity: u64,
+    used: u64,
+    last_seen: Instant,
+    chunks: HashMap<ChunkHandle, ChunkVersion>,
+}
+
+#[derive(Debug)]
+pub struct ChunkMap {
+    dead_after: Duration,
+    servers: HashMap<ServerId, ServerEntry>,
+    locations: HashMap<ChunkHandle, HashSet<ServerId>>,
+}
+
+impl ChunkMap {
+    pub fn new(dead_after: Duration) -> ChunkMap {
+        ChunkMap {
+            dead_after,
+            servers: HashMap::new(),
+            locations: HashMap::new(),
+        }
+    }
+
+    fn alive(&self, entry: &ServerEntry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.last_seen) < self.dead_after
+    }
+
+    fn add_location(&mut self, server: ServerId, report: ChunkReport) {
+        if let Some(entry) = self.servers.get_mut(&server) {
+            entry.chunks.insert(report.handle, report.version);
+            self.locations
+                .entry(report.handle)
+                .or_default()
+                .insert(server);
+        }
+    }
+
+    fn remove_location(&mut self, server: ServerId, handle: ChunkHandle) {
+        if let Some(entry) = self.servers.get_mut(&server) {
+            entry.chunks.remove(&handle);
+        }
+        if let Some(set) = self.locations.get_mut(&handle) {
+            set.remove(&server);
+            if set.is_empty() {
+                self.locations.remove(&handle);
+            }
+        }
+    }
+
+    /// A (re)registration: replaces everything known about `server` with this report.
+    pub fn register(
+        &mut self,
+        server: ServerId,
+        addr: String,
+        capacity: u64,
+        used: u64,
+        chunks: Vec<ChunkReport>,
+        now: Instant,
+    ) {
+        if let Some(old) = self.servers.remove(&server) {
+            for handle in old.chunks.keys() {
+                if let Some(set) = self.locations.get_mut(handle) {
+                    set.remove(&server);
+                    if set.is_empty() {
+                        self.locations.remove(handle);
+                    }
+                }
+            }
+        }
+        self.servers.insert(
+            server,
+            ServerEntry {
+                addr,
+                capacity,
+                used,
+                last_seen: now,
+                chunks: HashMap::with_capacity(chunks.len()),
+            },
+        );
+        for report in chunks {
+            self.add_location(server, report);
+        }
+    }
+
+    /// A heartbeat; `false` when the server is unknown and must register first.
+    pub fn heartbeat(
+        &mut self,
+        server: ServerId,
+        capacity: u64,
+        used: u64,
+        added: Vec<ChunkReport>,
+        removed: Vec<ChunkHandle>,
+        now: Instant,
+    ) -> bool {
+        let Some(entry) = self.servers.get_mut(&server) else {
+            return false;
+        };
+        entry.capacity = capacity;
+        entry.used = used;
+        entry.last_seen = now;
+        for report in added {
+            self.add_location(server, report);
+        }
+        for handle in removed {
+            self.remove_location(server, handle);
+        }
+        true
+    }
+
+    /// Records that every server of `chain` holds `handle` at `version` (a committed write).
+    pub fn record_chain(&mut self, handle: ChunkHandle, version: ChunkVersion, chain: &[ServerId]) {
+        for &server in chain {
+            self.add_location(
+                server,
+                ChunkReport {
+                    handle,
+                    version,
+                    size: 0,
+                },
+            );
+        }
+    }
+
+    /// Forgets a chunk that no file references any more.
+    pub fn forget(&mut self, handle: ChunkHandle) {
+        if let Some(set) = self.locations.remove(&handle) {
+            for server in set {
+                if let Some(entry) = self.servers.get_mut(&server) {
+                    entry.chunks.remove(&handle);
+                }
+            }
+        }
+    }
+
+    /// Live servers holding `handle` at exactly `version`, as (id, address).
+    pub fn replicas(
+        &self,
+        handle: &ChunkHandle,
+        version: ChunkVersion,
+        now: Instant,
+    ) -> Vec<(ServerId, String)> {
+        let mut out: Vec<(ServerId, String)> = self
+            .locations
+            .get(handle)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let e = self.servers.get(id)?;
+                (self.alive(e, now) && e.chunks.get(handle) == Some(&version))
+                    .then(|| (*id, e.addr.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+
+    pub fn alive_count(&self, now: Instant) -> usize {
+        self.servers.values().filter(|e| self.alive(e, now)).count()
+    }
+
+    /// Chooses `n` distinct live servers for a new chunk, emptiest (by fraction of
+    /// capacity used) first, ties broken at random so equal servers share the load.
+    /// The chosen servers' usage is bumped by `chunk_size` until their next heartbeat
+    /// says what they really hold, so a burst of allocations spreads out.
+    pub fn place(
+        &mut self,
+        n: u32,
+        chunk_size: u64,
+        now: Instant,
+    ) -> Result<Vec<(ServerId, String)>, ErrorCode> {
+        let mut candidates: Vec<(ServerId, f64)> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| self.alive(e, now) && e.used < e.capacity)
+            .map(|(id, e)| (*id, e.used as f64 / e.capacity.max(1) as f64))
+            .collect();
+        let wanted = usize::try_from(n).unwrap_or(usize::MAX);
+        if candidates.len() < wanted {
+            let alive = self.alive_count(now);
+            if alive >= wanted {
+                return Err(ErrorCode::NoSpace {
+                    needed: chunk_size,
+                    available: 0,
+                });
+            }
+            return Err(ErrorCode::NotEnoughServers {
+                wanted: n,
+                alive: u32::try_from(alive).unwrap_or(u32::MAX),
+            });
+        }
+        candidates.shuffle(&mut rand::rng());
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut chosen = Vec::with_capacity(wanted);
+        for (id, _) in candidates.into_iter().take(wanted) {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.used = e.used.saturating_add(chunk_size);
+                chosen.push((id, e.addr.clone()));
+            }
+        }
+        Ok(chosen)
+    }
+
+    pub fn status(&self, now: Instant) -> Vec<ServerStatus> {
+        let mut out: Vec<ServerStatus> = self
+            .servers
+            .iter()
+            .map(|(id, e)| ServerStatus {
+                id: *id,
+                addr: e.addr.clone(),
+                alive: self.alive(e, now),
+                capacity: e.capacity,
+                used: e.used,
+                chunks: e.chunks.len() as u64,
+            })
+            .collect();
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(handle: ChunkHandle) -> ChunkReport {
+        ChunkReport {
+            handle,
+            version: ChunkVersion::FIRST,
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn placement_picks_distinct_emptiest_servers() {
+        let now = Instant::now();
+        let mut map = ChunkMap::new(Duration::from_secs(10));
+        let ids: Vec<ServerId> = (0..4).map(|_| ServerId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            map.register(*id, format!("s{i}"), 1000, (i as u64) * 100, vec![], now);
+        }
+        let chosen = map.place(3, 10, now).unwrap();
+        let addrs: Vec<_> = chosen.iter().map(|c| c.1.as_str()).collect();
+        assert_eq!(addrs, ["s0", "s1", "s2"]);
+        assert!(matches!(
+            map.place(5, 10, now),
+            Err(ErrorCode::NotEnoughServers {
+                wanted: 5,
+                alive: 4
+            })
+        ));
+        // dead servers are not placed on
+        let later = now + Duration::from_secs(11);
+        assert!(map.place(1, 10, later).is_err());
+    }
+
+    #[test]
+    fn reports_and_reregistration_keep_locations_consistent() {
+        let now = Instant::now();
+        let mut map = ChunkMap::new(Duration::from_secs(10));
+        let (a, b) = (ServerId::random(), ServerId::random());
+        let h = ChunkHandle::random();
+        map.register(a, "a".into(), 10, 0, vec![report(h)], now);
+        map.register(b, "b".into(), 10, 0, vec![], now);
+        map.record_chain(h, ChunkVersion::FIRST, &[b]);
+        assert_eq!(map.replicas(&h, ChunkVersion::FIRST, now).len(), 2);
+        assert!(map.replicas(&h, ChunkVersion(2), now).is_empty());
+        map.register(a, "a2".into(), 10, 0, vec![], now);
+        assert_eq!(map.replicas(&h, ChunkVersion::FIRST, now).len(), 1);
+        assert!(map.heartbeat(b, 10, 0, vec![], vec![h], now));
+        assert!(map.replicas(&h, ChunkVersion::FIRST, now).is_empty());
+        assert!(!map.heartbeat(ServerId::random(), 1, 1, vec![], vec![], now));
+    }
+}

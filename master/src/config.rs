@@ -1,0 +1,60 @@
+//! The master's configuration, validated before anything binds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::MasterError;
+
+pub const MAX_REPLICATION: u32 = 16;
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 4 << 30;
+
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// Where the metadata store lives.
+    pub data_dir: PathBuf,
+    /// Default replicas per chunk.
+    pub replication: u32,
+    /// Size at which files are cut into chunks.
+    pub chunk_size: u64,
+    /// A chunkserver silent this long is dead.
+    pub dead_after: Duration,
+    /// Concurrent connections served; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl MasterConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> MasterConfig {
+        MasterConfig {
+            data_dir: data_dir.into(),
+            replication: 3,
+            chunk_size: 64 << 20,
+            dead_after: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), MasterError> {
+        if !(1..=MAX_REPLICATION).contains(&self.replication) {
+            return Err(MasterError::Config(format!(
+                "--replication must be between 1 and {MAX_REPLICATION}"
+            )));
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(MasterError::Config(
+                "--chunk-size must be between 64KiB and 4GiB".into(),
+            ));
+        }
+        if self.dead_after < Duration::from_millis(100) {
+            return Err(MasterError::Config(
+                "--dead-after must be at least 100ms".into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(MasterError::Config(
+                "max_connections must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

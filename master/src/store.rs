@@ -1,0 +1,239 @@
+//! The metadata store: the one module that imports sled.
+//!
+//! One sled tree, big-endian keys so that scans come out in order:
+//! - `i` + inode (u64)          -> [`Inode`]
+//! - `d` + parent inode + name  -> child inode (u64)
+//! - `m` + name                 -> store-wide values (format, next inode)
+//!
+//! Every value starts with a one-byte format version. A mutation is one [`Txn`],
+//! applied atomically as a sled batch.
+
+use std::path::Path;
+
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Format version written at the front of every value.
+const FORMAT: u8 = 1;
+/// The root directory's inode.
+pub const ROOT: u64 = 1;
+
+const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
+
+/// A file or directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub kind: FileKind,
+    pub size: u64,
+    pub replication: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: u64,
+    /// A file's chunks in order; empty for a directory.
+    pub chunks: Vec<StoredChunk>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredChunk {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub size: u64,
+}
+
+fn inode_key(ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'i';
+    k[1..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+fn dirent_prefix(parent: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'd');
+    k.extend_from_slice(&parent.to_be_bytes());
+    k
+}
+
+fn dirent_key(parent: u64, name: &str) -> Vec<u8> {
+    let mut k = dirent_prefix(parent);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT];
+    out.extend(bincode::serde::encode_to_vec(value, config())?);
+    Ok(out)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let key_s = || String::from_utf8_lossy(key).into_owned();
+    let (&format, body) = bytes.split_first().ok_or_else(|| StoreError::Corrupt {
+        key: key_s(),
+        reason: "empty value".into(),
+    })?;
+    if format != FORMAT {
+        return Err(StoreError::UnsupportedFormat {
+            key: key_s(),
+            found: format,
+            supported: FORMAT,
+        });
+    }
+    let (value, _) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| StoreError::Corrupt {
+            key: key_s(),
+            reason: e.to_string(),
+        })?;
+    Ok(value)
+}
+
+fn u64_value(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: format!("expected 8 bytes, found {}", bytes.len()),
+        })
+}
+
+/// Typed access to the master's persistent metadata.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// A set of changes applied atomically by [`Store::apply`].
+#[derive(Debug, Default)]
+pub struct Txn {
+    batch: sled::Batch,
+}
+
+impl Txn {
+    pub fn put_inode(&mut self, ino: u64, inode: &Inode) -> Result<(), StoreError> {
+        self.batch.insert(&inode_key(ino)[..], encode(inode)?);
+        Ok(())
+    }
+
+    pub fn remove_inode(&mut self, ino: u64) {
+        self.batch.remove(&inode_key(ino)[..]);
+    }
+
+    pub fn put_dirent(&mut self, parent: u64, name: &str, child: u64) {
+        self.batch
+            .insert(dirent_key(parent, name), &child.to_be_bytes()[..]);
+    }
+
+    pub fn remove_dirent(&mut self, parent: u64, name: &str) {
+        self.batch.remove(dirent_key(parent, name));
+    }
+
+    pub fn set_next_inode(&mut self, next: u64) {
+        self.batch.insert(NEXT_INODE_KEY, &next.to_be_bytes()[..]);
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. Blocking: call from a blocking context.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = db.open_tree("meta")?;
+        let store = Store { db, tree };
+        if store.inode(ROOT)?.is_none() {
+            let mut txn = Txn::default();
+            txn.put_inode(
+                ROOT,
+                &Inode {
+                    kind: FileKind::Dir,
+                    size: 0,
+                    replication: 0,
+                    mtime: crate::now_secs(),
+                    chunks: Vec::new(),
+                },
+            )?;
+            txn.set_next_inode(ROOT + 1);
+            store.apply(txn)?;
+            store.db.flush()?;
+        }
+        Ok(store)
+    }
+
+    pub fn inode(&self, ino: u64) -> Result<Option<Inode>, StoreError> {
+        let key = inode_key(ino);
+        self.tree.get(key)?.map(|v| decode(&key, &v)).transpose()
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Option<u64>, StoreError> {
+        let key = dirent_key(parent, name);
+        self.tree
+            .get(&key)?
+            .map(|v| u64_value(&key, &v))
+            .transpose()
+    }
+
+    /// A directory's entries in name order (byte order of the UTF-8 names).
+    pub fn children(&self, parent: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = dirent_prefix(parent);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let name =
+                std::str::from_utf8(&k[prefix.len()..]).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })?;
+            out.push((name.to_string(), u64_value(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn has_children(&self, parent: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .scan_prefix(dirent_prefix(parent))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    pub fn next_inode(&self) -> Result<u64, StoreError> {
+        match self.tree.get(NEXT_INODE_KEY)? {
+            Some(v) => u64_value(NEXT_INODE_KEY, &v),
+            None => Err(StoreError::Corrupt {
+                key: "mnext_inode".into(),
+                reason: "missing".into(),
+            }),
+        }
+    }
+
+    /// Every inode, for rebuilding in-memory indexes at start.
+    pub fn all_inodes(&self) -> impl Iterator<Item = Result<(u64, Inode), StoreError>> + '_ {
+        self.tree.scan_prefix(b"i").map(|item| {
+            let (k, v) = item?;
+            let ino = u64_value(&k, &k[1..])?;
+            Ok((ino, decode(&k, &v)?))
+        })
+    }
+
+    pub fn apply(&self, txn: Txn) -> Result<(), StoreError> {
+        self.tree.apply_batch(txn.batch)?;
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown paths.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
