@@ -1,1 +1,78 @@
-//! placeholder
+//! The dfs chunkserver: stores chunks as checksummed files, serves verified reads,
+//! takes part in write pipelines and heartbeats the master.
+//!
+//! Layout:
+//! - [`config`]: `ChunkserverConfig` and its validation.
+//! - [`identity`]: the server id kept in the data dir, and the data dir lock.
+//! - [`store`]: chunk and checksum files on disk (blocking; used via the blocking pool).
+//! - [`server`]: accept loop, pipelined write and streamed read handlers.
+//! - [`heartbeat`]: registration and heartbeats.
+//! - [`net`]: dialing peers.
+
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod identity;
+pub mod net;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ChunkserverConfig;
+pub use error::{ChunkserverError, StoreError};
+
+/// The address peers should dial, from `--advertise` or the bound address.
+fn advertised(config: &ChunkserverConfig, local: SocketAddr) -> Result<String, ChunkserverError> {
+    match &config.advertise {
+        Some(a) => Ok(a.clone()),
+        None if local.ip().is_unspecified() => Err(ChunkserverError::Config(format!(
+            "listening on {local}: pass --advertise with the address other machines should dial"
+        ))),
+        None => Ok(local.to_string()),
+    }
+}
+
+/// Runs a chunkserver on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: ChunkserverConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ChunkserverError> {
+    config.validate()?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StoreError::io("listener address", e))?;
+    let advertise = advertised(&config, local)?;
+    let dir = config.data_dir.clone();
+    let capacity = config.capacity;
+    let (lock, id, store) = tokio::task::spawn_blocking(move || -> Result<_, ChunkserverError> {
+        let lock = identity::lock_data_dir(&dir)?;
+        let id = identity::load_or_create(&dir)?;
+        let store = store::ChunkStore::open(&dir, capacity)?;
+        Ok((lock, id, store))
+    })
+    .await
+    .map_err(|e| ChunkserverError::Task(e.to_string()))??;
+    tracing::info!(%id, %advertise, chunks = store.len(), capacity = store.capacity(), "chunkserver starting");
+
+    let ctx = Arc::new(server::Ctx { store, config });
+    let tracker = TaskTracker::new();
+    tracker.spawn(heartbeat::heartbeat_loop(
+        ctx.clone(),
+        id,
+        advertise,
+        shutdown.child_token(),
+    ));
+    server::accept_loop(ctx, listener, shutdown.clone(), tracker.clone()).await;
+    tracker.close();
+    tracker.wait().await;
+    drop(lock);
+    tracing::info!(%id, "chunkserver stopped");
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The chunkserver's configuration, validated before anything binds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::ChunkserverError;
+
+#[derive(Clone, Debug)]
+pub struct ChunkserverConfig {
+    /// Holds the identity file and `chunks/`.
+    pub data_dir: PathBuf,
+    /// The master's address.
+    pub master: String,
+    /// Address others dial to reach us; defaults to the listener's address.
+    pub advertise: Option<String>,
+    /// Bytes this server accepts; defaults to what is used plus the disk's free space.
+    pub capacity: Option<u64>,
+    pub heartbeat: Duration,
+    pub max_connections: usize,
+    /// Limit on dialing a peer or the master.
+    pub connect_timeout: Duration,
+    /// A peer silent this long in the middle of a transfer is given up on.
+    pub io_timeout: Duration,
+}
+
+impl ChunkserverConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, master: impl Into<String>) -> ChunkserverConfig {
+        ChunkserverConfig {
+            data_dir: data_dir.into(),
+            master: master.into(),
+            advertise: None,
+            capacity: None,
+            heartbeat: Duration::from_secs(1),
+            max_connections: 1024,
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ChunkserverError> {
+        if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(600) {
+            return Err(ChunkserverError::Config(
+                "--heartbeat must be between 10ms and 10min".into(),
+            ));
+        }
+        if self.capacity == Some(0) {
+            return Err(ChunkserverError::Config(
+                "--capacity must be positive".into(),
+            ));
+        }
+        if self.master.is_empty() {
+            return Err(ChunkserverError::Config("--master is required".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(ChunkserverError::Config(
+                "max_connections must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! The chunkserver's accept loop and request handlers: pipelined writes and
+//! verified, streamed reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs_protocol::{
+    Body, ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, Request, RequestId, Response,
+    PACKET_SIZE,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::ChunkserverConfig;
+use crate::error::StoreError;
+use crate::net::{dial, framed, Conn};
+use crate::store::ChunkStore;
+
+/// Packets buffered between the network and the disk writer of one chunk write.
+const WRITE_QUEUE: usize = 4;
+/// Pieces buffered between the disk reader and the network for one read.
+const READ_QUEUE: usize = 2;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection handler shares.
+#[derive(Debug)]
+pub struct Ctx {
+    pub store: ChunkStore,
+    pub config: ChunkserverConfig,
+}
+
+/// Serves connections on `listener` until `shutdown`; in-flight requests run to completion.
+pub async fn accept_loop(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let token = shutdown.child_token();
+        tracker.spawn(
+            async move {
+                let _permit = permit;
+                serve(ctx, framed(stream), token).await;
+            }
+            .instrument(tracing::info_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve(ctx: Arc<Ctx>, mut conn: Conn, shutdown: CancellationToken) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_handshake()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return tracing::info!(error = %e, "handshake refused"),
+        Err(_) => return tracing::info!("handshake timed out"),
+    }
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = conn.recv() => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => return tracing::info!(error = %e, "dropping connection"),
+        };
+        let id = frame.request_id;
+        let outcome = match frame.body {
+            Body::Request(Request::WriteChunk {
+                handle,
+                version,
+                downstream,
+            }) => {
+                let span = tracing::info_span!("write", %handle, %version);
+                write_chunk(&ctx, &mut conn, id, handle, version, downstream)
+                    .instrument(span)
+                    .await
+            }
+            Body::Request(Request::ReadChunk {
+                handle,
+                version,
+                offset,
+                len,
+            }) => {
+                let span = tracing::debug_span!("read", %handle, %version, offset, len);
+                read_chunk(&ctx, &mut conn, id, handle, version, offset, len)
+                    .instrument(span)
+                    .await
+            }
+            Body::Request(other) => {
+                let code = ErrorCode::BadRequest {
+                    reason: format!("{} is not a chunkserver request", other.name()),
+                };
+                conn.reply(id, Response::Error(code))
+                    .await
+                    .map_err(Into::into)
+            }
+            Body::Response(other) => Err(ProtocolError::Unexpected {
+                got: other.name(),
+                to: "nothing",
+            }),
+        };
+        if let Err(e) = outcome {
+            return tracing::info!(error = %e, "closing connection");
+        }
+    }
+}
+
+enum Piece {
+    Data(Bytes),
+    Commit,
+}
+
+/// The downstream half of a pipeline: the next replica and the id we write under.
+struct Downstream {
+    conn: Conn,
+    id: RequestId,
+    addr: String,
+}
+
+/// One chunk write: every packet is handed to the local disk writer and forwarded
+/// downstream as it arrives; the upstream peer is answered `ChunkWritten` only when
+/// the local copy is durable and the downstream replicas said the same.
+///
+/// On failure the rest of the chunk's packets are read and dropped so the writer gets
+/// a clear error reply instead of a reset connection. `Err` means the connection is
+/// unusable and must close.
+async fn write_chunk(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    id: RequestId,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    downstream: Vec<String>,
+) -> Result<(), ProtocolError> {
+    let io_timeout = ctx.config.io_timeout;
+    let mut failure: Option<ErrorCode> = None;
+
+    // Open the rest of the pipeline first: a broken chain fails before any byte lands.
+    let mut down = None;
+    if let Some((next, rest)) = downstream.split_first() {
+        match open_downstream(ctx, next, rest, handle, version).await {
+            Ok(d) => down = Some(d),
+            Err(e) => failure = Some(e),
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<Piece>(WRITE_QUEUE);
+    let mut local = None;
+    if failure.is_none() {
+        let store = ctx.store.clone();
+        local = Some(tokio::task::spawn_blocking(move || {
+            disk_writer(store, handle, version, rx)
+        }));
+    }
+
+    loop {
+        let frame = match tokio::time::timeout(io_timeout, conn.recv()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Err(ProtocolError::Closed),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(ProtocolError::Codec(
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "waiting for a packet")
+                        .into(),
+                ))
+            }
+        };
+        let last = match frame.body {
+            Body::Request(Request::WritePacket { last }) if frame.request_id == id => last,
+            _ => {
+                return Err(ProtocolError::Unexpected {
+                    got: "a frame other than WritePacket",
+                    to: "WriteChunk",
+                })
+            }
+        };
+        if failure.is_none() {
+            if tx.send(Piece::Data(frame.payload.clone())).await.is_err() {
+                // The disk writer stopped; its error is collected below.
+                failure = Some(ErrorCode::Io {
+                    reason: "local write stopped".into(),
+                });
+            } else if let Some(d) = down.as_mut() {
+                let packet =
+                    Frame::request(d.id, Request::WritePacket { last }).with_payload(frame.payload);
+                let sent = tokio::time::timeout(io_timeout, d.conn.send(&packet)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    failure = Some(ErrorCode::Unavailable {
+                        reason: format!("replica {} stopped accepting data", d.addr),
+                    });
+                }
+            }
+        }
+        if last {
+            break;
+        }
+    }
+
+    let local_result = match local {
+        Some(task) => {
+            if failure.is_none() {
+                let _ = tx.send(Piece::Commit).await;
+            }
+            drop(tx);
+            match task.await {
+                Ok(r) => r.map_err(|e| e.to_code()),
+                Err(e) => Err(ErrorCode::Io {
+                    reason: format!("disk writer failed: {e}"),
+                }),
+            }
+        }
+        None => Err(ErrorCode::Io {
+            reason: "not written".into(),
+        }),
+    };
+    // A local error is more specific than "local write stopped".
+    let outcome = match (local_result, failure) {
+        (Err(local), _) => Err(local),
+        (Ok(_), Some(f)) => Err(f),
+        (Ok(size), None) => match down.as_mut() {
+            None => Ok(size),
+            Some(d) => {
+                match tokio::time::timeout(io_timeout, d.conn.recv_response(d.id, "WriteChunk"))
+                    .await
+                {
+                    Ok(Ok((Response::ChunkWritten { size: theirs, .. }, _))) if theirs == size => {
+                        Ok(size)
+                    }
+                    Ok(Ok((other, _))) => Err(ErrorCode::Io {
+                        reason: format!(
+                            "replica {} answered {} instead of the chunk",
+                            d.addr,
+                            other.name()
+                        ),
+                    }),
+                    Ok(Err(ProtocolError::Remote(code))) => Err(code),
+                    Ok(Err(e)) => Err(ErrorCode::Unavailable {
+                        reason: format!("replica {}: {e}", d.addr),
+                    }),
+                    Err(_) => Err(ErrorCode::Unavailable {
+                        reason: format!("replica {} did not confirm in time", d.addr),
+                    }),
+                }
+            }
+        },
+    };
+    let response = match outcome {
+        Ok(size) => {
+            tracing::debug!(size, "chunk written");
+            Response::ChunkWritten { handle, size }
+        }
+        Err(code) => {
+            tracing::info!(error = %code, "chunk write failed");
+            Response::Error(code)
+        }
+    };
+    conn.reply(id, response).await?;
+    Ok(())
+}
+
+async fn open_downstream(
+    ctx: &Ctx,
+    next: &str,
+    rest: &[String],
+    handle: ChunkHandle,
+    version: ChunkVersion,
+) -> Result<Downstream, ErrorCode> {
+    let unavailable = |e: ProtocolError| ErrorCode::Unavailable {
+        reason: format!("replica {next}: {e}"),
+    };
+    let mut conn = dial(next, ctx.config.connect_timeout)
+        .await
+        .map_err(unavailable)?;
+    let id = conn.next_request_id();
+    let open = Frame::request(
+        id,
+        Request::WriteChunk {
+            handle,
+            version,
+            downstream: rest.to_vec(),
+        },
+    );
+    conn.send(&open).await.map_err(|e| unavailable(e.into()))?;
+    Ok(Downstream {
+        conn,
+        id,
+        addr: next.to_string(),
+    })
+}
+
+/// Runs on the blocking pool for the life of one chunk write.
+fn disk_writer(
+    store: ChunkStore,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    mut rx: mpsc::Receiver<Piece>,
+) -> Result<u64, StoreError> {
+    let mut writer = store.create(handle, version)?;
+    while let Some(piece) = rx.blocking_recv() {
+        match piece {
+            Piece::Data(bytes) => writer.write(&bytes)?,
+            Piece::Commit => return writer.commit(),
+        }
+    }
+    // The network side gave up: dropping the writer removes the temp file.
+    Err(ErrorCode::Io {
+        reason: "write abandoned".into(),
+    }
+    .into())
+}
+
+/// Streams a verified byte range as `ReadData` frames of at most one packet each.
+#[allow(clippy::too_many_arguments)]
+async fn read_chunk(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    id: RequestId,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    offset: u64,
+    len: u64,
+) -> Result<(), ProtocolError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(READ_QUEUE);
+    let store = ctx.store.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut reader = match store.open_reader(handle, version) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let end = offset.saturating_add(len);
+        let mut pos = offset;
+        loop {
+            let n = (end - pos).min(PACKET_SIZE as u64);
+            let piece = reader.read(pos, n);
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+            pos += n;
+            if pos >= end {
+                return;
+            }
+        }
+    });
+    let mut sent = 0u64;
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Ok(bytes) => {
+                sent += bytes.len() as u64;
+                let frame = Frame::response(id, Response::ReadData { last: sent >= len })
+                    .with_payload(bytes);
+                conn.send(&frame).await?;
+            }
+            Err(e) => {
+                if let StoreError::Io { .. } = e {
+                    tracing::error!(error = %e, "disk read failed");
+                } else {
+                    tracing::info!(error = %e, "read refused");
+                }
+                conn.reply(id, Response::Error(e.to_code())).await?;
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let _ = producer.await;
+    Ok(())
+}

@@ -1,0 +1,531 @@
+//! The chunk store: one file per chunk plus a checksum file beside it.
+//!
+//! Layout under `<data>/chunks/`:
+//! - `<handle>.chunk`: the chunk's bytes, raw.
+//! - `<handle>.meta`: format byte, bincode of [`ChunkMeta`] (version, length, one blake3
+//!   hash per 64 KiB block), then a blake3 hash of all that, so a damaged meta file is
+//!   recognised as such.
+//! - `*.tmp`: writes in progress; removed at start.
+//!
+//! A chunk is written under temporary names, both files are fsynced, the chunk file is
+//! renamed first and the meta file last, then the directory is fsynced: the meta file's
+//! presence is the commit point. At start only meta files are read (no rehash); a chunk
+//! file without its meta is a crashed write and is removed.
+//!
+//! Every method here blocks; callers run them on the blocking pool.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, CHECKSUM_BLOCK};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+const META_FORMAT: u8 = 1;
+/// A chunk is never longer than this, whatever the client sends.
+pub const MAX_CHUNK_LEN: u64 = 4 << 30;
+/// A meta file is never larger than this (4 GiB of chunk at 32 bytes per 64 KiB, plus slack).
+const MAX_META_LEN: u64 = (MAX_CHUNK_LEN / CHECKSUM_BLOCK) * 40 + 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ChunkMeta {
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    len: u64,
+    blocks: Vec<[u8; 32]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    version: ChunkVersion,
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    chunks: HashMap<ChunkHandle, Entry>,
+    used: u64,
+    /// Bytes promised to writes in progress, so concurrent writes cannot overcommit.
+    reserved: u64,
+    added: Vec<ChunkReport>,
+    removed: Vec<ChunkHandle>,
+}
+
+/// The chunks held on this server's disk.
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    capacity: u64,
+    index: Arc<Mutex<Index>>,
+}
+
+fn chunk_name(handle: ChunkHandle) -> String {
+    format!("{handle}.chunk")
+}
+
+fn meta_name(handle: ChunkHandle) -> String {
+    format!("{handle}.meta")
+}
+
+fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
+    let mut out = vec![META_FORMAT];
+    // Encoding plain structs into a Vec cannot fail.
+    out.extend(
+        bincode::serde::encode_to_vec(meta, bincode::config::standard()).unwrap_or_default(),
+    );
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, String> {
+    if bytes.len() < 33 {
+        return Err("too short".into());
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("checksum of the meta file does not match".into());
+    }
+    if body[0] != META_FORMAT {
+        return Err(format!("unknown format {}", body[0]));
+    }
+    let config = bincode::config::standard().with_limit::<{ MAX_META_LEN as usize }>();
+    let (meta, _) =
+        bincode::serde::decode_from_slice(&body[1..], config).map_err(|e| e.to_string())?;
+    Ok(meta)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("fsync {}", dir.display()), e))
+}
+
+impl ChunkStore {
+    /// Opens the store under `data_dir/chunks`, removing what crashed writes left and
+    /// indexing every committed chunk from its meta file. Without a `capacity`, the
+    /// store may fill what it holds plus what the disk has free now.
+    pub fn open(data_dir: &Path, capacity: Option<u64>) -> Result<ChunkStore, StoreError> {
+        let dir = data_dir.join("chunks");
+        fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        let mut index = Index::default();
+        let mut chunk_files = Vec::new();
+        let entries =
+            fs::read_dir(&dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                tracing::info!(file = %name, "removing a write left by a crash");
+                let _ = fs::remove_file(&path);
+            } else if let Some(stem) = name.strip_suffix(".meta") {
+                let Ok(handle) = stem.parse::<ChunkHandle>() else {
+                    continue;
+                };
+                match fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| decode_meta(&b))
+                {
+                    Ok(meta) if meta.handle == handle => {
+                        index.used += meta.len;
+                        index.chunks.insert(
+                            handle,
+                            Entry {
+                                version: meta.version,
+                                len: meta.len,
+                            },
+                        );
+                    }
+                    Ok(_) | Err(_) => {
+                        // Never served; the master re-replicates what it misses.
+                        tracing::warn!(file = %name, "unreadable meta file: chunk dropped");
+                    }
+                }
+            } else if let Some(stem) = name.strip_suffix(".chunk") {
+                if let Ok(handle) = stem.parse::<ChunkHandle>() {
+                    chunk_files.push((handle, path));
+                }
+            }
+        }
+        for (handle, path) in chunk_files {
+            if !index.chunks.contains_key(&handle) {
+                tracing::info!(%handle, "removing a chunk file without its meta");
+                let _ = fs::remove_file(path);
+            }
+        }
+        let capacity = match capacity {
+            Some(c) => c,
+            None => fs4::available_space(&dir)
+                .map_err(|e| StoreError::io(format!("free space of {}", dir.display()), e))?
+                .saturating_add(index.used),
+        };
+        Ok(ChunkStore {
+            dir,
+            capacity,
+            index: Arc::new(Mutex::new(index)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every chunk held; clears the pending changes, which the full list supersedes.
+    pub fn full_report(&self) -> Vec<ChunkReport> {
+        let mut idx = self.lock();
+        idx.added.clear();
+        idx.removed.clear();
+        idx.chunks
+            .iter()
+            .map(|(h, e)| ChunkReport {
+                handle: *h,
+                version: e.version,
+                size: e.len,
+            })
+            .collect()
+    }
+
+    /// Chunks added and removed since the last report.
+    pub fn take_changes(&self) -> (Vec<ChunkReport>, Vec<ChunkHandle>) {
+        let mut idx = self.lock();
+        (
+            std::mem::take(&mut idx.added),
+            std::mem::take(&mut idx.removed),
+        )
+    }
+
+    /// The version and length of a chunk held here.
+    pub fn get(&self, handle: &ChunkHandle) -> Option<(ChunkVersion, u64)> {
+        self.lock().chunks.get(handle).map(|e| (e.version, e.len))
+    }
+
+    /// Starts writing a new chunk.
+    pub fn create(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkWriter, StoreError> {
+        if self.lock().chunks.contains_key(&handle) {
+            return Err(ErrorCode::BadRequest {
+                reason: format!("chunk {handle} already exists here"),
+            }
+            .into());
+        }
+        let tmp_chunk = self
+            .dir
+            .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_chunk)
+            .map_err(|e| StoreError::io(format!("create {}", tmp_chunk.display()), e))?;
+        Ok(ChunkWriter {
+            store: self.clone(),
+            handle,
+            version,
+            tmp_chunk,
+            file: Some(file),
+            len: 0,
+            reserved: 0,
+            blocks: Vec::new(),
+            partial: blake3::Hasher::new(),
+            partial_len: 0,
+            done: false,
+        })
+    }
+
+    /// Reserves `n` more bytes of capacity for a write in progress.
+    fn reserve(&self, n: u64) -> Result<(), StoreError> {
+        let mut idx = self.lock();
+        let committed = idx.used + idx.reserved;
+        if committed + n > self.capacity {
+            return Err(ErrorCode::NoSpace {
+                needed: n,
+                available: self.capacity.saturating_sub(committed),
+            }
+            .into());
+        }
+        idx.reserved += n;
+        Ok(())
+    }
+
+    fn release(&self, n: u64) {
+        let mut idx = self.lock();
+        idx.reserved = idx.reserved.saturating_sub(n);
+    }
+
+    /// Opens a chunk for verified reads at exactly `version`.
+    pub fn open_reader(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkReader, StoreError> {
+        let entry = self
+            .lock()
+            .chunks
+            .get(&handle)
+            .copied()
+            .ok_or(ErrorCode::UnknownChunk { handle })?;
+        if entry.version != version {
+            return Err(ErrorCode::StaleVersion {
+                handle,
+                have: entry.version,
+                want: version,
+            }
+            .into());
+        }
+        let meta_path = self.dir.join(meta_name(handle));
+        let bytes = fs::read(&meta_path)
+            .map_err(|e| StoreError::io(format!("read {}", meta_path.display()), e))?;
+        let meta = decode_meta(&bytes).map_err(|reason| {
+            tracing::warn!(%handle, %reason, "corrupt meta file");
+            StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+        })?;
+        let path = self.dir.join(chunk_name(handle));
+        let file =
+            File::open(&path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        Ok(ChunkReader { handle, meta, file })
+    }
+
+    /// Deletes a chunk (at any version).
+    pub fn delete(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
+        let removed = {
+            let mut idx = self.lock();
+            let removed = idx.chunks.remove(&handle);
+            if let Some(e) = removed {
+                idx.used = idx.used.saturating_sub(e.len);
+                idx.added.retain(|r| r.handle != handle);
+                idx.removed.push(handle);
+            }
+            removed.is_some()
+        };
+        if removed {
+            // Meta first: without it the chunk is no longer committed, even if we crash here.
+            for name in [meta_name(handle), chunk_name(handle)] {
+                let p = self.dir.join(name);
+                if let Err(e) = fs::remove_file(&p) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(StoreError::io(format!("remove {}", p.display()), e));
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Path of a chunk's data file (for tests and tools that inspect the disk).
+    pub fn chunk_path(&self, handle: ChunkHandle) -> PathBuf {
+        self.dir.join(chunk_name(handle))
+    }
+}
+
+/// A chunk being written: bytes go to a temp file and are hashed block by block.
+/// Dropped without [`ChunkWriter::commit`], it removes its temp file.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    store: ChunkStore,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    tmp_chunk: PathBuf,
+    file: Option<File>,
+    len: u64,
+    reserved: u64,
+    blocks: Vec<[u8; 32]>,
+    partial: blake3::Hasher,
+    partial_len: u64,
+    done: bool,
+}
+
+impl ChunkWriter {
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        let n = data.len() as u64;
+        if self.len + n > MAX_CHUNK_LEN {
+            return Err(ErrorCode::BadRequest {
+                reason: format!("chunk {} would exceed {MAX_CHUNK_LEN} bytes", self.handle),
+            }
+            .into());
+        }
+        self.store.reserve(n)?;
+        self.reserved += n;
+        let file = self.file.as_mut().ok_or_else(|| {
+            StoreError::io("write after commit", std::io::Error::other("writer closed"))
+        })?;
+        file.write_all(data)
+            .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
+        self.len += n;
+        while !data.is_empty() {
+            let room = (CHECKSUM_BLOCK - self.partial_len) as usize;
+            let take = room.min(data.len());
+            self.partial.update(&data[..take]);
+            self.partial_len += take as u64;
+            data = &data[take..];
+            if self.partial_len == CHECKSUM_BLOCK {
+                self.blocks.push(*self.partial.finalize().as_bytes());
+                self.partial.reset();
+                self.partial_len = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the chunk durable and visible; returns its length.
+    pub fn commit(mut self) -> Result<u64, StoreError> {
+        if self.partial_len > 0 {
+            self.blocks.push(*self.partial.finalize().as_bytes());
+        }
+        let file = self.file.take().ok_or_else(|| {
+            StoreError::io("commit twice", std::io::Error::other("writer closed"))
+        })?;
+        file.sync_all()
+            .map_err(|e| StoreError::io(format!("fsync {}", self.tmp_chunk.display()), e))?;
+        drop(file);
+        let dir = &self.store.dir;
+        let meta = ChunkMeta {
+            handle: self.handle,
+            version: self.version,
+            len: self.len,
+            blocks: std::mem::take(&mut self.blocks),
+        };
+        let tmp_meta = dir.join(format!("{}.{}.meta.tmp", self.handle, uuid::Uuid::new_v4()));
+        let result = (|| {
+            let mut f = File::create(&tmp_meta)
+                .map_err(|e| StoreError::io(format!("create {}", tmp_meta.display()), e))?;
+            f.write_all(&encode_meta(&meta))
+                .and_then(|_| f.sync_all())
+                .map_err(|e| StoreError::io(format!("write {}", tmp_meta.display()), e))?;
+            let chunk_path = dir.join(chunk_name(self.handle));
+            fs::rename(&self.tmp_chunk, &chunk_path)
+                .map_err(|e| StoreError::io(format!("rename to {}", chunk_path.display()), e))?;
+            let meta_path = dir.join(meta_name(self.handle));
+            fs::rename(&tmp_meta, &meta_path)
+                .map_err(|e| StoreError::io(format!("rename to {}", meta_path.display()), e))?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp_meta);
+            let _ = fs::remove_file(dir.join(chunk_name(self.handle)));
+            return Err(e);
+        }
+        self.done = true;
+        let mut idx = self.store.lock();
+        idx.reserved = idx.reserved.saturating_sub(self.reserved);
+        idx.used += self.len;
+        idx.chunks.insert(
+            self.handle,
+            Entry {
+                version: self.version,
+                len: self.len,
+            },
+        );
+        idx.removed.retain(|h| *h != self.handle);
+        idx.added.push(ChunkReport {
+            handle: self.handle,
+            version: self.version,
+            size: self.len,
+        });
+        Ok(self.len)
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.release(self.reserved);
+            self.file.take();
+            let _ = fs::remove_file(&self.tmp_chunk);
+        }
+    }
+}
+
+/// Reads of one chunk, verified block by block against its stored checksums.
+#[derive(Debug)]
+pub struct ChunkReader {
+    handle: ChunkHandle,
+    meta: ChunkMeta,
+    file: File,
+}
+
+impl ChunkReader {
+    pub fn len(&self) -> u64 {
+        self.meta.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.len == 0
+    }
+
+    /// `len` bytes at `offset`, after verifying every block they touch. A mismatch
+    /// is an error, never data.
+    pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.meta.len)
+            .ok_or_else(|| ErrorCode::BadRequest {
+                reason: format!(
+                    "range {offset}+{len} is beyond the end of chunk {} ({} bytes)",
+                    self.handle, self.meta.len
+                ),
+            })?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let first = offset / CHECKSUM_BLOCK;
+        let last = (end - 1) / CHECKSUM_BLOCK;
+        let start = first * CHECKSUM_BLOCK;
+        let stop = ((last + 1) * CHECKSUM_BLOCK).min(self.meta.len);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let ctx = || format!("read chunk {}", self.handle);
+        self.file
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| StoreError::io(ctx(), e))?;
+        if let Err(e) = self.file.read_exact(&mut buf) {
+            // A chunk file shorter than its meta says: damaged on disk.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Err(ErrorCode::ChecksumMismatch {
+                    handle: self.handle,
+                    offset: start,
+                }
+                .into());
+            }
+            return Err(StoreError::io(ctx(), e));
+        }
+        for (i, block) in buf.chunks(CHECKSUM_BLOCK as usize).enumerate() {
+            let b = first + i as u64;
+            let want = self.meta.blocks.get(b as usize);
+            if want != Some(blake3::hash(block).as_bytes()) {
+                return Err(ErrorCode::ChecksumMismatch {
+                    handle: self.handle,
+                    offset: b * CHECKSUM_BLOCK,
+                }
+                .into());
+            }
+        }
+        let buf = Bytes::from(buf);
+        Ok(buf.slice((offset - start) as usize..(end - start) as usize))
+    }
+}

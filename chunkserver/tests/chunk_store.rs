@@ -1,0 +1,131 @@
+//! The chunk store on a real temp dir: round trips across reopen, crash leftovers,
+//! corruption never returned as data, capacity.
+
+use dfs_chunkserver::store::ChunkStore;
+use dfs_chunkserver::StoreError;
+use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode};
+use proptest::prelude::*;
+
+fn write(store: &ChunkStore, data: &[u8], packet: usize) -> ChunkHandle {
+    let h = ChunkHandle::random();
+    let mut w = store.create(h, ChunkVersion::FIRST).expect("create");
+    for p in data.chunks(packet.max(1)) {
+        w.write(p).expect("write");
+    }
+    assert_eq!(w.commit().expect("commit"), data.len() as u64);
+    h
+}
+
+fn read_all(store: &ChunkStore, h: ChunkHandle) -> Result<Vec<u8>, StoreError> {
+    let mut r = store.open_reader(h, ChunkVersion::FIRST)?;
+    let len = r.len();
+    Ok(r.read(0, len)?.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn ranges_read_back_exactly_across_reopen(
+        len in 0usize..300_000,
+        packet in 1usize..200_000,
+        ranges in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let h = {
+            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+            write(&store, &data, packet)
+        };
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        prop_assert_eq!(store.get(&h), Some((ChunkVersion::FIRST, len as u64)));
+        let mut r = store.open_reader(h, ChunkVersion::FIRST).unwrap();
+        for (a, b) in ranges {
+            let (a, b) = (a.index(len + 1), b.index(len + 1));
+            let (lo, hi) = (a.min(b), a.max(b));
+            let got = r.read(lo as u64, (hi - lo) as u64).unwrap();
+            prop_assert_eq!(&got[..], &data[lo..hi]);
+        }
+        prop_assert!(r.read(len as u64, 1).is_err());
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_an_error_never_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+    let data = vec![7u8; 200_000];
+    let h = write(&store, &data, 65_536);
+    let path = store.chunk_path(h);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[150_000] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    match read_all(&store, h) {
+        Err(StoreError::Refused(ErrorCode::ChecksumMismatch { offset, .. })) => {
+            assert_eq!(offset, 131_072)
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    // blocks before the damage still read
+    let mut r = store.open_reader(h, ChunkVersion::FIRST).unwrap();
+    assert_eq!(r.read(0, 100_000).unwrap().len(), 100_000);
+}
+
+#[test]
+fn crash_leftovers_are_removed_and_uncommitted_writes_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    let h;
+    {
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        h = write(&store, b"kept", 2);
+        let mut w = store
+            .create(ChunkHandle::random(), ChunkVersion::FIRST)
+            .unwrap();
+        w.write(b"never committed").unwrap();
+        std::mem::forget(w); // as if the process died mid-write
+        std::fs::remove_file(dir.path().join("chunks").join(format!("{h}.meta"))).unwrap();
+    }
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+    assert!(
+        store.is_empty(),
+        "a chunk without its meta is not committed"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("chunks"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "temp and orphan files removed: {left:?}");
+}
+
+#[test]
+fn capacity_is_enforced_and_a_failed_write_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), Some(100_000)).unwrap();
+    let mut w = store
+        .create(ChunkHandle::random(), ChunkVersion::FIRST)
+        .unwrap();
+    w.write(&[1u8; 60_000]).unwrap();
+    let err = w.write(&[1u8; 60_000]).expect_err("over capacity");
+    assert!(
+        matches!(err, StoreError::Refused(ErrorCode::NoSpace { .. })),
+        "{err}"
+    );
+    drop(w);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("chunks"))
+            .unwrap()
+            .count(),
+        0
+    );
+    write(&store, &[2u8; 90_000], 10_000);
+    assert_eq!(store.used(), 90_000);
+}
+
+#[test]
+fn wrong_version_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), Some(1 << 20)).unwrap();
+    let h = write(&store, b"abc", 3);
+    assert!(matches!(
+        store.open_reader(h, ChunkVersion(2)),
+        Err(StoreError::Refused(ErrorCode::StaleVersion { .. }))
+    ));
+}
