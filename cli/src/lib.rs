@@ -1,1 +1,13 @@
-//! placeholder
+//! The `dfs` binary's library half: what `dfs up`, the integration tests and the
+//! benches share.
+//!
+//! Layout:
+//! - [`cluster`]: `LocalCluster`, a master and N chunkservers in one process.
+//! - [`units`]: parsing sizes (`64MiB`) and durations (`500ms`) from the command line.
+//! - [`progress`]: a progress bar around a reader or writer, shown only on a terminal.
+//! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
+
+pub mod cluster;
+pub mod output;
+pub mod progress;
+pub mod units;

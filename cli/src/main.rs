@@ -1,1 +1,585 @@
-fn main() {}
+//! `dfs`: the one binary — servers, a local cluster, and the client verbs.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+use dfs_cli::output;
+use dfs_cli::progress::{bar, Metered};
+use dfs_cli::units::{parse_duration, parse_size};
+use dfs_client::{Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions};
+use dfs_protocol::{CodecError, ProtocolError};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dfs",
+    version,
+    about = "dfs: a GFS-style distributed file system",
+    long_about = "dfs: a GFS-style distributed file system.\n\n\
+        One master keeps the namespace; chunkservers keep files as replicated, checksummed chunks.\n\
+        Start a local cluster with `dfs up`, then use the client verbs from another terminal:\n\
+        \n  dfs put ./photo.jpg /photos/photo.jpg\n  dfs ls -l /photos\n  dfs get /photos/photo.jpg ./copy.jpg\n\n\
+        Client verbs find the master from --master, else $DFS_MASTER, else 127.0.0.1:7070."
+)]
+struct Cli {
+    /// Address of the master, for client verbs and chunkservers.
+    #[arg(
+        long,
+        global = true,
+        env = "DFS_MASTER",
+        default_value = "127.0.0.1:7070",
+        value_name = "ADDR"
+    )]
+    master: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a master: the namespace and the chunk map.
+    Master(MasterArgs),
+    /// Run a chunkserver that stores chunks for the master at --master.
+    Chunkserver(ChunkserverArgs),
+    /// Run a whole local cluster (a master and chunkservers) in this process; Ctrl-C stops it.
+    Up(UpArgs),
+    /// Store LOCAL (a file, or '-' for stdin) at REMOTE; visible only once complete.
+    Put {
+        local: String,
+        /// Remote path; a trailing '/' or an existing directory keeps LOCAL's file name.
+        remote: String,
+        /// Replicas per chunk (the cluster's default if not given).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+        /// Replace REMOTE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch REMOTE into LOCAL (a file or directory, or '-' for stdout).
+    Get { remote: String, local: String },
+    /// Write REMOTE to stdout.
+    Cat { remote: String },
+    /// List a directory (default /).
+    Ls {
+        /// Long format: kind, size, modification time.
+        #[arg(short = 'l')]
+        long: bool,
+        /// List subdirectories recursively.
+        #[arg(short = 'R')]
+        recursive: bool,
+        path: Option<String>,
+        /// Print JSON: [{"name","kind","size"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; no error if it exists.
+        #[arg(short = 'p')]
+        parents: bool,
+        path: String,
+    },
+    /// Remove a file, or a directory with -r.
+    Rm {
+        /// Remove a directory and everything below it.
+        #[arg(short = 'r')]
+        recursive: bool,
+        /// Delete at once instead of moving to the trash. (There is no trash yet: every
+        /// rm deletes at once; the flag is accepted so scripts keep working when it comes.)
+        #[arg(long)]
+        skip_trash: bool,
+        path: String,
+    },
+    /// Show a file's or directory's metadata: size, replication, chunks and replicas.
+    Stat {
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the cluster: chunkservers, capacity, usage, file and chunk counts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct MasterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Directory for the master's metadata.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Default replicas per chunk.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    replication: u32,
+    /// Size files are cut into chunks at.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    chunk_size: u64,
+    /// A chunkserver silent this long is dead.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    dead_after: Duration,
+    /// Address clients should dial, if it differs from --listen (informational for the master).
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ChunkserverArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7071", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Directory for chunks and this server's identity.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Bytes this server may store (default: what it holds plus the disk's free space).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    capacity: Option<u64>,
+    /// Interval between heartbeats to the master.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat: Duration,
+    /// Address the master, clients and other chunkservers should dial (default: --listen).
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Directory for every node's data.
+    #[arg(long, default_value = "./dfs-data", value_name = "DIR")]
+    data: PathBuf,
+    /// Number of chunkservers.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    chunkservers: usize,
+    /// Master address (default: --master); chunkservers take the following ports.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Default replicas per chunk (default: 3, or fewer with fewer chunkservers).
+    #[arg(long, value_name = "N")]
+    replication: Option<u32>,
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    chunk_size: u64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    dead_after: Duration,
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat: Duration,
+    /// Per-chunkserver capacity (default: the disk's free space).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    capacity: Option<u64>,
+}
+
+/// Exit status of a process killed by SIGPIPE, which is how `dfs cat | head` should end.
+const BROKEN_PIPE_EXIT: u8 = 141;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let server = matches!(
+        cli.command,
+        Command::Master(_) | Command::Chunkserver(_) | Command::Up(_)
+    );
+    init_tracing(if server { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dfs: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let master = cli.master.clone();
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_EXIT),
+        Err(e) => {
+            eprintln!("dfs: {}", explain(&e, &master));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// One line for the user: the error, with advice where we can give it.
+fn explain(e: &anyhow::Error, master: &str) -> String {
+    if let Some(ClientError::Peer { addr, source }) = e.downcast_ref::<ClientError>() {
+        if addr == master {
+            if let ProtocolError::Codec(CodecError::Io(io)) = source {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return format!(
+                        "cannot reach the master at {master}: connection refused (is a cluster running? `dfs up` starts one)"
+                    );
+                }
+            }
+        }
+    }
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs a server future until it ends or a signal asks it to stop cleanly.
+async fn serve<F>(token: CancellationToken, server: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            token.cancel();
+        }
+    }
+    server.await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(cli.master.clone());
+    match cli.command {
+        Command::Master(a) => {
+            let mut config = dfs_master::MasterConfig::new(&a.data);
+            config.replication = a.replication;
+            config.chunk_size = a.chunk_size;
+            config.dead_after = a.dead_after;
+            config.validate()?;
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", a.listen))?;
+            if let Some(adv) = &a.advertise {
+                tracing::info!(advertise = %adv, "clients should dial the advertised address");
+            }
+            let token = CancellationToken::new();
+            serve(token.clone(), async {
+                Ok(dfs_master::run(config, listener, token.clone()).await?)
+            })
+            .await
+        }
+        Command::Chunkserver(a) => {
+            let mut config = dfs_chunkserver::ChunkserverConfig::new(&a.data, cli.master.clone());
+            config.capacity = a.capacity;
+            config.heartbeat = a.heartbeat;
+            config.advertise = a.advertise;
+            config.validate()?;
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", a.listen))?;
+            let token = CancellationToken::new();
+            serve(token.clone(), async {
+                Ok(dfs_chunkserver::run(config, listener, token.clone()).await?)
+            })
+            .await
+        }
+        Command::Up(a) => up(a, &cli.master).await,
+        Command::Put {
+            local,
+            remote,
+            replication,
+            force,
+        } => put(&client, &local, &remote, replication, force).await,
+        Command::Get { remote, local } => get(&client, &remote, &local).await,
+        Command::Cat { remote } => {
+            let stdout = tokio::io::stdout();
+            client.get(&remote, stdout).await?;
+            Ok(())
+        }
+        Command::Ls {
+            long,
+            recursive,
+            path,
+            json,
+        } => {
+            ls(
+                &client,
+                path.as_deref().unwrap_or("/"),
+                long,
+                recursive,
+                json,
+            )
+            .await
+        }
+        Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
+        Command::Rm {
+            recursive,
+            skip_trash: _,
+            path,
+        } => Ok(client.remove(&path, recursive).await?),
+        Command::Stat { path, json } => {
+            let stat = client.stat(&path).await?;
+            if json {
+                print_json(&output::stat_json(&stat))
+            } else {
+                print_text(&output::stat_plain(&stat))
+            }
+        }
+        Command::Status { json } => {
+            let status = client.status().await?;
+            if json {
+                print_json(&output::status_json(&status))
+            } else {
+                print_text(&output::status_plain(&status))
+            }
+        }
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    print_text(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
+    let listen = match a.listen {
+        Some(addr) => addr,
+        None => master.parse().with_context(|| {
+            format!("--master {master} is not an IP:port to listen on; pass --listen")
+        })?,
+    };
+    if a.chunkservers == 0 {
+        bail!("--chunkservers must be at least 1");
+    }
+    let replication = a
+        .replication
+        .unwrap_or_else(|| u32::try_from(a.chunkservers.min(3)).unwrap_or(3));
+    let options = ClusterOptions {
+        data_dir: a.data.clone(),
+        master_addr: listen,
+        chunkserver_base_port: if listen.port() == 0 {
+            0
+        } else {
+            listen.port().saturating_add(1)
+        },
+        chunkservers: a.chunkservers,
+        replication,
+        chunk_size: a.chunk_size,
+        dead_after: a.dead_after,
+        heartbeat: a.heartbeat,
+        capacity: a.capacity,
+    };
+    let cluster = LocalCluster::start(options).await?;
+    let addrs: Vec<String> = cluster
+        .chunkserver_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    eprintln!(
+        "dfs up: master on {}, {} chunkservers on {}, replication {}, data in {}\n\
+         dfs up: try `dfs put FILE /FILE` from another terminal; Ctrl-C stops the cluster",
+        cluster.master_addr(),
+        addrs.len(),
+        addrs.join(", "),
+        replication,
+        a.data.display()
+    );
+    shutdown_signal().await;
+    eprintln!("dfs up: stopping");
+    cluster.shutdown().await
+}
+
+fn base_name(path: &str) -> Option<&str> {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+}
+
+async fn put(
+    client: &Client,
+    local: &str,
+    remote: &str,
+    replication: Option<u32>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let into_dir = remote.ends_with('/')
+        || matches!(client.stat(remote).await, Ok(s) if s.kind == FileKind::Dir);
+    let remote = if into_dir {
+        let name = Path::new(local)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|_| local != "-")
+            .with_context(|| format!("{remote}: is a directory; name the remote file"))?;
+        format!("{}/{}", remote.trim_end_matches('/'), name)
+    } else {
+        remote.to_string()
+    };
+    let options = PutOptions {
+        replication,
+        overwrite: force,
+    };
+    if local == "-" {
+        let input = Metered::new(tokio::io::stdin(), bar(None, false));
+        client.put(&remote, input, options).await?;
+        return Ok(());
+    }
+    let file = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("{local}: cannot open"))?;
+    let meta = file
+        .metadata()
+        .await
+        .with_context(|| format!("{local}: cannot stat"))?;
+    if meta.is_dir() {
+        bail!("{local}: is a directory");
+    }
+    let progress = bar(Some(meta.len()), false);
+    let result = client
+        .put(&remote, Metered::new(file, progress.clone()), options)
+        .await;
+    progress.finish_and_clear();
+    result?;
+    Ok(())
+}
+
+async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
+    if local == "-" {
+        client.get(remote, tokio::io::stdout()).await?;
+        return Ok(());
+    }
+    let stat = client.stat(remote).await?;
+    if stat.kind == FileKind::Dir {
+        return Err(ClientError::Remote(ErrorCode::IsADirectory { path: stat.path }).into());
+    }
+    let mut target = PathBuf::from(local);
+    if target.is_dir() {
+        target.push(base_name(&stat.path).context("cannot name the local file")?);
+    }
+    // Written beside the target and renamed at the end: never a half-written file at `target`.
+    let file_name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{local}: not a file name"))?;
+    let tmp = target.with_file_name(format!(".{file_name}.dfs-partial-{}", std::process::id()));
+    let file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let progress = bar(Some(stat.size), false);
+    let mut writer = Metered::new(
+        tokio::io::BufWriter::with_capacity(1 << 20, file),
+        progress.clone(),
+    );
+    let result = async {
+        client.get(remote, &mut writer).await?;
+        writer.shutdown().await.context("closing the local file")?;
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .with_context(|| format!("{}: cannot write", target.display()))
+    }
+    .await;
+    progress.finish_and_clear();
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+async fn ls(
+    client: &Client,
+    path: &str,
+    long: bool,
+    recursive: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let entries = client.list(path).await?;
+    if !recursive {
+        return if json {
+            print_json(&output::ls_json(&entries))
+        } else {
+            print_text(&output::ls_plain(&entries, long))
+        };
+    }
+    // Depth-first like `ls -R`; an explicit stack keeps deep trees off the call stack.
+    let root = path.trim_end_matches('/').to_string();
+    let mut flat: Vec<DirEntry> = Vec::new();
+    let mut text = String::new();
+    let mut stack = vec![(String::new(), entries)];
+    while let Some((rel, entries)) = stack.pop() {
+        let shown = if rel.is_empty() {
+            path.to_string()
+        } else {
+            format!("{root}/{rel}")
+        };
+        if !json {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&format!("{shown}:\n{}", output::ls_plain(&entries, long)));
+        }
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let name = if rel.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{rel}/{}", e.name)
+            };
+            if e.kind == FileKind::Dir {
+                subdirs.push(name.clone());
+            }
+            flat.push(DirEntry { name, ..e });
+        }
+        for sub in subdirs.into_iter().rev() {
+            let children = client.list(&format!("{root}/{sub}")).await?;
+            stack.push((sub, children));
+        }
+    }
+    if json {
+        print_json(&output::ls_json(&flat))
+    } else {
+        print_text(&text)
+    }
+}

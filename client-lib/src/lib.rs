@@ -1,1 +1,27 @@
-//! placeholder
+//! The embeddable async dfs client.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dfs_client::ClientError> {
+//! let client = dfs_client::Client::new("127.0.0.1:7070");
+//! client.mkdir("/logs", true).await?;
+//! let stored = client.put("/logs/a.txt", &b"hello"[..], Default::default()).await?;
+//! let mut out = Vec::new();
+//! client.get("/logs/a.txt", &mut out).await?;
+//! assert_eq!(stored, out.len() as u64);
+//! # Ok(()) }
+//! ```
+//!
+//! Layout:
+//! - [`client`]: `Client` — metadata calls, the streaming put, the parallel get.
+//! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
+//! - [`error`]: `ClientError`, which says whether a retry makes sense.
+
+pub mod client;
+pub mod error;
+pub mod pool;
+
+pub use client::{Client, ClientOptions, PutOptions};
+pub use dfs_protocol::{
+    ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileKind, FileStat, ServerStatus,
+};
+pub use error::ClientError;

@@ -1,0 +1,225 @@
+//! A whole cluster in one process: a master and N chunkservers as tasks, each with its
+//! own data dir and real TCP listener. `dfs up` runs one; tests and benches use the same
+//! code with port 0, and stop and restart single nodes to exercise recovery.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use dfs_chunkserver::ChunkserverConfig;
+use dfs_client::Client;
+use dfs_master::MasterConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How to lay out a local cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub data_dir: PathBuf,
+    /// The master's address; port 0 picks a free one.
+    pub master_addr: SocketAddr,
+    /// First chunkserver port (the others follow); 0 picks free ports.
+    pub chunkserver_base_port: u16,
+    pub chunkservers: usize,
+    pub replication: u32,
+    pub chunk_size: u64,
+    pub dead_after: Duration,
+    pub heartbeat: Duration,
+    /// Per-chunkserver capacity; the disk's free space when `None`.
+    pub capacity: Option<u64>,
+}
+
+impl ClusterOptions {
+    /// A test-sized cluster on free loopback ports under `data_dir`.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> ClusterOptions {
+        ClusterOptions {
+            data_dir: data_dir.into(),
+            master_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            chunkserver_base_port: 0,
+            chunkservers: 3,
+            replication: 3,
+            chunk_size: 1 << 20,
+            dead_after: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(100),
+            capacity: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    running: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Node {
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some((token, handle)) = self.running.take() {
+            token.cancel();
+            handle.await.context("node task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+/// A running local cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    options: ClusterOptions,
+    master: Node,
+    chunkservers: Vec<Node>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+impl LocalCluster {
+    /// Starts the master and every chunkserver and waits until all have registered.
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<LocalCluster> {
+        let listener = bind(options.master_addr, "master").await?;
+        let master_addr = listener.local_addr()?;
+        let mut cluster = LocalCluster {
+            master: Node {
+                addr: master_addr,
+                data_dir: options.data_dir.join("master"),
+                running: None,
+            },
+            chunkservers: Vec::new(),
+            options,
+        };
+        cluster.spawn_master(listener);
+        for i in 0..cluster.options.chunkservers {
+            let port = match cluster.options.chunkserver_base_port {
+                0 => 0,
+                base => base
+                    .checked_add(u16::try_from(i).context("too many chunkservers")?)
+                    .context("chunkserver port out of range")?,
+            };
+            let listener = bind(SocketAddr::new(master_addr.ip(), port), "chunkserver").await?;
+            let node = Node {
+                addr: listener.local_addr()?,
+                data_dir: cluster.options.data_dir.join(format!("cs{}", i + 1)),
+                running: None,
+            };
+            cluster.chunkservers.push(node);
+            cluster.spawn_chunkserver(i, listener);
+        }
+        cluster
+            .wait_for_chunkservers(cluster.options.chunkservers, Duration::from_secs(30))
+            .await?;
+        Ok(cluster)
+    }
+
+    fn spawn_master(&mut self, listener: TcpListener) {
+        let o = &self.options;
+        let mut config = MasterConfig::new(&self.master.data_dir);
+        config.replication = o.replication;
+        config.chunk_size = o.chunk_size;
+        config.dead_after = o.dead_after;
+        let token = CancellationToken::new();
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move { Ok(dfs_master::run(config, listener, token).await?) }
+        });
+        self.master.running = Some((token, handle));
+    }
+
+    fn spawn_chunkserver(&mut self, i: usize, listener: TcpListener) {
+        let node = &mut self.chunkservers[i];
+        let mut config = ChunkserverConfig::new(&node.data_dir, self.master.addr.to_string());
+        config.heartbeat = self.options.heartbeat;
+        config.capacity = self.options.capacity;
+        let token = CancellationToken::new();
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move { Ok(dfs_chunkserver::run(config, listener, token).await?) }
+        });
+        node.running = Some((token, handle));
+    }
+
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master.addr
+    }
+
+    pub fn chunkserver_addrs(&self) -> Vec<SocketAddr> {
+        self.chunkservers.iter().map(|n| n.addr).collect()
+    }
+
+    pub fn chunkserver_data_dir(&self, i: usize) -> Option<&Path> {
+        self.chunkservers.get(i).map(|n| n.data_dir.as_path())
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self) -> Client {
+        Client::new(self.master.addr.to_string())
+    }
+
+    /// Stops the master (a clean stop: its store is flushed).
+    pub async fn stop_master(&mut self) -> anyhow::Result<()> {
+        self.master.stop().await
+    }
+
+    /// Starts the master again on the same address and data dir.
+    pub async fn restart_master(&mut self) -> anyhow::Result<()> {
+        self.master.stop().await?;
+        let listener = bind(self.master.addr, "master").await?;
+        self.spawn_master(listener);
+        Ok(())
+    }
+
+    pub async fn stop_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
+        match self.chunkservers.get_mut(i) {
+            Some(node) => node.stop().await,
+            None => bail!("no chunkserver {i}"),
+        }
+    }
+
+    /// Starts chunkserver `i` again on the same address and data dir.
+    pub async fn restart_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop_chunkserver(i).await?;
+        let listener = bind(self.chunkservers[i].addr, "chunkserver").await?;
+        self.spawn_chunkserver(i, listener);
+        Ok(())
+    }
+
+    /// Waits until the master reports at least `n` live chunkservers.
+    pub async fn wait_for_chunkservers(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let client = self.client();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(status) = client.status().await {
+                if status.chunkservers.iter().filter(|s| s.alive).count() >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{n} chunkservers did not register within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every node, chunkservers first.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for node in &mut self.chunkservers {
+            if let Err(e) = node.stop().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.master.stop().await {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,144 @@
+//! Renderings of `ls`, `stat` and `status`: plain text for people, and the `--json`
+//! shapes of DESIGN.md (fields may be added, never renamed).
+
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat};
+use serde_json::{json, Value};
+
+use crate::units::human_size;
+
+fn time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// `[{"name","kind","size"}]`, plus `mtime`.
+pub fn ls_json(entries: &[DirEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| json!({"name": e.name, "kind": e.kind.as_str(), "size": e.size, "mtime": e.mtime}))
+            .collect(),
+    )
+}
+
+/// One name per line; `long` adds kind, size and time. Directories end in `/`.
+pub fn ls_plain(entries: &[DirEntry], long: bool) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let slash = if e.kind == FileKind::Dir { "/" } else { "" };
+        if long {
+            let _ = writeln!(
+                out,
+                "{:<4} {:>14} {}  {}{}",
+                e.kind.as_str(),
+                e.size,
+                time(e.mtime),
+                e.name,
+                slash
+            );
+        } else {
+            let _ = writeln!(out, "{}{}", e.name, slash);
+        }
+    }
+    out
+}
+
+/// `{"path","kind","size","replication","chunks":[{"handle","version","size","replicas"}]}`, plus `mtime`.
+pub fn stat_json(s: &FileStat) -> Value {
+    json!({
+        "path": s.path,
+        "kind": s.kind.as_str(),
+        "size": s.size,
+        "replication": s.replication,
+        "mtime": s.mtime,
+        "chunks": s.chunks.iter().map(|c| json!({
+            "handle": c.handle.to_string(),
+            "version": c.version.0,
+            "size": c.size,
+            "replicas": c.replicas,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn stat_plain(s: &FileStat) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "path:        {}", s.path);
+    let _ = writeln!(out, "kind:        {}", s.kind.as_str());
+    let _ = writeln!(out, "size:        {} ({})", s.size, human_size(s.size));
+    let _ = writeln!(out, "modified:    {}", time(s.mtime));
+    if s.kind == FileKind::File {
+        let _ = writeln!(out, "replication: {}", s.replication);
+        let _ = writeln!(out, "chunks:      {}", s.chunks.len());
+        for (i, c) in s.chunks.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {i:>4}  {}  v{}  {:>10}  {}",
+                c.handle,
+                c.version,
+                c.size,
+                if c.replicas.is_empty() {
+                    "NO LIVE REPLICA".to_string()
+                } else {
+                    c.replicas.join(" ")
+                }
+            );
+        }
+    }
+    out
+}
+
+/// `{"chunkservers":[{"id","addr","alive","capacity","used","chunks"}],"files","chunks","under_replicated"}`.
+pub fn status_json(s: &ClusterStatus) -> Value {
+    json!({
+        "chunkservers": s.chunkservers.iter().map(|c| json!({
+            "id": c.id.to_string(),
+            "addr": c.addr,
+            "alive": c.alive,
+            "capacity": c.capacity,
+            "used": c.used,
+            "chunks": c.chunks,
+        })).collect::<Vec<_>>(),
+        "files": s.files,
+        "chunks": s.chunks,
+        "under_replicated": s.under_replicated,
+        "chunk_size": s.chunk_size,
+        "replication": s.replication,
+    })
+}
+
+pub fn status_plain(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let alive = s.chunkservers.iter().filter(|c| c.alive).count();
+    let _ = writeln!(
+        out,
+        "chunkservers: {alive} alive, {} dead   chunk size {}   default replication {}",
+        s.chunkservers.len() - alive,
+        human_size(s.chunk_size),
+        s.replication
+    );
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<21}  {:<5}  {:>12}  {:>12}  {:>8}",
+        "ID", "ADDRESS", "STATE", "CAPACITY", "USED", "CHUNKS"
+    );
+    for c in &s.chunkservers {
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<21}  {:<5}  {:>12}  {:>12}  {:>8}",
+            c.id.to_string(),
+            c.addr,
+            if c.alive { "up" } else { "DEAD" },
+            human_size(c.capacity),
+            human_size(c.used),
+            c.chunks
+        );
+    }
+    let _ = writeln!(
+        out,
+        "files: {}   chunks: {}   under-replicated: {}",
+        s.files, s.chunks, s.under_replicated
+    );
+    out
+}

@@ -1,0 +1,505 @@
+//! `Client`: metadata calls to the master and the put and get data paths.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dfs_protocol::{
+    ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk, DirEntry, ErrorCode,
+    FileKind, FileStat, Frame, ProtocolError, Request, RequestId, Response, UploadId, PACKET_SIZE,
+};
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::ClientError;
+use crate::pool::{Conn, Pool};
+
+/// Tunables; the defaults suit a LAN or loopback cluster.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// Limit on any single exchange (a metadata call, one packet, one chunk's confirmation).
+    pub io_timeout: Duration,
+    /// Byte ranges read at once during a get.
+    pub read_parallelism: usize,
+    /// Size of each ranged read; memory in flight is at most parallelism x this.
+    pub read_unit: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(60),
+            read_parallelism: 4,
+            read_unit: 4 << 20,
+        }
+    }
+}
+
+/// How to store a file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PutOptions {
+    /// Replicas per chunk; the cluster default when `None`.
+    pub replication: Option<u32>,
+    /// Replace an existing file instead of failing with `AlreadyExists`.
+    pub overwrite: bool,
+}
+
+/// A handle on a dfs cluster. Cheap to clone; clones share connections.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    master: String,
+    options: ClientOptions,
+    pool: Pool,
+}
+
+/// A chunk whose bytes are all sent, waiting for the pipeline's confirmation.
+struct InFlight {
+    conn: Conn,
+    addr: String,
+    id: RequestId,
+    handle: ChunkHandle,
+    size: u64,
+}
+
+/// One ranged read of a get.
+#[derive(Clone, Debug)]
+struct Unit {
+    index: usize,
+    chunk: Arc<ChunkInfo>,
+    offset: u64,
+    len: u64,
+}
+
+impl Client {
+    /// A client of the master at `master` (`host:port`). Connections open on first use.
+    pub fn new(master: impl Into<String>) -> Client {
+        Client::with_options(master, ClientOptions::default())
+    }
+
+    pub fn with_options(master: impl Into<String>, options: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                master: master.into(),
+                options,
+                pool: Pool::default(),
+            }),
+        }
+    }
+
+    pub fn master(&self) -> &str {
+        &self.inner.master
+    }
+
+    async fn exchange<T>(
+        &self,
+        addr: &str,
+        fut: impl std::future::Future<Output = Result<T, ProtocolError>>,
+    ) -> Result<T, ClientError> {
+        let after = self.inner.options.io_timeout;
+        tokio::time::timeout(after, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.to_string(),
+                after,
+            })?
+            .map_err(|e| ClientError::peer(addr, e))
+    }
+
+    /// One request to the master; an error code comes back as `ClientError::Remote`.
+    async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
+        let addr = self.inner.master.as_str();
+        let opts = &self.inner.options;
+        let mut conn = self.inner.pool.get(addr, opts.connect_timeout).await?;
+        let after = opts.io_timeout;
+        let result = tokio::time::timeout(after, conn.call(request)).await;
+        match result {
+            Ok(Ok(response)) => {
+                self.inner.pool.put(addr, conn);
+                Ok(response)
+            }
+            Ok(Err(ProtocolError::Remote(code))) => {
+                self.inner.pool.put(addr, conn);
+                Err(ClientError::Remote(code))
+            }
+            Ok(Err(e)) => Err(ClientError::peer(addr, e)),
+            Err(_) => Err(ClientError::Timeout {
+                addr: addr.to_string(),
+                after,
+            }),
+        }
+    }
+
+    fn unexpected(&self, got: &Response) -> ClientError {
+        ClientError::Unexpected {
+            addr: self.inner.master.clone(),
+            got: got.name(),
+        }
+    }
+
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<(), ClientError> {
+        match self
+            .master_call(Request::Mkdir {
+                path: path.to_string(),
+                parents,
+            })
+            .await?
+        {
+            Response::Ok => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// A directory's entries, or the one entry of a file.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ClientError> {
+        match self
+            .master_call(Request::List {
+                path: path.to_string(),
+            })
+            .await?
+        {
+            Response::Listing { entries } => Ok(entries),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Removes a file, or a directory (`recursive` for a non-empty one).
+    pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        match self
+            .master_call(Request::Delete {
+                path: path.to_string(),
+                recursive,
+            })
+            .await?
+        {
+            Response::Ok => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
+        match self
+            .master_call(Request::Stat {
+                path: path.to_string(),
+            })
+            .await?
+        {
+            Response::Stat(stat) => Ok(stat),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.master_call(Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Stores everything `reader` yields at `path`. Nothing is visible at `path` until
+    /// the whole file is stored; on error nothing changes there. Memory stays at a few
+    /// packets whatever the file's size. Returns the number of bytes stored.
+    pub async fn put<R>(
+        &self,
+        path: &str,
+        reader: R,
+        options: PutOptions,
+    ) -> Result<u64, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let started = self
+            .master_call(Request::BeginPut {
+                path: path.to_string(),
+                replication: options.replication,
+                overwrite: options.overwrite,
+            })
+            .await?;
+        let (upload, chunk_size) = match started {
+            Response::PutStarted {
+                upload, chunk_size, ..
+            } => (upload, chunk_size),
+            other => return Err(self.unexpected(&other)),
+        };
+        match self.put_chunks(upload, chunk_size, reader).await {
+            Ok(total) => Ok(total),
+            Err(e) => {
+                // Best effort: the master forgets idle uploads anyway.
+                let _ = self.master_call(Request::AbortPut { upload }).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_chunks<R>(
+        &self,
+        upload: UploadId,
+        chunk_size: u64,
+        mut reader: R,
+    ) -> Result<u64, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let mut committed: Vec<CommittedChunk> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
+        let mut total = 0u64;
+        // One packet of look-ahead tells whether the packet being sent is a chunk's last.
+        let mut next = read_packet(&mut reader, PACKET_SIZE as u64, chunk_size).await?;
+        while !next.is_empty() {
+            let alloc = match self.master_call(Request::AllocateChunk { upload }).await? {
+                Response::ChunkAllocated(a) => a,
+                other => return Err(self.unexpected(&other)),
+            };
+            let (mut conn, addr, id) = self.open_pipeline(&alloc).await?;
+            let mut size = 0u64;
+            loop {
+                let packet = std::mem::take(&mut next);
+                size += packet.len() as u64;
+                let room = chunk_size - size;
+                next = read_packet(
+                    &mut reader,
+                    PACKET_SIZE as u64,
+                    if room == 0 { chunk_size } else { room },
+                )
+                .await?;
+                let last = room == 0 || next.is_empty();
+                let frame = Frame::request(id, Request::WritePacket { last }).with_payload(packet);
+                self.exchange(&addr, async { conn.send(&frame).await.map_err(Into::into) })
+                    .await?;
+                if last {
+                    break;
+                }
+            }
+            total += size;
+            // The previous chunk's replicas fsync while this one streams; collect it now.
+            if let Some(prev) = in_flight.take() {
+                committed.push(self.confirm(prev).await?);
+            }
+            in_flight = Some(InFlight {
+                conn,
+                addr,
+                id,
+                handle: alloc.handle,
+                size,
+            });
+        }
+        if let Some(prev) = in_flight.take() {
+            committed.push(self.confirm(prev).await?);
+        }
+        match self
+            .master_call(Request::CommitPut {
+                upload,
+                chunks: committed,
+            })
+            .await?
+        {
+            Response::Ok => Ok(total),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Opens a write to the head of the chain; the chunkservers link the rest.
+    async fn open_pipeline(
+        &self,
+        alloc: &ChunkAllocation,
+    ) -> Result<(Conn, String, RequestId), ClientError> {
+        let (head, rest) =
+            alloc
+                .replicas
+                .split_first()
+                .ok_or_else(|| ErrorCode::NotEnoughServers {
+                    wanted: 1,
+                    alive: 0,
+                })?;
+        let mut conn = self
+            .inner
+            .pool
+            .get(head, self.inner.options.connect_timeout)
+            .await?;
+        let id = conn.next_request_id();
+        let open = Frame::request(
+            id,
+            Request::WriteChunk {
+                handle: alloc.handle,
+                version: alloc.version,
+                downstream: rest.to_vec(),
+            },
+        );
+        self.exchange(head, async { conn.send(&open).await.map_err(Into::into) })
+            .await?;
+        Ok((conn, head.clone(), id))
+    }
+
+    /// Waits for the whole chain to confirm a chunk.
+    async fn confirm(&self, mut chunk: InFlight) -> Result<CommittedChunk, ClientError> {
+        let addr = chunk.addr.clone();
+        let (response, _) = self
+            .exchange(&addr, chunk.conn.recv_response(chunk.id, "WriteChunk"))
+            .await?;
+        match response {
+            Response::ChunkWritten { handle, size }
+                if handle == chunk.handle && size == chunk.size =>
+            {
+                self.inner.pool.put(&addr, chunk.conn);
+                Ok(CommittedChunk { handle, size })
+            }
+            other => Err(ClientError::Unexpected {
+                addr,
+                got: other.name(),
+            }),
+        }
+    }
+
+    /// Writes the file at `path` to `writer`, reading several ranges at once from the
+    /// replicas. Returns the number of bytes written.
+    pub async fn get<W>(&self, path: &str, mut writer: W) -> Result<u64, ClientError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let stat = self.stat(path).await?;
+        if stat.kind == FileKind::Dir {
+            return Err(ErrorCode::IsADirectory { path: stat.path }.into());
+        }
+        let unit_len = self.inner.options.read_unit.max(1);
+        let mut units = Vec::new();
+        for chunk in stat.chunks {
+            let chunk = Arc::new(chunk);
+            let mut offset = 0;
+            while offset < chunk.size {
+                let len = unit_len.min(chunk.size - offset);
+                units.push(Unit {
+                    index: units.len(),
+                    chunk: chunk.clone(),
+                    offset,
+                    len,
+                });
+                offset += len;
+            }
+        }
+        let mut pieces = futures::stream::iter(units.into_iter().map(|u| self.read_unit(u)))
+            .buffered(self.inner.options.read_parallelism.max(1));
+        let mut total = 0u64;
+        while let Some(parts) = pieces.try_next().await? {
+            for part in parts {
+                writer.write_all(&part).await.map_err(ClientError::Output)?;
+                total += part.len() as u64;
+            }
+        }
+        writer.flush().await.map_err(ClientError::Output)?;
+        Ok(total)
+    }
+
+    /// Reads one range, trying each replica in turn (starting at a different one per
+    /// unit so that a get spreads over all of them).
+    async fn read_unit(&self, unit: Unit) -> Result<Vec<Bytes>, ClientError> {
+        let replicas = &unit.chunk.replicas;
+        if replicas.is_empty() {
+            return Err(ClientError::NoReplica {
+                handle: unit.chunk.handle,
+                last: "no live replica is known to the master".into(),
+            });
+        }
+        let mut last = String::new();
+        for i in 0..replicas.len() {
+            let addr = &replicas[(unit.index + i) % replicas.len()];
+            match self.read_range(addr, &unit).await {
+                Ok(parts) => return Ok(parts),
+                Err(e) => {
+                    tracing::info!(%addr, handle = %unit.chunk.handle, error = %e, "replica read failed; trying the next");
+                    last = format!("{addr}: {e}");
+                }
+            }
+        }
+        Err(ClientError::NoReplica {
+            handle: unit.chunk.handle,
+            last,
+        })
+    }
+
+    async fn read_range(&self, addr: &str, unit: &Unit) -> Result<Vec<Bytes>, ClientError> {
+        let mut conn = self
+            .inner
+            .pool
+            .get(addr, self.inner.options.connect_timeout)
+            .await?;
+        let id = conn.next_request_id();
+        let request = Frame::request(
+            id,
+            Request::ReadChunk {
+                handle: unit.chunk.handle,
+                version: unit.chunk.version,
+                offset: unit.offset,
+                len: unit.len,
+            },
+        );
+        self.exchange(addr, async {
+            conn.send(&request).await.map_err(Into::into)
+        })
+        .await?;
+        let mut parts = Vec::new();
+        let mut got = 0u64;
+        loop {
+            let (response, payload) = self
+                .exchange(addr, conn.recv_response(id, "ReadChunk"))
+                .await?;
+            match response {
+                Response::ReadData { last } => {
+                    got += payload.len() as u64;
+                    if got > unit.len {
+                        break;
+                    }
+                    if !payload.is_empty() {
+                        parts.push(payload);
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                other => {
+                    return Err(ClientError::Unexpected {
+                        addr: addr.to_string(),
+                        got: other.name(),
+                    })
+                }
+            }
+        }
+        if got != unit.len {
+            return Err(ClientError::Peer {
+                addr: addr.to_string(),
+                source: ProtocolError::Unexpected {
+                    got: "a short or long read",
+                    to: "ReadChunk",
+                },
+            });
+        }
+        self.inner.pool.put(addr, conn);
+        Ok(parts)
+    }
+}
+
+/// Reads up to `min(packet, limit)` bytes, fewer only at the end of the input.
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    packet: u64,
+    limit: u64,
+) -> Result<Bytes, ClientError> {
+    let want = packet.min(limit) as usize;
+    let mut buf = BytesMut::with_capacity(want);
+    while buf.len() < want {
+        let room = want - buf.len();
+        let n = reader
+            .read_buf(&mut (&mut buf).limit(room))
+            .await
+            .map_err(ClientError::Input)?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,58 @@
+//! The client's error: what failed, and whether trying again could help.
+
+use std::time::Duration;
+
+use dfs_protocol::{ChunkHandle, ErrorCode, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The master or a chunkserver answered with an error code.
+    #[error(transparent)]
+    Remote(#[from] ErrorCode),
+    /// Talking to a peer failed (refused, reset, garbled).
+    #[error("{addr}: {source}")]
+    Peer {
+        addr: String,
+        #[source]
+        source: ProtocolError,
+    },
+    #[error("{addr}: no answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    /// No replica of a chunk could serve it.
+    #[error("chunk {handle}: no replica could serve it ({last})")]
+    NoReplica { handle: ChunkHandle, last: String },
+    #[error("{addr}: unexpected reply {got}")]
+    Unexpected { addr: String, got: &'static str },
+    /// Reading what the caller asked us to store.
+    #[error("reading input: {0}")]
+    Input(#[source] std::io::Error),
+    /// Writing what the caller asked us to fetch.
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl ClientError {
+    /// Wraps a failed exchange with `addr`; error codes stay codes.
+    pub fn peer(addr: &str, e: ProtocolError) -> ClientError {
+        match e {
+            ProtocolError::Remote(code) => ClientError::Remote(code),
+            source => ClientError::Peer {
+                addr: addr.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Whether the same operation may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Remote(code) => code.is_retryable(),
+            ClientError::Peer { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::NoReplica { .. } => true,
+            ClientError::Unexpected { .. } | ClientError::Input(_) | ClientError::Output(_) => {
+                false
+            }
+        }
+    }
+}

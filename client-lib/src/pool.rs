@@ -1,0 +1,63 @@
+//! Dialing peers and keeping idle connections for reuse.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dfs_protocol::{Connection, Limits, PeerKind, ProtocolError};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::error::ClientError;
+
+pub type Conn = Connection<OwnedReadHalf, OwnedWriteHalf>;
+
+/// Idle connections kept per address; more are closed when returned.
+const MAX_IDLE_PER_ADDR: usize = 16;
+
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Conn>>>,
+}
+
+impl Pool {
+    /// An idle connection to `addr`, or a new one (connected and handshaken within `timeout`).
+    pub async fn get(&self, addr: &str, timeout: Duration) -> Result<Conn, ClientError> {
+        if let Some(conn) = self.lock().get_mut(addr).and_then(Vec::pop) {
+            return Ok(conn);
+        }
+        let dial = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| ClientError::peer(addr, ProtocolError::Codec(e.into())))?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            let mut conn = Connection::new(r, w, Limits::default());
+            conn.handshake(PeerKind::Client)
+                .await
+                .map_err(|e| ClientError::peer(addr, e))?;
+            Ok(conn)
+        };
+        tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                addr: addr.to_string(),
+                after: timeout,
+            })?
+    }
+
+    /// Returns a connection that finished its exchange cleanly.
+    pub fn put(&self, addr: &str, conn: Conn) {
+        let mut idle = self.lock();
+        let list = idle.entry(addr.to_string()).or_default();
+        if list.len() < MAX_IDLE_PER_ADDR {
+            list.push(conn);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Conn>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
