@@ -309,14 +309,13 @@ impl Client {
         &self,
         alloc: &ChunkAllocation,
     ) -> Result<(Conn, String, RequestId), ClientError> {
-        let (head, rest) =
-            alloc
-                .replicas
-                .split_first()
-                .ok_or_else(|| ErrorCode::NotEnoughServers {
-                    wanted: 1,
-                    alive: 0,
-                })?;
+        let (head, rest) = alloc
+            .replicas
+            .split_first()
+            .ok_or(ErrorCode::NotEnoughServers {
+                wanted: 1,
+                alive: 0,
+            })?;
         let mut conn = self
             .inner
             .pool

@@ -1,0 +1,311 @@
+//! The built `dfs` binary against a real cluster: stdin and stdout, the verbs, the
+//! `--json` shapes of DESIGN.md, and one-line errors with a non-zero exit.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{bounded, cluster, data, CHUNK};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+struct Out {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+async fn dfs(master: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(args)
+        .env("DFS_MASTER", master)
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dfs");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input).await.expect("write stdin");
+        drop(pipe);
+    }
+    let out = child.wait_with_output().await.expect("dfs runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(out: &Out) -> &Out {
+    assert_eq!(out.code, 0, "dfs failed: {}", out.stderr);
+    out
+}
+
+fn json(out: &Out) -> Value {
+    serde_json::from_slice(&ok(out).stdout).expect("valid JSON")
+}
+
+fn failed_with(out: &Out, needle: &str) {
+    assert_ne!(out.code, 0, "expected failure");
+    assert!(out.stderr.starts_with("dfs: "), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end().lines().count(),
+        1,
+        "one line: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(needle),
+        "{needle:?} not in {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_put_stdout_get_cat_and_files() {
+    bounded(async {
+        let (dir, cluster) = cluster().await;
+        let m = cluster.master_addr().to_string();
+        let content = data(2 * CHUNK + 3, 5);
+        ok(&dfs(&m, &["put", "-", "/in"], Some(&content)).await);
+        let got = dfs(&m, &["get", "/in", "-"], None).await;
+        assert!(ok(&got).stdout == content, "get - differs");
+        let got = dfs(&m, &["cat", "/in"], None).await;
+        assert!(ok(&got).stdout == content, "cat differs");
+
+        // local files, and the --master flag after the verb instead of the environment
+        let local = dir.path().join("local.bin");
+        std::fs::write(&local, &content).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["put", local.to_str().unwrap(), "/copy", "--master", &m])
+            .env("DFS_MASTER", "127.0.0.1:1")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back = dir.path().join("back.bin");
+        ok(&dfs(&m, &["get", "/copy", back.to_str().unwrap()], None).await);
+        assert!(std::fs::read(&back).unwrap() == content);
+        // into an existing local directory, keeping the remote name
+        ok(&dfs(&m, &["get", "/copy", dir.path().to_str().unwrap()], None).await);
+        assert!(std::fs::read(dir.path().join("copy")).unwrap() == content);
+        // into a remote directory, keeping the local name
+        ok(&dfs(&m, &["mkdir", "/d"], None).await);
+        ok(&dfs(&m, &["put", local.to_str().unwrap(), "/d/"], None).await);
+        ok(&dfs(&m, &["stat", "/d/local.bin"], None).await);
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_shapes_match_the_design() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let m = cluster.master_addr().to_string();
+        ok(&dfs(&m, &["put", "-", "/f"], Some(&data(CHUNK + 1, 1))).await);
+        ok(&dfs(&m, &["mkdir", "-p", "/d/e"], None).await);
+
+        let stat = json(&dfs(&m, &["stat", "/f", "--json"], None).await);
+        assert_eq!(stat["path"], "/f");
+        assert_eq!(stat["kind"], "file");
+        assert_eq!(stat["size"], CHUNK as u64 + 1);
+        assert_eq!(stat["replication"], 3);
+        let chunks = stat["chunks"].as_array().expect("chunks");
+        assert_eq!(chunks.len(), 2);
+        for c in chunks {
+            assert!(c["handle"].as_str().unwrap().len() == 36);
+            assert_eq!(c["version"], 1);
+            assert!(c["size"].as_u64().is_some());
+            assert_eq!(c["replicas"].as_array().unwrap().len(), 3);
+        }
+        let dir = json(&dfs(&m, &["stat", "/d", "--json"], None).await);
+        assert_eq!(dir["kind"], "dir");
+
+        let status = json(&dfs(&m, &["status", "--json"], None).await);
+        let servers = status["chunkservers"].as_array().unwrap();
+        assert_eq!(servers.len(), 3);
+        for s in servers {
+            for key in ["id", "addr", "alive", "capacity", "used", "chunks"] {
+                assert!(!s[key].is_null(), "status chunkserver lacks {key}");
+            }
+            assert_eq!(s["alive"], true);
+            assert_eq!(s["chunks"], 2);
+        }
+        assert_eq!(status["files"], 1);
+        assert_eq!(status["chunks"], 2);
+        assert_eq!(status["under_replicated"], 0);
+
+        let ls = json(&dfs(&m, &["ls", "/", "--json"], None).await);
+        let entries: Vec<(String, String, u64)> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().into(),
+                    e["kind"].as_str().unwrap().into(),
+                    e["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("d".into(), "dir".into(), 0),
+                ("f".into(), "file".into(), CHUNK as u64 + 1)
+            ]
+        );
+        let rec = json(&dfs(&m, &["ls", "-R", "--json", "/"], None).await);
+        let names: Vec<&str> = rec
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["d", "f", "d/e"]);
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_verbs_and_clear_errors() {
+    bounded(async {
+        let (dir, cluster) = cluster().await;
+        let m = cluster.master_addr().to_string();
+        ok(&dfs(&m, &["mkdir", "-p", "/a/b"], None).await);
+        failed_with(&dfs(&m, &["mkdir", "/a"], None).await, "/a: already exists");
+        failed_with(
+            &dfs(&m, &["mkdir", "/x/y"], None).await,
+            "/x: no such file or directory",
+        );
+        ok(&dfs(&m, &["put", "-", "/a/b/f"], Some(b"hello")).await);
+        failed_with(
+            &dfs(&m, &["put", "-", "/a/b/f"], Some(b"again")).await,
+            "/a/b/f: already exists",
+        );
+        ok(&dfs(&m, &["put", "--force", "-", "/a/b/f"], Some(b"again")).await);
+        assert_eq!(
+            ok(&dfs(&m, &["cat", "/a/b/f"], None).await).stdout,
+            b"again"
+        );
+
+        let ls = dfs(&m, &["ls", "/a/b"], None).await;
+        assert_eq!(String::from_utf8_lossy(&ok(&ls).stdout), "f\n");
+        let ls = dfs(&m, &["ls", "-l", "/a"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&ls).stdout).contains("b/"));
+        let ls = dfs(&m, &["ls", "-R", "/"], None).await;
+        assert_eq!(
+            String::from_utf8_lossy(&ok(&ls).stdout),
+            "/:\na/\n\n/a:\nb/\n\n/a/b:\nf\n"
+        );
+
+        failed_with(
+            &dfs(&m, &["rm", "/a"], None).await,
+            "/a: directory not empty",
+        );
+        failed_with(
+            &dfs(&m, &["get", "/nope", "-"], None).await,
+            "/nope: no such file or directory",
+        );
+        failed_with(&dfs(&m, &["cat", "/a"], None).await, "/a: is a directory");
+        failed_with(
+            &dfs(&m, &["stat", "/nope"], None).await,
+            "/nope: no such file or directory",
+        );
+        failed_with(
+            &dfs(&m, &["rm", "-r", "/"], None).await,
+            "refusing to remove /",
+        );
+        failed_with(
+            &dfs(&m, &["put", "/does/not/exist", "/z"], None).await,
+            "/does/not/exist",
+        );
+        failed_with(
+            &dfs(&m, &["put", "-", "/z", "--replication", "9"], Some(b"x")).await,
+            "not enough chunkservers",
+        );
+        ok(&dfs(&m, &["rm", "--skip-trash", "-r", "/a"], None).await);
+        failed_with(
+            &dfs(&m, &["ls", "/a"], None).await,
+            "/a: no such file or directory",
+        );
+
+        // a failed get leaves no partial local file behind
+        let target = dir.path().join("never");
+        failed_with(
+            &dfs(&m, &["get", "/nope", target.to_str().unwrap()], None).await,
+            "no such file",
+        );
+        assert!(!target.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty());
+
+        let status = dfs(&m, &["status"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&status).stdout).contains("3 alive"));
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_usage_and_unreachable_master() {
+    bounded(async {
+        // a port nothing listens on: bind, learn it, release it
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        failed_with(
+            &dfs(&free, &["ls", "/"], None).await,
+            "cannot reach the master",
+        );
+        let out = dfs(&free, &["frobnicate"], None).await;
+        assert_eq!(out.code, 2, "clap usage error");
+        let out = dfs(
+            &free,
+            &["master", "--data", "/tmp/x", "--chunk-size", "lots"],
+            None,
+        )
+        .await;
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("not a size"), "{}", out.stderr);
+        let out = dfs(&free, &["--help"], None).await;
+        let help = String::from_utf8_lossy(&ok(&out).stdout).into_owned();
+        for verb in [
+            "master",
+            "chunkserver",
+            "up",
+            "put",
+            "get",
+            "cat",
+            "ls",
+            "mkdir",
+            "rm",
+            "stat",
+            "status",
+        ] {
+            assert!(help.contains(verb), "--help lacks {verb}");
+        }
+    })
+    .await
+}

@@ -1,0 +1,41 @@
+//! Shared test harness: a real cluster on loopback in temp dirs, bounded in time.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+use rand::{Rng, SeedableRng};
+
+pub const CHUNK: usize = 1 << 20;
+
+/// Fails the test instead of hanging it.
+pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), fut)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// A master and three chunkservers on 127.0.0.1, 1 MiB chunks, in a fresh temp dir.
+pub async fn cluster() -> (tempfile::TempDir, LocalCluster) {
+    cluster_with(|_| {}).await
+}
+
+pub async fn cluster_with(
+    tweak: impl FnOnce(&mut ClusterOptions),
+) -> (tempfile::TempDir, LocalCluster) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = ClusterOptions::for_tests(dir.path());
+    tweak(&mut options);
+    let cluster = LocalCluster::start(options).await.expect("cluster starts");
+    (dir, cluster)
+}
+
+/// Deterministic pseudo-random bytes, different per seed.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}

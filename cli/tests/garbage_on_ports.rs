@@ -1,0 +1,57 @@
+//! Servers survive garbage, half frames, wrong versions and oversized lengths on their
+//! ports, and keep serving real clients afterwards.
+
+mod common;
+
+use common::{bounded, cluster, data};
+use dfs_client::PutOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn throw(addr: std::net::SocketAddr, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let _ = s.shutdown().await;
+    let mut sink = Vec::new();
+    // The server closes on us (possibly after an error frame); it must not hang.
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut sink)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_survive_garbage() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let mut targets = cluster.chunkserver_addrs();
+        targets.push(cluster.master_addr());
+        let mut oversized = vec![0xDF, 0x5A, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+        oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut wrong_version = oversized.clone();
+        wrong_version[2] = 200;
+        let mut garbage_header = vec![
+            0xDF, 0x5A, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 64, 0, 0, 0, 0,
+        ];
+        garbage_header.extend(data(64, 3));
+        for addr in targets {
+            throw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            throw(addr, &data(100_000, 1)).await;
+            throw(addr, &oversized).await;
+            throw(addr, &wrong_version).await;
+            throw(addr, &garbage_header).await;
+            throw(addr, &[0xDF]).await;
+            throw(addr, &[]).await;
+        }
+        let client = cluster.client();
+        let content = data(3 << 20, 2);
+        client
+            .put("/after", &content[..], PutOptions::default())
+            .await
+            .expect("still serving");
+        let mut back = Vec::new();
+        client.get("/after", &mut back).await.unwrap();
+        assert!(back == content);
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
