@@ -156,6 +156,8 @@ async fn write_chunk(
 ) -> Result<(), ProtocolError> {
     let io_timeout = ctx.config.io_timeout;
     let mut failure: Option<ErrorCode> = None;
+    // Set when the disk writer stopped on its own: then its error is the cause.
+    let mut local_died = false;
 
     // Open the rest of the pipeline first: a broken chain fails before any byte lands.
     let mut down = None;
@@ -199,6 +201,7 @@ async fn write_chunk(
         if failure.is_none() {
             if tx.send(Piece::Data(frame.payload.clone())).await.is_err() {
                 // The disk writer stopped; its error is collected below.
+                local_died = true;
                 failure = Some(ErrorCode::Io {
                     reason: "local write stopped".into(),
                 });
@@ -235,10 +238,10 @@ async fn write_chunk(
             reason: "not written".into(),
         }),
     };
-    // A local error is more specific than "local write stopped".
     let outcome = match (local_result, failure) {
-        (Err(local), _) => Err(local),
-        (Ok(_), Some(f)) => Err(f),
+        (Err(local), Some(_)) if local_died => Err(local),
+        (_, Some(f)) => Err(f),
+        (Err(local), None) => Err(local),
         (Ok(size), None) => match down.as_mut() {
             None => Ok(size),
             Some(d) => {
