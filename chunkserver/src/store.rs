@@ -72,15 +72,14 @@ fn meta_name(handle: ChunkHandle) -> String {
     format!("{handle}.meta")
 }
 
-fn encode_meta(meta: &ChunkMeta) -> Vec<u8> {
+fn encode_meta(meta: &ChunkMeta) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![META_FORMAT];
-    // Encoding plain structs into a Vec cannot fail.
-    out.extend(
-        bincode::serde::encode_to_vec(meta, bincode::config::standard()).unwrap_or_default(),
-    );
+    let body = bincode::serde::encode_to_vec(meta, bincode::config::standard())
+        .map_err(|e| StoreError::io("encode meta", std::io::Error::other(e.to_string())))?;
+    out.extend(body);
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
-    out
+    Ok(out)
 }
 
 fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, String> {
@@ -415,7 +414,7 @@ impl ChunkWriter {
         let result = (|| {
             let mut f = File::create(&tmp_meta)
                 .map_err(|e| StoreError::io(format!("create {}", tmp_meta.display()), e))?;
-            f.write_all(&encode_meta(&meta))
+            f.write_all(&encode_meta(&meta)?)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| StoreError::io(format!("write {}", tmp_meta.display()), e))?;
             let chunk_path = dir.join(chunk_name(self.handle));

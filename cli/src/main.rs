@@ -268,11 +268,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs a server future until it ends or a signal asks it to stop cleanly.
-async fn serve<F>(token: CancellationToken, server: F) -> anyhow::Result<()>
+/// Binds `addr`, runs the server built by `start` on it, and on Ctrl-C or SIGTERM
+/// cancels it and waits for its clean stop.
+async fn serve<F, Fut>(addr: SocketAddr, start: F) -> anyhow::Result<()>
 where
-    F: std::future::Future<Output = anyhow::Result<()>>,
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let token = CancellationToken::new();
+    let server = start(listener, token.clone());
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r,
@@ -293,15 +300,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.chunk_size = a.chunk_size;
             config.dead_after = a.dead_after;
             config.validate()?;
-            let listener = tokio::net::TcpListener::bind(a.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", a.listen))?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
             }
-            let token = CancellationToken::new();
-            serve(token.clone(), async {
-                Ok(dfs_master::run(config, listener, token.clone()).await?)
+            serve(a.listen, |listener, token| async move {
+                Ok(dfs_master::run(config, listener, token).await?)
             })
             .await
         }
@@ -311,12 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.heartbeat = a.heartbeat;
             config.advertise = a.advertise;
             config.validate()?;
-            let listener = tokio::net::TcpListener::bind(a.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", a.listen))?;
-            let token = CancellationToken::new();
-            serve(token.clone(), async {
-                Ok(dfs_chunkserver::run(config, listener, token.clone()).await?)
+            serve(a.listen, |listener, token| async move {
+                Ok(dfs_chunkserver::run(config, listener, token).await?)
             })
             .await
         }

@@ -143,17 +143,20 @@ impl Client {
         }
     }
 
-    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<(), ClientError> {
-        match self
-            .master_call(Request::Mkdir {
-                path: path.to_string(),
-                parents,
-            })
-            .await?
-        {
+    /// A master request whose success answer is `Ok`.
+    async fn master_ok(&self, request: Request) -> Result<(), ClientError> {
+        match self.master_call(request).await? {
             Response::Ok => Ok(()),
             other => Err(self.unexpected(&other)),
         }
+    }
+
+    pub async fn mkdir(&self, path: &str, parents: bool) -> Result<(), ClientError> {
+        self.master_ok(Request::Mkdir {
+            path: path.to_string(),
+            parents,
+        })
+        .await
     }
 
     /// A directory's entries, or the one entry of a file.
@@ -171,16 +174,11 @@ impl Client {
 
     /// Removes a file, or a directory (`recursive` for a non-empty one).
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
-        match self
-            .master_call(Request::Delete {
-                path: path.to_string(),
-                recursive,
-            })
-            .await?
-        {
-            Response::Ok => Ok(()),
-            other => Err(self.unexpected(&other)),
-        }
+        self.master_ok(Request::Delete {
+            path: path.to_string(),
+            recursive,
+        })
+        .await
     }
 
     pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
@@ -292,16 +290,12 @@ impl Client {
         if let Some(prev) = in_flight.take() {
             committed.push(self.confirm(prev).await?);
         }
-        match self
-            .master_call(Request::CommitPut {
-                upload,
-                chunks: committed,
-            })
-            .await?
-        {
-            Response::Ok => Ok(total),
-            other => Err(self.unexpected(&other)),
-        }
+        self.master_ok(Request::CommitPut {
+            upload,
+            chunks: committed,
+        })
+        .await?;
+        Ok(total)
     }
 
     /// Opens a write to the head of the chain; the chunkservers link the rest.
