@@ -38,8 +38,8 @@ fn put_get(c: &mut Criterion) {
                     .put(&path, &data[..], PutOptions::default())
                     .await
                     .expect("put");
-                // Removing keeps the namespace small; the chunk files stay until GC exists.
-                client.remove(&path, false).await.expect("rm");
+                // Removing (past the trash) keeps the namespace small; GC reclaims the chunks.
+                client.remove(&path, false, true).await.expect("rm");
             })
         })
     });

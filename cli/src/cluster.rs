@@ -29,6 +29,8 @@ pub struct ClusterOptions {
     pub heartbeat: Duration,
     /// Per-chunkserver capacity; the disk's free space when `None`.
     pub capacity: Option<u64>,
+    pub trash_retention: Duration,
+    pub safe_start: Duration,
 }
 
 impl ClusterOptions {
@@ -44,6 +46,8 @@ impl ClusterOptions {
             dead_after: Duration::from_secs(10),
             heartbeat: Duration::from_millis(100),
             capacity: None,
+            trash_retention: Duration::from_secs(24 * 3600),
+            safe_start: Duration::from_secs(5),
         }
     }
 }
@@ -122,6 +126,8 @@ impl LocalCluster {
         config.replication = o.replication;
         config.chunk_size = o.chunk_size;
         config.dead_after = o.dead_after;
+        config.trash_retention = o.trash_retention;
+        config.safe_start = o.safe_start;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -86,16 +86,22 @@ enum Command {
         parents: bool,
         path: String,
     },
-    /// Remove a file, or a directory with -r.
+    /// Remove a file, or a directory with -r; it goes to the trash unless --skip-trash.
     Rm {
         /// Remove a directory and everything below it.
         #[arg(short = 'r')]
         recursive: bool,
-        /// Delete at once instead of moving to the trash. (There is no trash yet: every
-        /// rm deletes at once; the flag is accepted so scripts keep working when it comes.)
+        /// Delete for good at once instead of moving to the trash.
         #[arg(long)]
         skip_trash: bool,
         path: String,
+    },
+    /// Move or rename SRC to DST atomically (into DST if it is a directory).
+    Mv { src: String, dst: String },
+    /// List or restore what rm moved to the trash.
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
     },
     /// Show a file's or directory's metadata: size, replication, chunks and replicas.
     Stat {
@@ -110,6 +116,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TrashCommand {
+    /// List the trash: original path, size, when removed, when purged.
+    Ls {
+        /// Print JSON: [{"path","kind","size","deleted_at","expires_at"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the most recently removed entry that was at PATH back there.
+    Restore { path: String },
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +150,12 @@ struct MasterArgs {
     /// Address clients should dial, if it differs from --listen (informational for the master).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
+    /// How long removed entries stay in the trash; 0 deletes at once.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    trash_retention: Duration,
+    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    safe_start: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +200,12 @@ struct UpArgs {
     /// Per-chunkserver capacity (default: the disk's free space).
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     capacity: Option<u64>,
+    /// How long removed entries stay in the trash; 0 deletes at once.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    trash_retention: Duration,
+    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    safe_start: Duration,
 }
 
 /// Exit status of a process killed by SIGPIPE, which is how `dfs cat | head` should end.
@@ -299,6 +329,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.replication = a.replication;
             config.chunk_size = a.chunk_size;
             config.dead_after = a.dead_after;
+            config.trash_retention = a.trash_retention;
+            config.safe_start = a.safe_start;
             config.validate()?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
@@ -350,9 +382,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         Command::Rm {
             recursive,
-            skip_trash: _,
+            skip_trash,
             path,
-        } => Ok(client.remove(&path, recursive).await?),
+        } => Ok(client.remove(&path, recursive, skip_trash).await?),
+        Command::Mv { src, dst } => Ok(client.rename(&src, &dst).await?),
+        Command::Trash {
+            command: TrashCommand::Ls { json },
+        } => {
+            let entries = client.trash_list().await?;
+            if json {
+                print_json(&output::trash_json(&entries))
+            } else {
+                print_text(&output::trash_plain(&entries))
+            }
+        }
+        Command::Trash {
+            command: TrashCommand::Restore { path },
+        } => Ok(client.trash_restore(&path).await?),
         Command::Stat { path, json } => {
             let stat = client.stat(&path).await?;
             if json {
@@ -410,6 +456,8 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         dead_after: a.dead_after,
         heartbeat: a.heartbeat,
         capacity: a.capacity,
+        trash_retention: a.trash_retention,
+        safe_start: a.safe_start,
     };
     let cluster = LocalCluster::start(options).await?;
     let addrs: Vec<String> = cluster

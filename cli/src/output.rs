@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat};
+use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat, TrashInfo};
 use serde_json::{json, Value};
 
 use crate::units::human_size;
@@ -105,6 +105,9 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "under_replicated": s.under_replicated,
         "chunk_size": s.chunk_size,
         "replication": s.replication,
+        "safe_mode": s.safe_mode,
+        "trash": s.trash,
+        "garbage": s.garbage,
     })
 }
 
@@ -137,8 +140,52 @@ pub fn status_plain(s: &ClusterStatus) -> String {
     }
     let _ = writeln!(
         out,
-        "files: {}   chunks: {}   under-replicated: {}",
-        s.files, s.chunks, s.under_replicated
+        "files: {}   chunks: {}   under-replicated: {}   in trash: {}   garbage chunks: {}",
+        s.files, s.chunks, s.under_replicated, s.trash, s.garbage
     );
+    if s.safe_mode {
+        let _ = writeln!(
+            out,
+            "SAFE MODE: waiting for chunkservers to report; no garbage is deleted yet"
+        );
+    }
+    out
+}
+
+/// `[{"path","kind","size","deleted_at","expires_at"}]`.
+pub fn trash_json(entries: &[TrashInfo]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|t| {
+                json!({"path": t.path, "kind": t.kind.as_str(), "size": t.size,
+                       "deleted_at": t.deleted_at, "expires_at": t.expires_at})
+            })
+            .collect(),
+    )
+}
+
+pub fn trash_plain(entries: &[TrashInfo]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
+        out.push_str("the trash is empty\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<20}  {:<20}  {:<4} {:>14}  PATH",
+        "REMOVED", "PURGED AFTER", "KIND", "SIZE"
+    );
+    for t in entries {
+        let _ = writeln!(
+            out,
+            "{:<20}  {:<20}  {:<4} {:>14}  {}",
+            time(t.deleted_at),
+            time(t.expires_at),
+            t.kind.as_str(),
+            t.size,
+            t.path
+        );
+    }
     out
 }

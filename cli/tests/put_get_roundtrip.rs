@@ -264,16 +264,19 @@ async fn mkdir_list_remove() {
                 ("z".to_string(), FileKind::Dir, 0)
             ]
         );
-        let err = client.remove("/x", false).await.expect_err("not empty");
+        let err = client
+            .remove("/x", false, true)
+            .await
+            .expect_err("not empty");
         assert!(
             matches!(err, ClientError::Remote(ErrorCode::NotEmpty { .. })),
             "{err}"
         );
-        client.remove("/x/y/file", false).await.unwrap();
-        client.remove("/x", true).await.unwrap();
+        client.remove("/x/y/file", false, true).await.unwrap();
+        client.remove("/x", true, true).await.unwrap();
         assert!(client.list("/").await.unwrap().is_empty());
         assert_eq!(client.status().await.unwrap().chunks, 0);
-        let err = client.remove("/", true).await.expect_err("root");
+        let err = client.remove("/", true, true).await.expect_err("root");
         assert!(
             matches!(err, ClientError::Remote(ErrorCode::InvalidArgument { .. })),
             "{err}"

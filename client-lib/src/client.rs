@@ -6,7 +6,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use dfs_protocol::{
     ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk, DirEntry, ErrorCode,
-    FileKind, FileStat, Frame, ProtocolError, Request, RequestId, Response, UploadId, PACKET_SIZE,
+    FileKind, FileStat, Frame, ProtocolError, Request, RequestId, Response, TrashInfo, UploadId,
+    PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -172,11 +173,43 @@ impl Client {
         }
     }
 
-    /// Removes a file, or a directory (`recursive` for a non-empty one).
-    pub async fn remove(&self, path: &str, recursive: bool) -> Result<(), ClientError> {
+    /// Removes a file, or a directory (`recursive` for a non-empty one). The entry goes
+    /// to the trash (see [`Client::trash_restore`]) unless `skip_trash`.
+    pub async fn remove(
+        &self,
+        path: &str,
+        recursive: bool,
+        skip_trash: bool,
+    ) -> Result<(), ClientError> {
         self.master_ok(Request::Delete {
             path: path.to_string(),
             recursive,
+            skip_trash,
+        })
+        .await
+    }
+
+    /// Moves `src` to `dst` atomically, or into `dst` when that is a directory.
+    pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
+        self.master_ok(Request::Rename {
+            src: src.to_string(),
+            dst: dst.to_string(),
+        })
+        .await
+    }
+
+    /// What the trash holds, oldest first.
+    pub async fn trash_list(&self) -> Result<Vec<TrashInfo>, ClientError> {
+        match self.master_call(Request::TrashList).await? {
+            Response::TrashListing { entries } => Ok(entries),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Puts the most recently removed entry that was at `path` back there.
+    pub async fn trash_restore(&self, path: &str) -> Result<(), ClientError> {
+        self.master_ok(Request::TrashRestore {
+            path: path.to_string(),
         })
         .await
     }

@@ -22,6 +22,6 @@ pub mod pool;
 
 pub use client::{Client, ClientOptions, PutOptions};
 pub use dfs_protocol::{
-    ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileKind, FileStat, ServerStatus,
+    ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileKind, FileStat, ServerStatus, TrashInfo,
 };
 pub use error::ClientError;

@@ -136,15 +136,27 @@ impl ChunkMap {
         }
     }
 
-    /// Forgets a chunk that no file references any more.
-    pub fn forget(&mut self, handle: ChunkHandle) {
-        if let Some(set) = self.locations.remove(&handle) {
-            for server in set {
-                if let Some(entry) = self.servers.get_mut(&server) {
-                    entry.chunks.remove(&handle);
-                }
-            }
-        }
+    /// Whether a live server holds `handle` at exactly `version`.
+    pub fn has_replica(&self, handle: &ChunkHandle, version: ChunkVersion, now: Instant) -> bool {
+        self.locations.get(handle).is_some_and(|set| {
+            set.iter().any(|id| {
+                self.servers
+                    .get(id)
+                    .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
+            })
+        })
+    }
+
+    /// Whether `server` reported holding `handle` (at any version).
+    pub fn holds(&self, server: &ServerId, handle: &ChunkHandle) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|e| e.chunks.contains_key(handle))
+    }
+
+    /// Whether any server, live or not, reported holding `handle`.
+    pub fn is_held(&self, handle: &ChunkHandle) -> bool {
+        self.locations.contains_key(handle)
     }
 
     /// Live servers holding `handle` at exactly `version`, as (id, address).

@@ -21,6 +21,15 @@ pub struct MasterConfig {
     pub dead_after: Duration,
     /// Concurrent connections served; more wait in the accept queue.
     pub max_connections: usize,
+    /// How long removed entries stay in the trash; zero removes at once.
+    pub trash_retention: Duration,
+    /// After a start, how long to wait for chunkservers to report before chunks may be
+    /// declared missing or garbage deleted (left early once every chunk has a replica).
+    pub safe_start: Duration,
+    /// How often the store is flushed and the operation log compacted.
+    pub checkpoint_interval: Duration,
+    /// An upload with no allocation for this long is abandoned and its chunks reclaimed.
+    pub upload_idle: Duration,
 }
 
 impl MasterConfig {
@@ -31,6 +40,10 @@ impl MasterConfig {
             chunk_size: 64 << 20,
             dead_after: Duration::from_secs(10),
             max_connections: 4096,
+            trash_retention: Duration::from_secs(24 * 3600),
+            safe_start: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_secs(30),
+            upload_idle: Duration::from_secs(3600),
         }
     }
 
@@ -48,6 +61,16 @@ impl MasterConfig {
         if self.dead_after < Duration::from_millis(100) {
             return Err(MasterError::Config(
                 "--dead-after must be at least 100ms".into(),
+            ));
+        }
+        if self.checkpoint_interval < Duration::from_millis(10) {
+            return Err(MasterError::Config(
+                "checkpoint interval must be at least 10ms".into(),
+            ));
+        }
+        if self.upload_idle < Duration::from_secs(1) {
+            return Err(MasterError::Config(
+                "upload idle limit must be at least 1s".into(),
             ));
         }
         if self.max_connections == 0 {

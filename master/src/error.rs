@@ -2,6 +2,8 @@
 
 use dfs_protocol::ErrorCode;
 
+use crate::oplog::LogError;
+
 /// The metadata store failed or holds something this build cannot read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +29,9 @@ pub enum OpError {
     Client(#[from] ErrorCode),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation log cannot take or persist records: nothing can be acknowledged.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// Why the master could not start or stopped.
@@ -36,6 +41,10 @@ pub enum MasterError {
     Config(String),
     #[error("metadata store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("operation log record {seq}: {reason}")]
+    BadRecord { seq: u64, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

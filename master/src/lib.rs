@@ -3,16 +3,20 @@
 //! Layout:
 //! - [`config`]: `MasterConfig` and its validation.
 //! - [`path`]: path normalisation and limits.
+//! - [`oplog`]: the operation log: record format, group commit, recovery, compaction.
+//! - [`mutation`]: the logical mutations the log records.
 //! - [`store`]: the sled seam (the only module that imports sled).
-//! - [`namespace`]: directories and files over the store; the derived chunk table.
+//! - [`namespace`]: plans mutations and applies them to the store; derived indexes.
 //! - [`chunkmap`]: chunkservers, replica locations (not persisted), placement.
 //! - [`service`]: the answer to each request.
-//! - [`server`]: `run`: accept loop, per-connection tasks, shutdown.
+//! - [`server`]: `run`: recovery, accept loop, upkeep and checkpoint tasks, shutdown.
 
 pub mod chunkmap;
 pub mod config;
 pub mod error;
+pub mod mutation;
 pub mod namespace;
+pub mod oplog;
 pub mod path;
 pub mod server;
 pub mod service;

@@ -1,19 +1,28 @@
-//! The namespace: directories and files over the [`Store`], plus the in-memory chunk
-//! table derived from it (which chunks files reference, at which version).
+//! The namespace: directories, files, uploads in progress and the trash, over the
+//! [`Store`], plus in-memory indexes derived from it (the chunk table, counters).
 //!
-//! Every mutation builds one [`Txn`] and applies it whole, so a crash leaves either the
-//! old state or the new one. Callers make it durable with [`Store::flush`] before
-//! answering.
+//! Every change happens in two steps. A `plan_*` method checks the request against the
+//! current state and returns the [`Mutation`] that carries it out, with every decision
+//! (inode numbers, times) already made; nothing changes yet. [`Namespace::apply`] then
+//! performs a mutation: one sled batch that also records the log sequence number, and
+//! the matching in-memory updates. Live requests and log replay both go through
+//! `apply`, so recovery rebuilds exactly what the live master had; a sequence number
+//! already applied is skipped, which makes replay idempotent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use dfs_protocol::{ChunkHandle, ChunkVersion, DirEntry, ErrorCode, FileKind};
+use dfs_protocol::{
+    ChunkHandle, ChunkVersion, CommittedChunk, DirEntry, ErrorCode, FileKind, ServerId, UploadId,
+};
 
 use crate::error::{OpError, StoreError};
+use crate::mutation::{Create, Mutation};
 use crate::path;
-use crate::store::{Inode, Store, StoredChunk, Txn, ROOT};
+use crate::store::{
+    AllocatedChunk, Inode, Store, StoredChunk, TrashEntry, Txn, UploadRecord, ROOT,
+};
 
-/// What the master knows of a chunk that a file references.
+/// What the master knows of a chunk that a file (visible or in the trash) references.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkMeta {
     pub version: ChunkVersion,
@@ -21,13 +30,28 @@ pub struct ChunkMeta {
     pub replication: u32,
 }
 
+/// What applying a mutation released.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Chunks nothing references any more: garbage for the chunkservers to delete.
+    pub freed: Vec<ChunkHandle>,
+}
+
 #[derive(Debug)]
 pub struct Namespace {
     store: Store,
     next_inode: u64,
+    applied: u64,
     chunks: HashMap<ChunkHandle, ChunkMeta>,
+    /// File inodes, including those in the trash.
     files: u64,
+    uploads: HashMap<UploadId, UploadRecord>,
+    upload_chunks: HashSet<ChunkHandle>,
+    trash: BTreeMap<u64, TrashEntry>,
 }
+
+/// A subtree's inodes and the directory entries (parent, name) inside it.
+type Subtree = (Vec<(u64, Inode)>, Vec<(u64, String)>);
 
 fn not_found(comps: &[String]) -> OpError {
     ErrorCode::NotFound {
@@ -36,8 +60,15 @@ fn not_found(comps: &[String]) -> OpError {
     .into()
 }
 
+fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt {
+        key: "log replay".into(),
+        reason: what,
+    }
+}
+
 impl Namespace {
-    /// Loads the chunk table and counters from the store. Blocking.
+    /// Loads the indexes from the store. Blocking.
     pub fn open(store: Store) -> Result<Namespace, StoreError> {
         let mut chunks = HashMap::new();
         let mut files = 0;
@@ -57,13 +88,31 @@ impl Namespace {
                 }
             }
         }
-        let next_inode = store.next_inode()?;
+        let uploads: HashMap<UploadId, UploadRecord> = store.uploads()?.into_iter().collect();
+        let upload_chunks = uploads
+            .values()
+            .flat_map(|u| u.chunks.iter().map(|c| c.handle))
+            .collect();
+        let trash = store.trash()?.into_iter().collect();
         Ok(Namespace {
+            next_inode: store.next_inode()?,
+            applied: store.applied()?,
             store,
-            next_inode,
             chunks,
             files,
+            uploads,
+            upload_chunks,
+            trash,
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The last log sequence number applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     pub fn chunk(&self, handle: &ChunkHandle) -> Option<&ChunkMeta> {
@@ -74,24 +123,28 @@ impl Namespace {
         self.chunks.iter()
     }
 
-    pub fn file_count(&self) -> u64 {
-        self.files
+    /// Whether a chunk must be kept: a file or an upload in progress references it.
+    pub fn is_referenced(&self, handle: &ChunkHandle) -> bool {
+        self.chunks.contains_key(handle) || self.upload_chunks.contains(handle)
     }
 
-    fn alloc_inode(&mut self, txn: &mut Txn) -> u64 {
-        let ino = self.next_inode;
-        self.next_inode += 1;
-        txn.set_next_inode(self.next_inode);
-        ino
+    /// Files reachable from `/` (not in the trash).
+    pub fn visible_files(&self) -> u64 {
+        self.files - self.trash.values().map(|t| t.files).sum::<u64>()
     }
 
-    fn inode(&self, ino: u64) -> Result<Inode, OpError> {
-        self.store.inode(ino)?.ok_or_else(|| {
-            OpError::Store(StoreError::Corrupt {
-                key: format!("inode {ino}"),
-                reason: "referenced by a directory entry but missing".into(),
-            })
-        })
+    pub fn upload(&self, id: &UploadId) -> Option<&UploadRecord> {
+        self.uploads.get(id)
+    }
+
+    pub fn trash(&self) -> impl Iterator<Item = (&u64, &TrashEntry)> {
+        self.trash.iter()
+    }
+
+    fn inode(&self, ino: u64) -> Result<Inode, StoreError> {
+        self.store
+            .inode(ino)?
+            .ok_or_else(|| corrupt(format!("inode {ino} is referenced but missing")))
     }
 
     /// Walks `comps` from the root.
@@ -115,11 +168,15 @@ impl Namespace {
     }
 
     /// The directory that holds the last component, which must exist and be a directory.
-    fn resolve_parent<'a>(&self, comps: &'a [String]) -> Result<(u64, &'a str), OpError> {
+    fn resolve_parent<'a>(
+        &self,
+        comps: &'a [String],
+        what: &str,
+    ) -> Result<(u64, &'a str), OpError> {
         let (name, parent) = comps
             .split_last()
             .ok_or_else(|| ErrorCode::InvalidArgument {
-                reason: "that operation does not apply to /".into(),
+                reason: format!("refusing to {what} /"),
             })?;
         let (pino, pinode) = self.resolve(parent)?;
         if pinode.kind != FileKind::Dir {
@@ -131,68 +188,26 @@ impl Namespace {
         Ok((pino, name))
     }
 
-    fn new_dir() -> Inode {
-        Inode {
-            kind: FileKind::Dir,
-            size: 0,
-            replication: 0,
-            mtime: crate::now_secs(),
-            chunks: Vec::new(),
-        }
-    }
-
-    pub fn mkdir(&mut self, raw: &str, parents: bool) -> Result<(), OpError> {
-        let comps = path::components(raw)?;
-        if comps.is_empty() {
-            return if parents {
-                Ok(())
-            } else {
-                Err(ErrorCode::AlreadyExists { path: "/".into() }.into())
-            };
-        }
-        let mut txn = Txn::default();
-        let mut ino = ROOT;
-        let mut creating = false;
-        for (i, name) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            let existing = if creating {
-                None
-            } else {
-                self.store.lookup(ino, name)?
-            };
-            match existing {
-                Some(child) => {
-                    let inode = self.inode(child)?;
-                    if inode.kind != FileKind::Dir {
-                        let p = path::join(&comps[..=i]);
-                        return Err(if last {
-                            ErrorCode::AlreadyExists { path: p }
-                        } else {
-                            ErrorCode::NotADirectory { path: p }
-                        }
-                        .into());
-                    }
-                    if last && !parents {
-                        return Err(ErrorCode::AlreadyExists {
-                            path: path::join(&comps),
-                        }
-                        .into());
-                    }
-                    ino = child;
-                }
-                None if !last && !parents => return Err(not_found(&comps[..=i])),
-                None => {
-                    creating = true;
-                    let child = self.alloc_inode(&mut txn);
-                    txn.put_inode(child, &Self::new_dir())?;
-                    txn.put_dirent(ino, name, child);
-                    ino = child;
+    /// Every inode of the subtree at `ino` with the directory entries inside it.
+    fn subtree(&self, ino: u64) -> Result<Subtree, StoreError> {
+        let mut inodes = Vec::new();
+        let mut dirents = Vec::new();
+        // An explicit stack: no recursion depth limit for deep trees.
+        let mut stack = vec![ino];
+        while let Some(ino) = stack.pop() {
+            let inode = self.inode(ino)?;
+            if inode.kind == FileKind::Dir {
+                for (name, child) in self.store.children(ino)? {
+                    dirents.push((ino, name));
+                    stack.push(child);
                 }
             }
+            inodes.push((ino, inode));
         }
-        self.store.apply(txn)?;
-        Ok(())
+        Ok((inodes, dirents))
     }
+
+    // ----- reads -----
 
     /// A directory's entries, or the single entry of a file.
     pub fn list(&self, raw: &str) -> Result<Vec<DirEntry>, OpError> {
@@ -226,20 +241,194 @@ impl Namespace {
         Ok((path::join(&comps), inode))
     }
 
-    /// Removes a file, or a directory (with `recursive`, everything below it). Returns
-    /// the chunks no file references any more.
-    pub fn delete(&mut self, raw: &str, recursive: bool) -> Result<Vec<ChunkHandle>, OpError> {
+    // ----- plans -----
+
+    /// `None` when there is nothing to do (`mkdir -p` of an existing directory).
+    pub fn plan_mkdir(
+        &self,
+        raw: &str,
+        parents: bool,
+        now: u64,
+    ) -> Result<Option<Mutation>, OpError> {
         let comps = path::components(raw)?;
         if comps.is_empty() {
-            return Err(ErrorCode::InvalidArgument {
-                reason: "refusing to remove /".into(),
-            }
-            .into());
+            return if parents {
+                Ok(None)
+            } else {
+                Err(ErrorCode::AlreadyExists { path: "/".into() }.into())
+            };
         }
-        let (pino, name) = self.resolve_parent(&comps)?;
+        let mut creates = Vec::new();
+        let mut ino = ROOT;
+        let mut next = self.next_inode;
+        for (i, name) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let existing = if creates.is_empty() {
+                self.store.lookup(ino, name)?
+            } else {
+                None
+            };
+            match existing {
+                Some(child) => {
+                    let p = path::join(&comps[..=i]);
+                    if self.inode(child)?.kind != FileKind::Dir {
+                        return Err(if last {
+                            ErrorCode::AlreadyExists { path: p }
+                        } else {
+                            ErrorCode::NotADirectory { path: p }
+                        }
+                        .into());
+                    }
+                    if last && !parents {
+                        return Err(ErrorCode::AlreadyExists { path: p }.into());
+                    }
+                    ino = child;
+                }
+                None if !last && !parents => return Err(not_found(&comps[..=i])),
+                None => {
+                    creates.push(Create {
+                        parent: ino,
+                        name: name.clone(),
+                        ino: next,
+                    });
+                    ino = next;
+                    next += 1;
+                }
+            }
+        }
+        Ok((!creates.is_empty()).then_some(Mutation::Mkdir {
+            creates,
+            mtime: now,
+        }))
+    }
+
+    /// Checks that a file could be created at `raw` now; returns its canonical path.
+    fn check_create(
+        &self,
+        comps: &[String],
+        overwrite: bool,
+    ) -> Result<(u64, Option<u64>), OpError> {
+        let (pino, name) = self.resolve_parent(comps, "write")?;
+        let existing = self.store.lookup(pino, name)?;
+        if let Some(old) = existing {
+            let p = path::join(comps);
+            if self.inode(old)?.kind == FileKind::Dir {
+                return Err(ErrorCode::IsADirectory { path: p }.into());
+            }
+            if !overwrite {
+                return Err(ErrorCode::AlreadyExists { path: p }.into());
+            }
+        }
+        Ok((pino, existing))
+    }
+
+    pub fn plan_begin_upload(
+        &self,
+        raw: &str,
+        replication: u32,
+        overwrite: bool,
+        now: u64,
+    ) -> Result<(UploadId, Mutation), OpError> {
+        let comps = path::components(raw)?;
+        self.check_create(&comps, overwrite)?;
+        let upload = UploadId::random();
+        Ok((
+            upload,
+            Mutation::BeginUpload {
+                upload,
+                path: path::join(&comps),
+                replication,
+                overwrite,
+                at: now,
+            },
+        ))
+    }
+
+    pub fn plan_allocate(
+        &self,
+        upload: UploadId,
+        handle: ChunkHandle,
+        chain: Vec<ServerId>,
+        now: u64,
+    ) -> Result<Mutation, OpError> {
+        if !self.uploads.contains_key(&upload) {
+            return Err(ErrorCode::UnknownUpload.into());
+        }
+        Ok(Mutation::AllocateChunk {
+            upload,
+            handle,
+            version: ChunkVersion::FIRST,
+            chain,
+            at: now,
+        })
+    }
+
+    pub fn plan_commit(
+        &self,
+        upload: UploadId,
+        chunks: &[CommittedChunk],
+        chunk_size: u64,
+        now: u64,
+    ) -> Result<Mutation, OpError> {
+        let rec = self.uploads.get(&upload).ok_or(ErrorCode::UnknownUpload)?;
+        let mut stored = Vec::with_capacity(chunks.len());
+        let mut seen = HashSet::new();
+        for c in chunks {
+            let allocated = rec
+                .chunks
+                .iter()
+                .find(|a| a.handle == c.handle)
+                .filter(|_| seen.insert(c.handle))
+                .ok_or_else(|| ErrorCode::BadRequest {
+                    reason: format!(
+                        "chunk {} was not allocated to this upload, or is listed twice",
+                        c.handle
+                    ),
+                })?;
+            if c.size > chunk_size {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!("chunk {} is larger than the chunk size", c.handle),
+                }
+                .into());
+            }
+            stored.push(StoredChunk {
+                handle: c.handle,
+                version: allocated.version,
+                size: c.size,
+            });
+        }
+        let comps = path::components(&rec.path)?;
+        let (parent, replaced) = self.check_create(&comps, rec.overwrite)?;
+        let name = comps.last().cloned().unwrap_or_default();
+        Ok(Mutation::CommitFile {
+            upload,
+            parent,
+            name,
+            ino: self.next_inode,
+            inode: Inode {
+                kind: FileKind::File,
+                size: stored.iter().map(|c| c.size).sum(),
+                replication: rec.replication,
+                mtime: now,
+                chunks: stored,
+            },
+            replaced,
+        })
+    }
+
+    /// Removes `raw`: into the trash when `to_trash`, else for good.
+    pub fn plan_remove(
+        &self,
+        raw: &str,
+        recursive: bool,
+        to_trash: bool,
+        now: u64,
+    ) -> Result<Mutation, OpError> {
+        let comps = path::components(raw)?;
+        let (parent, name) = self.resolve_parent(&comps, "remove")?;
         let ino = self
             .store
-            .lookup(pino, name)?
+            .lookup(parent, name)?
             .ok_or_else(|| not_found(&comps))?;
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Dir && !recursive && self.store.has_children(ino)? {
@@ -248,177 +437,334 @@ impl Namespace {
             }
             .into());
         }
+        if !to_trash {
+            return Ok(Mutation::Remove {
+                parent,
+                name: name.to_string(),
+            });
+        }
+        let (size, files) = if inode.kind == FileKind::File {
+            (inode.size, 1)
+        } else {
+            let (inodes, _) = self.subtree(ino)?;
+            let files = inodes.iter().filter(|(_, i)| i.kind == FileKind::File);
+            files.fold((0, 0), |(s, n), (_, i)| (s + i.size, n + 1))
+        };
+        Ok(Mutation::Trash {
+            parent,
+            name: name.to_string(),
+            entry: self.next_inode,
+            original_path: path::join(&comps),
+            kind: inode.kind,
+            size,
+            files,
+            deleted_at: now,
+        })
+    }
+
+    /// Moves `src` to `dst`, or into `dst` when that is a directory.
+    pub fn plan_rename(&self, src: &str, dst: &str) -> Result<Mutation, OpError> {
+        let s = path::components(src)?;
+        let (src_parent, src_name) = self.resolve_parent(&s, "move")?;
+        if self.store.lookup(src_parent, src_name)?.is_none() {
+            return Err(not_found(&s));
+        }
+        let d = path::components(dst)?;
+        let (dst_parent, final_path) = match self.resolve(&d) {
+            Ok((dino, dinode)) if dinode.kind == FileKind::Dir => {
+                let mut f = d.clone();
+                f.push(src_name.to_string());
+                (dino, f)
+            }
+            Ok(_) => {
+                return Err(ErrorCode::AlreadyExists {
+                    path: path::join(&d),
+                }
+                .into())
+            }
+            Err(OpError::Client(ErrorCode::NotFound { .. })) => {
+                let (dp, _) = self.resolve_parent(&d, "move onto")?;
+                (dp, d.clone())
+            }
+            Err(e) => return Err(e),
+        };
+        if final_path == s {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!(
+                    "{} and {} are the same",
+                    path::join(&s),
+                    path::join(&final_path)
+                ),
+            }
+            .into());
+        }
+        if final_path.starts_with(&s) {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!("cannot move {} into itself", path::join(&s)),
+            }
+            .into());
+        }
+        let dst_name = final_path.last().cloned().unwrap_or_default();
+        if self.store.lookup(dst_parent, &dst_name)?.is_some() {
+            return Err(ErrorCode::AlreadyExists {
+                path: path::join(&final_path),
+            }
+            .into());
+        }
+        Ok(Mutation::Rename {
+            src_parent,
+            src_name: src_name.to_string(),
+            dst_parent,
+            dst_name,
+        })
+    }
+
+    /// Puts the most recently trashed entry that was at `raw` back there.
+    pub fn plan_restore(&self, raw: &str) -> Result<Mutation, OpError> {
+        let comps = path::components(raw)?;
+        let canonical = path::join(&comps);
+        let entry = self
+            .trash
+            .iter()
+            .rev()
+            .find(|(_, t)| t.original_path == canonical)
+            .map(|(id, _)| *id)
+            .ok_or(ErrorCode::NotInTrash { path: canonical })?;
+        let (parent, name) = self.resolve_parent(&comps, "restore")?;
+        if self.store.lookup(parent, name)?.is_some() {
+            return Err(ErrorCode::AlreadyExists {
+                path: path::join(&comps),
+            }
+            .into());
+        }
+        Ok(Mutation::Restore {
+            entry,
+            parent,
+            name: name.to_string(),
+        })
+    }
+
+    /// Trash entries older than `retention_secs`.
+    pub fn expired_trash(&self, now: u64, retention_secs: u64) -> Vec<Mutation> {
+        self.trash
+            .iter()
+            .filter(|(_, t)| t.deleted_at.saturating_add(retention_secs) <= now)
+            .map(|(entry, _)| Mutation::Purge { entry: *entry })
+            .collect()
+    }
+
+    /// Uploads untouched for `idle_secs`: their clients are gone.
+    pub fn idle_uploads(&self, now: u64, idle_secs: u64) -> Vec<Mutation> {
+        self.uploads
+            .iter()
+            .filter(|(_, u)| u.touched.saturating_add(idle_secs) <= now)
+            .map(|(id, _)| Mutation::EndUpload { upload: *id })
+            .collect()
+    }
+
+    // ----- apply -----
+
+    /// Carries out mutation `seq`. Skips a sequence number already applied.
+    pub fn apply(&mut self, seq: u64, m: &Mutation) -> Result<Applied, StoreError> {
+        if seq <= self.applied {
+            return Ok(Applied::default());
+        }
         let mut txn = Txn::default();
-        txn.remove_dirent(pino, name);
         let mut freed = Vec::new();
-        let mut files_removed = 0;
-        // Depth-first over the subtree with an explicit stack: no recursion depth limit.
-        let mut stack = vec![(ino, inode)];
-        while let Some((ino, inode)) = stack.pop() {
+        match m {
+            Mutation::Mkdir { creates, mtime } => {
+                for c in creates {
+                    txn.put_inode(
+                        c.ino,
+                        &Inode {
+                            kind: FileKind::Dir,
+                            size: 0,
+                            replication: 0,
+                            mtime: *mtime,
+                            chunks: Vec::new(),
+                        },
+                    )?;
+                    txn.put_dirent(c.parent, &c.name, c.ino);
+                    self.next_inode = self.next_inode.max(c.ino + 1);
+                }
+            }
+            Mutation::BeginUpload {
+                upload,
+                path,
+                replication,
+                overwrite,
+                at,
+            } => {
+                let rec = UploadRecord {
+                    path: path.clone(),
+                    replication: *replication,
+                    overwrite: *overwrite,
+                    touched: *at,
+                    chunks: Vec::new(),
+                };
+                txn.put_upload(*upload, &rec)?;
+                self.uploads.insert(*upload, rec);
+            }
+            Mutation::AllocateChunk {
+                upload,
+                handle,
+                version,
+                chain,
+                at,
+            } => {
+                let rec = self
+                    .uploads
+                    .get_mut(upload)
+                    .ok_or_else(|| corrupt(format!("allocation for unknown upload {upload}")))?;
+                rec.chunks.push(AllocatedChunk {
+                    handle: *handle,
+                    version: *version,
+                    chain: chain.clone(),
+                });
+                rec.touched = *at;
+                txn.put_upload(*upload, rec)?;
+                self.upload_chunks.insert(*handle);
+            }
+            Mutation::EndUpload { upload } => {
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        freed.push(c.handle);
+                    }
+                }
+                txn.remove_upload(*upload);
+            }
+            Mutation::CommitFile {
+                upload,
+                parent,
+                name,
+                ino,
+                inode,
+                replaced,
+            } => {
+                if let Some(old) = replaced {
+                    let old_inode = self.inode(*old)?;
+                    for c in &old_inode.chunks {
+                        self.chunks.remove(&c.handle);
+                        freed.push(c.handle);
+                    }
+                    txn.remove_inode(*old);
+                    self.files -= 1;
+                }
+                txn.put_inode(*ino, inode)?;
+                txn.put_dirent(*parent, name, *ino);
+                self.next_inode = self.next_inode.max(ino + 1);
+                self.files += 1;
+                for c in &inode.chunks {
+                    self.chunks.insert(
+                        c.handle,
+                        ChunkMeta {
+                            version: c.version,
+                            size: c.size,
+                            replication: inode.replication,
+                        },
+                    );
+                }
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        if !self.chunks.contains_key(&c.handle) {
+                            freed.push(c.handle);
+                        }
+                    }
+                }
+                txn.remove_upload(*upload);
+            }
+            Mutation::Remove { parent, name } => {
+                let ino = self.store.lookup(*parent, name)?.ok_or_else(|| {
+                    corrupt(format!("remove of missing entry {name} in {parent}"))
+                })?;
+                txn.remove_dirent(*parent, name);
+                freed = self.remove_subtree(ino, &mut txn)?;
+            }
+            Mutation::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+            } => {
+                let ino = self
+                    .store
+                    .lookup(*src_parent, src_name)?
+                    .ok_or_else(|| corrupt(format!("rename of missing entry {src_name}")))?;
+                txn.remove_dirent(*src_parent, src_name);
+                txn.put_dirent(*dst_parent, dst_name, ino);
+            }
+            Mutation::Trash {
+                parent,
+                name,
+                entry,
+                original_path,
+                kind,
+                size,
+                files,
+                deleted_at,
+            } => {
+                let ino = self
+                    .store
+                    .lookup(*parent, name)?
+                    .ok_or_else(|| corrupt(format!("trash of missing entry {name}")))?;
+                txn.remove_dirent(*parent, name);
+                let t = TrashEntry {
+                    ino,
+                    original_path: original_path.clone(),
+                    kind: *kind,
+                    size: *size,
+                    files: *files,
+                    deleted_at: *deleted_at,
+                };
+                txn.put_trash(*entry, &t)?;
+                self.trash.insert(*entry, t);
+                self.next_inode = self.next_inode.max(entry + 1);
+            }
+            Mutation::Restore {
+                entry,
+                parent,
+                name,
+            } => {
+                let t = self
+                    .trash
+                    .remove(entry)
+                    .ok_or_else(|| corrupt(format!("restore of unknown trash entry {entry}")))?;
+                txn.remove_trash(*entry);
+                txn.put_dirent(*parent, name, t.ino);
+            }
+            Mutation::Purge { entry } => {
+                if let Some(t) = self.trash.remove(entry) {
+                    freed = self.remove_subtree(t.ino, &mut txn)?;
+                }
+                txn.remove_trash(*entry);
+            }
+        }
+        txn.set_next_inode(self.next_inode);
+        txn.set_applied(seq);
+        self.store.apply(txn)?;
+        self.applied = seq;
+        Ok(Applied { freed })
+    }
+
+    /// Adds the removal of the subtree at `ino` to `txn`; returns the freed chunks.
+    fn remove_subtree(&mut self, ino: u64, txn: &mut Txn) -> Result<Vec<ChunkHandle>, StoreError> {
+        let (inodes, dirents) = self.subtree(ino)?;
+        let mut freed = Vec::new();
+        for (parent, name) in dirents {
+            txn.remove_dirent(parent, &name);
+        }
+        for (ino, inode) in inodes {
             txn.remove_inode(ino);
             if inode.kind == FileKind::File {
-                files_removed += 1;
-                freed.extend(inode.chunks.iter().map(|c| c.handle));
-            } else {
-                for (child_name, child) in self.store.children(ino)? {
-                    txn.remove_dirent(ino, &child_name);
-                    stack.push((child, self.inode(child)?));
+                self.files -= 1;
+                for c in inode.chunks {
+                    self.chunks.remove(&c.handle);
+                    freed.push(c.handle);
                 }
             }
-        }
-        self.store.apply(txn)?;
-        self.files -= files_removed;
-        for h in &freed {
-            self.chunks.remove(h);
         }
         Ok(freed)
-    }
-
-    /// Checks that a file could be created at `raw` now; returns its canonical path.
-    pub fn check_create(&self, raw: &str, overwrite: bool) -> Result<String, OpError> {
-        let comps = path::components(raw)?;
-        let (pino, name) = self.resolve_parent(&comps)?;
-        if let Some(existing) = self.store.lookup(pino, name)? {
-            let inode = self.inode(existing)?;
-            if inode.kind == FileKind::Dir {
-                return Err(ErrorCode::IsADirectory {
-                    path: path::join(&comps),
-                }
-                .into());
-            }
-            if !overwrite {
-                return Err(ErrorCode::AlreadyExists {
-                    path: path::join(&comps),
-                }
-                .into());
-            }
-        }
-        Ok(path::join(&comps))
-    }
-
-    /// Links a complete file at `raw` in one step. Returns the chunks of the file it
-    /// replaced, if any.
-    pub fn commit_file(
-        &mut self,
-        raw: &str,
-        overwrite: bool,
-        replication: u32,
-        chunks: Vec<StoredChunk>,
-    ) -> Result<Vec<ChunkHandle>, OpError> {
-        self.check_create(raw, overwrite)?;
-        let comps = path::components(raw)?;
-        let (pino, name) = self.resolve_parent(&comps)?;
-        let mut txn = Txn::default();
-        let mut replaced = Vec::new();
-        if let Some(old) = self.store.lookup(pino, name)? {
-            replaced = self.inode(old)?.chunks.iter().map(|c| c.handle).collect();
-            txn.remove_inode(old);
-        } else {
-            self.files += 1;
-        }
-        let ino = self.alloc_inode(&mut txn);
-        let inode = Inode {
-            kind: FileKind::File,
-            size: chunks.iter().map(|c| c.size).sum(),
-            replication,
-            mtime: crate::now_secs(),
-            chunks,
-        };
-        txn.put_inode(ino, &inode)?;
-        txn.put_dirent(pino, name, ino);
-        self.store.apply(txn)?;
-        for h in &replaced {
-            self.chunks.remove(h);
-        }
-        for c in &inode.chunks {
-            self.chunks.insert(
-                c.handle,
-                ChunkMeta {
-                    version: c.version,
-                    size: c.size,
-                    replication,
-                },
-            );
-        }
-        Ok(replaced)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ns() -> (tempfile::TempDir, Namespace) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        (dir, Namespace::open(store).expect("ns"))
-    }
-
-    fn code(r: Result<impl std::fmt::Debug, OpError>) -> ErrorCode {
-        match r {
-            Err(OpError::Client(c)) => c,
-            other => panic!("expected a client error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn mkdir_list_delete() {
-        let (_d, mut ns) = ns();
-        ns.mkdir("/a", false).unwrap();
-        assert!(matches!(
-            code(ns.mkdir("/a", false)),
-            ErrorCode::AlreadyExists { .. }
-        ));
-        ns.mkdir("/a", true).unwrap();
-        assert!(matches!(
-            code(ns.mkdir("/x/y", false)),
-            ErrorCode::NotFound { .. }
-        ));
-        ns.mkdir("/x/y/z", true).unwrap();
-        let names: Vec<_> = ns.list("/").unwrap().into_iter().map(|e| e.name).collect();
-        assert_eq!(names, ["a", "x"]);
-        assert!(matches!(
-            code(ns.delete("/x", false)),
-            ErrorCode::NotEmpty { .. }
-        ));
-        ns.delete("/x", true).unwrap();
-        assert!(matches!(code(ns.list("/x")), ErrorCode::NotFound { .. }));
-        assert!(matches!(
-            code(ns.delete("/", true)),
-            ErrorCode::InvalidArgument { .. }
-        ));
-    }
-
-    #[test]
-    fn files_commit_overwrite_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = ChunkHandle::random();
-        {
-            let mut ns = Namespace::open(Store::open(dir.path()).unwrap()).unwrap();
-            let c = StoredChunk {
-                handle: h,
-                version: ChunkVersion::FIRST,
-                size: 10,
-            };
-            ns.commit_file("/f", false, 3, vec![c]).unwrap();
-            assert!(matches!(
-                code(ns.commit_file("/f", false, 3, vec![])),
-                ErrorCode::AlreadyExists { .. }
-            ));
-            assert!(matches!(
-                code(ns.mkdir("/f/g", true)),
-                ErrorCode::NotADirectory { .. }
-            ));
-            ns.store.flush_blocking().unwrap();
-        }
-        let mut ns = Namespace::open(Store::open(dir.path()).unwrap()).unwrap();
-        assert_eq!(ns.file_count(), 1);
-        assert_eq!(ns.chunk(&h).map(|m| m.size), Some(10));
-        let (_, inode) = ns.stat("/f").unwrap();
-        assert_eq!(inode.size, 10);
-        let replaced = ns.commit_file("/f", true, 2, vec![]).unwrap();
-        assert_eq!(replaced, vec![h]);
-        assert!(ns.chunk(&h).is_none());
-        assert_eq!(ns.file_count(), 1);
     }
 }

@@ -12,12 +12,62 @@ use tracing::Instrument;
 
 use crate::config::MasterConfig;
 use crate::error::{MasterError, OpError};
+use crate::mutation::Mutation;
 use crate::namespace::Namespace;
+use crate::oplog::{self, OpLog};
 use crate::service::Master;
 use crate::store::Store;
 
 /// How long a new connection has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often trash expiry, upload expiry and garbage bookkeeping run.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Opens the store, replays the operation log after what the store already holds,
+/// checkpoints, and starts a new log segment. Blocking.
+fn recover(config: MasterConfig, fatal: CancellationToken) -> Result<Master, MasterError> {
+    let meta_dir = config.data_dir.join("meta");
+    let log_dir = config.data_dir.join("oplog");
+    std::fs::create_dir_all(&meta_dir).map_err(|source| MasterError::Io {
+        context: format!("create {}", meta_dir.display()),
+        source,
+    })?;
+    let store = Store::open(&meta_dir)?;
+    let mut ns = Namespace::open(store.clone())?;
+    let recovered = oplog::recover(&log_dir)?;
+    let from = ns.applied();
+    let mut replayed = 0u64;
+    for (seq, payload) in &recovered.records {
+        if *seq <= ns.applied() {
+            continue;
+        }
+        if *seq != ns.applied() + 1 {
+            return Err(MasterError::BadRecord {
+                seq: *seq,
+                reason: format!(
+                    "the store holds the log up to {} but the next record is {seq}: records are missing",
+                    ns.applied()
+                ),
+            });
+        }
+        let m = Mutation::decode(payload)
+            .map_err(|reason| MasterError::BadRecord { seq: *seq, reason })?;
+        ns.apply(*seq, &m)?;
+        replayed += 1;
+    }
+    // Checkpoint: everything replayed is now in the store, durably; the old segments go.
+    store.flush_blocking()?;
+    let log = OpLog::start(&log_dir, ns.applied() + 1)?;
+    log.compact(ns.applied())?;
+    tracing::info!(
+        store_seq = from,
+        replayed,
+        torn_bytes = recovered.truncated,
+        seq = ns.applied(),
+        "metadata recovered"
+    );
+    Ok(Master::new(config, ns, log, fatal))
+}
 
 /// Runs a master on `listener` until `shutdown` is cancelled, then flushes its store.
 pub async fn run(
@@ -26,33 +76,31 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
     config.validate()?;
-    let dir = config.data_dir.join("meta");
-    let master = tokio::task::spawn_blocking(move || -> Result<Master, MasterError> {
-        std::fs::create_dir_all(&dir).map_err(|source| MasterError::Io {
-            context: format!("create {}", dir.display()),
-            source,
-        })?;
-        let store = Store::open(&dir)?;
-        let ns = Namespace::open(store.clone())?;
-        Ok(Master::new(config, store, ns))
-    })
-    .await
-    .map_err(|e| MasterError::Task(e.to_string()))??;
+    // Cancelled by a fatal store error too: everything below stops the same way.
+    let stop = shutdown.child_token();
+    let master = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || recover(config, stop))
+            .await
+            .map_err(|e| MasterError::Task(e.to_string()))??
+    };
     let master = Arc::new(master);
     tracing::info!(addr = ?listener.local_addr().ok(), "master listening");
 
     let tracker = TaskTracker::new();
+    tracker.spawn(upkeep(master.clone(), stop.clone()));
+    tracker.spawn(checkpoints(master.clone(), stop.clone()));
     let permits = Arc::new(Semaphore::new(master.max_connections()));
     loop {
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -64,7 +112,7 @@ pub async fn run(
             },
         };
         let master = master.clone();
-        let token = shutdown.child_token();
+        let token = stop.child_token();
         tracker.spawn(
             async move {
                 let _permit = permit;
@@ -77,8 +125,48 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     master.store().flush().await?;
+    let failed = !shutdown.is_cancelled();
+    drop(master);
+    if failed {
+        return Err(MasterError::Task(
+            "stopped after a metadata store failure".into(),
+        ));
+    }
     tracing::info!("master stopped");
     Ok(())
+}
+
+/// Trash expiry, idle uploads, garbage bookkeeping, safe-mode deadline.
+async fn upkeep(master: Arc<Master>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = master.maintain().await {
+            tracing::error!(error = %e, "upkeep failed");
+        }
+    }
+}
+
+/// Flushes the store and compacts the log at the configured interval.
+async fn checkpoints(master: Arc<Master>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(master.checkpoint_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match master.checkpoint().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(segments = n, "log compacted"),
+            Err(e) => tracing::error!(error = %e, "checkpoint failed"),
+        }
+    }
 }
 
 async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationToken) {
@@ -123,6 +211,12 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
                     Err(OpError::Store(e)) => {
                         tracing::error!(error = %e, request = name, "metadata store failure");
                         Response::Error(ErrorCode::Io {
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(OpError::Log(e)) => {
+                        tracing::error!(error = %e, request = name, "operation log failure");
+                        Response::Error(ErrorCode::Unavailable {
                             reason: e.to_string(),
                         })
                     }

@@ -1,41 +1,40 @@
-//! Request handling: what the master answers to each request.
+//! Request handling: what the master answers to each request, and its periodic upkeep.
 //!
 //! All state sits behind one mutex that is never held across an await. A mutation is
-//! applied under the lock and made durable (`Store::flush`) after it is released and
-//! before the client is answered.
+//! planned, appended to the operation log and applied under the lock (so log order is
+//! apply order); the lock is released and the reply waits for the log's group commit
+//! to cover it. Reads also wait until what they saw is durable, so nobody is shown a
+//! state that a crash could take back.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dfs_protocol::{
-    ChunkAllocation, ChunkHandle, ChunkInfo, ChunkVersion, ClusterStatus, CommittedChunk,
-    ErrorCode, FileStat, Request, Response, ServerId, UploadId,
+    ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ClusterStatus, ErrorCode, FileStat,
+    Request, Response, ServerId, TrashInfo,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::chunkmap::ChunkMap;
 use crate::config::MasterConfig;
 use crate::error::OpError;
+use crate::mutation::Mutation;
 use crate::namespace::Namespace;
-use crate::store::{Store, StoredChunk};
+use crate::oplog::OpLog;
+use crate::store::Store;
 
-/// An upload not touched for this long is forgotten (its client is gone).
-const UPLOAD_IDLE_LIMIT: Duration = Duration::from_secs(3600);
-
-#[derive(Debug)]
-struct Upload {
-    path: String,
-    replication: u32,
-    overwrite: bool,
-    allocated: HashMap<ChunkHandle, (ChunkVersion, Vec<ServerId>)>,
-    touched: Instant,
-}
+/// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
+const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
 
 #[derive(Debug)]
 struct State {
     ns: Namespace,
     map: ChunkMap,
-    uploads: HashMap<UploadId, Upload>,
+    /// Chunks no file or upload references that some chunkserver may still hold.
+    garbage: HashSet<ChunkHandle>,
+    /// Until when (at the latest) the master is in safe mode after its start.
+    safe_until: Option<Instant>,
 }
 
 /// The master's state and its request handler.
@@ -43,20 +42,36 @@ struct State {
 pub struct Master {
     config: MasterConfig,
     store: Store,
+    log: OpLog,
     state: Mutex<State>,
+    /// Cancelled when the store fails under a mutation: the master must stop.
+    fatal: CancellationToken,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    crate::now_secs()
 }
 
 impl Master {
-    pub fn new(config: MasterConfig, store: Store, ns: Namespace) -> Master {
+    pub fn new(
+        config: MasterConfig,
+        ns: Namespace,
+        log: OpLog,
+        fatal: CancellationToken,
+    ) -> Master {
         let map = ChunkMap::new(config.dead_after);
+        let safe_until = Some(Instant::now() + config.safe_start);
         Master {
+            store: ns.store().clone(),
             config,
-            store,
+            log,
             state: Mutex::new(State {
                 ns,
                 map,
-                uploads: HashMap::new(),
+                garbage: HashSet::new(),
+                safe_until,
             }),
+            fatal,
         }
     }
 
@@ -71,45 +86,217 @@ impl Master {
         &self.store
     }
 
+    pub fn log(&self) -> &OpLog {
+        &self.log
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections
+    }
+
+    /// Appends `m` to the log and applies it; returns its sequence number.
+    fn log_apply(&self, st: &mut State, m: Mutation) -> Result<u64, OpError> {
+        let seq = st.ns.applied() + 1;
+        self.log.append(seq, &m.encode()?)?;
+        match st.ns.apply(seq, &m) {
+            Ok(applied) => {
+                st.garbage.extend(applied.freed);
+                tracing::debug!(seq, mutation = m.name(), "applied");
+                Ok(seq)
+            }
+            Err(e) => {
+                // Memory and store may now disagree: stop rather than serve from either.
+                tracing::error!(seq, error = %e, "applying a logged mutation failed; stopping the master");
+                self.fatal.cancel();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn durable(&self, seq: u64) -> Result<(), OpError> {
+        Ok(self.log.wait_durable(seq).await?)
+    }
+
+    /// Plans and applies a mutation under the lock, then waits for it to be durable.
+    async fn mutate<T>(
+        &self,
+        plan: impl FnOnce(&mut State) -> Result<(Option<Mutation>, T), OpError>,
+    ) -> Result<T, OpError> {
+        let (seq, out) = {
+            let mut st = self.lock();
+            let (m, out) = plan(&mut st)?;
+            let seq = match m {
+                Some(m) => self.log_apply(&mut st, m)?,
+                None => st.ns.applied(),
+            };
+            (seq, out)
+        };
+        self.durable(seq).await?;
+        Ok(out)
+    }
+
+    /// Computes an answer from the state, then waits until what it saw is durable.
+    async fn read<T>(&self, f: impl FnOnce(&State) -> Result<T, OpError>) -> Result<T, OpError> {
+        let (seq, out) = {
+            let st = self.lock();
+            (st.ns.applied(), f(&st)?)
+        };
+        self.durable(seq).await?;
+        Ok(out)
+    }
+
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Result<Response, OpError> {
+        let now = now_secs();
         match request {
             Request::Mkdir { path, parents } => {
-                self.lock().ns.mkdir(&path, parents)?;
-                self.store.flush().await?;
+                self.mutate(|st| Ok((st.ns.plan_mkdir(&path, parents, now)?, ())))
+                    .await?;
                 Ok(Response::Ok)
             }
-            Request::List { path } => Ok(Response::Listing {
-                entries: self.lock().ns.list(&path)?,
-            }),
-            Request::Stat { path } => self.stat(&path).map(Response::Stat),
-            Request::Delete { path, recursive } => {
-                {
-                    let mut st = self.lock();
-                    let freed = st.ns.delete(&path, recursive)?;
-                    for h in freed {
-                        st.map.forget(h);
-                    }
-                }
-                self.store.flush().await?;
+            Request::List { path } => {
+                let entries = self.read(|st| st.ns.list(&path)).await?;
+                Ok(Response::Listing { entries })
+            }
+            Request::Stat { path } => Ok(Response::Stat(self.read(|st| stat(st, &path)).await?)),
+            Request::Delete {
+                path,
+                recursive,
+                skip_trash,
+            } => {
+                let to_trash = !skip_trash && !self.config.trash_retention.is_zero();
+                self.mutate(|st| {
+                    Ok((
+                        Some(st.ns.plan_remove(&path, recursive, to_trash, now)?),
+                        (),
+                    ))
+                })
+                .await?;
+                Ok(Response::Ok)
+            }
+            Request::Rename { src, dst } => {
+                self.mutate(|st| Ok((Some(st.ns.plan_rename(&src, &dst)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
+            Request::TrashList => {
+                let retention = self.config.trash_retention.as_secs();
+                let entries = self
+                    .read(|st| {
+                        Ok(st
+                            .ns
+                            .trash()
+                            .map(|(_, t)| TrashInfo {
+                                path: t.original_path.clone(),
+                                kind: t.kind,
+                                size: t.size,
+                                deleted_at: t.deleted_at,
+                                expires_at: t.deleted_at.saturating_add(retention),
+                            })
+                            .collect())
+                    })
+                    .await?;
+                Ok(Response::TrashListing { entries })
+            }
+            Request::TrashRestore { path } => {
+                self.mutate(|st| Ok((Some(st.ns.plan_restore(&path)?), ())))
+                    .await?;
                 Ok(Response::Ok)
             }
             Request::BeginPut {
                 path,
                 replication,
                 overwrite,
-            } => self.begin_put(&path, replication, overwrite),
-            Request::AllocateChunk { upload } => self.allocate(upload),
+            } => {
+                let replication = replication.unwrap_or(self.config.replication);
+                let max = crate::config::MAX_REPLICATION;
+                if !(1..=max).contains(&replication) {
+                    return Err(ErrorCode::InvalidArgument {
+                        reason: format!("replication must be 1..={max}, not {replication}"),
+                    }
+                    .into());
+                }
+                let upload = self
+                    .mutate(|st| {
+                        let (upload, m) =
+                            st.ns
+                                .plan_begin_upload(&path, replication, overwrite, now)?;
+                        Ok((Some(m), upload))
+                    })
+                    .await?;
+                Ok(Response::PutStarted {
+                    upload,
+                    chunk_size: self.config.chunk_size,
+                    replication,
+                })
+            }
+            Request::AllocateChunk { upload } => {
+                let alloc = self
+                    .mutate(|st| {
+                        let replication = st
+                            .ns
+                            .upload(&upload)
+                            .ok_or(ErrorCode::UnknownUpload)?
+                            .replication;
+                        let chosen =
+                            st.map
+                                .place(replication, self.config.chunk_size, Instant::now())?;
+                        let (ids, replicas): (Vec<ServerId>, Vec<String>) =
+                            chosen.into_iter().unzip();
+                        let handle = ChunkHandle::random();
+                        let m = st.ns.plan_allocate(upload, handle, ids, now)?;
+                        let version = match &m {
+                            Mutation::AllocateChunk { version, .. } => *version,
+                            _ => dfs_protocol::ChunkVersion::FIRST,
+                        };
+                        Ok((
+                            Some(m),
+                            ChunkAllocation {
+                                handle,
+                                version,
+                                replicas,
+                            },
+                        ))
+                    })
+                    .await?;
+                tracing::debug!(handle = %alloc.handle, replicas = ?alloc.replicas, "chunk allocated");
+                Ok(Response::ChunkAllocated(alloc))
+            }
             Request::CommitPut { upload, chunks } => {
-                self.commit(upload, chunks)?;
-                self.store.flush().await?;
+                self.mutate(|st| {
+                    let m = st
+                        .ns
+                        .plan_commit(upload, &chunks, self.config.chunk_size, now)?;
+                    // The chains are in the upload record, which the commit removes.
+                    let chains = st
+                        .ns
+                        .upload(&upload)
+                        .map(|u| u.chunks.clone())
+                        .unwrap_or_default();
+                    let seq = self.log_apply(st, m)?;
+                    for c in chains {
+                        if chunks.iter().any(|k| k.handle == c.handle) {
+                            st.map.record_chain(c.handle, c.version, &c.chain);
+                        }
+                    }
+                    tracing::debug!(seq, %upload, chunks = chunks.len(), "file committed");
+                    Ok((None, ()))
+                })
+                .await?;
                 Ok(Response::Ok)
             }
             Request::AbortPut { upload } => {
-                self.lock().uploads.remove(&upload);
+                self.mutate(|st| {
+                    let m = st
+                        .ns
+                        .upload(&upload)
+                        .map(|_| Mutation::EndUpload { upload });
+                    Ok((m, ()))
+                })
+                .await?;
                 Ok(Response::Ok)
             }
-            Request::Status => Ok(Response::Status(self.status())),
+            Request::Status => Ok(Response::Status(self.read(|st| Ok(self.status(st))).await?)),
             Request::Register {
                 server,
                 addr,
@@ -118,9 +305,11 @@ impl Master {
                 chunks,
             } => {
                 tracing::info!(%server, %addr, chunks = chunks.len(), "chunkserver registered");
-                self.lock()
-                    .map
-                    .register(server, addr, capacity, used, chunks, Instant::now());
+                let mut st = self.lock();
+                let now = Instant::now();
+                note_unreferenced(&mut st, &chunks);
+                st.map.register(server, addr, capacity, used, chunks, now);
+                self.update_safe_mode(&mut st, now);
                 Ok(Response::Registered)
             }
             Request::Heartbeat {
@@ -130,17 +319,32 @@ impl Master {
                 added,
                 removed,
             } => {
-                let known = self.lock().map.heartbeat(
-                    server,
-                    capacity,
-                    used,
-                    added,
-                    removed,
-                    Instant::now(),
-                );
+                let mut guard = self.lock();
+                let st = &mut *guard;
+                let now = Instant::now();
+                note_unreferenced(st, &added);
+                let known = st
+                    .map
+                    .heartbeat(server, capacity, used, added, removed.clone(), now);
+                for h in &removed {
+                    if !st.map.is_held(h) {
+                        st.garbage.remove(h);
+                    }
+                }
+                self.update_safe_mode(st, now);
+                let delete = if known && st.safe_until.is_none() {
+                    st.garbage
+                        .iter()
+                        .filter(|h| st.map.holds(&server, h) && !st.ns.is_referenced(h))
+                        .take(MAX_DELETES_PER_HEARTBEAT)
+                        .copied()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Ok(Response::HeartbeatAck {
                     reregister: !known,
-                    delete: Vec::new(),
+                    delete,
                 })
             }
             other @ (Request::Hello { .. }
@@ -153,140 +357,22 @@ impl Master {
         }
     }
 
-    fn stat(&self, path: &str) -> Result<FileStat, OpError> {
-        let st = self.lock();
-        let (path, inode) = st.ns.stat(path)?;
-        let now = Instant::now();
-        let chunks = inode
-            .chunks
-            .iter()
-            .map(|c| ChunkInfo {
-                handle: c.handle,
-                version: c.version,
-                size: c.size,
-                replicas: st
-                    .map
-                    .replicas(&c.handle, c.version, now)
-                    .into_iter()
-                    .map(|(_, addr)| addr)
-                    .collect(),
-            })
-            .collect();
-        Ok(FileStat {
-            path,
-            kind: inode.kind,
-            size: inode.size,
-            replication: inode.replication,
-            mtime: inode.mtime,
-            chunks,
-        })
+    /// Leaves safe mode once every referenced chunk has a live replica, or at the deadline.
+    fn update_safe_mode(&self, st: &mut State, now: Instant) {
+        let Some(until) = st.safe_until else { return };
+        let timed_out = now >= until;
+        if timed_out
+            || st
+                .ns
+                .chunks()
+                .all(|(h, meta)| st.map.has_replica(h, meta.version, now))
+        {
+            st.safe_until = None;
+            tracing::info!(timed_out, "leaving safe mode: garbage collection enabled");
+        }
     }
 
-    fn begin_put(
-        &self,
-        path: &str,
-        replication: Option<u32>,
-        overwrite: bool,
-    ) -> Result<Response, OpError> {
-        let replication = replication.unwrap_or(self.config.replication);
-        if !(1..=crate::config::MAX_REPLICATION).contains(&replication) {
-            return Err(ErrorCode::InvalidArgument {
-                reason: format!(
-                    "replication must be 1..={}, not {replication}",
-                    crate::config::MAX_REPLICATION
-                ),
-            }
-            .into());
-        }
-        let mut st = self.lock();
-        let path = st.ns.check_create(path, overwrite)?;
-        let now = Instant::now();
-        st.uploads
-            .retain(|_, u| now.saturating_duration_since(u.touched) < UPLOAD_IDLE_LIMIT);
-        let upload = UploadId::random();
-        st.uploads.insert(
-            upload,
-            Upload {
-                path,
-                replication,
-                overwrite,
-                allocated: HashMap::new(),
-                touched: now,
-            },
-        );
-        Ok(Response::PutStarted {
-            upload,
-            chunk_size: self.config.chunk_size,
-            replication,
-        })
-    }
-
-    fn allocate(&self, upload: UploadId) -> Result<Response, OpError> {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let now = Instant::now();
-        let up = st
-            .uploads
-            .get_mut(&upload)
-            .ok_or(ErrorCode::UnknownUpload)?;
-        up.touched = now;
-        let chosen = st.map.place(up.replication, self.config.chunk_size, now)?;
-        let handle = ChunkHandle::random();
-        let version = ChunkVersion::FIRST;
-        let (ids, replicas): (Vec<ServerId>, Vec<String>) = chosen.into_iter().unzip();
-        up.allocated.insert(handle, (version, ids));
-        tracing::debug!(%handle, ?replicas, "chunk allocated");
-        Ok(Response::ChunkAllocated(ChunkAllocation {
-            handle,
-            version,
-            replicas,
-        }))
-    }
-
-    fn commit(&self, upload: UploadId, chunks: Vec<CommittedChunk>) -> Result<(), OpError> {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let up = st.uploads.get(&upload).ok_or(ErrorCode::UnknownUpload)?;
-        let mut stored = Vec::with_capacity(chunks.len());
-        for c in &chunks {
-            let (version, _) =
-                up.allocated
-                    .get(&c.handle)
-                    .ok_or_else(|| ErrorCode::BadRequest {
-                        reason: format!("chunk {} was not allocated to this upload", c.handle),
-                    })?;
-            if c.size > self.config.chunk_size {
-                return Err(ErrorCode::BadRequest {
-                    reason: format!("chunk {} is larger than the chunk size", c.handle),
-                }
-                .into());
-            }
-            stored.push(StoredChunk {
-                handle: c.handle,
-                version: *version,
-                size: c.size,
-            });
-        }
-        let replaced = st
-            .ns
-            .commit_file(&up.path, up.overwrite, up.replication, stored)?;
-        let Some(up) = st.uploads.remove(&upload) else {
-            return Ok(());
-        };
-        for h in replaced {
-            st.map.forget(h);
-        }
-        for c in &chunks {
-            if let Some((version, chain)) = up.allocated.get(&c.handle) {
-                st.map.record_chain(c.handle, *version, chain);
-            }
-        }
-        tracing::info!(path = %up.path, chunks = chunks.len(), "file committed");
-        Ok(())
-    }
-
-    fn status(&self) -> ClusterStatus {
-        let st = self.lock();
+    fn status(&self, st: &State) -> ClusterStatus {
         let now = Instant::now();
         let under_replicated = st
             .ns
@@ -298,17 +384,91 @@ impl Master {
             .count() as u64;
         ClusterStatus {
             chunkservers: st.map.status(now),
-            files: st.ns.file_count(),
+            files: st.ns.visible_files(),
             chunks: st.ns.chunks().count() as u64,
             under_replicated,
             chunk_size: self.config.chunk_size,
             replication: self.config.replication,
+            safe_mode: st.safe_until.is_some(),
+            trash: st.ns.trash().count() as u64,
+            garbage: st.garbage.len() as u64,
+        }
+    }
+
+    /// Periodic upkeep: purge expired trash, abandon idle uploads, forget garbage no
+    /// server holds, end safe mode at its deadline.
+    pub async fn maintain(&self) -> Result<(), OpError> {
+        let now = now_secs();
+        let seq = {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let mut due = st
+                .ns
+                .expired_trash(now, self.config.trash_retention.as_secs());
+            due.extend(st.ns.idle_uploads(now, self.config.upload_idle.as_secs()));
+            let mut seq = st.ns.applied();
+            for m in due {
+                tracing::info!(mutation = m.name(), "upkeep");
+                seq = self.log_apply(st, m)?;
+            }
+            let instant = Instant::now();
+            self.update_safe_mode(st, instant);
+            if st.safe_until.is_none() {
+                let State { garbage, map, .. } = st;
+                garbage.retain(|h| map.is_held(h));
+            }
+            seq
+        };
+        self.durable(seq).await
+    }
+
+    /// Makes the store durable up to the current log position and drops the log
+    /// segments it covers. Requests go on meanwhile.
+    pub async fn checkpoint(&self) -> Result<usize, OpError> {
+        let upto = self.lock().ns.applied();
+        self.store.flush().await?;
+        Ok(self.log.compact(upto)?)
+    }
+
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.config.checkpoint_interval
+    }
+}
+
+/// Reported chunks that nothing references become garbage candidates. (Whether they
+/// are deleted is decided later, outside safe mode, against the chunk table again.)
+fn note_unreferenced(st: &mut State, reports: &[ChunkReport]) {
+    for r in reports {
+        if !st.ns.is_referenced(&r.handle) {
+            st.garbage.insert(r.handle);
         }
     }
 }
 
-impl Master {
-    pub fn max_connections(&self) -> usize {
-        self.config.max_connections
-    }
+fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {
+    let (path, inode) = st.ns.stat(path)?;
+    let now = Instant::now();
+    let chunks = inode
+        .chunks
+        .iter()
+        .map(|c| ChunkInfo {
+            handle: c.handle,
+            version: c.version,
+            size: c.size,
+            replicas: st
+                .map
+                .replicas(&c.handle, c.version, now)
+                .into_iter()
+                .map(|(_, addr)| addr)
+                .collect(),
+        })
+        .collect();
+    Ok(FileStat {
+        path,
+        kind: inode.kind,
+        size: inode.size,
+        replication: inode.replication,
+        mtime: inode.mtime,
+        chunks,
+    })
 }

@@ -3,14 +3,16 @@
 //! One sled tree, big-endian keys so that scans come out in order:
 //! - `i` + inode (u64)          -> [`Inode`]
 //! - `d` + parent inode + name  -> child inode (u64)
-//! - `m` + name                 -> store-wide values (format, next inode)
+//! - `m` + name                 -> store-wide values (next inode, last applied log seq)
+//! - `u` + upload id (16 bytes)   -> [`UploadRecord`] (a put in progress)
+//! - `t` + trash entry id (u64)   -> [`TrashEntry`] (a removed subtree kept for a while)
 //!
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
 
 use std::path::Path;
 
-use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind};
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -21,6 +23,7 @@ const FORMAT: u8 = 1;
 pub const ROOT: u64 = 1;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
+const APPLIED_KEY: &[u8] = b"mapplied_seq";
 
 /// A file or directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +42,53 @@ pub struct StoredChunk {
     pub handle: ChunkHandle,
     pub version: ChunkVersion,
     pub size: u64,
+}
+
+/// A put in progress: where it goes and the chunks allocated to it so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub path: String,
+    pub replication: u32,
+    pub overwrite: bool,
+    /// Seconds since the epoch of the last allocation (or the start).
+    pub touched: u64,
+    pub chunks: Vec<AllocatedChunk>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedChunk {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub chain: Vec<ServerId>,
+}
+
+/// A removed file or directory, detached from the namespace until restored or purged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashEntry {
+    /// Root of the detached subtree.
+    pub ino: u64,
+    pub original_path: String,
+    pub kind: FileKind,
+    /// Bytes in the subtree's files.
+    pub size: u64,
+    /// Files in the subtree.
+    pub files: u64,
+    /// Seconds since the epoch.
+    pub deleted_at: u64,
+}
+
+fn upload_key(id: UploadId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'u');
+    k.extend_from_slice(id.0.as_bytes());
+    k
+}
+
+fn trash_key(entry: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b't';
+    k[1..].copy_from_slice(&entry.to_be_bytes());
+    k
 }
 
 fn inode_key(ino: u64) -> [u8; 9] {
@@ -136,6 +186,29 @@ impl Txn {
     pub fn set_next_inode(&mut self, next: u64) {
         self.batch.insert(NEXT_INODE_KEY, &next.to_be_bytes()[..]);
     }
+
+    /// Records that the log is applied up to `seq`, in the same batch as its effects.
+    pub fn set_applied(&mut self, seq: u64) {
+        self.batch.insert(APPLIED_KEY, &seq.to_be_bytes()[..]);
+    }
+
+    pub fn put_upload(&mut self, id: UploadId, record: &UploadRecord) -> Result<(), StoreError> {
+        self.batch.insert(upload_key(id), encode(record)?);
+        Ok(())
+    }
+
+    pub fn remove_upload(&mut self, id: UploadId) {
+        self.batch.remove(upload_key(id));
+    }
+
+    pub fn put_trash(&mut self, entry: u64, record: &TrashEntry) -> Result<(), StoreError> {
+        self.batch.insert(&trash_key(entry)[..], encode(record)?);
+        Ok(())
+    }
+
+    pub fn remove_trash(&mut self, entry: u64) {
+        self.batch.remove(&trash_key(entry)[..]);
+    }
 }
 
 impl Store {
@@ -209,6 +282,36 @@ impl Store {
                 reason: "missing".into(),
             }),
         }
+    }
+
+    /// The last log sequence number whose effects this store holds (0 for none).
+    pub fn applied(&self) -> Result<u64, StoreError> {
+        match self.tree.get(APPLIED_KEY)? {
+            Some(v) => u64_value(APPLIED_KEY, &v),
+            None => Ok(0),
+        }
+    }
+
+    pub fn uploads(&self) -> Result<Vec<(UploadId, UploadRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"u") {
+            let (k, v) = item?;
+            let id = uuid::Uuid::from_slice(&k[1..]).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push((UploadId(id), decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn trash(&self) -> Result<Vec<(u64, TrashEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"t") {
+            let (k, v) = item?;
+            out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// Every inode, for rebuilding in-memory indexes at start.

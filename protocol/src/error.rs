@@ -46,6 +46,8 @@ pub enum ErrorCode {
     Unavailable { reason: String },
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },
+    #[error("{path}: not in the trash")]
+    NotInTrash { path: String },
 }
 
 impl ErrorCode {

@@ -37,9 +37,11 @@ pub enum Request {
     Stat {
         path: String,
     },
+    /// Removes an entry: into the trash, unless `skip_trash` or the trash is off.
     Delete {
         path: String,
         recursive: bool,
+        skip_trash: bool,
     },
 
     // --- writes (client -> master) ---
@@ -100,6 +102,18 @@ pub enum Request {
         offset: u64,
         len: u64,
     },
+
+    // --- namespace, continued (client -> master) ---
+    /// Atomic move of a file or directory; into `dst` when that is a directory.
+    Rename {
+        src: String,
+        dst: String,
+    },
+    TrashList,
+    /// Puts the most recently removed entry that was at `path` back there.
+    TrashRestore {
+        path: String,
+    },
 }
 
 /// A reply, echoing the request id it answers.
@@ -137,6 +151,23 @@ pub enum Response {
     ReadData {
         last: bool,
     },
+    TrashListing {
+        entries: Vec<TrashInfo>,
+    },
+}
+
+/// An entry in the trash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashInfo {
+    /// Where it was when removed (and where `restore` puts it).
+    pub path: String,
+    pub kind: FileKind,
+    /// Bytes in its files.
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub deleted_at: u64,
+    /// Seconds since the epoch when it is purged for good.
+    pub expires_at: u64,
 }
 
 /// What a chunkserver holds of one chunk.
@@ -223,6 +254,12 @@ pub struct ClusterStatus {
     pub under_replicated: u64,
     pub chunk_size: u64,
     pub replication: u32,
+    /// After a restart, until chunkservers have reported: no deletion, no chunk declared missing.
+    pub safe_mode: bool,
+    /// Entries in the trash.
+    pub trash: u64,
+    /// Unreferenced chunks still held by some chunkserver, waiting to be deleted.
+    pub garbage: u64,
 }
 
 impl Request {
@@ -244,6 +281,9 @@ impl Request {
             Request::WriteChunk { .. } => "WriteChunk",
             Request::WritePacket { .. } => "WritePacket",
             Request::ReadChunk { .. } => "ReadChunk",
+            Request::Rename { .. } => "Rename",
+            Request::TrashList => "TrashList",
+            Request::TrashRestore { .. } => "TrashRestore",
         }
     }
 }
@@ -264,6 +304,7 @@ impl Response {
             Response::HeartbeatAck { .. } => "HeartbeatAck",
             Response::ChunkWritten { .. } => "ChunkWritten",
             Response::ReadData { .. } => "ReadData",
+            Response::TrashListing { .. } => "TrashListing",
         }
     }
 

@@ -30,7 +30,16 @@ fn request() -> impl Strategy<Value = Request> {
         (".*", any::<bool>()).prop_map(|(path, parents)| Request::Mkdir { path, parents }),
         ".*".prop_map(|path| Request::List { path }),
         ".*".prop_map(|path| Request::Stat { path }),
-        (".*", any::<bool>()).prop_map(|(path, recursive)| Request::Delete { path, recursive }),
+        (".*", any::<bool>(), any::<bool>()).prop_map(|(path, recursive, skip_trash)| {
+            Request::Delete {
+                path,
+                recursive,
+                skip_trash,
+            }
+        }),
+        (".*", ".*").prop_map(|(src, dst)| Request::Rename { src, dst }),
+        Just(Request::TrashList),
+        ".*".prop_map(|path| Request::TrashRestore { path }),
         (".*", proptest::option::of(any::<u32>()), any::<bool>()).prop_map(
             |(path, replication, overwrite)| Request::BeginPut {
                 path,

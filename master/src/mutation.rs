@@ -1,0 +1,120 @@
+//! The logical mutations the operation log records.
+//!
+//! A mutation carries every decision already made (inode numbers, times, chains), so
+//! applying it is deterministic: replay after a crash produces exactly the state the
+//! live master had. The enum is append-only, like the wire messages, because old logs
+//! must stay readable.
+
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::store::Inode;
+
+/// Format byte in front of every encoded mutation.
+const FORMAT: u8 = 1;
+
+/// One directory created by a `Mkdir`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Create {
+    pub parent: u64,
+    pub name: String,
+    pub ino: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Directories, parents first (one for `mkdir`, several for `mkdir -p`).
+    Mkdir { creates: Vec<Create>, mtime: u64 },
+    BeginUpload {
+        upload: UploadId,
+        path: String,
+        replication: u32,
+        overwrite: bool,
+        at: u64,
+    },
+    AllocateChunk {
+        upload: UploadId,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        chain: Vec<ServerId>,
+        at: u64,
+    },
+    /// An upload abandoned (aborted by its client or idle too long).
+    EndUpload { upload: UploadId },
+    /// An upload made visible; `replaced` is the file it overwrote.
+    CommitFile {
+        upload: UploadId,
+        parent: u64,
+        name: String,
+        ino: u64,
+        inode: Inode,
+        replaced: Option<u64>,
+    },
+    /// Permanent removal of an entry and everything below it.
+    Remove { parent: u64, name: String },
+    Rename {
+        src_parent: u64,
+        src_name: String,
+        dst_parent: u64,
+        dst_name: String,
+    },
+    /// Detach an entry into the trash.
+    Trash {
+        parent: u64,
+        name: String,
+        entry: u64,
+        original_path: String,
+        kind: FileKind,
+        size: u64,
+        files: u64,
+        deleted_at: u64,
+    },
+    Restore {
+        entry: u64,
+        parent: u64,
+        name: String,
+    },
+    /// Permanent removal of a trash entry.
+    Purge { entry: u64 },
+}
+
+impl Mutation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mutation::Mkdir { .. } => "mkdir",
+            Mutation::BeginUpload { .. } => "begin-upload",
+            Mutation::AllocateChunk { .. } => "allocate-chunk",
+            Mutation::EndUpload { .. } => "end-upload",
+            Mutation::CommitFile { .. } => "commit-file",
+            Mutation::Remove { .. } => "remove",
+            Mutation::Rename { .. } => "rename",
+            Mutation::Trash { .. } => "trash",
+            Mutation::Restore { .. } => "restore",
+            Mutation::Purge { .. } => "purge",
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let mut out = vec![FORMAT];
+        out.extend(bincode::serde::encode_to_vec(
+            self,
+            bincode::config::standard(),
+        )?);
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Mutation, String> {
+        let (&format, body) = bytes.split_first().ok_or("empty record")?;
+        if format != FORMAT {
+            return Err(format!("unknown record format {format}"));
+        }
+        let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+        let (m, used) =
+            bincode::serde::decode_from_slice(body, config).map_err(|e| e.to_string())?;
+        if used != body.len() {
+            return Err("trailing bytes after the record".into());
+        }
+        Ok(m)
+    }
+}

@@ -1,0 +1,449 @@
+//! The operation log: every mutation is a checksummed, sequence-numbered record,
+//! durable before the client is answered.
+//!
+//! Records live in segment files `<dir>/<first seq, 20 digits>.log`:
+//!
+//! ```text
+//! u32 BE  payload length
+//! u64 BE  sequence number (each record's is the previous one's plus one)
+//! [u8; 8] checksum: the first 8 bytes of blake3(length || seq || payload)
+//! ...     payload (a bincode-encoded `Mutation`)
+//! ```
+//!
+//! **Group commit.** `append` only copies the record into a shared buffer. One writer
+//! thread takes everything buffered, writes it with one `write`, calls `fdatasync`
+//! once, and publishes the highest durable sequence number; every mutation that
+//! arrived during the previous fsync shares the next one.
+//!
+//! **Recovery.** [`recover`] reads every segment in order. A record that fails to parse
+//! is a torn tail (a crash in the middle of the last write) when no valid record
+//! follows it: the segment is truncated there. A bad record *followed* by a valid one
+//! is corruption of acknowledged history and stops the master with a specific error.
+//! A fresh [`OpLog`] always starts a new segment; older ones are removed by
+//! [`OpLog::compact`] once the store holds their effects durably.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 4 + 8 + 8;
+/// A record's payload is never larger than this.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+/// A segment is closed and a new one started past this size.
+const SEGMENT_TARGET: u64 = 64 << 20;
+/// How far past a bad record recovery looks for a later valid one.
+const CORRUPTION_SCAN: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("operation log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "operation log {path} is corrupt at byte {offset} (record after seq {after}): {reason}; \
+         later records are intact, so acknowledged history would be lost. Refusing to start: \
+         restore the log or move the damaged segment away deliberately"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        after: u64,
+        reason: String,
+    },
+    #[error("operation log: sequence gap, {found} follows {previous} in {path}")]
+    Gap {
+        path: PathBuf,
+        previous: u64,
+        found: u64,
+    },
+    #[error("operation log writer failed: {0}")]
+    WriterFailed(String),
+    #[error("record of {0} bytes exceeds the log's limit")]
+    TooLarge(usize),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn checksum(len: u32, seq: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = blake3::Hasher::new();
+    h.update(&len.to_be_bytes());
+    h.update(&seq.to_be_bytes());
+    h.update(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    out
+}
+
+/// Appends one encoded record to `out`.
+pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(LogError::TooLarge(payload.len()));
+    }
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&checksum(len, seq, payload));
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// One record parsed from `buf` at its start: `(seq, payload, bytes used)`.
+pub fn decode_record(buf: &[u8]) -> Result<(u64, &[u8], usize), String> {
+    if buf.len() < HEADER_LEN {
+        return Err("truncated header".into());
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes.copy_from_slice(&buf[4..12]);
+    let seq = u64::from_be_bytes(seq_bytes);
+    let len_usize = len as usize;
+    if len_usize > MAX_PAYLOAD {
+        return Err(format!("length {len} over the limit"));
+    }
+    let end = HEADER_LEN + len_usize;
+    if buf.len() < end {
+        return Err("truncated payload".into());
+    }
+    let payload = &buf[HEADER_LEN..end];
+    if buf[12..20] != checksum(len, seq, payload) {
+        return Err("checksum mismatch".into());
+    }
+    Ok((seq, payload, end))
+}
+
+/// Whether any valid record with a sequence number after `after` starts somewhere in `rest`.
+fn valid_record_follows(rest: &[u8], after: u64) -> bool {
+    let limit = rest.len().min(CORRUPTION_SCAN);
+    (1..limit).any(|i| match decode_record(&rest[i..]) {
+        Ok((seq, _, _)) => seq > after && seq - after < 1 << 32,
+        Err(_) => false,
+    })
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.log")
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(first) = stem.parse::<u64>() {
+                out.push((first, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// What recovery found: every intact record in order.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Bytes cut off a torn tail, if any.
+    pub truncated: u64,
+}
+
+impl Recovered {
+    pub fn last_seq(&self) -> Option<u64> {
+        self.records.last().map(|r| r.0)
+    }
+}
+
+/// Reads and checks every segment in `dir` (created if missing), truncating a torn tail.
+pub fn recover(dir: &Path) -> Result<Recovered, LogError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let segs = segments(dir)?;
+    let mut out = Recovered::default();
+    let mut prev: Option<u64> = None;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let last_segment = i + 1 == segs.len();
+        let buf = fs::read(path).map_err(io(path))?;
+        let mut pos = 0;
+        while pos < buf.len() {
+            match decode_record(&buf[pos..]) {
+                Ok((seq, payload, used)) => {
+                    if let Some(p) = prev {
+                        if seq != p + 1 {
+                            return Err(LogError::Gap {
+                                path: path.clone(),
+                                previous: p,
+                                found: seq,
+                            });
+                        }
+                    }
+                    prev = Some(seq);
+                    out.records.push((seq, payload.to_vec()));
+                    pos += used;
+                }
+                Err(reason) => {
+                    let after = prev.unwrap_or(0);
+                    if !last_segment || valid_record_follows(&buf[pos..], after) {
+                        return Err(LogError::Corrupt {
+                            path: path.clone(),
+                            offset: pos as u64,
+                            after,
+                            reason,
+                        });
+                    }
+                    // A torn tail: never acknowledged, since its fsync never returned.
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io(path))?;
+                    f.set_len(pos as u64).map_err(io(path))?;
+                    f.sync_all().map_err(io(path))?;
+                    out.truncated = (buf.len() - pos) as u64;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Highest sequence number in `buf` (or written, when `buf` is empty).
+    last_seq: u64,
+    closed: bool,
+    failed: Option<String>,
+    bytes_written: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    durable: watch::Sender<u64>,
+    /// Segments as (first seq, path); the last is the one being written.
+    segments: Mutex<Vec<(u64, PathBuf)>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The live log: appends from request handlers, one writer thread doing group commit.
+#[derive(Debug)]
+pub struct OpLog {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl OpLog {
+    /// Starts a new segment for records from `next_seq` on, beside the existing ones.
+    pub fn start(dir: &Path, next_seq: u64) -> Result<OpLog, LogError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut segs = segments(dir)?;
+        let path = dir.join(segment_name(next_seq));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        sync_dir(dir)?;
+        segs.retain(|(first, _)| *first != next_seq);
+        segs.push((next_seq, path));
+        let last = next_seq.saturating_sub(1);
+        let (durable, _) = watch::channel(last);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            pending: Mutex::new(Pending {
+                buf: Vec::new(),
+                last_seq: last,
+                closed: false,
+                failed: None,
+                bytes_written: 0,
+            }),
+            wake: Condvar::new(),
+            durable,
+            segments: Mutex::new(segs),
+        });
+        let writer = std::thread::Builder::new()
+            .name("oplog-writer".into())
+            .spawn({
+                let shared = shared.clone();
+                move || writer_loop(shared, file)
+            })
+            .map_err(io(dir))?;
+        Ok(OpLog {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues record `seq` (which must follow the previous one) for the next group commit.
+    pub fn append(&self, seq: u64, payload: &[u8]) -> Result<(), LogError> {
+        let mut p = self.shared.lock();
+        if let Some(e) = &p.failed {
+            return Err(LogError::WriterFailed(e.clone()));
+        }
+        debug_assert_eq!(seq, p.last_seq + 1, "log sequence out of order");
+        encode_record(seq, payload, &mut p.buf)?;
+        p.last_seq = seq;
+        drop(p);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits until every record up to `seq` is on disk.
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), LogError> {
+        let mut rx = self.shared.durable.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &self.shared.lock().failed {
+                return Err(LogError::WriterFailed(e.clone()));
+            }
+            if rx.changed().await.is_err() {
+                return Err(LogError::WriterFailed("log closed".into()));
+            }
+        }
+    }
+
+    /// The highest sequence number known durable.
+    pub fn durable_seq(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    /// Removes segments all of whose records are `<= upto` (their effects are durable
+    /// elsewhere). Never removes the segment being written. Returns how many went.
+    pub fn compact(&self, upto: u64) -> Result<usize, LogError> {
+        let mut segs = self
+            .shared
+            .segments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut removed = 0;
+        while segs.len() > 1 && segs[1].0 <= upto + 1 {
+            let (_, path) = segs.remove(0);
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.shared.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Number of segment files, for tests and status.
+    pub fn segment_count(&self) -> usize {
+        self.shared
+            .segments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Writes what is queued, then stops the writer.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), LogError> {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        match &self.shared.lock().failed {
+            Some(e) => Err(LogError::WriterFailed(e.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for OpLog {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn writer_loop(shared: Arc<Shared>, mut file: File) {
+    loop {
+        let (batch, last_seq) = {
+            let mut p = shared.lock();
+            while p.buf.is_empty() && !p.closed {
+                p = shared
+                    .wake
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if p.buf.is_empty() {
+                return;
+            }
+            (std::mem::take(&mut p.buf), p.last_seq)
+        };
+        let result = file.write_all(&batch).and_then(|_| file.sync_data());
+        if let Err(e) = result {
+            let msg = format!("writing {}: {e}", shared.dir.display());
+            tracing::error!(error = %msg, "operation log write failed; no mutation can be acknowledged");
+            shared.lock().failed = Some(msg);
+            // Wake every waiter so it sees the failure.
+            shared.durable.send_modify(|_| {});
+            return;
+        }
+        shared.durable.send_replace(last_seq);
+        let written = {
+            let mut p = shared.lock();
+            p.bytes_written += batch.len() as u64;
+            p.bytes_written
+        };
+        if written >= SEGMENT_TARGET {
+            match rotate(&shared, last_seq + 1) {
+                Ok(f) => {
+                    file = f;
+                    shared.lock().bytes_written = 0;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start a new log segment; continuing in the old one")
+                }
+            }
+        }
+    }
+}
+
+fn rotate(shared: &Shared, first_seq: u64) -> Result<File, LogError> {
+    let path = shared.dir.join(segment_name(first_seq));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    sync_dir(&shared.dir)?;
+    shared
+        .segments
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((first_seq, path));
+    Ok(file)
+}
