@@ -9,7 +9,8 @@
 //! - [`namespace`]: plans mutations and applies them to the store; derived indexes.
 //! - [`chunkmap`]: chunkservers, replica locations (not persisted), placement.
 //! - [`service`]: the answer to each request.
-//! - [`server`]: `run`: recovery, accept loop, upkeep and checkpoint tasks, shutdown.
+//! - [`recovery`]: start-up: open the store, replay the log, checkpoint.
+//! - [`server`]: `run`: accept loop, upkeep and checkpoint tasks, shutdown.
 
 pub mod chunkmap;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod mutation;
 pub mod namespace;
 pub mod oplog;
 pub mod path;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod store;

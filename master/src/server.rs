@@ -12,62 +12,13 @@ use tracing::Instrument;
 
 use crate::config::MasterConfig;
 use crate::error::{MasterError, OpError};
-use crate::mutation::Mutation;
-use crate::namespace::Namespace;
-use crate::oplog::{self, OpLog};
+use crate::recovery;
 use crate::service::Master;
-use crate::store::Store;
 
 /// How long a new connection has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often trash expiry, upload expiry and garbage bookkeeping run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Opens the store, replays the operation log after what the store already holds,
-/// checkpoints, and starts a new log segment. Blocking.
-fn recover(config: MasterConfig, fatal: CancellationToken) -> Result<Master, MasterError> {
-    let meta_dir = config.data_dir.join("meta");
-    let log_dir = config.data_dir.join("oplog");
-    std::fs::create_dir_all(&meta_dir).map_err(|source| MasterError::Io {
-        context: format!("create {}", meta_dir.display()),
-        source,
-    })?;
-    let store = Store::open(&meta_dir)?;
-    let mut ns = Namespace::open(store.clone())?;
-    let recovered = oplog::recover(&log_dir)?;
-    let from = ns.applied();
-    let mut replayed = 0u64;
-    for (seq, payload) in &recovered.records {
-        if *seq <= ns.applied() {
-            continue;
-        }
-        if *seq != ns.applied() + 1 {
-            return Err(MasterError::BadRecord {
-                seq: *seq,
-                reason: format!(
-                    "the store holds the log up to {} but the next record is {seq}: records are missing",
-                    ns.applied()
-                ),
-            });
-        }
-        let m = Mutation::decode(payload)
-            .map_err(|reason| MasterError::BadRecord { seq: *seq, reason })?;
-        ns.apply(*seq, &m)?;
-        replayed += 1;
-    }
-    // Checkpoint: everything replayed is now in the store, durably; the old segments go.
-    store.flush_blocking()?;
-    let log = OpLog::start(&log_dir, ns.applied() + 1)?;
-    log.compact(ns.applied())?;
-    tracing::info!(
-        store_seq = from,
-        replayed,
-        torn_bytes = recovered.truncated,
-        seq = ns.applied(),
-        "metadata recovered"
-    );
-    Ok(Master::new(config, ns, log, fatal))
-}
 
 /// Runs a master on `listener` until `shutdown` is cancelled, then flushes its store.
 pub async fn run(
@@ -80,9 +31,12 @@ pub async fn run(
     let stop = shutdown.child_token();
     let master = {
         let stop = stop.clone();
-        tokio::task::spawn_blocking(move || recover(config, stop))
-            .await
-            .map_err(|e| MasterError::Task(e.to_string()))??
+        tokio::task::spawn_blocking(move || -> Result<Master, MasterError> {
+            let (ns, log) = recovery::recover(&config.data_dir)?;
+            Ok(Master::new(config, ns, log, stop))
+        })
+        .await
+        .map_err(|e| MasterError::Task(e.to_string()))??
     };
     let master = Arc::new(master);
     tracing::info!(addr = ?listener.local_addr().ok(), "master listening");
