@@ -165,6 +165,11 @@ impl LocalCluster {
         &self.options
     }
 
+    /// Options used by the next (re)start of a node.
+    pub fn options_mut(&mut self) -> &mut ClusterOptions {
+        &mut self.options
+    }
+
     /// A client of this cluster.
     pub fn client(&self) -> Client {
         Client::new(self.master.addr.to_string())

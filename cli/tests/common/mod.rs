@@ -39,3 +39,27 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
     rng.fill(&mut v[..]);
     v
 }
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether chunkserver `i` of `cluster` has the chunk file for `handle` on disk.
+pub fn on_disk(cluster: &LocalCluster, i: usize, handle: &dfs_protocol::ChunkHandle) -> bool {
+    cluster
+        .chunkserver_data_dir(i)
+        .map(|d| d.join("chunks").join(format!("{handle}.chunk")).exists())
+        .unwrap_or(false)
+}
