@@ -1,5 +1,6 @@
-//! The namespace: directories, files, uploads in progress and the trash, over the
-//! [`Store`], plus in-memory indexes derived from it (the chunk table, counters).
+//! The namespace: directories, files, uploads in progress and the trash. All of it
+//! lives in memory (as in GFS) and is loaded from the [`Store`] at start; changes reach
+//! sled through the [`StoreWriter`], off the request path.
 //!
 //! Every change happens in two steps. A `plan_*` method checks the request against the
 //! current state and returns the [`Mutation`] that carries it out, with every decision
@@ -10,6 +11,7 @@
 //! already applied is skipped, which makes replay idempotent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use dfs_protocol::{
     ChunkHandle, ChunkVersion, CommittedChunk, DirEntry, ErrorCode, FileKind, ServerId, UploadId,
@@ -19,7 +21,7 @@ use crate::error::{OpError, StoreError};
 use crate::mutation::{Create, Mutation};
 use crate::path;
 use crate::store::{
-    AllocatedChunk, Inode, Store, StoredChunk, TrashEntry, Txn, UploadRecord, ROOT,
+    AllocatedChunk, Inode, Store, StoreWriter, StoredChunk, TrashEntry, Txn, UploadRecord, ROOT,
 };
 
 /// What the master knows of a chunk that a file (visible or in the trash) references.
@@ -40,6 +42,10 @@ pub struct Applied {
 #[derive(Debug)]
 pub struct Namespace {
     store: Store,
+    writer: Arc<StoreWriter>,
+    inodes: HashMap<u64, Inode>,
+    /// Each directory's entries, by name.
+    children: HashMap<u64, BTreeMap<String, u64>>,
     next_inode: u64,
     applied: u64,
     chunks: HashMap<ChunkHandle, ChunkMeta>,
@@ -49,9 +55,6 @@ pub struct Namespace {
     upload_chunks: HashSet<ChunkHandle>,
     trash: BTreeMap<u64, TrashEntry>,
 }
-
-/// A subtree's inodes and the directory entries (parent, name) inside it.
-type Subtree = (Vec<(u64, Inode)>, Vec<(u64, String)>);
 
 fn not_found(comps: &[String]) -> OpError {
     ErrorCode::NotFound {
@@ -68,12 +71,13 @@ fn corrupt(what: String) -> StoreError {
 }
 
 impl Namespace {
-    /// Loads the indexes from the store. Blocking.
+    /// Loads the whole namespace from the store and starts its writer. Blocking.
     pub fn open(store: Store) -> Result<Namespace, StoreError> {
         let mut chunks = HashMap::new();
         let mut files = 0;
+        let mut inodes = HashMap::new();
         for item in store.all_inodes() {
-            let (_, inode) = item?;
+            let (ino, inode) = item?;
             if inode.kind == FileKind::File {
                 files += 1;
                 for c in &inode.chunks {
@@ -87,6 +91,12 @@ impl Namespace {
                     );
                 }
             }
+            inodes.insert(ino, inode);
+        }
+        let mut children: HashMap<u64, BTreeMap<String, u64>> = HashMap::new();
+        for item in store.all_dirents() {
+            let (parent, name, child) = item?;
+            children.entry(parent).or_default().insert(name, child);
         }
         let uploads: HashMap<UploadId, UploadRecord> = store.uploads()?.into_iter().collect();
         let upload_chunks = uploads
@@ -94,16 +104,25 @@ impl Namespace {
             .flat_map(|u| u.chunks.iter().map(|c| c.handle))
             .collect();
         let trash = store.trash()?.into_iter().collect();
+        let applied = store.applied()?;
         Ok(Namespace {
             next_inode: store.next_inode()?,
-            applied: store.applied()?,
+            applied,
+            writer: Arc::new(StoreWriter::start(store.clone(), applied)?),
             store,
+            inodes,
+            children,
             chunks,
             files,
             uploads,
             upload_chunks,
             trash,
         })
+    }
+
+    /// The writer that carries applied mutations into the store.
+    pub fn writer(&self) -> Arc<StoreWriter> {
+        self.writer.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -141,14 +160,25 @@ impl Namespace {
         self.trash.iter()
     }
 
-    fn inode(&self, ino: u64) -> Result<Inode, StoreError> {
-        self.store
-            .inode(ino)?
+    fn inode(&self, ino: u64) -> Result<&Inode, StoreError> {
+        self.inodes
+            .get(&ino)
             .ok_or_else(|| corrupt(format!("inode {ino} is referenced but missing")))
     }
 
+    fn lookup(&self, parent: u64, name: &str) -> Option<u64> {
+        self.children
+            .get(&parent)
+            .and_then(|c| c.get(name))
+            .copied()
+    }
+
+    fn has_children(&self, ino: u64) -> bool {
+        self.children.get(&ino).is_some_and(|c| !c.is_empty())
+    }
+
     /// Walks `comps` from the root.
-    fn resolve(&self, comps: &[String]) -> Result<(u64, Inode), OpError> {
+    fn resolve(&self, comps: &[String]) -> Result<(u64, &Inode), OpError> {
         let mut ino = ROOT;
         let mut inode = self.inode(ROOT)?;
         for (i, name) in comps.iter().enumerate() {
@@ -159,8 +189,7 @@ impl Namespace {
                 .into());
             }
             ino = self
-                .store
-                .lookup(ino, name)?
+                .lookup(ino, name)
                 .ok_or_else(|| not_found(&comps[..=i]))?;
             inode = self.inode(ino)?;
         }
@@ -188,23 +217,22 @@ impl Namespace {
         Ok((pino, name))
     }
 
-    /// Every inode of the subtree at `ino` with the directory entries inside it.
-    fn subtree(&self, ino: u64) -> Result<Subtree, StoreError> {
+    /// Every inode number of the subtree at `ino`, and the directory entries inside it.
+    fn subtree(&self, ino: u64) -> (Vec<u64>, Vec<(u64, String)>) {
         let mut inodes = Vec::new();
         let mut dirents = Vec::new();
         // An explicit stack: no recursion depth limit for deep trees.
         let mut stack = vec![ino];
         while let Some(ino) = stack.pop() {
-            let inode = self.inode(ino)?;
-            if inode.kind == FileKind::Dir {
-                for (name, child) in self.store.children(ino)? {
-                    dirents.push((ino, name));
-                    stack.push(child);
+            if let Some(entries) = self.children.get(&ino) {
+                for (name, child) in entries {
+                    dirents.push((ino, name.clone()));
+                    stack.push(*child);
                 }
             }
-            inodes.push((ino, inode));
+            inodes.push(ino);
         }
-        Ok((inodes, dirents))
+        (inodes, dirents)
     }
 
     // ----- reads -----
@@ -222,10 +250,10 @@ impl Namespace {
             }]);
         }
         let mut out = Vec::new();
-        for (name, child) in self.store.children(ino)? {
-            let c = self.inode(child)?;
+        for (name, child) in self.children.get(&ino).into_iter().flatten() {
+            let c = self.inode(*child)?;
             out.push(DirEntry {
-                name,
+                name: name.clone(),
                 kind: c.kind,
                 size: c.size,
                 mtime: c.mtime,
@@ -238,7 +266,7 @@ impl Namespace {
     pub fn stat(&self, raw: &str) -> Result<(String, Inode), OpError> {
         let comps = path::components(raw)?;
         let (_, inode) = self.resolve(&comps)?;
-        Ok((path::join(&comps), inode))
+        Ok((path::join(&comps), inode.clone()))
     }
 
     // ----- plans -----
@@ -264,7 +292,7 @@ impl Namespace {
         for (i, name) in comps.iter().enumerate() {
             let last = i + 1 == comps.len();
             let existing = if creates.is_empty() {
-                self.store.lookup(ino, name)?
+                self.lookup(ino, name)
             } else {
                 None
             };
@@ -309,7 +337,7 @@ impl Namespace {
         overwrite: bool,
     ) -> Result<(u64, Option<u64>), OpError> {
         let (pino, name) = self.resolve_parent(comps, "write")?;
-        let existing = self.store.lookup(pino, name)?;
+        let existing = self.lookup(pino, name);
         if let Some(old) = existing {
             let p = path::join(comps);
             if self.inode(old)?.kind == FileKind::Dir {
@@ -426,12 +454,9 @@ impl Namespace {
     ) -> Result<Mutation, OpError> {
         let comps = path::components(raw)?;
         let (parent, name) = self.resolve_parent(&comps, "remove")?;
-        let ino = self
-            .store
-            .lookup(parent, name)?
-            .ok_or_else(|| not_found(&comps))?;
+        let ino = self.lookup(parent, name).ok_or_else(|| not_found(&comps))?;
         let inode = self.inode(ino)?;
-        if inode.kind == FileKind::Dir && !recursive && self.store.has_children(ino)? {
+        if inode.kind == FileKind::Dir && !recursive && self.has_children(ino) {
             return Err(ErrorCode::NotEmpty {
                 path: path::join(&comps),
             }
@@ -446,9 +471,12 @@ impl Namespace {
         let (size, files) = if inode.kind == FileKind::File {
             (inode.size, 1)
         } else {
-            let (inodes, _) = self.subtree(ino)?;
-            let files = inodes.iter().filter(|(_, i)| i.kind == FileKind::File);
-            files.fold((0, 0), |(s, n), (_, i)| (s + i.size, n + 1))
+            let (inodes, _) = self.subtree(ino);
+            let files = inodes
+                .iter()
+                .filter_map(|i| self.inodes.get(i))
+                .filter(|i| i.kind == FileKind::File);
+            files.fold((0, 0), |(s, n), i| (s + i.size, n + 1))
         };
         Ok(Mutation::Trash {
             parent,
@@ -466,7 +494,7 @@ impl Namespace {
     pub fn plan_rename(&self, src: &str, dst: &str) -> Result<Mutation, OpError> {
         let s = path::components(src)?;
         let (src_parent, src_name) = self.resolve_parent(&s, "move")?;
-        if self.store.lookup(src_parent, src_name)?.is_none() {
+        if self.lookup(src_parent, src_name).is_none() {
             return Err(not_found(&s));
         }
         let d = path::components(dst)?;
@@ -505,7 +533,7 @@ impl Namespace {
             .into());
         }
         let dst_name = final_path.last().cloned().unwrap_or_default();
-        if self.store.lookup(dst_parent, &dst_name)?.is_some() {
+        if self.lookup(dst_parent, &dst_name).is_some() {
             return Err(ErrorCode::AlreadyExists {
                 path: path::join(&final_path),
             }
@@ -531,7 +559,7 @@ impl Namespace {
             .map(|(id, _)| *id)
             .ok_or(ErrorCode::NotInTrash { path: canonical })?;
         let (parent, name) = self.resolve_parent(&comps, "restore")?;
-        if self.store.lookup(parent, name)?.is_some() {
+        if self.lookup(parent, name).is_some() {
             return Err(ErrorCode::AlreadyExists {
                 path: path::join(&comps),
             }
@@ -564,28 +592,94 @@ impl Namespace {
 
     // ----- apply -----
 
+    fn link(&mut self, txn: &mut Txn, parent: u64, name: &str, child: u64) {
+        txn.put_dirent(parent, name, child);
+        self.children
+            .entry(parent)
+            .or_default()
+            .insert(name.to_string(), child);
+    }
+
+    fn unlink(&mut self, txn: &mut Txn, parent: u64, name: &str) -> Result<u64, StoreError> {
+        txn.remove_dirent(parent, name);
+        self.children
+            .get_mut(&parent)
+            .and_then(|c| c.remove(name))
+            .ok_or_else(|| corrupt(format!("no entry {name} in directory {parent}")))
+    }
+
+    fn put_inode(&mut self, txn: &mut Txn, ino: u64, inode: Inode) -> Result<(), StoreError> {
+        txn.put_inode(ino, &inode)?;
+        if inode.kind == FileKind::File {
+            self.files += 1;
+            for c in &inode.chunks {
+                self.chunks.insert(
+                    c.handle,
+                    ChunkMeta {
+                        version: c.version,
+                        size: c.size,
+                        replication: inode.replication,
+                    },
+                );
+            }
+        }
+        self.inodes.insert(ino, inode);
+        self.next_inode = self.next_inode.max(ino + 1);
+        Ok(())
+    }
+
+    /// Removes one inode; returns the chunks it referenced.
+    fn drop_inode(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
+        txn.remove_inode(ino);
+        self.children.remove(&ino);
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return Vec::new();
+        };
+        if inode.kind != FileKind::File {
+            return Vec::new();
+        }
+        self.files -= 1;
+        let freed: Vec<ChunkHandle> = inode.chunks.iter().map(|c| c.handle).collect();
+        for h in &freed {
+            self.chunks.remove(h);
+        }
+        freed
+    }
+
+    /// Removes the subtree at `ino` (already unlinked from its parent); returns the
+    /// freed chunks.
+    fn remove_subtree(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
+        let (inodes, dirents) = self.subtree(ino);
+        for (parent, name) in dirents {
+            txn.remove_dirent(parent, &name);
+        }
+        let mut freed = Vec::new();
+        for ino in inodes {
+            freed.extend(self.drop_inode(txn, ino));
+        }
+        freed
+    }
+
     /// Carries out mutation `seq`. Skips a sequence number already applied.
     pub fn apply(&mut self, seq: u64, m: &Mutation) -> Result<Applied, StoreError> {
         if seq <= self.applied {
             return Ok(Applied::default());
         }
+        self.writer.check()?;
         let mut txn = Txn::default();
         let mut freed = Vec::new();
         match m {
             Mutation::Mkdir { creates, mtime } => {
                 for c in creates {
-                    txn.put_inode(
-                        c.ino,
-                        &Inode {
-                            kind: FileKind::Dir,
-                            size: 0,
-                            replication: 0,
-                            mtime: *mtime,
-                            chunks: Vec::new(),
-                        },
-                    )?;
-                    txn.put_dirent(c.parent, &c.name, c.ino);
-                    self.next_inode = self.next_inode.max(c.ino + 1);
+                    let dir = Inode {
+                        kind: FileKind::Dir,
+                        size: 0,
+                        replication: 0,
+                        mtime: *mtime,
+                        chunks: Vec::new(),
+                    };
+                    self.put_inode(&mut txn, c.ino, dir)?;
+                    self.link(&mut txn, c.parent, &c.name, c.ino);
                 }
             }
             Mutation::BeginUpload {
@@ -643,28 +737,11 @@ impl Namespace {
                 replaced,
             } => {
                 if let Some(old) = replaced {
-                    let old_inode = self.inode(*old)?;
-                    for c in &old_inode.chunks {
-                        self.chunks.remove(&c.handle);
-                        freed.push(c.handle);
-                    }
-                    txn.remove_inode(*old);
-                    self.files -= 1;
+                    self.unlink(&mut txn, *parent, name)?;
+                    freed.extend(self.drop_inode(&mut txn, *old));
                 }
-                txn.put_inode(*ino, inode)?;
-                txn.put_dirent(*parent, name, *ino);
-                self.next_inode = self.next_inode.max(ino + 1);
-                self.files += 1;
-                for c in &inode.chunks {
-                    self.chunks.insert(
-                        c.handle,
-                        ChunkMeta {
-                            version: c.version,
-                            size: c.size,
-                            replication: inode.replication,
-                        },
-                    );
-                }
+                self.put_inode(&mut txn, *ino, inode.clone())?;
+                self.link(&mut txn, *parent, name, *ino);
                 if let Some(rec) = self.uploads.remove(upload) {
                     for c in rec.chunks {
                         self.upload_chunks.remove(&c.handle);
@@ -676,11 +753,8 @@ impl Namespace {
                 txn.remove_upload(*upload);
             }
             Mutation::Remove { parent, name } => {
-                let ino = self.store.lookup(*parent, name)?.ok_or_else(|| {
-                    corrupt(format!("remove of missing entry {name} in {parent}"))
-                })?;
-                txn.remove_dirent(*parent, name);
-                freed = self.remove_subtree(ino, &mut txn)?;
+                let ino = self.unlink(&mut txn, *parent, name)?;
+                freed = self.remove_subtree(&mut txn, ino);
             }
             Mutation::Rename {
                 src_parent,
@@ -688,12 +762,8 @@ impl Namespace {
                 dst_parent,
                 dst_name,
             } => {
-                let ino = self
-                    .store
-                    .lookup(*src_parent, src_name)?
-                    .ok_or_else(|| corrupt(format!("rename of missing entry {src_name}")))?;
-                txn.remove_dirent(*src_parent, src_name);
-                txn.put_dirent(*dst_parent, dst_name, ino);
+                let ino = self.unlink(&mut txn, *src_parent, src_name)?;
+                self.link(&mut txn, *dst_parent, dst_name, ino);
             }
             Mutation::Trash {
                 parent,
@@ -705,11 +775,7 @@ impl Namespace {
                 files,
                 deleted_at,
             } => {
-                let ino = self
-                    .store
-                    .lookup(*parent, name)?
-                    .ok_or_else(|| corrupt(format!("trash of missing entry {name}")))?;
-                txn.remove_dirent(*parent, name);
+                let ino = self.unlink(&mut txn, *parent, name)?;
                 let t = TrashEntry {
                     ino,
                     original_path: original_path.clone(),
@@ -732,39 +798,19 @@ impl Namespace {
                     .remove(entry)
                     .ok_or_else(|| corrupt(format!("restore of unknown trash entry {entry}")))?;
                 txn.remove_trash(*entry);
-                txn.put_dirent(*parent, name, t.ino);
+                self.link(&mut txn, *parent, name, t.ino);
             }
             Mutation::Purge { entry } => {
                 if let Some(t) = self.trash.remove(entry) {
-                    freed = self.remove_subtree(t.ino, &mut txn)?;
+                    freed = self.remove_subtree(&mut txn, t.ino);
                 }
                 txn.remove_trash(*entry);
             }
         }
         txn.set_next_inode(self.next_inode);
         txn.set_applied(seq);
-        self.store.apply(txn)?;
+        self.writer.submit(txn)?;
         self.applied = seq;
         Ok(Applied { freed })
-    }
-
-    /// Adds the removal of the subtree at `ino` to `txn`; returns the freed chunks.
-    fn remove_subtree(&mut self, ino: u64, txn: &mut Txn) -> Result<Vec<ChunkHandle>, StoreError> {
-        let (inodes, dirents) = self.subtree(ino)?;
-        let mut freed = Vec::new();
-        for (parent, name) in dirents {
-            txn.remove_dirent(parent, &name);
-        }
-        for (ino, inode) in inodes {
-            txn.remove_inode(ino);
-            if inode.kind == FileKind::File {
-                self.files -= 1;
-                for c in inode.chunks {
-                    self.chunks.remove(&c.handle);
-                    freed.push(c.handle);
-                }
-            }
-        }
-        Ok(freed)
     }
 }

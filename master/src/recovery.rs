@@ -42,6 +42,7 @@ pub fn recover(data_dir: &Path) -> Result<(Namespace, OpLog), MasterError> {
         replayed += 1;
     }
     // Checkpoint: everything replayed is now in the store, durably; the old segments go.
+    ns.writer().wait_applied(ns.applied())?;
     store.flush_blocking()?;
     let log = OpLog::start(&log_dir, ns.applied() + 1)?;
     log.compact(ns.applied())?;

@@ -78,7 +78,10 @@ pub async fn run(
     drop(listener);
     tracker.close();
     tracker.wait().await;
-    master.store().flush().await?;
+    master
+        .checkpoint()
+        .await
+        .map_err(|e| MasterError::Task(format!("final checkpoint: {e}")))?;
     let failed = !shutdown.is_cancelled();
     drop(master);
     if failed {

@@ -425,7 +425,17 @@ impl Master {
     /// Makes the store durable up to the current log position and drops the log
     /// segments it covers. Requests go on meanwhile.
     pub async fn checkpoint(&self) -> Result<usize, OpError> {
-        let upto = self.lock().ns.applied();
+        let (upto, writer) = {
+            let st = self.lock();
+            (st.ns.applied(), st.ns.writer())
+        };
+        tokio::task::spawn_blocking(move || writer.wait_applied(upto))
+            .await
+            .map_err(|e| {
+                OpError::Client(ErrorCode::Io {
+                    reason: format!("store writer wait: {e}"),
+                })
+            })??;
         self.store.flush().await?;
         Ok(self.log.compact(upto)?)
     }

@@ -158,56 +158,75 @@ pub struct Store {
     tree: sled::Tree,
 }
 
-/// A set of changes applied atomically by [`Store::apply`].
+/// A set of changes applied atomically: directly by [`Store::apply`], or merged with
+/// others in order by the [`StoreWriter`].
 #[derive(Debug, Default)]
 pub struct Txn {
-    batch: sled::Batch,
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    seq: Option<u64>,
 }
 
 impl Txn {
+    fn insert(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((key.into(), Some(value)));
+    }
+
+    fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
     pub fn put_inode(&mut self, ino: u64, inode: &Inode) -> Result<(), StoreError> {
-        self.batch.insert(&inode_key(ino)[..], encode(inode)?);
+        self.insert(inode_key(ino), encode(inode)?);
         Ok(())
     }
 
     pub fn remove_inode(&mut self, ino: u64) {
-        self.batch.remove(&inode_key(ino)[..]);
+        self.remove(inode_key(ino));
     }
 
     pub fn put_dirent(&mut self, parent: u64, name: &str, child: u64) {
-        self.batch
-            .insert(dirent_key(parent, name), &child.to_be_bytes()[..]);
+        self.insert(dirent_key(parent, name), child.to_be_bytes().to_vec());
     }
 
     pub fn remove_dirent(&mut self, parent: u64, name: &str) {
-        self.batch.remove(dirent_key(parent, name));
+        self.remove(dirent_key(parent, name));
     }
 
     pub fn set_next_inode(&mut self, next: u64) {
-        self.batch.insert(NEXT_INODE_KEY, &next.to_be_bytes()[..]);
+        self.insert(NEXT_INODE_KEY, next.to_be_bytes().to_vec());
     }
 
     /// Records that the log is applied up to `seq`, in the same batch as its effects.
     pub fn set_applied(&mut self, seq: u64) {
-        self.batch.insert(APPLIED_KEY, &seq.to_be_bytes()[..]);
+        self.insert(APPLIED_KEY, seq.to_be_bytes().to_vec());
+        self.seq = Some(seq);
     }
 
     pub fn put_upload(&mut self, id: UploadId, record: &UploadRecord) -> Result<(), StoreError> {
-        self.batch.insert(upload_key(id), encode(record)?);
+        self.insert(upload_key(id), encode(record)?);
         Ok(())
     }
 
     pub fn remove_upload(&mut self, id: UploadId) {
-        self.batch.remove(upload_key(id));
+        self.remove(upload_key(id));
     }
 
     pub fn put_trash(&mut self, entry: u64, record: &TrashEntry) -> Result<(), StoreError> {
-        self.batch.insert(&trash_key(entry)[..], encode(record)?);
+        self.insert(trash_key(entry), encode(record)?);
         Ok(())
     }
 
     pub fn remove_trash(&mut self, entry: u64) {
-        self.batch.remove(&trash_key(entry)[..]);
+        self.remove(trash_key(entry));
+    }
+
+    fn into_batch(self, batch: &mut sled::Batch) {
+        for (k, v) in self.ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
     }
 }
 
@@ -324,8 +343,27 @@ impl Store {
     }
 
     pub fn apply(&self, txn: Txn) -> Result<(), StoreError> {
-        self.tree.apply_batch(txn.batch)?;
+        let mut batch = sled::Batch::default();
+        txn.into_batch(&mut batch);
+        self.tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Every directory entry as (parent, name, child), for loading the namespace.
+    pub fn all_dirents(&self) -> impl Iterator<Item = Result<(u64, String, u64), StoreError>> + '_ {
+        self.tree.scan_prefix(b"d").map(|item| {
+            let (k, v) = item?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason,
+            };
+            if k.len() < 9 {
+                return Err(corrupt("short directory entry key".into()));
+            }
+            let parent = u64_value(&k, &k[1..9])?;
+            let name = std::str::from_utf8(&k[9..]).map_err(|e| corrupt(e.to_string()))?;
+            Ok((parent, name.to_string(), u64_value(&k, &v)?))
+        })
     }
 
     /// Makes everything applied so far durable.
@@ -338,5 +376,182 @@ impl Store {
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Most transactions queued for the writer before `submit` waits: a bound on memory
+/// when sled falls behind.
+const MAX_QUEUED: usize = 1 << 16;
+
+#[derive(Debug, Default)]
+struct WriterState {
+    queue: Vec<Txn>,
+    applied: u64,
+    failed: Option<String>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct WriterShared {
+    store: Store,
+    state: std::sync::Mutex<WriterState>,
+    /// Signals the writer thread: work queued or closing.
+    work: std::sync::Condvar,
+    /// Signals waiters: progress made or failure.
+    progress: std::sync::Condvar,
+}
+
+impl WriterShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Applies transactions to sled off the request path, in order, merging everything
+/// queued into one sled batch. Request handlers only queue; the operation log already
+/// makes each mutation durable, and recovery replays what sled had not applied.
+#[derive(Debug)]
+pub struct StoreWriter {
+    shared: std::sync::Arc<WriterShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreWriter {
+    /// Starts the writer for a store that holds the log up to `applied`.
+    pub fn start(store: Store, applied: u64) -> Result<StoreWriter, StoreError> {
+        let shared = std::sync::Arc::new(WriterShared {
+            store,
+            state: std::sync::Mutex::new(WriterState {
+                applied,
+                ..Default::default()
+            }),
+            work: std::sync::Condvar::new(),
+            progress: std::sync::Condvar::new(),
+        });
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn({
+                let shared = shared.clone();
+                move || writer_loop(&shared)
+            })
+            .map_err(|e| StoreError::Corrupt {
+                key: "store writer".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(StoreWriter {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn failure(reason: &str) -> StoreError {
+        StoreError::Corrupt {
+            key: "store writer".into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Queues a transaction; waits only when the queue is full.
+    pub fn submit(&self, txn: Txn) -> Result<(), StoreError> {
+        let mut st = self.shared.lock();
+        while st.queue.len() >= MAX_QUEUED && st.failed.is_none() {
+            st = self
+                .shared
+                .progress
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if let Some(e) = &st.failed {
+            return Err(Self::failure(e));
+        }
+        st.queue.push(txn);
+        drop(st);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Whether the writer has failed (then nothing more may be applied).
+    pub fn check(&self) -> Result<(), StoreError> {
+        match &self.shared.lock().failed {
+            Some(e) => Err(Self::failure(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until sled holds every transaction up to sequence number `seq`.
+    pub fn wait_applied(&self, seq: u64) -> Result<(), StoreError> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(e) = &st.failed {
+                return Err(Self::failure(e));
+            }
+            if st.applied >= seq {
+                return Ok(());
+            }
+            st = self
+                .shared
+                .progress
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn writer_loop(shared: &WriterShared) {
+    loop {
+        let txns = {
+            let mut st = shared.lock();
+            while st.queue.is_empty() && !st.closed {
+                st = shared
+                    .work
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if st.queue.is_empty() {
+                return;
+            }
+            std::mem::take(&mut st.queue)
+        };
+        shared.progress.notify_all();
+        let last = txns.iter().filter_map(|t| t.seq).max();
+        // Later operations on a key override earlier ones, as applying them in turn would.
+        let mut batch = sled::Batch::default();
+        for t in txns {
+            t.into_batch(&mut batch);
+        }
+        let result = shared.store.tree.apply_batch(batch);
+        let mut st = shared.lock();
+        match result {
+            Ok(()) => {
+                if let Some(seq) = last {
+                    st.applied = st.applied.max(seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing the metadata store failed");
+                st.failed = Some(e.to_string());
+                drop(st);
+                shared.progress.notify_all();
+                return;
+            }
+        }
+        drop(st);
+        shared.progress.notify_all();
     }
 }
