@@ -309,3 +309,67 @@ async fn bad_usage_and_unreachable_master() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mv_rm_to_trash_and_restore() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let m = cluster.master_addr().to_string();
+        ok(&dfs(&m, &["mkdir", "-p", "/src/sub"], None).await);
+        ok(&dfs(&m, &["put", "-", "/src/sub/f"], Some(b"payload")).await);
+        ok(&dfs(&m, &["mv", "/src", "/dst"], None).await);
+        assert_eq!(
+            ok(&dfs(&m, &["cat", "/dst/sub/f"], None).await).stdout,
+            b"payload"
+        );
+        failed_with(
+            &dfs(&m, &["mv", "/dst", "/dst/sub"], None).await,
+            "into itself",
+        );
+        failed_with(
+            &dfs(&m, &["mv", "/", "/x"], None).await,
+            "refusing to move /",
+        );
+        failed_with(
+            &dfs(&m, &["mv", "/nope", "/x"], None).await,
+            "/nope: no such file or directory",
+        );
+
+        ok(&dfs(&m, &["rm", "/dst/sub/f"], None).await);
+        failed_with(&dfs(&m, &["cat", "/dst/sub/f"], None).await, "no such file");
+        let trash = json(&dfs(&m, &["trash", "ls", "--json"], None).await);
+        let entries = trash.as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["path"], "/dst/sub/f");
+        assert_eq!(entries[0]["kind"], "file");
+        assert_eq!(entries[0]["size"], 7);
+        assert!(
+            entries[0]["expires_at"].as_u64().unwrap() > entries[0]["deleted_at"].as_u64().unwrap()
+        );
+        let plain = dfs(&m, &["trash", "ls"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&plain).stdout).contains("/dst/sub/f"));
+
+        ok(&dfs(&m, &["trash", "restore", "/dst/sub/f"], None).await);
+        assert_eq!(
+            ok(&dfs(&m, &["cat", "/dst/sub/f"], None).await).stdout,
+            b"payload"
+        );
+        failed_with(
+            &dfs(&m, &["trash", "restore", "/dst/sub/f"], None).await,
+            "not in the trash",
+        );
+        let empty = dfs(&m, &["trash", "ls"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&empty).stdout).contains("empty"));
+
+        ok(&dfs(&m, &["rm", "--skip-trash", "/dst/sub/f"], None).await);
+        assert_eq!(
+            json(&dfs(&m, &["trash", "ls", "--json"], None).await),
+            serde_json::json!([])
+        );
+        let status = json(&dfs(&m, &["status", "--json"], None).await);
+        assert_eq!(status["safe_mode"], false);
+        assert_eq!(status["trash"], 0);
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
