@@ -21,6 +21,12 @@ pub struct ChunkserverConfig {
     pub connect_timeout: Duration,
     /// A peer silent this long in the middle of a transfer is given up on.
     pub io_timeout: Duration,
+    /// Bytes per second the scrubber may verify; 0 turns it off.
+    pub scrub_rate: u64,
+    /// A chunk untouched this long counts as idle and may be scrubbed.
+    pub scrub_idle: Duration,
+    /// Chunk copies (repairs, re-replication) run at once.
+    pub replication_concurrency: usize,
 }
 
 impl ChunkserverConfig {
@@ -34,6 +40,9 @@ impl ChunkserverConfig {
             max_connections: 1024,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
+            scrub_rate: 16 << 20,
+            scrub_idle: Duration::from_secs(60),
+            replication_concurrency: 2,
         }
     }
 

@@ -88,19 +88,28 @@ async fn session(
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let (added, removed) = store.take_changes();
+        let changes = store.take_changes();
         let beat = Request::Heartbeat {
             server: id,
             capacity: store.capacity(),
             used: store.used(),
-            added,
-            removed,
+            added: changes.added,
+            removed: changes.removed,
+            corrupt: changes.corrupt,
         };
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {
                 reregister: true, ..
             } => return Ok(()),
-            Response::HeartbeatAck { delete, .. } => {
+            Response::HeartbeatAck {
+                delete, replicate, ..
+            } => {
+                for order in replicate {
+                    // A full queue drops the order; the master reissues it after a while.
+                    if ctx.replicate.try_send(order).is_err() {
+                        tracing::debug!("replication queue full; order dropped");
+                    }
+                }
                 if !delete.is_empty() {
                     let store = store.clone();
                     let _ = tokio::task::spawn_blocking(move || {

@@ -6,7 +6,9 @@
 //! - [`identity`]: the server id kept in the data dir, and the data dir lock.
 //! - [`store`]: chunk and checksum files on disk (blocking; used via the blocking pool).
 //! - [`server`]: accept loop, pipelined write and streamed read handlers.
-//! - [`heartbeat`]: registration and heartbeats.
+//! - [`heartbeat`]: registration and heartbeats; hands copy orders to the replicator.
+//! - [`repair`]: copying chunks from other replicas at the master's order.
+//! - [`scrub`]: background verification of idle chunks.
 //! - [`net`]: dialing peers.
 
 pub mod config;
@@ -14,6 +16,8 @@ pub mod error;
 pub mod heartbeat;
 pub mod identity;
 pub mod net;
+pub mod repair;
+pub mod scrub;
 pub mod server;
 pub mod store;
 
@@ -26,6 +30,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::ChunkserverConfig;
 pub use error::{ChunkserverError, StoreError};
+
+/// Copy orders waiting for the replicator; more are dropped and reissued by the master.
+const REPLICATION_QUEUE: usize = 256;
 
 /// The address peers should dial, from `--advertise` or the bound address.
 fn advertised(config: &ChunkserverConfig, local: SocketAddr) -> Result<String, ChunkserverError> {
@@ -61,7 +68,12 @@ pub async fn run(
     .map_err(|e| ChunkserverError::Task(e.to_string()))??;
     tracing::info!(%id, %advertise, chunks = store.len(), capacity = store.capacity(), "chunkserver starting");
 
-    let ctx = Arc::new(server::Ctx { store, config });
+    let (replicate, orders) = tokio::sync::mpsc::channel(REPLICATION_QUEUE);
+    let ctx = Arc::new(server::Ctx {
+        store,
+        config,
+        replicate,
+    });
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat::heartbeat_loop(
         ctx.clone(),
@@ -69,6 +81,12 @@ pub async fn run(
         advertise,
         shutdown.child_token(),
     ));
+    tracker.spawn(repair::replicator(
+        ctx.clone(),
+        orders,
+        shutdown.child_token(),
+    ));
+    tracker.spawn(scrub::scrubber(ctx.clone(), shutdown.child_token()));
     server::accept_loop(ctx, listener, shutdown.clone(), tracker.clone()).await;
     tracker.close();
     tracker.wait().await;

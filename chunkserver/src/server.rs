@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dfs_protocol::{
-    Body, ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, Request, RequestId, Response,
-    PACKET_SIZE,
+    Body, ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, ReplicateOrder, Request,
+    RequestId, Response, CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::config::ChunkserverConfig;
 use crate::error::StoreError;
 use crate::net::{dial, framed, Conn};
-use crate::store::ChunkStore;
+use crate::store::{Blocks, ChunkStore};
 
 /// Packets buffered between the network and the disk writer of one chunk write.
 const WRITE_QUEUE: usize = 4;
@@ -31,6 +31,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Ctx {
     pub store: ChunkStore,
     pub config: ChunkserverConfig,
+    /// Copy orders from the master, for the replicator.
+    pub replicate: mpsc::Sender<ReplicateOrder>,
 }
 
 /// Serves connections on `listener` until `shutdown`; in-flight requests run to completion.
@@ -127,7 +129,7 @@ async fn serve(ctx: Arc<Ctx>, mut conn: Conn, shutdown: CancellationToken) {
     }
 }
 
-enum Piece {
+pub(crate) enum Piece {
     Data(Bytes),
     Commit,
 }
@@ -314,7 +316,7 @@ async fn open_downstream(
 }
 
 /// Runs on the blocking pool for the life of one chunk write.
-fn disk_writer(
+pub(crate) fn disk_writer(
     store: ChunkStore,
     handle: ChunkHandle,
     version: ChunkVersion,
@@ -334,7 +336,9 @@ fn disk_writer(
     .into())
 }
 
-/// Streams a verified byte range as `ReadData` frames of at most one packet each.
+/// Streams a verified byte range as `ReadData` frames of at most one packet each,
+/// widened to whole checksum blocks and carrying their checksums. A damaged replica
+/// is quarantined and the read answered with the checksum error.
 #[allow(clippy::too_many_arguments)]
 async fn read_chunk(
     ctx: &Ctx,
@@ -345,38 +349,46 @@ async fn read_chunk(
     offset: u64,
     len: u64,
 ) -> Result<(), ProtocolError> {
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, StoreError>>(READ_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Result<(Blocks, bool), StoreError>>(READ_QUEUE);
     let store = ctx.store.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let mut reader = match store.open_reader(handle, version) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
+        let result = (|| {
+            let mut reader = store.open_reader(handle, version)?;
+            let end = offset.saturating_add(len);
+            let mut pos = offset;
+            loop {
+                // Keep each frame within one packet even when `pos` is not block-aligned.
+                let lead = pos % CHECKSUM_BLOCK;
+                let n = (end - pos).min(PACKET_SIZE as u64 - lead);
+                let blocks = reader.read_blocks(pos, n)?;
+                pos += n;
+                let last = pos >= end;
+                if tx.blocking_send(Ok((blocks, last))).is_err() || last {
+                    return Ok(());
+                }
             }
-        };
-        let end = offset.saturating_add(len);
-        let mut pos = offset;
-        loop {
-            let n = (end - pos).min(PACKET_SIZE as u64);
-            let piece = reader.read(pos, n);
-            let failed = piece.is_err();
-            if tx.blocking_send(piece).is_err() || failed {
-                return;
+        })();
+        if let Err(e) = result {
+            if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
+                if let Err(q) = store.quarantine(handle) {
+                    tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
+                }
             }
-            pos += n;
-            if pos >= end {
-                return;
-            }
+            let _ = tx.blocking_send(Err(e));
         }
     });
-    let mut sent = 0u64;
     while let Some(piece) = rx.recv().await {
         match piece {
-            Ok(bytes) => {
-                sent += bytes.len() as u64;
-                let frame = Frame::response(id, Response::ReadData { last: sent >= len })
-                    .with_payload(bytes);
+            Ok((blocks, last)) => {
+                let frame = Frame::response(
+                    id,
+                    Response::ReadData {
+                        last,
+                        offset: blocks.offset,
+                        checksums: blocks.checksums,
+                    },
+                )
+                .with_payload(blocks.data);
                 conn.send(&frame).await?;
             }
             Err(e) => {

@@ -7,6 +7,9 @@
 //!   recognised as such.
 //! - `*.tmp`: writes in progress; removed at start.
 //!
+//! Damaged replicas are moved to `<data>/quarantine/` (never served again, kept for a
+//! human to look at) and reported to the master, which replaces them.
+//!
 //! A chunk is written under temporary names, both files are fsynced, the chunk file is
 //! renamed first and the meta file last, then the directory is fsynced: the meta file's
 //! presence is the commit point. At start only meta files are read (no rehash); a chunk
@@ -19,6 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, CHECKSUM_BLOCK};
@@ -44,6 +48,29 @@ struct ChunkMeta {
 struct Entry {
     version: ChunkVersion,
     len: u64,
+    /// Last read or write: the scrubber leaves busy chunks alone.
+    touched: Instant,
+    /// Last full verification by the scrubber.
+    scrubbed: Option<Instant>,
+}
+
+impl Entry {
+    fn new(version: ChunkVersion, len: u64) -> Entry {
+        Entry {
+            version,
+            len,
+            touched: Instant::now(),
+            scrubbed: None,
+        }
+    }
+}
+
+/// What changed since the last report to the master.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<ChunkReport>,
+    pub removed: Vec<ChunkHandle>,
+    pub corrupt: Vec<ChunkHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +81,7 @@ struct Index {
     reserved: u64,
     added: Vec<ChunkReport>,
     removed: Vec<ChunkHandle>,
+    corrupt: Vec<ChunkHandle>,
 }
 
 /// The chunks held on this server's disk.
@@ -134,13 +162,9 @@ impl ChunkStore {
                 {
                     Ok(meta) if meta.handle == handle => {
                         index.used += meta.len;
-                        index.chunks.insert(
-                            handle,
-                            Entry {
-                                version: meta.version,
-                                len: meta.len,
-                            },
-                        );
+                        index
+                            .chunks
+                            .insert(handle, Entry::new(meta.version, meta.len));
                     }
                     Ok(_) | Err(_) => {
                         // Never served; the master re-replicates what it misses.
@@ -209,13 +233,14 @@ impl ChunkStore {
             .collect()
     }
 
-    /// Chunks added and removed since the last report.
-    pub fn take_changes(&self) -> (Vec<ChunkReport>, Vec<ChunkHandle>) {
+    /// Chunks added, removed and found damaged since the last report.
+    pub fn take_changes(&self) -> Changes {
         let mut idx = self.lock();
-        (
-            std::mem::take(&mut idx.added),
-            std::mem::take(&mut idx.removed),
-        )
+        Changes {
+            added: std::mem::take(&mut idx.added),
+            removed: std::mem::take(&mut idx.removed),
+            corrupt: std::mem::take(&mut idx.corrupt),
+        }
     }
 
     /// The version and length of a chunk held here.
@@ -284,12 +309,15 @@ impl ChunkStore {
         handle: ChunkHandle,
         version: ChunkVersion,
     ) -> Result<ChunkReader, StoreError> {
-        let entry = self
-            .lock()
-            .chunks
-            .get(&handle)
-            .copied()
-            .ok_or(ErrorCode::UnknownChunk { handle })?;
+        let entry = {
+            let mut idx = self.lock();
+            let e = idx
+                .chunks
+                .get_mut(&handle)
+                .ok_or(ErrorCode::UnknownChunk { handle })?;
+            e.touched = Instant::now();
+            *e
+        };
         if entry.version != version {
             return Err(ErrorCode::StaleVersion {
                 handle,
@@ -301,10 +329,13 @@ impl ChunkStore {
         let meta_path = self.dir.join(meta_name(handle));
         let bytes = fs::read(&meta_path)
             .map_err(|e| StoreError::io(format!("read {}", meta_path.display()), e))?;
-        let meta = decode_meta(&bytes).map_err(|reason| {
-            tracing::warn!(%handle, %reason, "corrupt meta file");
-            StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
-        })?;
+        let meta = decode_meta(&bytes)
+            .ok()
+            .filter(|m| m.handle == handle && m.version == version)
+            .ok_or_else(|| {
+                tracing::warn!(%handle, "meta file damaged");
+                StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+            })?;
         let path = self.dir.join(chunk_name(handle));
         let file =
             File::open(&path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
@@ -335,6 +366,94 @@ impl ChunkStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Takes a damaged replica out of service: its files move to `quarantine/`, it
+    /// leaves the index, and the next heartbeat reports it removed and corrupt.
+    pub fn quarantine(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
+        let removed = {
+            let mut idx = self.lock();
+            let removed = idx.chunks.remove(&handle);
+            if let Some(e) = removed {
+                idx.used = idx.used.saturating_sub(e.len);
+                idx.added.retain(|r| r.handle != handle);
+                idx.removed.push(handle);
+                idx.corrupt.push(handle);
+            }
+            removed.is_some()
+        };
+        if !removed {
+            return Ok(false);
+        }
+        let qdir = self.quarantine_dir();
+        fs::create_dir_all(&qdir)
+            .map_err(|e| StoreError::io(format!("create {}", qdir.display()), e))?;
+        let stamp = uuid::Uuid::new_v4();
+        // Meta first: without it the chunk is not committed, even if we crash here.
+        for name in [meta_name(handle), chunk_name(handle)] {
+            let from = self.dir.join(&name);
+            let to = qdir.join(format!("{stamp}.{name}"));
+            if let Err(e) = fs::rename(&from, &to) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    let _ = fs::remove_file(&from);
+                }
+            }
+        }
+        tracing::warn!(%handle, dir = %qdir.display(), "damaged replica quarantined");
+        Ok(true)
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir.with_file_name("quarantine")
+    }
+
+    /// Reads a whole chunk, verifying every block. Blocking; used by the scrubber.
+    pub fn verify(&self, handle: ChunkHandle) -> Result<u64, StoreError> {
+        let version = self
+            .get(&handle)
+            .map(|(v, _)| v)
+            .ok_or(ErrorCode::UnknownChunk { handle })?;
+        let mut reader = self.open_reader_quietly(handle, version)?;
+        let len = reader.len();
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(1 << 20);
+            reader.read_blocks(pos, n)?;
+            pos += n;
+        }
+        if let Some(e) = self.lock().chunks.get_mut(&handle) {
+            e.scrubbed = Some(Instant::now());
+        }
+        Ok(len)
+    }
+
+    /// Like `open_reader`, but without marking the chunk busy (the scrubber's reads
+    /// must not keep a chunk from looking idle).
+    fn open_reader_quietly(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkReader, StoreError> {
+        let touched = self.lock().chunks.get(&handle).map(|e| e.touched);
+        let reader = self.open_reader(handle, version);
+        if let (Some(t), Some(e)) = (touched, self.lock().chunks.get_mut(&handle)) {
+            e.touched = t;
+        }
+        reader
+    }
+
+    /// Chunks idle for at least `idle`, least recently scrubbed first.
+    pub fn scrub_candidates(&self, idle: std::time::Duration) -> Vec<ChunkHandle> {
+        let now = Instant::now();
+        let idx = self.lock();
+        let mut out: Vec<(Option<Instant>, ChunkHandle)> = idx
+            .chunks
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.touched) >= idle)
+            .map(|(h, e)| (e.scrubbed, *h))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, h)| h).collect()
     }
 
     /// Path of a chunk's data file (for tests and tools that inspect the disk).
@@ -434,13 +553,8 @@ impl ChunkWriter {
         let mut idx = self.store.lock();
         idx.reserved = idx.reserved.saturating_sub(self.reserved);
         idx.used += self.len;
-        idx.chunks.insert(
-            self.handle,
-            Entry {
-                version: self.version,
-                len: self.len,
-            },
-        );
+        idx.chunks
+            .insert(self.handle, Entry::new(self.version, self.len));
         idx.removed.retain(|h| *h != self.handle);
         idx.added.push(ChunkReport {
             handle: self.handle,
@@ -481,6 +595,14 @@ impl ChunkReader {
     /// `len` bytes at `offset`, after verifying every block they touch. A mismatch
     /// is an error, never data.
     pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let blocks = self.read_blocks(offset, len)?;
+        let start = (offset - blocks.offset) as usize;
+        Ok(blocks.data.slice(start..start + len as usize))
+    }
+
+    /// The whole checksum blocks that cover `len` bytes at `offset`, verified, with
+    /// their checksums (for the reader to verify again end to end).
+    pub fn read_blocks(&mut self, offset: u64, len: u64) -> Result<Blocks, StoreError> {
         let end = offset
             .checked_add(len)
             .filter(|&e| e <= self.meta.len)
@@ -490,10 +612,14 @@ impl ChunkReader {
                     self.handle, self.meta.len
                 ),
             })?;
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
         let first = offset / CHECKSUM_BLOCK;
+        if len == 0 {
+            return Ok(Blocks {
+                offset: first * CHECKSUM_BLOCK,
+                data: Bytes::new(),
+                checksums: Vec::new(),
+            });
+        }
         let last = (end - 1) / CHECKSUM_BLOCK;
         let start = first * CHECKSUM_BLOCK;
         let stop = ((last + 1) * CHECKSUM_BLOCK).min(self.meta.len);
@@ -513,18 +639,33 @@ impl ChunkReader {
             }
             return Err(StoreError::io(ctx(), e));
         }
-        for (i, block) in buf.chunks(CHECKSUM_BLOCK as usize).enumerate() {
-            let b = first + i as u64;
-            let want = self.meta.blocks.get(b as usize);
-            if want != Some(blake3::hash(block).as_bytes()) {
-                return Err(ErrorCode::ChecksumMismatch {
-                    handle: self.handle,
-                    offset: b * CHECKSUM_BLOCK,
-                }
-                .into());
+        let range = first as usize..=last as usize;
+        let checksums = self
+            .meta
+            .blocks
+            .get(range)
+            .map(<[[u8; 32]]>::to_vec)
+            .unwrap_or_default();
+        if let Err(bad) = dfs_protocol::checksum::verify_blocks(&buf, &checksums) {
+            return Err(ErrorCode::ChecksumMismatch {
+                handle: self.handle,
+                offset: start + bad as u64 * CHECKSUM_BLOCK,
             }
+            .into());
         }
-        let buf = Bytes::from(buf);
-        Ok(buf.slice((offset - start) as usize..(end - start) as usize))
+        Ok(Blocks {
+            offset: start,
+            data: Bytes::from(buf),
+            checksums,
+        })
     }
+}
+
+/// Verified whole blocks of a chunk.
+#[derive(Debug, Clone)]
+pub struct Blocks {
+    /// Chunk offset of the first byte (a multiple of the checksum block).
+    pub offset: u64,
+    pub data: Bytes,
+    pub checksums: Vec<[u8; 32]>,
 }

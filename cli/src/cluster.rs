@@ -31,6 +31,9 @@ pub struct ClusterOptions {
     pub capacity: Option<u64>,
     pub trash_retention: Duration,
     pub safe_start: Duration,
+    /// Scrubber rate per chunkserver (bytes/s, 0 = off) and idle threshold.
+    pub scrub_rate: u64,
+    pub scrub_idle: Duration,
 }
 
 impl ClusterOptions {
@@ -48,6 +51,8 @@ impl ClusterOptions {
             capacity: None,
             trash_retention: Duration::from_secs(24 * 3600),
             safe_start: Duration::from_secs(5),
+            scrub_rate: 0,
+            scrub_idle: Duration::from_secs(60),
         }
     }
 }
@@ -141,6 +146,8 @@ impl LocalCluster {
         let mut config = ChunkserverConfig::new(&node.data_dir, self.master.addr.to_string());
         config.heartbeat = self.options.heartbeat;
         config.capacity = self.options.capacity;
+        config.scrub_rate = self.options.scrub_rate;
+        config.scrub_idle = self.options.scrub_idle;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -110,6 +110,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check replication and checksum health of the files at or below PATH (default /);
+    /// exits non-zero when anything is missing, under-replicated, corrupt or stale.
+    Fsck {
+        path: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the cluster: chunkservers, capacity, usage, file and chunk counts.
     Status {
         /// Print JSON.
@@ -175,6 +183,12 @@ struct ChunkserverArgs {
     /// Address the master, clients and other chunkservers should dial (default: --listen).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
+    /// Bytes per second the background scrubber may verify; 0 turns it off.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    scrub_rate: u64,
+    /// A chunk untouched this long counts as idle and may be scrubbed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    scrub_idle: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +359,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.capacity = a.capacity;
             config.heartbeat = a.heartbeat;
             config.advertise = a.advertise;
+            config.scrub_rate = a.scrub_rate;
+            config.scrub_idle = a.scrub_idle;
             config.validate()?;
             serve(a.listen, |listener, token| async move {
                 Ok(dfs_chunkserver::run(config, listener, token).await?)
@@ -407,6 +423,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_text(&output::stat_plain(&stat))
             }
         }
+        Command::Fsck { path, json } => {
+            let report = client.fsck(path.as_deref().unwrap_or("/")).await?;
+            if json {
+                print_json(&output::fsck_json(&report))?;
+            } else {
+                print_text(&output::fsck_plain(&report))?;
+            }
+            if report.healthy() {
+                Ok(())
+            } else {
+                bail!(
+                    "{}: unhealthy ({} missing, {} under-replicated, {} corrupt, {} stale chunks)",
+                    report.path,
+                    report.missing,
+                    report.under_replicated,
+                    report.corrupt,
+                    report.stale
+                )
+            }
+        }
         Command::Status { json } => {
             let status = client.status().await?;
             if json {
@@ -458,6 +494,8 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         capacity: a.capacity,
         trash_retention: a.trash_retention,
         safe_start: a.safe_start,
+        scrub_rate: 16 << 20,
+        scrub_idle: Duration::from_secs(60),
     };
     let cluster = LocalCluster::start(options).await?;
     let addrs: Vec<String> = cluster

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat, TrashInfo};
+use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat, FsckReport, TrashInfo};
 use serde_json::{json, Value};
 
 use crate::units::human_size;
@@ -185,6 +185,59 @@ pub fn trash_plain(entries: &[TrashInfo]) -> String {
             t.kind.as_str(),
             t.size,
             t.path
+        );
+    }
+    out
+}
+
+/// `{"path","healthy","files","chunks","missing","under_replicated","corrupt","stale","safe_mode","problems":[...]}`.
+pub fn fsck_json(r: &FsckReport) -> Value {
+    json!({
+        "path": r.path,
+        "healthy": r.healthy(),
+        "files": r.files,
+        "chunks": r.chunks,
+        "missing": r.missing,
+        "under_replicated": r.under_replicated,
+        "corrupt": r.corrupt,
+        "stale": r.stale,
+        "safe_mode": r.safe_mode,
+        "problems": r.problems.iter().map(|p| json!({
+            "path": p.path,
+            "chunks": p.chunks,
+            "missing": p.missing,
+            "under_replicated": p.under_replicated,
+            "corrupt": p.corrupt,
+            "stale": p.stale,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn fsck_plain(r: &FsckReport) -> String {
+    let mut out = String::new();
+    for p in &r.problems {
+        let _ = writeln!(
+            out,
+            "{}: {} missing, {} under-replicated, {} corrupt, {} stale of {} chunks",
+            p.path, p.missing, p.under_replicated, p.corrupt, p.stale, p.chunks
+        );
+    }
+    let _ = writeln!(
+        out,
+        "fsck {}: {} files, {} chunks; {} missing, {} under-replicated, {} corrupt, {} stale: {}",
+        r.path,
+        r.files,
+        r.chunks,
+        r.missing,
+        r.under_replicated,
+        r.corrupt,
+        r.stale,
+        if r.healthy() { "HEALTHY" } else { "UNHEALTHY" }
+    );
+    if r.safe_mode {
+        let _ = writeln!(
+            out,
+            "(the master is in safe mode: chunkservers may not all have reported yet)"
         );
     }
     out

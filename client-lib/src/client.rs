@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use dfs_protocol::checksum;
 use dfs_protocol::{
     ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk, DirEntry, ErrorCode,
-    FileKind, FileStat, Frame, ProtocolError, Request, RequestId, Response, TrashInfo, UploadId,
-    PACKET_SIZE,
+    FileKind, FileStat, Frame, FsckReport, ProtocolError, Request, RequestId, Response, TrashInfo,
+    UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -196,6 +197,19 @@ impl Client {
             dst: dst.to_string(),
         })
         .await
+    }
+
+    /// Replication and checksum health of every file at or below `path`.
+    pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {
+        match self
+            .master_call(Request::Fsck {
+                path: path.to_string(),
+            })
+            .await?
+        {
+            Response::Fsck(report) => Ok(report),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     /// What the trash holds, oldest first.
@@ -470,39 +484,54 @@ impl Client {
         .await?;
         let mut parts = Vec::new();
         let mut got = 0u64;
+        let want_end = unit.offset + unit.len;
+        // Frames carry whole checksum blocks from the block holding `unit.offset` on.
+        let mut expect = unit.offset - unit.offset % CHECKSUM_BLOCK;
+        let bad_reply = |reason: String| ClientError::BadReply {
+            addr: addr.to_string(),
+            reason,
+        };
         loop {
             let (response, payload) = self
                 .exchange(addr, conn.recv_response(id, "ReadChunk"))
                 .await?;
-            match response {
-                Response::ReadData { last } => {
-                    got += payload.len() as u64;
-                    if got > unit.len {
-                        break;
-                    }
-                    if !payload.is_empty() {
-                        parts.push(payload);
-                    }
-                    if last {
-                        break;
-                    }
-                }
+            let (last, offset, checksums) = match response {
+                Response::ReadData {
+                    last,
+                    offset,
+                    checksums,
+                } => (last, offset, checksums),
                 other => {
                     return Err(ClientError::Unexpected {
                         addr: addr.to_string(),
                         got: other.name(),
                     })
                 }
+            };
+            if offset != expect {
+                return Err(bad_reply(format!("data at {offset}, expected {expect}")));
+            }
+            // End to end: what the chunkserver verified on disk must still match here.
+            checksum::verify_blocks(&payload, &checksums).map_err(|b| {
+                ClientError::Remote(ErrorCode::ChecksumMismatch {
+                    handle: unit.chunk.handle,
+                    offset: offset + b as u64 * CHECKSUM_BLOCK,
+                })
+            })?;
+            let frame_end = offset + payload.len() as u64;
+            expect = frame_end;
+            let from = unit.offset.max(offset);
+            let to = want_end.min(frame_end);
+            if to > from {
+                parts.push(payload.slice((from - offset) as usize..(to - offset) as usize));
+                got += to - from;
+            }
+            if last {
+                break;
             }
         }
         if got != unit.len {
-            return Err(ClientError::Peer {
-                addr: addr.to_string(),
-                source: ProtocolError::Unexpected {
-                    got: "a short or long read",
-                    to: "ReadChunk",
-                },
-            });
+            return Err(bad_reply(format!("{got} bytes instead of {}", unit.len)));
         }
         self.inner.pool.put(addr, conn);
         Ok(parts)

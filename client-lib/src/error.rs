@@ -23,6 +23,9 @@ pub enum ClientError {
     NoReplica { handle: ChunkHandle, last: String },
     #[error("{addr}: unexpected reply {got}")]
     Unexpected { addr: String, got: &'static str },
+    /// A reply of the right kind whose contents do not add up.
+    #[error("{addr}: malformed reply: {reason}")]
+    BadReply { addr: String, reason: String },
     /// Reading what the caller asked us to store.
     #[error("reading input: {0}")]
     Input(#[source] std::io::Error),
@@ -49,7 +52,8 @@ impl ClientError {
             ClientError::Remote(code) => code.is_retryable(),
             ClientError::Peer { .. }
             | ClientError::Timeout { .. }
-            | ClientError::NoReplica { .. } => true,
+            | ClientError::NoReplica { .. }
+            | ClientError::BadReply { .. } => true,
             ClientError::Unexpected { .. } | ClientError::Input(_) | ClientError::Output(_) => {
                 false
             }

@@ -154,6 +154,21 @@ impl ChunkMap {
             .is_some_and(|e| e.chunks.contains_key(handle))
     }
 
+    /// Every server that reported holding `handle`, at the version it reported.
+    pub fn holders(&self, handle: &ChunkHandle) -> Vec<(ServerId, ChunkVersion)> {
+        self.locations
+            .get(handle)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some((*id, *self.servers.get(id)?.chunks.get(handle)?)))
+            .collect()
+    }
+
+    /// The address of a server, if it ever registered.
+    pub fn addr(&self, server: &ServerId) -> Option<&str> {
+        self.servers.get(server).map(|e| e.addr.as_str())
+    }
+
     /// Whether any server, live or not, reported holding `handle`.
     pub fn is_held(&self, handle: &ChunkHandle) -> bool {
         self.locations.contains_key(handle)
@@ -194,11 +209,12 @@ impl ChunkMap {
         n: u32,
         chunk_size: u64,
         now: Instant,
+        exclude: &HashSet<ServerId>,
     ) -> Result<Vec<(ServerId, String)>, ErrorCode> {
         let mut candidates: Vec<(ServerId, f64)> = self
             .servers
             .iter()
-            .filter(|(_, e)| self.alive(e, now) && e.used < e.capacity)
+            .filter(|(id, e)| self.alive(e, now) && e.used < e.capacity && !exclude.contains(id))
             .map(|(id, e)| (*id, e.used as f64 / e.capacity.max(1) as f64))
             .collect();
         let wanted = usize::try_from(n).unwrap_or(usize::MAX);
@@ -265,11 +281,12 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             map.register(*id, format!("s{i}"), 1000, (i as u64) * 100, vec![], now);
         }
-        let chosen = map.place(3, 10, now).unwrap();
+        let none = HashSet::new();
+        let chosen = map.place(3, 10, now, &none).unwrap();
         let addrs: Vec<_> = chosen.iter().map(|c| c.1.as_str()).collect();
         assert_eq!(addrs, ["s0", "s1", "s2"]);
         assert!(matches!(
-            map.place(5, 10, now),
+            map.place(5, 10, now, &none),
             Err(ErrorCode::NotEnoughServers {
                 wanted: 5,
                 alive: 4
@@ -277,7 +294,10 @@ mod tests {
         ));
         // dead servers are not placed on
         let later = now + Duration::from_secs(11);
-        assert!(map.place(1, 10, later).is_err());
+        assert!(map.place(1, 10, later, &none).is_err());
+        let first: HashSet<ServerId> = [ids[0]].into();
+        let chosen = map.place(1, 10, now, &first).unwrap();
+        assert_ne!(chosen[0].0, ids[0], "excluded servers are not chosen");
     }
 
     #[test]

@@ -269,6 +269,34 @@ impl Namespace {
         Ok((path::join(&comps), inode.clone()))
     }
 
+    /// Every file at or below `raw`, with its canonical path.
+    pub fn files_under(&self, raw: &str) -> Result<Vec<(String, &Inode)>, OpError> {
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        let mut out = Vec::new();
+        if inode.kind == FileKind::File {
+            out.push((path::join(&comps), inode));
+            return Ok(out);
+        }
+        let mut stack = vec![(path::join(&comps), ino)];
+        while let Some((dir, ino)) = stack.pop() {
+            for (name, child) in self.children.get(&ino).into_iter().flatten() {
+                let p = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let c = self.inode(*child)?;
+                if c.kind == FileKind::File {
+                    out.push((p, c));
+                } else {
+                    stack.push((p, *child));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     // ----- plans -----
 
     /// `None` when there is nothing to do (`mkdir -p` of an existing directory).

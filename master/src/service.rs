@@ -6,14 +6,15 @@
 //! to cover it. Reads also wait until what they saw is durable, so nobody is shown a
 //! state that a crash could take back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dfs_protocol::{
-    ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ClusterStatus, ErrorCode, FileStat,
-    Request, Response, ServerId, TrashInfo,
+    ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ClusterStatus, ErrorCode, FileHealth,
+    FileStat, FsckReport, ReplicateOrder, Request, Response, ServerId, TrashInfo,
 };
+use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunkmap::ChunkMap;
@@ -26,6 +27,14 @@ use crate::store::Store;
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
 const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
+/// Copies one chunkserver receives at once.
+const MAX_COPIES_PER_TARGET: usize = 4;
+/// Copies scheduled per upkeep round.
+const MAX_COPIES_PER_ROUND: usize = 256;
+/// A copy not reported done by then is forgotten and scheduled again.
+const COPY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Files listed in an fsck report.
+const MAX_FSCK_PROBLEMS: usize = 10_000;
 
 #[derive(Debug)]
 struct State {
@@ -35,6 +44,14 @@ struct State {
     garbage: HashSet<ChunkHandle>,
     /// Until when (at the latest) the master is in safe mode after its start.
     safe_until: Option<Instant>,
+    /// Chunks with a replica reported damaged, until they are fully replicated again.
+    corrupt: HashMap<ChunkHandle, u32>,
+    /// Replicas at an older version than the file's: never served, to be deleted.
+    stale: HashSet<(ServerId, ChunkHandle)>,
+    /// Copy orders waiting for their target's next heartbeat.
+    orders: HashMap<ServerId, Vec<ReplicateOrder>>,
+    /// Copies under way: chunk -> (target, when ordered).
+    copying: HashMap<ChunkHandle, (ServerId, Instant)>,
 }
 
 /// The master's state and its request handler.
@@ -70,6 +87,10 @@ impl Master {
                 map,
                 garbage: HashSet::new(),
                 safe_until,
+                corrupt: HashMap::new(),
+                stale: HashSet::new(),
+                orders: HashMap::new(),
+                copying: HashMap::new(),
             }),
             fatal,
         }
@@ -238,9 +259,12 @@ impl Master {
                             .upload(&upload)
                             .ok_or(ErrorCode::UnknownUpload)?
                             .replication;
-                        let chosen =
-                            st.map
-                                .place(replication, self.config.chunk_size, Instant::now())?;
+                        let chosen = st.map.place(
+                            replication,
+                            self.config.chunk_size,
+                            Instant::now(),
+                            &HashSet::new(),
+                        )?;
                         let (ids, replicas): (Vec<ServerId>, Vec<String>) =
                             chosen.into_iter().unzip();
                         let handle = ChunkHandle::random();
@@ -307,7 +331,9 @@ impl Master {
                 tracing::info!(%server, %addr, chunks = chunks.len(), "chunkserver registered");
                 let mut st = self.lock();
                 let now = Instant::now();
-                note_unreferenced(&mut st, &chunks);
+                st.stale.retain(|(s, _)| *s != server);
+                st.orders.remove(&server);
+                note_reports(&mut st, server, &chunks);
                 st.map.register(server, addr, capacity, used, chunks, now);
                 self.update_safe_mode(&mut st, now);
                 Ok(Response::Registered)
@@ -318,35 +344,52 @@ impl Master {
                 used,
                 added,
                 removed,
+                corrupt,
             } => {
                 let mut guard = self.lock();
                 let st = &mut *guard;
                 let now = Instant::now();
-                note_unreferenced(st, &added);
+                note_reports(st, server, &added);
+                for h in &corrupt {
+                    tracing::warn!(chunk = %h, %server, "replica reported damaged");
+                    *st.corrupt.entry(*h).or_default() += 1;
+                }
                 let known = st
                     .map
                     .heartbeat(server, capacity, used, added, removed.clone(), now);
                 for h in &removed {
+                    st.stale.remove(&(server, *h));
                     if !st.map.is_held(h) {
                         st.garbage.remove(h);
                     }
                 }
                 self.update_safe_mode(st, now);
-                let delete = if known && st.safe_until.is_none() {
-                    st.garbage
+                let (delete, replicate) = if known && st.safe_until.is_none() {
+                    let mut delete: Vec<ChunkHandle> = st
+                        .garbage
                         .iter()
                         .filter(|h| st.map.holds(&server, h) && !st.ns.is_referenced(h))
                         .take(MAX_DELETES_PER_HEARTBEAT)
                         .copied()
-                        .collect()
+                        .collect();
+                    delete.extend(
+                        st.stale
+                            .iter()
+                            .filter(|(s, _)| *s == server)
+                            .map(|(_, h)| *h)
+                            .take(MAX_DELETES_PER_HEARTBEAT),
+                    );
+                    (delete, st.orders.remove(&server).unwrap_or_default())
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 Ok(Response::HeartbeatAck {
                     reregister: !known,
                     delete,
+                    replicate,
                 })
             }
+            Request::Fsck { path } => Ok(Response::Fsck(self.read(|st| fsck(st, &path)).await?)),
             other @ (Request::Hello { .. }
             | Request::WriteChunk { .. }
             | Request::WritePacket { .. }
@@ -416,6 +459,7 @@ impl Master {
             if st.safe_until.is_none() {
                 let State { garbage, map, .. } = st;
                 garbage.retain(|h| map.is_held(h));
+                schedule_repairs(st, instant);
             }
             seq
         };
@@ -445,14 +489,146 @@ impl Master {
     }
 }
 
-/// Reported chunks that nothing references become garbage candidates. (Whether they
-/// are deleted is decided later, outside safe mode, against the chunk table again.)
-fn note_unreferenced(st: &mut State, reports: &[ChunkReport]) {
+/// Sorts reported chunks: nothing references it -> garbage candidate (whether it is
+/// deleted is decided later, outside safe mode, against the chunk table again); an
+/// older version than the file's -> stale; a copy we ordered -> done.
+fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) {
     for r in reports {
-        if !st.ns.is_referenced(&r.handle) {
-            st.garbage.insert(r.handle);
+        match st.ns.chunk(&r.handle) {
+            Some(meta) if r.version < meta.version => {
+                tracing::info!(chunk = %r.handle, %server, have = %r.version, want = %meta.version, "stale replica");
+                st.stale.insert((server, r.handle));
+            }
+            Some(_) => {}
+            None if st.ns.is_referenced(&r.handle) => {}
+            None => {
+                st.garbage.insert(r.handle);
+            }
+        }
+        if st.copying.get(&r.handle).is_some_and(|(t, _)| *t == server) {
+            st.copying.remove(&r.handle);
         }
     }
+}
+
+/// Orders copies for chunks below their replication, those with fewest live replicas
+/// first, at most a few per target, from a random live replica.
+fn schedule_repairs(st: &mut State, now: Instant) {
+    st.copying
+        .retain(|_, (_, at)| now.saturating_duration_since(*at) < COPY_TIMEOUT);
+    let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
+    let mut healed = Vec::new();
+    for (h, meta) in st.ns.chunks() {
+        let live = st.map.replicas(h, meta.version, now).len();
+        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+        if live >= want {
+            if st.corrupt.contains_key(h) {
+                healed.push(*h);
+            }
+        } else if live > 0 && !st.copying.contains_key(h) {
+            needy.push((live, *h));
+        }
+    }
+    for h in healed {
+        st.corrupt.remove(&h);
+    }
+    needy.sort();
+    let mut per_target: HashMap<ServerId, usize> = HashMap::new();
+    for (target, _) in st.copying.values() {
+        *per_target.entry(*target).or_default() += 1;
+    }
+    let mut scheduled = 0;
+    for (_, h) in needy {
+        if scheduled >= MAX_COPIES_PER_ROUND {
+            break;
+        }
+        let Some(meta) = st.ns.chunk(&h).copied() else {
+            continue;
+        };
+        let sources = st.map.replicas(&h, meta.version, now);
+        let Some((_, source)) = sources.choose(&mut rand::rng()).cloned() else {
+            continue;
+        };
+        let mut exclude: HashSet<ServerId> =
+            st.map.holders(&h).into_iter().map(|(s, _)| s).collect();
+        exclude.extend(
+            per_target
+                .iter()
+                .filter(|(_, n)| **n >= MAX_COPIES_PER_TARGET)
+                .map(|(s, _)| *s),
+        );
+        let Ok(chosen) = st.map.place(1, meta.size, now, &exclude) else {
+            continue;
+        };
+        let Some((target, _)) = chosen.into_iter().next() else {
+            continue;
+        };
+        tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
+        st.orders.entry(target).or_default().push(ReplicateOrder {
+            handle: h,
+            version: meta.version,
+            size: meta.size,
+            source,
+        });
+        st.copying.insert(h, (target, now));
+        *per_target.entry(target).or_default() += 1;
+        scheduled += 1;
+    }
+}
+
+fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
+    let now = Instant::now();
+    let files = st.ns.files_under(path)?;
+    let mut report = FsckReport {
+        path: path.to_string(),
+        files: files.len() as u64,
+        chunks: 0,
+        missing: 0,
+        under_replicated: 0,
+        corrupt: 0,
+        stale: 0,
+        safe_mode: st.safe_until.is_some(),
+        problems: Vec::new(),
+    };
+    for (path, inode) in files {
+        let mut health = FileHealth {
+            path,
+            chunks: inode.chunks.len() as u64,
+            missing: 0,
+            under_replicated: 0,
+            corrupt: 0,
+            stale: 0,
+        };
+        for c in &inode.chunks {
+            let live = st.map.replicas(&c.handle, c.version, now).len() as u64;
+            if live == 0 {
+                health.missing += 1;
+            } else if live < u64::from(inode.replication) {
+                health.under_replicated += 1;
+            }
+            if st.corrupt.contains_key(&c.handle) {
+                health.corrupt += 1;
+            }
+            if st
+                .map
+                .holders(&c.handle)
+                .iter()
+                .any(|(_, v)| *v < c.version)
+            {
+                health.stale += 1;
+            }
+        }
+        report.chunks += health.chunks;
+        report.missing += health.missing;
+        report.under_replicated += health.under_replicated;
+        report.corrupt += health.corrupt;
+        report.stale += health.stale;
+        let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
+        if sick && report.problems.len() < MAX_FSCK_PROBLEMS {
+            report.problems.push(health);
+        }
+    }
+    Ok(report)
 }
 
 fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {

@@ -5,10 +5,12 @@
 //! - [`message`]: `Request` and `Response`, append-only enums, and their records.
 //! - [`error`]: `ErrorCode` (crosses the wire), `CodecError`, `ProtocolError`.
 //! - [`ids`]: newtypes for handles, versions, server and request ids.
+//! - [`checksum`]: blake3 per 64 KiB block, computed and verified the same everywhere.
 //! - [`conn`]: a framed connection over any byte stream, request/reply and handshake.
 //!
 //! No sockets and no runtime live here; `docs/protocol.md` is the written spec.
 
+pub mod checksum;
 pub mod conn;
 pub mod error;
 pub mod frame;
@@ -24,7 +26,7 @@ pub use message::*;
 /// Carried by `Hello`: "DFS" and a zero byte.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"DFS\0";
 /// Version of the message set; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Size of a data packet in a pipelined write or a streamed read.
 pub const PACKET_SIZE: usize = 1 << 20;
 /// Checksum block: blake3 covers each block of this many bytes of a chunk.

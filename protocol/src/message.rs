@@ -81,6 +81,9 @@ pub enum Request {
         used: u64,
         added: Vec<ChunkReport>,
         removed: Vec<ChunkHandle>,
+        /// Replicas found damaged (and quarantined) since the last heartbeat; they are
+        /// in `removed` too.
+        corrupt: Vec<ChunkHandle>,
     },
 
     // --- to chunkservers ---
@@ -95,7 +98,8 @@ pub enum Request {
     WritePacket {
         last: bool,
     },
-    /// Read `len` bytes at `offset`; answered by `ReadData` frames until `last`.
+    /// Read `len` bytes at `offset`; answered by `ReadData` frames until `last`, which
+    /// cover the range widened to whole checksum blocks.
     ReadChunk {
         handle: ChunkHandle,
         version: ChunkVersion,
@@ -112,6 +116,10 @@ pub enum Request {
     TrashList,
     /// Puts the most recently removed entry that was at `path` back there.
     TrashRestore {
+        path: String,
+    },
+    /// Health of every file at or below `path`.
+    Fsck {
         path: String,
     },
 }
@@ -141,19 +149,71 @@ pub enum Response {
         reregister: bool,
         /// Chunks this server should delete.
         delete: Vec<ChunkHandle>,
+        /// Chunks this server should copy from another replica.
+        replicate: Vec<ReplicateOrder>,
     },
     /// Every replica downstream of (and including) the answering one holds the chunk durably.
     ChunkWritten {
         handle: ChunkHandle,
         size: u64,
     },
-    /// A slice of chunk data (the frame payload).
+    /// Chunk data (the frame payload): whole checksum blocks starting at `offset`
+    /// (only the chunk's last block may be short), with each block's blake3.
     ReadData {
         last: bool,
+        offset: u64,
+        checksums: Vec<[u8; 32]>,
     },
     TrashListing {
         entries: Vec<TrashInfo>,
     },
+    Fsck(FsckReport),
+}
+
+/// An order to copy a chunk from another chunkserver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateOrder {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub size: u64,
+    /// A live replica to read from.
+    pub source: String,
+}
+
+/// What `fsck` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsckReport {
+    pub path: String,
+    pub files: u64,
+    pub chunks: u64,
+    /// Chunks with no live replica at their version.
+    pub missing: u64,
+    /// Chunks with fewer live replicas than their file's replication.
+    pub under_replicated: u64,
+    /// Chunks with a replica found damaged and not yet replaced.
+    pub corrupt: u64,
+    /// Chunks with a replica at an old version still on some server.
+    pub stale: u64,
+    /// The master is in safe mode: replicas may not all have been reported yet.
+    pub safe_mode: bool,
+    /// Every file with a problem (at most 10,000).
+    pub problems: Vec<FileHealth>,
+}
+
+impl FsckReport {
+    pub fn healthy(&self) -> bool {
+        self.missing == 0 && self.under_replicated == 0 && self.corrupt == 0 && self.stale == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHealth {
+    pub path: String,
+    pub chunks: u64,
+    pub missing: u64,
+    pub under_replicated: u64,
+    pub corrupt: u64,
+    pub stale: u64,
 }
 
 /// An entry in the trash.
@@ -284,6 +344,7 @@ impl Request {
             Request::Rename { .. } => "Rename",
             Request::TrashList => "TrashList",
             Request::TrashRestore { .. } => "TrashRestore",
+            Request::Fsck { .. } => "Fsck",
         }
     }
 }
@@ -305,6 +366,7 @@ impl Response {
             Response::ChunkWritten { .. } => "ChunkWritten",
             Response::ReadData { .. } => "ReadData",
             Response::TrashListing { .. } => "TrashListing",
+            Response::Fsck(_) => "Fsck",
         }
     }
 

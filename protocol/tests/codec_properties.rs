@@ -39,6 +39,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         (".*", ".*").prop_map(|(src, dst)| Request::Rename { src, dst }),
         Just(Request::TrashList),
+        ".*".prop_map(|path| Request::Fsck { path }),
         ".*".prop_map(|path| Request::TrashRestore { path }),
         (".*", proptest::option::of(any::<u32>()), any::<bool>()).prop_map(
             |(path, replication, overwrite)| Request::BeginPut {
@@ -150,10 +151,55 @@ fn response() -> impl Strategy<Value = Response> {
                 replicas,
             })
         }),
-        (any::<bool>(), proptest::collection::vec(handle(), 0..10))
-            .prop_map(|(reregister, delete)| Response::HeartbeatAck { reregister, delete }),
+        (
+            any::<bool>(),
+            proptest::collection::vec(handle(), 0..10),
+            proptest::collection::vec((handle(), any::<u64>(), ".*"), 0..4)
+        )
+            .prop_map(|(reregister, delete, orders)| Response::HeartbeatAck {
+                reregister,
+                delete,
+                replicate: orders
+                    .into_iter()
+                    .map(|(handle, size, source)| ReplicateOrder {
+                        handle,
+                        version: ChunkVersion(3),
+                        size,
+                        source
+                    })
+                    .collect(),
+            }),
         (handle(), any::<u64>()).prop_map(|(handle, size)| Response::ChunkWritten { handle, size }),
-        any::<bool>().prop_map(|last| Response::ReadData { last }),
+        (
+            any::<bool>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..17)
+        )
+            .prop_map(|(last, offset, checksums)| Response::ReadData {
+                last,
+                offset,
+                checksums
+            }),
+        (".*", any::<u64>(), any::<bool>()).prop_map(|(path, n, safe_mode)| Response::Fsck(
+            FsckReport {
+                path: path.clone(),
+                files: n,
+                chunks: n,
+                missing: 0,
+                under_replicated: 1,
+                corrupt: 2,
+                stale: 3,
+                safe_mode,
+                problems: vec![FileHealth {
+                    path,
+                    chunks: n,
+                    missing: 0,
+                    under_replicated: 1,
+                    corrupt: 2,
+                    stale: 3
+                }],
+            }
+        )),
     ]
 }
 
