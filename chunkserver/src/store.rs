@@ -327,8 +327,16 @@ impl ChunkStore {
             .into());
         }
         let meta_path = self.dir.join(meta_name(handle));
-        let bytes = fs::read(&meta_path)
-            .map_err(|e| StoreError::io(format!("read {}", meta_path.display()), e))?;
+        // A file of an indexed chunk gone from disk is damage, like a flipped bit.
+        let damaged = |e: std::io::Error, path: &Path| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                tracing::warn!(%handle, file = %path.display(), "chunk file missing");
+                StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+            } else {
+                StoreError::io(format!("read {}", path.display()), e)
+            }
+        };
+        let bytes = fs::read(&meta_path).map_err(|e| damaged(e, &meta_path))?;
         let meta = decode_meta(&bytes)
             .ok()
             .filter(|m| m.handle == handle && m.version == version)
@@ -337,8 +345,7 @@ impl ChunkStore {
                 StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
             })?;
         let path = self.dir.join(chunk_name(handle));
-        let file =
-            File::open(&path).map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        let file = File::open(&path).map_err(|e| damaged(e, &path))?;
         Ok(ChunkReader { handle, meta, file })
     }
 

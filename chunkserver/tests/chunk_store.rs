@@ -129,3 +129,76 @@ fn wrong_version_is_stale() {
         Err(StoreError::Refused(ErrorCode::StaleVersion { .. }))
     ));
 }
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(usize, usize, u64),
+    Delete(usize),
+    Quarantine(usize),
+    Read(usize, prop::sample::Index, prop::sample::Index),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..5, 0usize..200_000, any::<u64>()).prop_map(|(k, n, s)| Op::Write(k, n, s)),
+        2 => (0usize..5).prop_map(Op::Delete),
+        1 => (0usize..5).prop_map(Op::Quarantine),
+        3 => (0usize..5, any::<prop::sample::Index>(), any::<prop::sample::Index>()).prop_map(|(k, a, b)| Op::Read(k, a, b)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 3) as u8)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The store against a BTreeMap of chunk contents, across reopens.
+    #[test]
+    fn store_matches_a_map_across_reopen(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let handles: Vec<ChunkHandle> = (0..5).map(|_| ChunkHandle::random()).collect();
+        let mut store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        let mut model: std::collections::BTreeMap<usize, Vec<u8>> = Default::default();
+        for op in ops {
+            match op {
+                Op::Write(k, n, seed) => {
+                    let data = bytes(n, seed);
+                    match store.create(handles[k], ChunkVersion::FIRST) {
+                        Ok(mut w) => {
+                            prop_assert!(!model.contains_key(&k), "created over an existing chunk");
+                            for p in data.chunks(70_000) {
+                                w.write(p).unwrap();
+                            }
+                            w.commit().unwrap();
+                            model.insert(k, data);
+                        }
+                        Err(_) => prop_assert!(model.contains_key(&k)),
+                    }
+                }
+                Op::Delete(k) => prop_assert_eq!(store.delete(handles[k]).unwrap(), model.remove(&k).is_some()),
+                Op::Quarantine(k) => prop_assert_eq!(store.quarantine(handles[k]).unwrap(), model.remove(&k).is_some()),
+                Op::Read(k, a, b) => match (store.open_reader(handles[k], ChunkVersion::FIRST), model.get(&k)) {
+                    (Ok(mut r), Some(want)) => {
+                        let (a, b) = (a.index(want.len() + 1), b.index(want.len() + 1));
+                        let (lo, hi) = (a.min(b), a.max(b));
+                        let got = r.read(lo as u64, (hi - lo) as u64).unwrap();
+                        prop_assert_eq!(&got[..], &want[lo..hi]);
+                    }
+                    (Err(_), None) => {}
+                    (r, m) => prop_assert!(false, "store {:?} vs model {:?}", r.is_ok(), m.is_some()),
+                },
+                Op::Reopen => {
+                    drop(store);
+                    store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+                }
+            }
+            prop_assert_eq!(store.len(), model.len());
+            prop_assert_eq!(store.used(), model.values().map(|v| v.len() as u64).sum::<u64>());
+        }
+    }
+}

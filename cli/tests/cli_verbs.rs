@@ -373,3 +373,49 @@ async fn mv_rm_to_trash_and_restore() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_exit_status_and_json() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let m = cluster.master_addr().to_string();
+        ok(&dfs(&m, &["mkdir", "/d"], None).await);
+        ok(&dfs(&m, &["put", "-", "/d/f"], Some(&data(CHUNK + 5, 3))).await);
+        let healthy = json(&dfs(&m, &["fsck", "--json"], None).await);
+        assert_eq!(healthy["healthy"], true);
+        assert_eq!(healthy["files"], 1);
+        assert_eq!(healthy["chunks"], 2);
+        assert_eq!(healthy["problems"], serde_json::json!([]));
+        let plain = dfs(&m, &["fsck", "/d"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&plain).stdout).contains("HEALTHY"));
+
+        // Damage every replica of the first chunk; a read finds and quarantines them.
+        let handle = cluster.client().stat("/d/f").await.unwrap().chunks[0].handle;
+        for i in 0..3 {
+            let p = cluster
+                .chunkserver_data_dir(i)
+                .unwrap()
+                .join("chunks")
+                .join(format!("{handle}.chunk"));
+            let mut b = std::fs::read(&p).unwrap();
+            b[0] ^= 1;
+            std::fs::write(&p, b).unwrap();
+        }
+        failed_with(&dfs(&m, &["cat", "/d/f"], None).await, "checksum");
+        common::wait_until(
+            std::time::Duration::from_secs(10),
+            "fsck to see it",
+            || async { dfs(&m, &["fsck", "/"], None).await.code != 0 },
+        )
+        .await;
+        let out = dfs(&m, &["fsck", "/", "--json"], None).await;
+        assert_ne!(out.code, 0, "unhealthy exits non-zero");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["healthy"], false);
+        assert_eq!(report["missing"], 1);
+        assert_eq!(report["problems"][0]["path"], "/d/f");
+        assert!(out.stderr.contains("unhealthy"), "{}", out.stderr);
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}

@@ -49,6 +49,20 @@ async fn a_full_chunkserver_refuses_with_no_space() {
             client.stat("/big").await,
             Err(ClientError::Remote(ErrorCode::NotFound { .. }))
         ));
+        // The chunks the failed put did store are garbage now and leave every disk.
+        common::wait_until(
+            std::time::Duration::from_secs(15),
+            "the failed put's chunks to go",
+            || async {
+                (0..3).all(|i| {
+                    let dir = cluster.chunkserver_data_dir(i).unwrap().join("chunks");
+                    std::fs::read_dir(dir)
+                        .map(|d| d.count() == 0)
+                        .unwrap_or(false)
+                })
+            },
+        )
+        .await;
         // What fits still fits, once heartbeats have replaced the master's placement
         // estimates with what the servers really hold.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
