@@ -27,6 +27,8 @@ pub struct ChunkserverConfig {
     pub scrub_idle: Duration,
     /// Chunk copies (repairs, re-replication) run at once.
     pub replication_concurrency: usize,
+    /// Bytes per second all copies together may pull; 0 = unlimited.
+    pub replication_rate: u64,
 }
 
 impl ChunkserverConfig {
@@ -43,6 +45,7 @@ impl ChunkserverConfig {
             scrub_rate: 16 << 20,
             scrub_idle: Duration::from_secs(60),
             replication_concurrency: 2,
+            replication_rate: 64 << 20,
         }
     }
 

@@ -96,6 +96,7 @@ async fn session(
             added: changes.added,
             removed: changes.removed,
             corrupt: changes.corrupt,
+            load: ctx.busy.load(std::sync::atomic::Ordering::Relaxed),
         };
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {

@@ -69,10 +69,13 @@ pub async fn run(
     tracing::info!(%id, %advertise, chunks = store.len(), capacity = store.capacity(), "chunkserver starting");
 
     let (replicate, orders) = tokio::sync::mpsc::channel(REPLICATION_QUEUE);
+    let copy_pace = repair::Pace::new(config.replication_rate);
     let ctx = Arc::new(server::Ctx {
         store,
         config,
         replicate,
+        busy: Default::default(),
+        copy_pace,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat::heartbeat_loop(

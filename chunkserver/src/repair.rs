@@ -16,6 +16,42 @@ use crate::server::{disk_writer, Ctx, Piece};
 /// Packets buffered between the network and the disk writer of one copy.
 const COPY_QUEUE: usize = 4;
 
+/// Paces all copies of a server together to a byte rate, so repairs and balancing do
+/// not crowd out client traffic.
+#[derive(Debug)]
+pub struct Pace {
+    /// Bytes per second; 0 = unlimited.
+    rate: u64,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pace {
+    pub fn new(rate: u64) -> Pace {
+        Pace {
+            rate,
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for the turn of `bytes` more.
+    pub async fn take(&self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+        let start = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + cost;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
 /// Runs copy orders, a few at a time, until `shutdown`.
 pub async fn replicator(
     ctx: Arc<Ctx>,
@@ -112,6 +148,7 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
                 }
             })?;
             expect += frame.payload.len() as u64;
+            ctx.copy_pace.take(frame.payload.len() as u64).await;
             tx.send(Piece::Data(frame.payload))
                 .await
                 .map_err(|_| unavailable("local write stopped".into()))?;

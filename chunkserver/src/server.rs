@@ -33,6 +33,26 @@ pub struct Ctx {
     pub config: ChunkserverConfig,
     /// Copy orders from the master, for the replicator.
     pub replicate: mpsc::Sender<ReplicateOrder>,
+    /// Requests being served, reported as load in heartbeats.
+    pub busy: std::sync::atomic::AtomicU32,
+    /// Paces chunk copies to the configured bandwidth.
+    pub copy_pace: crate::repair::Pace,
+}
+
+/// Counts a request as load while it is alive.
+struct Busy<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Busy<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU32) -> Busy<'a> {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Serves connections on `listener` until `shutdown`; in-flight requests run to completion.
@@ -88,6 +108,7 @@ async fn serve(ctx: Arc<Ctx>, mut conn: Conn, shutdown: CancellationToken) {
             Err(e) => return tracing::info!(error = %e, "dropping connection"),
         };
         let id = frame.request_id;
+        let _busy = Busy::new(&ctx.busy);
         let outcome = match frame.body {
             Body::Request(Request::WriteChunk {
                 handle,
@@ -212,8 +233,9 @@ async fn write_chunk(
                     Frame::request(d.id, Request::WritePacket { last }).with_payload(frame.payload);
                 let sent = tokio::time::timeout(io_timeout, d.conn.send(&packet)).await;
                 if !matches!(sent, Ok(Ok(()))) {
-                    failure = Some(ErrorCode::Unavailable {
-                        reason: format!("replica {} stopped accepting data", d.addr),
+                    failure = Some(ErrorCode::ReplicaFailed {
+                        addr: d.addr.clone(),
+                        reason: "stopped accepting data".into(),
                     });
                 }
             }
@@ -292,8 +314,9 @@ async fn open_downstream(
     handle: ChunkHandle,
     version: ChunkVersion,
 ) -> Result<Downstream, ErrorCode> {
-    let unavailable = |e: ProtocolError| ErrorCode::Unavailable {
-        reason: format!("replica {next}: {e}"),
+    let unavailable = |e: ProtocolError| ErrorCode::ReplicaFailed {
+        addr: next.to_string(),
+        reason: e.to_string(),
     };
     let mut conn = dial(next, ctx.config.connect_timeout)
         .await

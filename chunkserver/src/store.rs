@@ -248,17 +248,23 @@ impl ChunkStore {
         self.lock().chunks.get(handle).map(|e| (e.version, e.len))
     }
 
-    /// Starts writing a new chunk.
+    /// Starts writing a chunk: a new one, or a newer version of one held here (a write
+    /// retried on a new chain), which replaces the old copy when committed.
     pub fn create(
         &self,
         handle: ChunkHandle,
         version: ChunkVersion,
     ) -> Result<ChunkWriter, StoreError> {
-        if self.lock().chunks.contains_key(&handle) {
-            return Err(ErrorCode::BadRequest {
-                reason: format!("chunk {handle} already exists here"),
+        if let Some(e) = self.lock().chunks.get(&handle) {
+            if e.version >= version {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!(
+                        "chunk {handle} already exists here at version {}",
+                        e.version
+                    ),
+                }
+                .into());
             }
-            .into());
         }
         let tmp_chunk = self
             .dir
@@ -559,6 +565,10 @@ impl ChunkWriter {
         self.done = true;
         let mut idx = self.store.lock();
         idx.reserved = idx.reserved.saturating_sub(self.reserved);
+        if let Some(old) = idx.chunks.get(&self.handle).copied() {
+            // The renames above replaced an older version's files.
+            idx.used = idx.used.saturating_sub(old.len);
+        }
         idx.used += self.len;
         idx.chunks
             .insert(self.handle, Entry::new(self.version, self.len));

@@ -118,6 +118,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change the replication of PATH (a file, or every file below a directory).
+    Setrep {
+        /// Wait until every chunk has exactly N live replicas.
+        #[arg(short = 'w')]
+        wait: bool,
+        replication: u32,
+        path: String,
+    },
+    /// Drain the chunkserver at ADDR: its chunks are copied elsewhere; `dfs status`
+    /// shows when it is safe to stop it.
+    Decommission {
+        addr: String,
+        /// Take it back into service instead.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Show how evenly disk use is spread and what the (automatic) balancer is doing.
+    Balance {
+        /// Even out while fullest and emptiest differ by more than PCT percentage points.
+        #[arg(long, value_name = "PCT")]
+        threshold: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the cluster: chunkservers, capacity, usage, file and chunk counts.
     Status {
         /// Print JSON.
@@ -164,6 +189,10 @@ struct MasterArgs {
     /// After a start, wait up to this long for chunkservers to report before deleting garbage.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     safe_start: Duration,
+    /// Balance while disk use of the fullest and emptiest chunkservers differs by more
+    /// than this many percentage points.
+    #[arg(long, default_value_t = 10, value_name = "PCT")]
+    balance_threshold: u32,
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +218,9 @@ struct ChunkserverArgs {
     /// A chunk untouched this long counts as idle and may be scrubbed.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     scrub_idle: Duration,
+    /// Bytes per second that chunk copies (repair, re-replication, balancing) may pull.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    replication_rate: u64,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.dead_after = a.dead_after;
             config.trash_retention = a.trash_retention;
             config.safe_start = a.safe_start;
+            config.balance_threshold = f64::from(a.balance_threshold) / 100.0;
             config.validate()?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
@@ -361,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.advertise = a.advertise;
             config.scrub_rate = a.scrub_rate;
             config.scrub_idle = a.scrub_idle;
+            config.replication_rate = a.replication_rate;
             config.validate()?;
             serve(a.listen, |listener, token| async move {
                 Ok(dfs_chunkserver::run(config, listener, token).await?)
@@ -441,6 +475,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.corrupt,
                     report.stale
                 )
+            }
+        }
+        Command::Setrep {
+            wait,
+            replication,
+            path,
+        } => {
+            client.set_replication(&path, replication).await?;
+            if wait {
+                // Until no chunk below PATH has too few or too many live replicas.
+                loop {
+                    let r = client.fsck(&path).await?;
+                    if r.missing > 0 {
+                        bail!(
+                            "{path}: {} chunks have no live replica; not waiting",
+                            r.missing
+                        );
+                    }
+                    if r.under_replicated == 0 && r.over_replicated == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Ok(())
+        }
+        Command::Decommission { addr, cancel } => Ok(client.decommission(&addr, !cancel).await?),
+        Command::Balance { threshold, json } => {
+            let report = client.balance(threshold).await?;
+            if json {
+                print_json(&output::balance_json(&report))
+            } else {
+                print_text(&output::balance_plain(&report))
             }
         }
         Command::Status { json } => {

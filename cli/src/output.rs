@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use dfs_client::{ClusterStatus, DirEntry, FileKind, FileStat, FsckReport, TrashInfo};
+use dfs_client::{
+    BalanceReport, ClusterStatus, DirEntry, FileKind, FileStat, FsckReport, TrashInfo,
+};
 use serde_json::{json, Value};
 
 use crate::units::human_size;
@@ -99,6 +101,9 @@ pub fn status_json(s: &ClusterStatus) -> Value {
             "capacity": c.capacity,
             "used": c.used,
             "chunks": c.chunks,
+            "load": c.load,
+            "decommissioning": c.decommissioning,
+            "draining": c.draining,
         })).collect::<Vec<_>>(),
         "files": s.files,
         "chunks": s.chunks,
@@ -108,6 +113,9 @@ pub fn status_json(s: &ClusterStatus) -> Value {
         "safe_mode": s.safe_mode,
         "trash": s.trash,
         "garbage": s.garbage,
+        "missing": s.missing,
+        "over_replicated": s.over_replicated,
+        "copying": s.copying,
     })
 }
 
@@ -123,26 +131,34 @@ pub fn status_plain(s: &ClusterStatus) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<36}  {:<21}  {:<5}  {:>12}  {:>12}  {:>8}",
-        "ID", "ADDRESS", "STATE", "CAPACITY", "USED", "CHUNKS"
+        "{:<36}  {:<21}  {:<12}  {:>12}  {:>12}  {:>8}  {:>4}",
+        "ID", "ADDRESS", "STATE", "CAPACITY", "USED", "CHUNKS", "LOAD"
     );
     for c in &s.chunkservers {
+        let state = match (c.alive, c.decommissioning, c.draining) {
+            (false, _, _) => "DEAD".to_string(),
+            (true, true, 0) => "drained".to_string(),
+            (true, true, n) => format!("draining {n}"),
+            (true, false, _) => "up".to_string(),
+        };
         let _ = writeln!(
             out,
-            "{:<36}  {:<21}  {:<5}  {:>12}  {:>12}  {:>8}",
+            "{:<36}  {:<21}  {:<12}  {:>12}  {:>12}  {:>8}  {:>4}",
             c.id.to_string(),
             c.addr,
-            if c.alive { "up" } else { "DEAD" },
+            state,
             human_size(c.capacity),
             human_size(c.used),
-            c.chunks
+            c.chunks,
+            c.load
         );
     }
     let _ = writeln!(
         out,
-        "files: {}   chunks: {}   under-replicated: {}   in trash: {}   garbage chunks: {}",
-        s.files, s.chunks, s.under_replicated, s.trash, s.garbage
+        "files: {}   chunks: {}   under-replicated: {}   missing: {}   over-replicated: {}   copying: {}",
+        s.files, s.chunks, s.under_replicated, s.missing, s.over_replicated, s.copying
     );
+    let _ = writeln!(out, "in trash: {}   garbage chunks: {}", s.trash, s.garbage);
     if s.safe_mode {
         let _ = writeln!(
             out,
@@ -201,6 +217,7 @@ pub fn fsck_json(r: &FsckReport) -> Value {
         "under_replicated": r.under_replicated,
         "corrupt": r.corrupt,
         "stale": r.stale,
+        "over_replicated": r.over_replicated,
         "safe_mode": r.safe_mode,
         "problems": r.problems.iter().map(|p| json!({
             "path": p.path,
@@ -240,5 +257,35 @@ pub fn fsck_plain(r: &FsckReport) -> String {
             "(the master is in safe mode: chunkservers may not all have reported yet)"
         );
     }
+    out
+}
+
+/// `{"servers":[{"addr","used_fraction"}],"spread","threshold","moving"}`.
+pub fn balance_json(r: &BalanceReport) -> Value {
+    json!({
+        "servers": r.servers.iter().map(|(addr, u)| json!({"addr": addr, "used_fraction": u})).collect::<Vec<_>>(),
+        "spread": r.spread,
+        "threshold": r.threshold,
+        "moving": r.moving,
+    })
+}
+
+pub fn balance_plain(r: &BalanceReport) -> String {
+    let mut out = String::new();
+    for (addr, u) in &r.servers {
+        let _ = writeln!(out, "{addr:<21}  {:>6.2}% used", u * 100.0);
+    }
+    let _ = writeln!(
+        out,
+        "spread {:.2} points, threshold {:.2}: {}; {} moves under way",
+        r.spread * 100.0,
+        r.threshold * 100.0,
+        if r.spread > r.threshold {
+            "balancing"
+        } else {
+            "balanced"
+        },
+        r.moving
+    );
     out
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use dfs_protocol::checksum;
 use dfs_protocol::{
-    ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk, DirEntry, ErrorCode,
-    FileKind, FileStat, Frame, FsckReport, ProtocolError, Request, RequestId, Response, TrashInfo,
-    UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
+    BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk,
+    DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, ProtocolError, Request, RequestId,
+    Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -61,13 +61,41 @@ struct Inner {
     pool: Pool,
 }
 
-/// A chunk whose bytes are all sent, waiting for the pipeline's confirmation.
-struct InFlight {
+/// Attempts at writing one chunk (the first chain and the retries) before a put fails.
+const MAX_CHUNK_ATTEMPTS: u32 = 4;
+
+/// An open write pipeline: the connection to its head and the request id.
+struct Pipe {
     conn: Conn,
     addr: String,
     id: RequestId,
+}
+
+/// One chunk of a put: its packets are kept until the chain confirms it, so a broken
+/// pipeline can be replaced and the chunk sent again (memory: one chunk's worth).
+struct ChunkWrite {
+    upload: UploadId,
     handle: ChunkHandle,
     size: u64,
+    packets: Vec<Bytes>,
+    /// The last packet has been sent.
+    complete: bool,
+    pipe: Option<Pipe>,
+    attempts: u32,
+}
+
+impl ChunkWrite {
+    fn new(upload: UploadId, handle: ChunkHandle) -> ChunkWrite {
+        ChunkWrite {
+            upload,
+            handle,
+            size: 0,
+            packets: Vec::new(),
+            complete: false,
+            pipe: None,
+            attempts: 0,
+        }
+    }
 }
 
 /// One ranged read of a get.
@@ -212,6 +240,40 @@ impl Client {
         }
     }
 
+    /// Sets the replication of a file, or of every file below a directory; the cluster
+    /// adds or trims replicas in the background.
+    pub async fn set_replication(&self, path: &str, replication: u32) -> Result<(), ClientError> {
+        self.master_ok(Request::SetReplication {
+            path: path.to_string(),
+            replication,
+        })
+        .await
+    }
+
+    /// Starts (`on`) or cancels draining the chunkserver at `addr`.
+    pub async fn decommission(&self, addr: &str, on: bool) -> Result<(), ClientError> {
+        self.master_ok(Request::Decommission {
+            addr: addr.to_string(),
+            on,
+        })
+        .await
+    }
+
+    /// Disk use spread and balancer progress; `threshold_percent` first sets the spread
+    /// the balancer evens out above.
+    pub async fn balance(
+        &self,
+        threshold_percent: Option<u32>,
+    ) -> Result<BalanceReport, ClientError> {
+        match self
+            .master_call(Request::Balance { threshold_percent })
+            .await?
+        {
+            Response::Balance(report) => Ok(report),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// What the trash holds, oldest first.
     pub async fn trash_list(&self) -> Result<Vec<TrashInfo>, ClientError> {
         match self.master_call(Request::TrashList).await? {
@@ -292,7 +354,7 @@ impl Client {
         R: AsyncRead + Unpin,
     {
         let mut committed: Vec<CommittedChunk> = Vec::new();
-        let mut in_flight: Option<InFlight> = None;
+        let mut in_flight: Option<ChunkWrite> = None;
         let mut total = 0u64;
         // One packet of look-ahead tells whether the packet being sent is a chunk's last.
         let mut next = read_packet(&mut reader, PACKET_SIZE as u64, chunk_size).await?;
@@ -301,12 +363,18 @@ impl Client {
                 Response::ChunkAllocated(a) => a,
                 other => return Err(self.unexpected(&other)),
             };
-            let (mut conn, addr, id) = self.open_pipeline(&alloc).await?;
-            let mut size = 0u64;
+            let mut chunk = ChunkWrite::new(upload, alloc.handle);
+            if let Err(e) = self
+                .open_pipeline(&alloc)
+                .await
+                .map(|p| chunk.pipe = Some(p))
+            {
+                let head = alloc.replicas.first().cloned().unwrap_or_default();
+                self.reroute(&mut chunk, e, &head).await?;
+            }
             loop {
                 let packet = std::mem::take(&mut next);
-                size += packet.len() as u64;
-                let room = chunk_size - size;
+                let room = chunk_size - chunk.size - packet.len() as u64;
                 next = read_packet(
                     &mut reader,
                     PACKET_SIZE as u64,
@@ -314,25 +382,17 @@ impl Client {
                 )
                 .await?;
                 let last = room == 0 || next.is_empty();
-                let frame = Frame::request(id, Request::WritePacket { last }).with_payload(packet);
-                self.exchange(&addr, async { conn.send(&frame).await.map_err(Into::into) })
-                    .await?;
+                self.send_packet(&mut chunk, packet, last).await?;
                 if last {
                     break;
                 }
             }
-            total += size;
+            total += chunk.size;
             // The previous chunk's replicas fsync while this one streams; collect it now.
             if let Some(prev) = in_flight.take() {
                 committed.push(self.confirm(prev).await?);
             }
-            in_flight = Some(InFlight {
-                conn,
-                addr,
-                id,
-                handle: alloc.handle,
-                size,
-            });
+            in_flight = Some(chunk);
         }
         if let Some(prev) = in_flight.take() {
             committed.push(self.confirm(prev).await?);
@@ -346,10 +406,7 @@ impl Client {
     }
 
     /// Opens a write to the head of the chain; the chunkservers link the rest.
-    async fn open_pipeline(
-        &self,
-        alloc: &ChunkAllocation,
-    ) -> Result<(Conn, String, RequestId), ClientError> {
+    async fn open_pipeline(&self, alloc: &ChunkAllocation) -> Result<Pipe, ClientError> {
         let (head, rest) = alloc
             .replicas
             .split_first()
@@ -373,26 +430,134 @@ impl Client {
         );
         self.exchange(head, async { conn.send(&open).await.map_err(Into::into) })
             .await?;
-        Ok((conn, head.clone(), id))
+        Ok(Pipe {
+            conn,
+            addr: head.clone(),
+            id,
+        })
     }
 
-    /// Waits for the whole chain to confirm a chunk.
-    async fn confirm(&self, mut chunk: InFlight) -> Result<CommittedChunk, ClientError> {
-        let addr = chunk.addr.clone();
-        let (response, _) = self
-            .exchange(&addr, chunk.conn.recv_response(chunk.id, "WriteChunk"))
-            .await?;
-        match response {
-            Response::ChunkWritten { handle, size }
-                if handle == chunk.handle && size == chunk.size =>
-            {
-                self.inner.pool.put(&addr, chunk.conn);
-                Ok(CommittedChunk { handle, size })
+    /// Sends one packet of `chunk`, keeping it until the chunk is confirmed; a broken
+    /// pipeline is replaced and everything so far sent again.
+    async fn send_packet(
+        &self,
+        chunk: &mut ChunkWrite,
+        packet: Bytes,
+        last: bool,
+    ) -> Result<(), ClientError> {
+        chunk.size += packet.len() as u64;
+        chunk.packets.push(packet.clone());
+        chunk.complete = last;
+        let Some(mut pipe) = chunk.pipe.take() else {
+            return Err(ClientError::BadReply {
+                addr: self.inner.master.clone(),
+                reason: "no pipeline for the chunk".into(),
+            });
+        };
+        let frame = Frame::request(pipe.id, Request::WritePacket { last }).with_payload(packet);
+        match self
+            .exchange(&pipe.addr, async {
+                pipe.conn.send(&frame).await.map_err(Into::into)
+            })
+            .await
+        {
+            Ok(()) => {
+                chunk.pipe = Some(pipe);
+                Ok(())
             }
-            other => Err(ClientError::Unexpected {
-                addr,
-                got: other.name(),
-            }),
+            Err(e) => self.reroute(chunk, e, &pipe.addr).await,
+        }
+    }
+
+    /// After `cause` broke the pipeline headed by `head`: a new chain from the master
+    /// (without the failed replica, at a new version), and every packet so far again.
+    async fn reroute(
+        &self,
+        chunk: &mut ChunkWrite,
+        mut cause: ClientError,
+        head: &str,
+    ) -> Result<(), ClientError> {
+        let mut head = head.to_string();
+        loop {
+            chunk.attempts += 1;
+            if chunk.attempts > MAX_CHUNK_ATTEMPTS {
+                return Err(cause);
+            }
+            let failed = match &cause {
+                ClientError::Remote(ErrorCode::ReplicaFailed { addr, .. }) => addr.clone(),
+                _ => head.clone(),
+            };
+            tracing::info!(handle = %chunk.handle, %failed, error = %cause, "write pipeline broke; retrying on a new chain");
+            let retry = Request::RetryChunk {
+                upload: chunk.upload,
+                handle: chunk.handle,
+                failed: vec![failed],
+            };
+            let alloc = match self.master_call(retry).await {
+                Ok(Response::ChunkAllocated(a)) => a,
+                // No chain left: the pipeline's failure is the one worth reporting.
+                Ok(_) | Err(_) => return Err(cause),
+            };
+            head = alloc.replicas.first().cloned().unwrap_or_default();
+            let mut pipe = match self.open_pipeline(&alloc).await {
+                Ok(p) => p,
+                Err(e) => {
+                    cause = e;
+                    continue;
+                }
+            };
+            let count = chunk.packets.len();
+            let mut resent = Ok(());
+            for (i, packet) in chunk.packets.iter().enumerate() {
+                let last = chunk.complete && i + 1 == count;
+                let frame = Frame::request(pipe.id, Request::WritePacket { last })
+                    .with_payload(packet.clone());
+                resent = self
+                    .exchange(&pipe.addr, async {
+                        pipe.conn.send(&frame).await.map_err(Into::into)
+                    })
+                    .await;
+                if resent.is_err() {
+                    break;
+                }
+            }
+            match resent {
+                Ok(()) => {
+                    chunk.pipe = Some(pipe);
+                    return Ok(());
+                }
+                Err(e) => cause = e,
+            }
+        }
+    }
+
+    /// Waits for the whole chain to confirm a chunk, rerouting if it broke.
+    async fn confirm(&self, mut chunk: ChunkWrite) -> Result<CommittedChunk, ClientError> {
+        loop {
+            let Some(mut pipe) = chunk.pipe.take() else {
+                return Err(ClientError::BadReply {
+                    addr: self.inner.master.clone(),
+                    reason: "no pipeline for the chunk".into(),
+                });
+            };
+            let reply = self
+                .exchange(&pipe.addr, pipe.conn.recv_response(pipe.id, "WriteChunk"))
+                .await;
+            match reply {
+                Ok((Response::ChunkWritten { handle, size }, _))
+                    if handle == chunk.handle && size == chunk.size =>
+                {
+                    self.inner.pool.put(&pipe.addr, pipe.conn);
+                    return Ok(CommittedChunk { handle, size });
+                }
+                Ok((other, _)) => {
+                    return Err(ClientError::Unexpected {
+                        addr: pipe.addr,
+                        got: other.name(),
+                    })
+                }
+                Err(e) => self.reroute(&mut chunk, e, &pipe.addr).await?,
+            }
         }
     }
 

@@ -22,7 +22,7 @@ pub mod pool;
 
 pub use client::{Client, ClientOptions, PutOptions};
 pub use dfs_protocol::{
-    ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileHealth, FileKind, FileStat, FsckReport,
-    ServerStatus, TrashInfo,
+    BalanceReport, ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileHealth, FileKind, FileStat,
+    FsckReport, ServerStatus, TrashInfo,
 };
 pub use error::ClientError;

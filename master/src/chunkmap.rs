@@ -5,19 +5,42 @@
 //! registrations. `servers[*].chunks` is the truth; `locations` is its inverse, kept in
 //! step by the methods here and nowhere else.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, ServerId, ServerStatus};
 use rand::seq::SliceRandom;
+
+/// Chunk creations within this window count as recent for placement.
+const RECENT_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct ServerEntry {
     addr: String,
     capacity: u64,
     used: u64,
+    load: u32,
     last_seen: Instant,
     chunks: HashMap<ChunkHandle, ChunkVersion>,
+    /// When chunks were recently placed here.
+    recent: VecDeque<Instant>,
+}
+
+impl ServerEntry {
+    fn used_fraction(&self) -> f64 {
+        self.used as f64 / self.capacity.max(1) as f64
+    }
+
+    fn recent_creations(&mut self, now: Instant) -> usize {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > RECENT_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.len()
+    }
 }
 
 #[derive(Debug)]
@@ -88,8 +111,10 @@ impl ChunkMap {
                 addr,
                 capacity,
                 used,
+                load: 0,
                 last_seen: now,
                 chunks: HashMap::with_capacity(chunks.len()),
+                recent: VecDeque::new(),
             },
         );
         for report in chunks {
@@ -98,11 +123,13 @@ impl ChunkMap {
     }
 
     /// A heartbeat; `false` when the server is unknown and must register first.
+    #[allow(clippy::too_many_arguments)]
     pub fn heartbeat(
         &mut self,
         server: ServerId,
         capacity: u64,
         used: u64,
+        load: u32,
         added: Vec<ChunkReport>,
         removed: Vec<ChunkHandle>,
         now: Instant,
@@ -112,6 +139,7 @@ impl ChunkMap {
         };
         entry.capacity = capacity;
         entry.used = used;
+        entry.load = load;
         entry.last_seen = now;
         for report in added {
             self.add_location(server, report);
@@ -200,10 +228,11 @@ impl ChunkMap {
         self.servers.values().filter(|e| self.alive(e, now)).count()
     }
 
-    /// Chooses `n` distinct live servers for a new chunk, emptiest (by fraction of
-    /// capacity used) first, ties broken at random so equal servers share the load.
+    /// Chooses `n` distinct live servers for a new chunk: emptiest first (by fraction
+    /// of capacity used, in whole percent), then fewest chunks created in the last few
+    /// seconds (so a burst of new chunks does not pile onto one server), ties at random.
     /// The chosen servers' usage is bumped by `chunk_size` until their next heartbeat
-    /// says what they really hold, so a burst of allocations spreads out.
+    /// says what they really hold.
     pub fn place(
         &mut self,
         n: u32,
@@ -211,15 +240,30 @@ impl ChunkMap {
         now: Instant,
         exclude: &HashSet<ServerId>,
     ) -> Result<Vec<(ServerId, String)>, ErrorCode> {
-        let mut candidates: Vec<(ServerId, f64)> = self
+        let dead_after = self.dead_after;
+        let mut candidates: Vec<(u64, usize, ServerId)> = self
             .servers
-            .iter()
-            .filter(|(id, e)| self.alive(e, now) && e.used < e.capacity && !exclude.contains(id))
-            .map(|(id, e)| (*id, e.used as f64 / e.capacity.max(1) as f64))
+            .iter_mut()
+            .filter(|(id, e)| {
+                now.saturating_duration_since(e.last_seen) < dead_after
+                    && e.used < e.capacity
+                    && !exclude.contains(id)
+            })
+            .map(|(id, e)| {
+                (
+                    (e.used_fraction() * 100.0) as u64,
+                    e.recent_creations(now),
+                    *id,
+                )
+            })
             .collect();
         let wanted = usize::try_from(n).unwrap_or(usize::MAX);
         if candidates.len() < wanted {
-            let alive = self.alive_count(now);
+            let alive = self
+                .servers
+                .iter()
+                .filter(|(id, e)| self.alive(e, now) && !exclude.contains(id))
+                .count();
             if alive >= wanted {
                 return Err(ErrorCode::NoSpace {
                     needed: chunk_size,
@@ -232,15 +276,44 @@ impl ChunkMap {
             });
         }
         candidates.shuffle(&mut rand::rng());
-        candidates.sort_by(|a, b| a.1.total_cmp(&b.1));
+        candidates.sort_by_key(|(pct, recent, _)| (*pct, *recent));
         let mut chosen = Vec::with_capacity(wanted);
-        for (id, _) in candidates.into_iter().take(wanted) {
+        for (_, _, id) in candidates.into_iter().take(wanted) {
             if let Some(e) = self.servers.get_mut(&id) {
                 e.used = e.used.saturating_add(chunk_size);
+                e.recent.push_back(now);
                 chosen.push((id, e.addr.clone()));
             }
         }
         Ok(chosen)
+    }
+
+    /// Live servers and their used fraction of capacity.
+    pub fn usage(&self, now: Instant) -> Vec<(ServerId, f64)> {
+        self.servers
+            .iter()
+            .filter(|(_, e)| self.alive(e, now))
+            .map(|(id, e)| (*id, e.used_fraction()))
+            .collect()
+    }
+
+    /// The chunks `server` reported, with versions.
+    pub fn chunks_of(
+        &self,
+        server: &ServerId,
+    ) -> impl Iterator<Item = (&ChunkHandle, &ChunkVersion)> {
+        self.servers
+            .get(server)
+            .into_iter()
+            .flat_map(|e| e.chunks.iter())
+    }
+
+    /// The server registered at `addr`.
+    pub fn by_addr(&self, addr: &str) -> Option<ServerId> {
+        self.servers
+            .iter()
+            .find(|(_, e)| e.addr == addr)
+            .map(|(id, _)| *id)
     }
 
     pub fn status(&self, now: Instant) -> Vec<ServerStatus> {
@@ -254,6 +327,9 @@ impl ChunkMap {
                 capacity: e.capacity,
                 used: e.used,
                 chunks: e.chunks.len() as u64,
+                load: e.load,
+                decommissioning: false,
+                draining: 0,
             })
             .collect();
         out.sort_by(|a, b| a.addr.cmp(&b.addr));
@@ -313,8 +389,8 @@ mod tests {
         assert!(map.replicas(&h, ChunkVersion(2), now).is_empty());
         map.register(a, "a2".into(), 10, 0, vec![], now);
         assert_eq!(map.replicas(&h, ChunkVersion::FIRST, now).len(), 1);
-        assert!(map.heartbeat(b, 10, 0, vec![], vec![h], now));
+        assert!(map.heartbeat(b, 10, 0, 0, vec![], vec![h], now));
         assert!(map.replicas(&h, ChunkVersion::FIRST, now).is_empty());
-        assert!(!map.heartbeat(ServerId::random(), 1, 1, vec![], vec![], now));
+        assert!(!map.heartbeat(ServerId::random(), 1, 1, 0, vec![], vec![], now));
     }
 }

@@ -30,6 +30,9 @@ pub struct MasterConfig {
     pub checkpoint_interval: Duration,
     /// An upload with no allocation for this long is abandoned and its chunks reclaimed.
     pub upload_idle: Duration,
+    /// The balancer moves chunks while the used fractions of the fullest and emptiest
+    /// live chunkservers differ by more than this (0.10 = ten percentage points).
+    pub balance_threshold: f64,
 }
 
 impl MasterConfig {
@@ -44,6 +47,7 @@ impl MasterConfig {
             safe_start: Duration::from_secs(30),
             checkpoint_interval: Duration::from_secs(30),
             upload_idle: Duration::from_secs(3600),
+            balance_threshold: 0.10,
         }
     }
 
@@ -71,6 +75,11 @@ impl MasterConfig {
         if self.upload_idle < Duration::from_secs(1) {
             return Err(MasterError::Config(
                 "upload idle limit must be at least 1s".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.balance_threshold) {
+            return Err(MasterError::Config(
+                "--balance-threshold must be between 0 and 100 (percent)".into(),
             ));
         }
         if self.max_connections == 0 {

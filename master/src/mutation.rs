@@ -77,6 +77,10 @@ pub enum Mutation {
     },
     /// Permanent removal of a trash entry.
     Purge { entry: u64 },
+    /// New replication for these files.
+    SetReplication { inodes: Vec<u64>, replication: u32 },
+    /// A chunkserver drained (`on`) or back in service.
+    Decommission { server: ServerId, on: bool },
 }
 
 impl Mutation {
@@ -92,6 +96,8 @@ impl Mutation {
             Mutation::Trash { .. } => "trash",
             Mutation::Restore { .. } => "restore",
             Mutation::Purge { .. } => "purge",
+            Mutation::SetReplication { .. } => "set-replication",
+            Mutation::Decommission { .. } => "decommission",
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Namespace {
     uploads: HashMap<UploadId, UploadRecord>,
     upload_chunks: HashSet<ChunkHandle>,
     trash: BTreeMap<u64, TrashEntry>,
+    /// Chunkservers being drained: not placed on, their replicas not counted.
+    decommissioned: HashSet<ServerId>,
 }
 
 fn not_found(comps: &[String]) -> OpError {
@@ -105,6 +107,7 @@ impl Namespace {
             .collect();
         let trash = store.trash()?.into_iter().collect();
         let applied = store.applied()?;
+        let decommissioned = store.decommissioned()?.into_iter().collect();
         Ok(Namespace {
             next_inode: store.next_inode()?,
             applied,
@@ -117,6 +120,7 @@ impl Namespace {
             uploads,
             upload_chunks,
             trash,
+            decommissioned,
         })
     }
 
@@ -158,6 +162,29 @@ impl Namespace {
 
     pub fn trash(&self) -> impl Iterator<Item = (&u64, &TrashEntry)> {
         self.trash.iter()
+    }
+
+    pub fn decommissioned(&self) -> &HashSet<ServerId> {
+        &self.decommissioned
+    }
+
+    /// Every file at or below `raw` gets `replication`.
+    pub fn plan_set_replication(&self, raw: &str, replication: u32) -> Result<Mutation, OpError> {
+        let inodes = self.file_inodes_under(raw)?;
+        Ok(Mutation::SetReplication {
+            inodes,
+            replication,
+        })
+    }
+
+    fn file_inodes_under(&self, raw: &str) -> Result<Vec<u64>, OpError> {
+        let comps = path::components(raw)?;
+        let (ino, _) = self.resolve(&comps)?;
+        let (inodes, _) = self.subtree(ino);
+        Ok(inodes
+            .into_iter()
+            .filter(|i| self.inodes.get(i).is_some_and(|n| n.kind == FileKind::File))
+            .collect())
     }
 
     fn inode(&self, ino: u64) -> Result<&Inode, StoreError> {
@@ -407,13 +434,18 @@ impl Namespace {
         chain: Vec<ServerId>,
         now: u64,
     ) -> Result<Mutation, OpError> {
-        if !self.uploads.contains_key(&upload) {
-            return Err(ErrorCode::UnknownUpload.into());
-        }
+        let rec = self.uploads.get(&upload).ok_or(ErrorCode::UnknownUpload)?;
+        // A chunk allocated again (its pipeline broke) moves to a new version, so that no
+        // replica written under the old one is ever taken for the new.
+        let version = rec
+            .chunks
+            .iter()
+            .find(|c| c.handle == handle)
+            .map_or(ChunkVersion::FIRST, |c| ChunkVersion(c.version.0 + 1));
         Ok(Mutation::AllocateChunk {
             upload,
             handle,
-            version: ChunkVersion::FIRST,
+            version,
             chain,
             at: now,
         })
@@ -738,11 +770,16 @@ impl Namespace {
                     .uploads
                     .get_mut(upload)
                     .ok_or_else(|| corrupt(format!("allocation for unknown upload {upload}")))?;
-                rec.chunks.push(AllocatedChunk {
+                let allocated = AllocatedChunk {
                     handle: *handle,
                     version: *version,
                     chain: chain.clone(),
-                });
+                };
+                // A retry on a new chain replaces the chunk's earlier allocation.
+                match rec.chunks.iter_mut().find(|c| c.handle == *handle) {
+                    Some(c) => *c = allocated,
+                    None => rec.chunks.push(allocated),
+                }
                 rec.touched = *at;
                 txn.put_upload(*upload, rec)?;
                 self.upload_chunks.insert(*handle);
@@ -833,6 +870,31 @@ impl Namespace {
                     freed = self.remove_subtree(&mut txn, t.ino);
                 }
                 txn.remove_trash(*entry);
+            }
+            Mutation::SetReplication {
+                inodes,
+                replication,
+            } => {
+                for ino in inodes {
+                    let Some(inode) = self.inodes.get_mut(ino) else {
+                        continue;
+                    };
+                    inode.replication = *replication;
+                    txn.put_inode(*ino, inode)?;
+                    for c in &inode.chunks {
+                        if let Some(meta) = self.chunks.get_mut(&c.handle) {
+                            meta.replication = *replication;
+                        }
+                    }
+                }
+            }
+            Mutation::Decommission { server, on } => {
+                txn.set_decommissioned(*server, *on);
+                if *on {
+                    self.decommissioned.insert(*server);
+                } else {
+                    self.decommissioned.remove(server);
+                }
             }
         }
         txn.set_next_inode(self.next_inode);

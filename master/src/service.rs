@@ -11,8 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dfs_protocol::{
-    ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ClusterStatus, ErrorCode, FileHealth,
-    FileStat, FsckReport, ReplicateOrder, Request, Response, ServerId, TrashInfo,
+    BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
+    ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport, ReplicateOrder, Request, Response,
+    ServerId, TrashInfo,
 };
 use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,8 @@ const MAX_COPIES_PER_ROUND: usize = 256;
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Files listed in an fsck report.
 const MAX_FSCK_PROBLEMS: usize = 10_000;
+/// Balancing moves under way at once: balancing is gradual.
+const MAX_MOVES: usize = 4;
 
 #[derive(Debug)]
 struct State {
@@ -52,6 +55,28 @@ struct State {
     orders: HashMap<ServerId, Vec<ReplicateOrder>>,
     /// Copies under way: chunk -> (target, when ordered).
     copying: HashMap<ChunkHandle, (ServerId, Instant)>,
+    /// Extra replicas to delete (over-replication, the old side of a balancing move).
+    trims: HashSet<(ServerId, ChunkHandle)>,
+    /// Balancing moves under way: chunk -> the server it moves off.
+    moves: HashMap<ChunkHandle, ServerId>,
+    balance_threshold: f64,
+}
+
+impl State {
+    /// Live replicas at `version` on servers in service (not being decommissioned).
+    fn effective(
+        &self,
+        h: &ChunkHandle,
+        version: ChunkVersion,
+        now: Instant,
+    ) -> Vec<(ServerId, String)> {
+        let gone = self.ns.decommissioned();
+        self.map
+            .replicas(h, version, now)
+            .into_iter()
+            .filter(|(id, _)| !gone.contains(id))
+            .collect()
+    }
 }
 
 /// The master's state and its request handler.
@@ -78,6 +103,7 @@ impl Master {
     ) -> Master {
         let map = ChunkMap::new(config.dead_after);
         let safe_until = Some(Instant::now() + config.safe_start);
+        let balance_threshold = config.balance_threshold;
         Master {
             store: ns.store().clone(),
             config,
@@ -91,6 +117,9 @@ impl Master {
                 stale: HashSet::new(),
                 orders: HashMap::new(),
                 copying: HashMap::new(),
+                trims: HashSet::new(),
+                moves: HashMap::new(),
+                balance_threshold,
             }),
             fatal,
         }
@@ -259,11 +288,12 @@ impl Master {
                             .upload(&upload)
                             .ok_or(ErrorCode::UnknownUpload)?
                             .replication;
+                        let exclude = st.ns.decommissioned().clone();
                         let chosen = st.map.place(
                             replication,
                             self.config.chunk_size,
                             Instant::now(),
-                            &HashSet::new(),
+                            &exclude,
                         )?;
                         let (ids, replicas): (Vec<ServerId>, Vec<String>) =
                             chosen.into_iter().unzip();
@@ -345,6 +375,7 @@ impl Master {
                 added,
                 removed,
                 corrupt,
+                load,
             } => {
                 let mut guard = self.lock();
                 let st = &mut *guard;
@@ -354,11 +385,12 @@ impl Master {
                     tracing::warn!(chunk = %h, %server, "replica reported damaged");
                     *st.corrupt.entry(*h).or_default() += 1;
                 }
-                let known = st
-                    .map
-                    .heartbeat(server, capacity, used, added, removed.clone(), now);
+                let known =
+                    st.map
+                        .heartbeat(server, capacity, used, load, added, removed.clone(), now);
                 for h in &removed {
                     st.stale.remove(&(server, *h));
+                    st.trims.remove(&(server, *h));
                     if !st.map.is_held(h) {
                         st.garbage.remove(h);
                     }
@@ -379,6 +411,28 @@ impl Master {
                             .map(|(_, h)| *h)
                             .take(MAX_DELETES_PER_HEARTBEAT),
                     );
+                    // A trim goes out only while the chunk keeps enough replicas without it.
+                    let trims: Vec<ChunkHandle> = st
+                        .trims
+                        .iter()
+                        .filter(|(s, _)| *s == server)
+                        .map(|(_, h)| *h)
+                        .collect();
+                    for h in trims {
+                        let keeps = st.ns.chunk(&h).is_some_and(|meta| {
+                            let others = st
+                                .effective(&h, meta.version, now)
+                                .iter()
+                                .filter(|(id, _)| *id != server)
+                                .count();
+                            others >= usize::try_from(meta.replication).unwrap_or(usize::MAX)
+                        });
+                        if keeps {
+                            delete.push(h);
+                        } else {
+                            st.trims.remove(&(server, h));
+                        }
+                    }
                     (delete, st.orders.remove(&server).unwrap_or_default())
                 } else {
                     (Vec::new(), Vec::new())
@@ -390,6 +444,86 @@ impl Master {
                 })
             }
             Request::Fsck { path } => Ok(Response::Fsck(self.read(|st| fsck(st, &path)).await?)),
+            Request::RetryChunk {
+                upload,
+                handle,
+                failed,
+            } => {
+                let alloc = self
+                    .mutate(|st| {
+                        let rec = st.ns.upload(&upload).ok_or(ErrorCode::UnknownUpload)?;
+                        if !rec.chunks.iter().any(|c| c.handle == handle) {
+                            return Err(ErrorCode::BadRequest {
+                                reason: format!("chunk {handle} was not allocated to this upload"),
+                            }
+                            .into());
+                        }
+                        let replication = rec.replication;
+                        let mut exclude = st.ns.decommissioned().clone();
+                        exclude.extend(failed.iter().filter_map(|a| st.map.by_addr(a)));
+                        let chosen =
+                            st.map
+                                .place(replication, self.config.chunk_size, Instant::now(), &exclude)?;
+                        let (ids, replicas): (Vec<ServerId>, Vec<String>) = chosen.into_iter().unzip();
+                        let m = st.ns.plan_allocate(upload, handle, ids, now)?;
+                        let version = match &m {
+                            Mutation::AllocateChunk { version, .. } => *version,
+                            _ => ChunkVersion::FIRST,
+                        };
+                        tracing::info!(%handle, %version, ?failed, ?replicas, "chunk rerouted after a pipeline failure");
+                        Ok((
+                            Some(m),
+                            ChunkAllocation {
+                                handle,
+                                version,
+                                replicas,
+                            },
+                        ))
+                    })
+                    .await?;
+                Ok(Response::ChunkAllocated(alloc))
+            }
+            Request::SetReplication { path, replication } => {
+                let max = crate::config::MAX_REPLICATION;
+                if !(1..=max).contains(&replication) {
+                    return Err(ErrorCode::InvalidArgument {
+                        reason: format!("replication must be 1..={max}, not {replication}"),
+                    }
+                    .into());
+                }
+                self.mutate(|st| Ok((Some(st.ns.plan_set_replication(&path, replication)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
+            Request::Decommission { addr, on } => {
+                self.mutate(|st| {
+                    let server =
+                        st.map
+                            .by_addr(&addr)
+                            .ok_or_else(|| ErrorCode::InvalidArgument {
+                                reason: format!("no chunkserver has registered as {addr}"),
+                            })?;
+                    let m = (st.ns.decommissioned().contains(&server) != on)
+                        .then_some(Mutation::Decommission { server, on });
+                    Ok((m, ()))
+                })
+                .await?;
+                tracing::info!(%addr, on, "decommission");
+                Ok(Response::Ok)
+            }
+            Request::Balance { threshold_percent } => {
+                let mut st = self.lock();
+                if let Some(p) = threshold_percent {
+                    if p > 100 {
+                        return Err(ErrorCode::InvalidArgument {
+                            reason: "the balance threshold is a percentage, 0 to 100".into(),
+                        }
+                        .into());
+                    }
+                    st.balance_threshold = f64::from(p) / 100.0;
+                }
+                Ok(Response::Balance(balance_report(&st, Instant::now())))
+            }
             other @ (Request::Hello { .. }
             | Request::WriteChunk { .. }
             | Request::WritePacket { .. }
@@ -425,8 +559,33 @@ impl Master {
                 u32::try_from(have).unwrap_or(u32::MAX) < meta.replication
             })
             .count() as u64;
+        let mut missing = 0;
+        let mut over_replicated = 0;
+        let gone = st.ns.decommissioned();
+        let mut draining: HashMap<ServerId, u64> = HashMap::new();
+        for (h, meta) in st.ns.chunks() {
+            let live = st.map.replicas(h, meta.version, now);
+            let effective = live.iter().filter(|(id, _)| !gone.contains(id)).count();
+            let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+            if live.is_empty() {
+                missing += 1;
+            }
+            if effective > want {
+                over_replicated += 1;
+            }
+            if effective < want {
+                for (id, _) in live.iter().filter(|(id, _)| gone.contains(id)) {
+                    *draining.entry(*id).or_default() += 1;
+                }
+            }
+        }
+        let mut chunkservers = st.map.status(now);
+        for s in &mut chunkservers {
+            s.decommissioning = gone.contains(&s.id);
+            s.draining = draining.get(&s.id).copied().unwrap_or(0);
+        }
         ClusterStatus {
-            chunkservers: st.map.status(now),
+            chunkservers,
             files: st.ns.visible_files(),
             chunks: st.ns.chunks().count() as u64,
             under_replicated,
@@ -435,6 +594,9 @@ impl Master {
             safe_mode: st.safe_until.is_some(),
             trash: st.ns.trash().count() as u64,
             garbage: st.garbage.len() as u64,
+            missing,
+            over_replicated,
+            copying: st.copying.len() as u64,
         }
     }
 
@@ -460,6 +622,8 @@ impl Master {
                 let State { garbage, map, .. } = st;
                 garbage.retain(|h| map.is_held(h));
                 schedule_repairs(st, instant);
+                schedule_trims(st, instant);
+                schedule_moves(st, instant);
             }
             seq
         };
@@ -507,6 +671,10 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) {
         }
         if st.copying.get(&r.handle).is_some_and(|(t, _)| *t == server) {
             st.copying.remove(&r.handle);
+            // A balancing move: the copy landed, the old side goes.
+            if let Some(from) = st.moves.remove(&r.handle) {
+                st.trims.insert((from, r.handle));
+            }
         }
     }
 }
@@ -516,10 +684,12 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) {
 fn schedule_repairs(st: &mut State, now: Instant) {
     st.copying
         .retain(|_, (_, at)| now.saturating_duration_since(*at) < COPY_TIMEOUT);
+    let State { copying, moves, .. } = st;
+    moves.retain(|h, _| copying.contains_key(h));
     let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
     let mut healed = Vec::new();
     for (h, meta) in st.ns.chunks() {
-        let live = st.map.replicas(h, meta.version, now).len();
+        let live = st.effective(h, meta.version, now).len();
         let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
         if live >= want {
             if st.corrupt.contains_key(h) {
@@ -576,6 +746,105 @@ fn schedule_repairs(st: &mut State, now: Instant) {
     }
 }
 
+/// Marks extra replicas of over-replicated chunks for deletion: on the fullest servers.
+fn schedule_trims(st: &mut State, now: Instant) {
+    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
+    let usage: HashMap<ServerId, f64> = st.map.usage(now).into_iter().collect();
+    let mut new = Vec::new();
+    for (h, meta) in st.ns.chunks() {
+        if pending.contains(h) || st.copying.contains_key(h) || st.moves.contains_key(h) {
+            continue;
+        }
+        let mut eff = st.effective(h, meta.version, now);
+        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+        if eff.len() <= want {
+            continue;
+        }
+        eff.sort_by(|a, b| {
+            let ua = usage.get(&a.0).copied().unwrap_or(0.0);
+            let ub = usage.get(&b.0).copied().unwrap_or(0.0);
+            ub.total_cmp(&ua)
+        });
+        for (id, _) in eff.iter().take(eff.len() - want) {
+            new.push((*id, *h));
+        }
+    }
+    for t in new {
+        tracing::info!(chunk = %t.1, server = ?st.map.addr(&t.0), "trimming an extra replica");
+        st.trims.insert(t);
+    }
+}
+
+/// One balancing move per round while the spread of disk use is above the threshold:
+/// a chunk from the fullest live server is copied to the emptiest, then trimmed from
+/// the fullest.
+fn schedule_moves(st: &mut State, now: Instant) {
+    if st.moves.len() >= MAX_MOVES {
+        return;
+    }
+    let gone = st.ns.decommissioned();
+    let usage: Vec<(ServerId, f64)> = st
+        .map
+        .usage(now)
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .collect();
+    let (Some(full), Some(empty)) = (
+        usage.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+        usage.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+    ) else {
+        return;
+    };
+    if full.1 - empty.1 <= st.balance_threshold {
+        return;
+    }
+    let (from, to) = (full.0, empty.0);
+    let Some(source) = st.map.addr(&from).map(str::to_string) else {
+        return;
+    };
+    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
+    let pick = st.map.chunks_of(&from).find_map(|(h, v)| {
+        let meta = st.ns.chunk(h)?;
+        let movable = meta.version == *v
+            && !st.map.holds(&to, h)
+            && !st.copying.contains_key(h)
+            && !pending.contains(h);
+        movable.then_some((*h, *meta))
+    });
+    let Some((h, meta)) = pick else {
+        return;
+    };
+    tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
+    st.orders.entry(to).or_default().push(ReplicateOrder {
+        handle: h,
+        version: meta.version,
+        size: meta.size,
+        source,
+    });
+    st.copying.insert(h, (to, now));
+    st.moves.insert(h, from);
+}
+
+fn balance_report(st: &State, now: Instant) -> BalanceReport {
+    let gone = st.ns.decommissioned();
+    let mut servers: Vec<(String, f64)> = st
+        .map
+        .usage(now)
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .filter_map(|(id, u)| Some((st.map.addr(&id)?.to_string(), u)))
+        .collect();
+    servers.sort_by(|a, b| a.0.cmp(&b.0));
+    let max = servers.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    let min = servers.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    BalanceReport {
+        spread: if servers.is_empty() { 0.0 } else { max - min },
+        servers,
+        threshold: st.balance_threshold,
+        moving: st.moves.len() as u64,
+    }
+}
+
 fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
     let now = Instant::now();
     let files = st.ns.files_under(path)?;
@@ -587,6 +856,7 @@ fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
         under_replicated: 0,
         corrupt: 0,
         stale: 0,
+        over_replicated: 0,
         safe_mode: st.safe_until.is_some(),
         problems: Vec::new(),
     };
@@ -600,11 +870,14 @@ fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
             stale: 0,
         };
         for c in &inode.chunks {
-            let live = st.map.replicas(&c.handle, c.version, now).len() as u64;
-            if live == 0 {
+            let all = st.map.replicas(&c.handle, c.version, now).len() as u64;
+            let live = st.effective(&c.handle, c.version, now).len() as u64;
+            if all == 0 {
                 health.missing += 1;
             } else if live < u64::from(inode.replication) {
                 health.under_replicated += 1;
+            } else if live > u64::from(inode.replication) {
+                report.over_replicated += 1;
             }
             if st.corrupt.contains_key(&c.handle) {
                 health.corrupt += 1;

@@ -6,6 +6,7 @@
 //! - `m` + name                 -> store-wide values (next inode, last applied log seq)
 //! - `u` + upload id (16 bytes)   -> [`UploadRecord`] (a put in progress)
 //! - `t` + trash entry id (u64)   -> [`TrashEntry`] (a removed subtree kept for a while)
+//! - `x` + server id (16 bytes)   -> empty: a decommissioned chunkserver
 //!
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
@@ -220,6 +221,16 @@ impl Txn {
         self.remove(trash_key(entry));
     }
 
+    pub fn set_decommissioned(&mut self, server: ServerId, on: bool) {
+        let mut k = vec![b'x'];
+        k.extend_from_slice(server.0.as_bytes());
+        if on {
+            self.insert(k, vec![FORMAT]);
+        } else {
+            self.remove(k);
+        }
+    }
+
     fn into_batch(self, batch: &mut sled::Batch) {
         for (k, v) in self.ops {
             match v {
@@ -329,6 +340,19 @@ impl Store {
         for item in self.tree.scan_prefix(b"t") {
             let (k, v) = item?;
             out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn decommissioned(&self) -> Result<Vec<ServerId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"x") {
+            let (k, _) = item?;
+            let id = uuid::Uuid::from_slice(&k[1..]).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push(ServerId(id));
         }
         Ok(out)
     }

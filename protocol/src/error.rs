@@ -48,6 +48,9 @@ pub enum ErrorCode {
     InvalidArgument { reason: String },
     #[error("{path}: not in the trash")]
     NotInTrash { path: String },
+    /// A replica of a write pipeline failed; the writer retries without it.
+    #[error("replica {addr} failed: {reason}")]
+    ReplicaFailed { addr: String, reason: String },
 }
 
 impl ErrorCode {
@@ -60,6 +63,7 @@ impl ErrorCode {
                 | ErrorCode::UnknownChunk { .. }
                 | ErrorCode::Io { .. }
                 | ErrorCode::Unavailable { .. }
+                | ErrorCode::ReplicaFailed { .. }
         )
     }
 }

@@ -37,14 +37,14 @@ const KIND_REQUEST: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
 
 /// What a frame's header carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Body {
     Request(Request),
     Response(Response),
 }
 
 /// One frame: a typed header plus an optional raw payload.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Frame {
     pub request_id: RequestId,
     pub body: Body,

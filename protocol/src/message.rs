@@ -84,6 +84,8 @@ pub enum Request {
         /// Replicas found damaged (and quarantined) since the last heartbeat; they are
         /// in `removed` too.
         corrupt: Vec<ChunkHandle>,
+        /// Requests being served right now.
+        load: u32,
     },
 
     // --- to chunkservers ---
@@ -122,10 +124,32 @@ pub enum Request {
     Fsck {
         path: String,
     },
+    /// A chunk's pipeline broke: a new chain without the `failed` servers, and a new
+    /// version so that partial or old replicas are never served.
+    RetryChunk {
+        upload: UploadId,
+        handle: ChunkHandle,
+        failed: Vec<String>,
+    },
+    /// Changes the replication of a file, or of every file below a directory.
+    SetReplication {
+        path: String,
+        replication: u32,
+    },
+    /// Drains a chunkserver (`on`), or takes it back into service.
+    Decommission {
+        addr: String,
+        on: bool,
+    },
+    /// How evenly disk use is spread, and what the balancer is doing; with
+    /// `threshold_percent`, first sets the spread the balancer evens out above.
+    Balance {
+        threshold_percent: Option<u32>,
+    },
 }
 
 /// A reply, echoing the request id it answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Error(ErrorCode),
     HelloOk {
@@ -168,6 +192,20 @@ pub enum Response {
         entries: Vec<TrashInfo>,
     },
     Fsck(FsckReport),
+    Balance(BalanceReport),
+}
+
+/// Disk use per chunkserver and the balancer's work.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalanceReport {
+    /// Live chunkservers in service: (address, used fraction of capacity).
+    pub servers: Vec<(String, f64)>,
+    /// Largest minus smallest used fraction.
+    pub spread: f64,
+    /// The balancer moves chunks while the spread is above this.
+    pub threshold: f64,
+    /// Chunk moves under way.
+    pub moving: u64,
 }
 
 /// An order to copy a chunk from another chunkserver.
@@ -194,6 +232,8 @@ pub struct FsckReport {
     pub corrupt: u64,
     /// Chunks with a replica at an old version still on some server.
     pub stale: u64,
+    /// Chunks with more live replicas than wanted (trimmed in the background; healthy).
+    pub over_replicated: u64,
     /// The master is in safe mode: replicas may not all have been reported yet.
     pub safe_mode: bool,
     /// Every file with a problem (at most 10,000).
@@ -304,6 +344,11 @@ pub struct ServerStatus {
     pub capacity: u64,
     pub used: u64,
     pub chunks: u64,
+    /// Requests it was serving at its last heartbeat.
+    pub load: u32,
+    pub decommissioning: bool,
+    /// Decommissioning: chunks that still have too few replicas elsewhere.
+    pub draining: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +365,12 @@ pub struct ClusterStatus {
     pub trash: u64,
     /// Unreferenced chunks still held by some chunkserver, waiting to be deleted.
     pub garbage: u64,
+    /// Chunks with no live replica.
+    pub missing: u64,
+    /// Chunks with more live replicas than wanted (trimmed in the background).
+    pub over_replicated: u64,
+    /// Chunk copies under way (repair, re-replication, balancing).
+    pub copying: u64,
 }
 
 impl Request {
@@ -345,6 +396,10 @@ impl Request {
             Request::TrashList => "TrashList",
             Request::TrashRestore { .. } => "TrashRestore",
             Request::Fsck { .. } => "Fsck",
+            Request::RetryChunk { .. } => "RetryChunk",
+            Request::SetReplication { .. } => "SetReplication",
+            Request::Decommission { .. } => "Decommission",
+            Request::Balance { .. } => "Balance",
         }
     }
 }
@@ -367,6 +422,7 @@ impl Response {
             Response::ReadData { .. } => "ReadData",
             Response::TrashListing { .. } => "TrashListing",
             Response::Fsck(_) => "Fsck",
+            Response::Balance(_) => "Balance",
         }
     }
 

@@ -40,6 +40,23 @@ fn request() -> impl Strategy<Value = Request> {
         (".*", ".*").prop_map(|(src, dst)| Request::Rename { src, dst }),
         Just(Request::TrashList),
         ".*".prop_map(|path| Request::Fsck { path }),
+        (
+            any::<u128>(),
+            handle(),
+            proptest::collection::vec(".*", 0..3)
+        )
+            .prop_map(|(u, handle, failed)| {
+                Request::RetryChunk {
+                    upload: UploadId(Uuid::from_u128(u)),
+                    handle,
+                    failed,
+                }
+            }),
+        (".*", any::<u32>())
+            .prop_map(|(path, replication)| Request::SetReplication { path, replication }),
+        (".*", any::<bool>()).prop_map(|(addr, on)| Request::Decommission { addr, on }),
+        proptest::option::of(any::<u32>())
+            .prop_map(|threshold_percent| Request::Balance { threshold_percent }),
         ".*".prop_map(|path| Request::TrashRestore { path }),
         (".*", proptest::option::of(any::<u32>()), any::<bool>()).prop_map(
             |(path, replication, overwrite)| Request::BeginPut {
@@ -189,6 +206,7 @@ fn response() -> impl Strategy<Value = Response> {
                 under_replicated: 1,
                 corrupt: 2,
                 stale: 3,
+                over_replicated: 4,
                 safe_mode,
                 problems: vec![FileHealth {
                     path,
