@@ -63,3 +63,90 @@ pub fn on_disk(cluster: &LocalCluster, i: usize, handle: &dfs_protocol::ChunkHan
         .map(|d| d.join("chunks").join(format!("{handle}.chunk")).exists())
         .unwrap_or(false)
 }
+
+/// Chunkservers as real `dfs chunkserver` processes, so tests can SIGKILL them.
+#[derive(Debug)]
+pub struct Procs {
+    master: String,
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    procs: Vec<Option<tokio::process::Child>>,
+    args: Vec<String>,
+}
+
+impl Procs {
+    /// Starts `n` chunkservers (each on a fixed free port, so a restart keeps its
+    /// address) against `master`, with `args` added to every command line.
+    pub fn start(master: &str, dir: &std::path::Path, n: usize, args: &[&str]) -> Procs {
+        let mut p = Procs {
+            master: master.to_string(),
+            dir: dir.to_path_buf(),
+            ports: Vec::new(),
+            procs: Vec::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        for _ in 0..n {
+            p.add();
+        }
+        p
+    }
+
+    /// Starts one more chunkserver; returns its index.
+    pub fn add(&mut self) -> usize {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        self.ports.push(port);
+        self.procs.push(None);
+        let i = self.ports.len() - 1;
+        self.spawn(i);
+        i
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.join(format!("proc-cs{i}"))
+    }
+
+    /// (Re)starts chunkserver `i` on its address and data dir.
+    pub fn spawn(&mut self, i: usize) {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args([
+                "chunkserver",
+                "--listen",
+                &self.addr(i),
+                "--master",
+                &self.master,
+            ])
+            .args(["--heartbeat", "100ms"])
+            .arg("--data")
+            .arg(self.data_dir(i))
+            .args(&self.args)
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chunkserver");
+        self.procs[i] = Some(child);
+    }
+
+    /// SIGKILL: no goodbye, no flush.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    pub async fn kill_all(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i).await;
+        }
+    }
+}
