@@ -419,3 +419,56 @@ async fn fsck_exit_status_and_json() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setrep_balance_and_decommission_verbs() {
+    bounded(async {
+        let (_dir, cluster) = common::cluster_with(|o| o.chunkservers = 4).await;
+        let m = cluster.master_addr().to_string();
+        ok(&dfs(&m, &["put", "-", "/f"], Some(&data(3 * CHUNK, 9))).await);
+        ok(&dfs(&m, &["setrep", "-w", "2", "/f"], None).await);
+        let stat = json(&dfs(&m, &["stat", "/f", "--json"], None).await);
+        assert_eq!(stat["replication"], 2);
+        for c in stat["chunks"].as_array().unwrap() {
+            assert_eq!(c["replicas"].as_array().unwrap().len(), 2);
+        }
+        ok(&dfs(&m, &["setrep", "-w", "4", "/"], None).await);
+        let stat = json(&dfs(&m, &["stat", "/f", "--json"], None).await);
+        for c in stat["chunks"].as_array().unwrap() {
+            assert_eq!(c["replicas"].as_array().unwrap().len(), 4);
+        }
+        failed_with(
+            &dfs(&m, &["setrep", "0", "/f"], None).await,
+            "replication must be",
+        );
+
+        let balance = json(&dfs(&m, &["balance", "--json", "--threshold", "15"], None).await);
+        assert_eq!(balance["servers"].as_array().unwrap().len(), 4);
+        assert!((balance["threshold"].as_f64().unwrap() - 0.15).abs() < 1e-9);
+        assert!(balance["spread"].as_f64().is_some());
+        let plain = dfs(&m, &["balance"], None).await;
+        assert!(String::from_utf8_lossy(&ok(&plain).stdout).contains("spread"));
+
+        let victim = cluster.chunkserver_addrs()[0].to_string();
+        ok(&dfs(&m, &["decommission", &victim], None).await);
+        let status = json(&dfs(&m, &["status", "--json"], None).await);
+        let me = status["chunkservers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["addr"] == victim.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(me["decommissioning"], true);
+        for key in ["missing", "over_replicated", "copying"] {
+            assert!(status[key].is_u64(), "status lacks {key}");
+        }
+        ok(&dfs(&m, &["decommission", "--cancel", &victim], None).await);
+        failed_with(
+            &dfs(&m, &["decommission", "127.0.0.1:1"], None).await,
+            "no chunkserver",
+        );
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}
