@@ -355,18 +355,24 @@ impl ChunkStore {
         Ok(ChunkReader { handle, meta, file })
     }
 
+    /// Takes a chunk out of the index and queues the change for the next report.
+    fn unindex(&self, handle: ChunkHandle, corrupt: bool) -> bool {
+        let mut idx = self.lock();
+        let Some(e) = idx.chunks.remove(&handle) else {
+            return false;
+        };
+        idx.used = idx.used.saturating_sub(e.len);
+        idx.added.retain(|r| r.handle != handle);
+        idx.removed.push(handle);
+        if corrupt {
+            idx.corrupt.push(handle);
+        }
+        true
+    }
+
     /// Deletes a chunk (at any version).
     pub fn delete(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
-        let removed = {
-            let mut idx = self.lock();
-            let removed = idx.chunks.remove(&handle);
-            if let Some(e) = removed {
-                idx.used = idx.used.saturating_sub(e.len);
-                idx.added.retain(|r| r.handle != handle);
-                idx.removed.push(handle);
-            }
-            removed.is_some()
-        };
+        let removed = self.unindex(handle, false);
         if removed {
             // Meta first: without it the chunk is no longer committed, even if we crash here.
             for name in [meta_name(handle), chunk_name(handle)] {
@@ -384,18 +390,7 @@ impl ChunkStore {
     /// Takes a damaged replica out of service: its files move to `quarantine/`, it
     /// leaves the index, and the next heartbeat reports it removed and corrupt.
     pub fn quarantine(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
-        let removed = {
-            let mut idx = self.lock();
-            let removed = idx.chunks.remove(&handle);
-            if let Some(e) = removed {
-                idx.used = idx.used.saturating_sub(e.len);
-                idx.added.retain(|r| r.handle != handle);
-                idx.removed.push(handle);
-                idx.corrupt.push(handle);
-            }
-            removed.is_some()
-        };
-        if !removed {
+        if !self.unindex(handle, true) {
             return Ok(false);
         }
         let qdir = self.quarantine_dir();

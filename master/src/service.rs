@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dfs_protocol::{
     BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
     ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport, ReplicateOrder, Request, Response,
-    ServerId, TrashInfo,
+    ServerId, TrashInfo, UploadId,
 };
 use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
@@ -283,34 +283,10 @@ impl Master {
             Request::AllocateChunk { upload } => {
                 let alloc = self
                     .mutate(|st| {
-                        let replication = st
-                            .ns
-                            .upload(&upload)
-                            .ok_or(ErrorCode::UnknownUpload)?
-                            .replication;
                         let exclude = st.ns.decommissioned().clone();
-                        let chosen = st.map.place(
-                            replication,
-                            self.config.chunk_size,
-                            Instant::now(),
-                            &exclude,
-                        )?;
-                        let (ids, replicas): (Vec<ServerId>, Vec<String>) =
-                            chosen.into_iter().unzip();
-                        let handle = ChunkHandle::random();
-                        let m = st.ns.plan_allocate(upload, handle, ids, now)?;
-                        let version = match &m {
-                            Mutation::AllocateChunk { version, .. } => *version,
-                            _ => dfs_protocol::ChunkVersion::FIRST,
-                        };
-                        Ok((
-                            Some(m),
-                            ChunkAllocation {
-                                handle,
-                                version,
-                                replicas,
-                            },
-                        ))
+                        let (m, alloc) =
+                            self.allocate(st, upload, ChunkHandle::random(), exclude, now)?;
+                        Ok((Some(m), alloc))
                     })
                     .await?;
                 tracing::debug!(handle = %alloc.handle, replicas = ?alloc.replicas, "chunk allocated");
@@ -451,34 +427,24 @@ impl Master {
             } => {
                 let alloc = self
                     .mutate(|st| {
-                        let rec = st.ns.upload(&upload).ok_or(ErrorCode::UnknownUpload)?;
-                        if !rec.chunks.iter().any(|c| c.handle == handle) {
+                        let known = st
+                            .ns
+                            .upload(&upload)
+                            .ok_or(ErrorCode::UnknownUpload)?
+                            .chunks
+                            .iter()
+                            .any(|c| c.handle == handle);
+                        if !known {
                             return Err(ErrorCode::BadRequest {
                                 reason: format!("chunk {handle} was not allocated to this upload"),
                             }
                             .into());
                         }
-                        let replication = rec.replication;
                         let mut exclude = st.ns.decommissioned().clone();
                         exclude.extend(failed.iter().filter_map(|a| st.map.by_addr(a)));
-                        let chosen =
-                            st.map
-                                .place(replication, self.config.chunk_size, Instant::now(), &exclude)?;
-                        let (ids, replicas): (Vec<ServerId>, Vec<String>) = chosen.into_iter().unzip();
-                        let m = st.ns.plan_allocate(upload, handle, ids, now)?;
-                        let version = match &m {
-                            Mutation::AllocateChunk { version, .. } => *version,
-                            _ => ChunkVersion::FIRST,
-                        };
-                        tracing::info!(%handle, %version, ?failed, ?replicas, "chunk rerouted after a pipeline failure");
-                        Ok((
-                            Some(m),
-                            ChunkAllocation {
-                                handle,
-                                version,
-                                replicas,
-                            },
-                        ))
+                        let (m, alloc) = self.allocate(st, upload, handle, exclude, now)?;
+                        tracing::info!(%handle, version = %alloc.version, ?failed, replicas = ?alloc.replicas, "chunk rerouted after a pipeline failure");
+                        Ok((Some(m), alloc))
                     })
                     .await?;
                 Ok(Response::ChunkAllocated(alloc))
@@ -532,6 +498,43 @@ impl Master {
             }
             .into()),
         }
+    }
+
+    /// Places a chain for `handle` of `upload` (a new chunk, or one whose pipeline
+    /// broke) and plans the logged allocation, at the chunk's next version.
+    fn allocate(
+        &self,
+        st: &mut State,
+        upload: UploadId,
+        handle: ChunkHandle,
+        exclude: HashSet<ServerId>,
+        now: u64,
+    ) -> Result<(Mutation, ChunkAllocation), OpError> {
+        let replication = st
+            .ns
+            .upload(&upload)
+            .ok_or(ErrorCode::UnknownUpload)?
+            .replication;
+        let chosen = st.map.place(
+            replication,
+            self.config.chunk_size,
+            Instant::now(),
+            &exclude,
+        )?;
+        let (ids, replicas): (Vec<ServerId>, Vec<String>) = chosen.into_iter().unzip();
+        let m = st.ns.plan_allocate(upload, handle, ids, now)?;
+        let version = match &m {
+            Mutation::AllocateChunk { version, .. } => *version,
+            _ => ChunkVersion::FIRST,
+        };
+        Ok((
+            m,
+            ChunkAllocation {
+                handle,
+                version,
+                replicas,
+            },
+        ))
     }
 
     /// Leaves safe mode once every referenced chunk has a live replica, or at the deadline.
