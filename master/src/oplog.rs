@@ -261,14 +261,7 @@ impl OpLog {
     pub fn start(dir: &Path, next_seq: u64) -> Result<OpLog, LogError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut segs = segments(dir)?;
-        let path = dir.join(segment_name(next_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        sync_dir(dir)?;
+        let (file, path) = create_segment(dir, next_seq)?;
         segs.retain(|(first, _)| *first != next_seq);
         segs.push((next_seq, path));
         let last = next_seq.saturating_sub(1);
@@ -431,15 +424,21 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
     }
 }
 
-fn rotate(shared: &Shared, first_seq: u64) -> Result<File, LogError> {
-    let path = shared.dir.join(segment_name(first_seq));
+/// An empty segment for records from `first_seq` on, durable in its directory.
+fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), LogError> {
+    let path = dir.join(segment_name(first_seq));
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    sync_dir(&shared.dir)?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+fn rotate(shared: &Shared, first_seq: u64) -> Result<File, LogError> {
+    let (file, path) = create_segment(&shared.dir, first_seq)?;
     shared
         .segments
         .lock()

@@ -22,7 +22,7 @@ use crate::chunkmap::ChunkMap;
 use crate::config::MasterConfig;
 use crate::error::OpError;
 use crate::mutation::Mutation;
-use crate::namespace::Namespace;
+use crate::namespace::{ChunkMeta, Namespace};
 use crate::oplog::OpLog;
 use crate::store::Store;
 
@@ -737,13 +737,7 @@ fn schedule_repairs(st: &mut State, now: Instant) {
             continue;
         };
         tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
-        st.orders.entry(target).or_default().push(ReplicateOrder {
-            handle: h,
-            version: meta.version,
-            size: meta.size,
-            source,
-        });
-        st.copying.insert(h, (target, now));
+        order_copy(st, h, meta, source, target, now);
         *per_target.entry(target).or_default() += 1;
         scheduled += 1;
     }
@@ -818,14 +812,26 @@ fn schedule_moves(st: &mut State, now: Instant) {
         return;
     };
     tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
-    st.orders.entry(to).or_default().push(ReplicateOrder {
+    order_copy(st, h, meta, source, to, now);
+    st.moves.insert(h, from);
+}
+
+/// Queues a copy of `h` from `source` for `target`'s next heartbeat.
+fn order_copy(
+    st: &mut State,
+    h: ChunkHandle,
+    meta: ChunkMeta,
+    source: String,
+    target: ServerId,
+    now: Instant,
+) {
+    st.orders.entry(target).or_default().push(ReplicateOrder {
         handle: h,
         version: meta.version,
         size: meta.size,
         source,
     });
-    st.copying.insert(h, (to, now));
-    st.moves.insert(h, from);
+    st.copying.insert(h, (target, now));
 }
 
 fn balance_report(st: &State, now: Instant) -> BalanceReport {
