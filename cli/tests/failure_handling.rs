@@ -24,6 +24,19 @@ async fn master(dir: &std::path::Path) -> LocalCluster {
     LocalCluster::start(o).await.expect("master")
 }
 
+/// A master and `n` chunkserver processes (with `args`), all registered.
+async fn setup(n: usize, args: &[&str]) -> (tempfile::TempDir, LocalCluster, Procs, Client) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = master(dir.path()).await;
+    let procs = Procs::start(&cluster.master_addr().to_string(), dir.path(), n, args);
+    cluster
+        .wait_for_chunkservers(n, Duration::from_secs(30))
+        .await
+        .expect("chunkservers register");
+    let c = cluster.client();
+    (dir, cluster, procs, c)
+}
+
 /// Live replica count of each chunk of `path`.
 async fn replica_counts(c: &Client, path: &str) -> Vec<usize> {
     c.stat(path)
@@ -60,15 +73,7 @@ async fn alive(c: &Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_succeeds_through_a_dead_replica_at_a_new_version() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&addr, dir.path(), 5, &[]);
-        cluster
-            .wait_for_chunkservers(5, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(5, &[]).await;
         // Dead, but the master does not know yet: chains still include it.
         procs.kill(0).await;
         let content = data(12 * CHUNK, 1);
@@ -100,15 +105,7 @@ async fn a_put_succeeds_through_a_dead_replica_at_a_new_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_put_and_during_a_get() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&addr, dir.path(), 5, &[]);
-        cluster
-            .wait_for_chunkservers(5, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(5, &[]).await;
 
         // A put fed slowly, with a chunkserver killed in the middle of it.
         let content = data(16 * CHUNK, 2);
@@ -163,15 +160,7 @@ async fn kill_9_during_a_put_and_during_a_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replicas_come_back_and_a_returning_server_is_trimmed() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&addr, dir.path(), 4, &[]);
-        cluster
-            .wait_for_chunkservers(4, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(4, &[]).await;
         let files = ["/a", "/b", "/c"];
         for (i, f) in files.iter().enumerate() {
             c.put(
@@ -249,16 +238,8 @@ async fn lost_replicas_come_back_and_a_returning_server_is_trimmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_left_with_one_replica_are_repaired_first() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
         // Slow copies, so the order of repairs can be watched.
-        let mut procs = Procs::start(&addr, dir.path(), 5, &["--replication-rate", "3MiB"]);
-        cluster
-            .wait_for_chunkservers(5, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(5, &["--replication-rate", "3MiB"]).await;
         c.put("/f", &data(20 * CHUNK, 3)[..], PutOptions::default())
             .await
             .unwrap();
@@ -310,15 +291,7 @@ async fn chunks_left_with_one_replica_are_repaired_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decommissioned_server_drains_and_can_then_go() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&addr, dir.path(), 4, &[]);
-        cluster
-            .wait_for_chunkservers(4, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(4, &[]).await;
         let content = data(8 * CHUNK, 4);
         c.put("/f", &content[..], PutOptions::default())
             .await
@@ -369,15 +342,7 @@ async fn a_decommissioned_server_drains_and_can_then_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_server_that_joins_gets_its_share() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = master(dir.path()).await;
-        let addr = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&addr, dir.path(), 3, &["--capacity", "40MiB"]);
-        cluster
-            .wait_for_chunkservers(3, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let c = cluster.client();
+        let (_dir, cluster, mut procs, c) = setup(3, &["--capacity", "40MiB"]).await;
         let content = data(16 * CHUNK, 6);
         c.put("/f", &content[..], PutOptions::default())
             .await
