@@ -56,6 +56,8 @@ fn metadata_frame(c: &mut Criterion) {
                     "10.0.0.2:7071".into(),
                     "10.0.0.3:7071".into(),
                 ],
+                open: false,
+                primary: None,
             })
             .collect(),
     });

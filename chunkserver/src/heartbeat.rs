@@ -89,6 +89,8 @@ async fn session(
             _ = ticker.tick() => {}
         }
         let changes = store.take_changes();
+        let leases = ctx.leases.report();
+        let sent = std::time::Instant::now();
         let beat = Request::Heartbeat {
             server: id,
             capacity: store.capacity(),
@@ -97,14 +99,19 @@ async fn session(
             removed: changes.removed,
             corrupt: changes.corrupt,
             load: ctx.busy.load(std::sync::atomic::Ordering::Relaxed),
+            leases: leases.clone(),
         };
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {
                 reregister: true, ..
             } => return Ok(()),
             Response::HeartbeatAck {
-                delete, replicate, ..
+                delete,
+                replicate,
+                extended,
+                ..
             } => {
+                ctx.leases.renew(&leases, &extended, sent);
                 for order in replicate {
                     // A full queue drops the order; the master reissues it after a while.
                     if ctx.replicate.try_send(order).is_err() {

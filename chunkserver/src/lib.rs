@@ -6,11 +6,13 @@
 //! - [`identity`]: the server id kept in the data dir, and the data dir lock.
 //! - [`store`]: chunk and checksum files on disk (blocking; used via the blocking pool).
 //! - [`server`]: accept loop, pipelined write and streamed read handlers.
+//! - [`append`]: record append: leases held as primary, batches, secondaries.
 //! - [`heartbeat`]: registration and heartbeats; hands copy orders to the replicator.
 //! - [`repair`]: copying chunks from other replicas at the master's order.
 //! - [`scrub`]: background verification of idle chunks.
 //! - [`net`]: dialing peers.
 
+pub mod append;
 pub mod config;
 pub mod error;
 pub mod heartbeat;
@@ -76,6 +78,8 @@ pub async fn run(
         replicate,
         busy: Default::default(),
         copy_pace,
+        leases: Default::default(),
+        append_budget: Arc::new(tokio::sync::Semaphore::new(append::APPEND_BUDGET as usize)),
     });
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat::heartbeat_loop(

@@ -37,6 +37,10 @@ pub struct Ctx {
     pub busy: std::sync::atomic::AtomicU32,
     /// Paces chunk copies to the configured bandwidth.
     pub copy_pace: crate::repair::Pace,
+    /// Append leases held as primary.
+    pub leases: crate::append::Leases,
+    /// Bytes of records held in memory by appends, in any role.
+    pub append_budget: Arc<Semaphore>,
 }
 
 /// Counts a request as load while it is alive.
@@ -128,6 +132,60 @@ async fn serve(ctx: Arc<Ctx>, mut conn: Conn, shutdown: CancellationToken) {
             }) => {
                 let span = tracing::debug_span!("read", %handle, %version, offset, len);
                 read_chunk(&ctx, &mut conn, id, handle, version, offset, len)
+                    .instrument(span)
+                    .await
+            }
+            Body::Request(Request::GrantLease {
+                handle,
+                from,
+                version,
+                secondaries,
+                lease_ms,
+                chunk_size,
+                max_append,
+            }) => {
+                let span = tracing::info_span!("grant", %handle, %version);
+                let response = crate::append::grant(
+                    &ctx,
+                    handle,
+                    from,
+                    version,
+                    secondaries,
+                    lease_ms,
+                    chunk_size,
+                    max_append,
+                )
+                .instrument(span)
+                .await
+                .unwrap_or_else(Response::Error);
+                conn.reply(id, response).await.map_err(Into::into)
+            }
+            Body::Request(
+                r @ (Request::BumpVersion { .. }
+                | Request::TruncateChunk { .. }
+                | Request::ChunkLength { .. }),
+            ) => {
+                let response = crate::append::chunk_request(&ctx, r).await;
+                conn.reply(id, response).await.map_err(Into::into)
+            }
+            Body::Request(Request::Append {
+                handle,
+                version,
+                len,
+            }) => {
+                let span = tracing::debug_span!("append", %handle, %version, len);
+                crate::append::append(&ctx, &mut conn, id, handle, version, len)
+                    .instrument(span)
+                    .await
+            }
+            Body::Request(Request::AppendForward {
+                handle,
+                version,
+                offset,
+                len,
+            }) => {
+                let span = tracing::debug_span!("append-forward", %handle, %version, offset, len);
+                crate::append::forwarded(&ctx, &mut conn, id, handle, version, offset, len)
                     .instrument(span)
                     .await
             }
@@ -375,8 +433,10 @@ async fn read_chunk(
     let (tx, mut rx) = mpsc::channel::<Result<(Blocks, bool), StoreError>>(READ_QUEUE);
     let store = ctx.store.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let result = (|| {
+        let mut seen = None;
+        let mut result = (|| {
             let mut reader = store.open_reader(handle, version)?;
+            seen = Some(reader.len());
             let end = offset.saturating_add(len);
             let mut pos = offset;
             loop {
@@ -391,6 +451,17 @@ async fn read_chunk(
                 }
             }
         })();
+        if let (Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })), Some(len)) =
+            (&result, seen)
+        {
+            if !store.unchanged(&handle, version, len) {
+                // Appended to or cut back under us: a race, not damage.
+                result = Err(ErrorCode::Unavailable {
+                    reason: format!("chunk {handle} changed during the read; read it again"),
+                }
+                .into());
+            }
+        }
         if let Err(e) = result {
             if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
                 if let Err(q) = store.quarantine(handle) {

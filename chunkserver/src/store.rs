@@ -90,7 +90,12 @@ pub struct ChunkStore {
     dir: PathBuf,
     capacity: u64,
     index: Arc<Mutex<Index>>,
+    /// Serialise changes to one chunk's files (bumps, appends, truncations): a chunk
+    /// hashes to one stripe.
+    stripes: Arc<[Mutex<()>; STRIPES]>,
 }
+
+const STRIPES: usize = 64;
 
 fn chunk_name(handle: ChunkHandle) -> String {
     format!("{handle}.chunk")
@@ -193,6 +198,7 @@ impl ChunkStore {
             dir,
             capacity,
             index: Arc::new(Mutex::new(index)),
+            stripes: Arc::new(std::array::from_fn(|_| Mutex::new(()))),
         })
     }
 
@@ -282,9 +288,7 @@ impl ChunkStore {
             file: Some(file),
             len: 0,
             reserved: 0,
-            blocks: Vec::new(),
-            partial: blake3::Hasher::new(),
-            partial_len: 0,
+            hasher: BlockHasher::new(Vec::new()),
             done: false,
         })
     }
@@ -426,7 +430,12 @@ impl ChunkStore {
         let mut pos = 0;
         while pos < len {
             let n = (len - pos).min(1 << 20);
-            reader.read_blocks(pos, n)?;
+            match reader.read_blocks(pos, n) {
+                Ok(_) => {}
+                // Appended to or cut back meanwhile: not damage; verified another time.
+                Err(_) if !self.unchanged(&handle, version, len) => return Ok(0),
+                Err(e) => return Err(e),
+            }
             pos += n;
         }
         if let Some(e) = self.lock().chunks.get_mut(&handle) {
@@ -464,9 +473,278 @@ impl ChunkStore {
         out.into_iter().map(|(_, h)| h).collect()
     }
 
+    fn stripe(&self, handle: &ChunkHandle) -> MutexGuard<'_, ()> {
+        let i = (handle.0.as_u128() % STRIPES as u128) as usize;
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The committed meta of a chunk at exactly `version`; a damaged one is a
+    /// checksum error, like damaged data.
+    fn read_meta(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkMeta, StoreError> {
+        let have = self
+            .get(&handle)
+            .ok_or(ErrorCode::UnknownChunk { handle })?
+            .0;
+        if have != version {
+            return Err(ErrorCode::StaleVersion {
+                handle,
+                have,
+                want: version,
+            }
+            .into());
+        }
+        let path = self.dir.join(meta_name(handle));
+        let bytes =
+            fs::read(&path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+        decode_meta(&bytes)
+            .ok()
+            .filter(|m| m.handle == handle && m.version == version)
+            .ok_or_else(|| ErrorCode::ChecksumMismatch { handle, offset: 0 }.into())
+    }
+
+    /// Replaces a chunk's meta file atomically (temp, fsync, rename, directory fsync)
+    /// and updates the index and the pending report.
+    fn write_meta(&self, meta: &ChunkMeta) -> Result<(), StoreError> {
+        let tmp = self
+            .dir
+            .join(format!("{}.{}.meta.tmp", meta.handle, uuid::Uuid::new_v4()));
+        let result = (|| {
+            let mut f = File::create(&tmp)
+                .map_err(|e| StoreError::io(format!("create {}", tmp.display()), e))?;
+            f.write_all(&encode_meta(meta)?)
+                .and_then(|_| f.sync_data())
+                .map_err(|e| StoreError::io(format!("write {}", tmp.display()), e))?;
+            let path = self.dir.join(meta_name(meta.handle));
+            fs::rename(&tmp, &path)
+                .map_err(|e| StoreError::io(format!("rename to {}", path.display()), e))?;
+            sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        let mut idx = self.lock();
+        let old = idx.chunks.get(&meta.handle).map_or(0, |e| e.len);
+        idx.used = idx.used.saturating_sub(old) + meta.len;
+        let mut entry = Entry::new(meta.version, meta.len);
+        if let Some(e) = idx.chunks.get(&meta.handle) {
+            entry.scrubbed = e.scrubbed;
+        }
+        idx.chunks.insert(meta.handle, entry);
+        idx.added.retain(|r| r.handle != meta.handle);
+        idx.added.push(ChunkReport {
+            handle: meta.handle,
+            version: meta.version,
+            size: meta.len,
+        });
+        Ok(())
+    }
+
+    /// Checksums of the whole blocks before `at`, and a hasher holding the bytes of
+    /// the block `at` falls in, read back and verified against `meta`.
+    fn hasher_at(&self, meta: &ChunkMeta, at: u64) -> Result<BlockHasher, StoreError> {
+        let full = (at / CHECKSUM_BLOCK) as usize;
+        let mut hasher = BlockHasher::new(
+            meta.blocks
+                .get(..full)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+        );
+        let start = full as u64 * CHECKSUM_BLOCK;
+        if at > start {
+            let stop = (start + CHECKSUM_BLOCK).min(meta.len);
+            let mut buf = vec![0u8; (stop - start) as usize];
+            let path = self.dir.join(chunk_name(meta.handle));
+            let damaged = || {
+                StoreError::from(ErrorCode::ChecksumMismatch {
+                    handle: meta.handle,
+                    offset: start,
+                })
+            };
+            let file = File::open(&path)
+                .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    damaged()
+                } else {
+                    StoreError::io(format!("read {}", path.display()), e)
+                }
+            })?;
+            let want = meta.blocks.get(full).ok_or_else(damaged)?;
+            if blake3::hash(&buf).as_bytes() != want {
+                return Err(damaged());
+            }
+            hasher.update(&buf[..(at - start) as usize]);
+        }
+        Ok(hasher)
+    }
+
+    /// Moves a replica to `version` for a new append lease: from `from` or any
+    /// version between, or creates it empty when `from` is `None`. Already at
+    /// `version` is fine (a repeated request). Returns the replica's length.
+    pub fn bump(
+        &self,
+        handle: ChunkHandle,
+        from: Option<ChunkVersion>,
+        version: ChunkVersion,
+    ) -> Result<u64, StoreError> {
+        let _g = self.stripe(&handle);
+        match (self.get(&handle), from) {
+            (Some((have, len)), _) if have == version => Ok(len),
+            (None, None) => self.create(handle, version)?.commit(),
+            (Some((have, _)), Some(from)) if have >= from && have < version => {
+                let mut meta = self.read_meta(handle, have)?;
+                meta.version = version;
+                self.write_meta(&meta)?;
+                Ok(meta.len)
+            }
+            (Some((have, _)), _) => Err(ErrorCode::StaleVersion {
+                handle,
+                have,
+                want: version,
+            }
+            .into()),
+            (None, Some(_)) => Err(ErrorCode::UnknownChunk { handle }.into()),
+        }
+    }
+
+    /// Cuts a replica back to `size` bytes (what lies past it was never acknowledged).
+    /// Only the meta changes: readers holding the old one still find their bytes.
+    pub fn truncate(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        size: u64,
+    ) -> Result<u64, StoreError> {
+        let _g = self.stripe(&handle);
+        let meta = self.read_meta(handle, version)?;
+        if meta.len <= size {
+            return Ok(meta.len);
+        }
+        let blocks = self.hasher_at(&meta, size)?.finish();
+        self.write_meta(&ChunkMeta {
+            handle,
+            version,
+            len: size,
+            blocks,
+        })?;
+        Ok(size)
+    }
+
+    /// Writes `pieces` at `offset` of a replica at `version` and makes them durable:
+    /// data first, then the meta that covers it (the commit point). Bytes past
+    /// `offset` are replaced (never acknowledged); the prefix is never rewritten.
+    /// Returns the new length.
+    pub fn append(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        pieces: &[Bytes],
+    ) -> Result<u64, StoreError> {
+        let _g = self.stripe(&handle);
+        let meta = self.read_meta(handle, version)?;
+        if meta.len < offset {
+            return Err(ErrorCode::BadRequest {
+                reason: format!(
+                    "append at {offset} past the end of chunk {handle} ({} bytes)",
+                    meta.len
+                ),
+            }
+            .into());
+        }
+        let n: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        let end = offset + n;
+        if end > MAX_CHUNK_LEN {
+            return Err(ErrorCode::BadRequest {
+                reason: format!("chunk {handle} would exceed {MAX_CHUNK_LEN} bytes"),
+            }
+            .into());
+        }
+        let grow = end.saturating_sub(meta.len);
+        self.reserve(grow)?;
+        let result = (|| {
+            let mut hasher = self.hasher_at(&meta, offset)?;
+            let path = self.dir.join(chunk_name(handle));
+            let ctx = || format!("write {}", path.display());
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::io(ctx(), e))?;
+            let mut at = offset;
+            for p in pieces {
+                std::os::unix::fs::FileExt::write_all_at(&file, p, at)
+                    .map_err(|e| StoreError::io(ctx(), e))?;
+                hasher.update(p);
+                at += p.len() as u64;
+            }
+            file.sync_data().map_err(|e| StoreError::io(ctx(), e))?;
+            self.write_meta(&ChunkMeta {
+                handle,
+                version,
+                len: end,
+                blocks: hasher.finish(),
+            })
+        })();
+        self.release(grow);
+        result.map(|()| end)
+    }
+
+    /// Whether a replica still is as a reader found it (same version and length): a
+    /// checksum mismatch on one that changed meanwhile is a race, not damage.
+    pub fn unchanged(&self, handle: &ChunkHandle, version: ChunkVersion, len: u64) -> bool {
+        self.get(handle) == Some((version, len))
+    }
+
     /// Path of a chunk's data file (for tests and tools that inspect the disk).
     pub fn chunk_path(&self, handle: ChunkHandle) -> PathBuf {
         self.dir.join(chunk_name(handle))
+    }
+}
+
+/// blake3 per checksum block over bytes fed in order, possibly starting inside a block.
+#[derive(Debug, Clone)]
+struct BlockHasher {
+    blocks: Vec<[u8; 32]>,
+    partial: blake3::Hasher,
+    partial_len: u64,
+}
+
+impl BlockHasher {
+    fn new(blocks: Vec<[u8; 32]>) -> BlockHasher {
+        BlockHasher {
+            blocks,
+            partial: blake3::Hasher::new(),
+            partial_len: 0,
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (CHECKSUM_BLOCK - self.partial_len) as usize;
+            let take = room.min(data.len());
+            self.partial.update(&data[..take]);
+            self.partial_len += take as u64;
+            data = &data[take..];
+            if self.partial_len == CHECKSUM_BLOCK {
+                self.blocks.push(*self.partial.finalize().as_bytes());
+                self.partial.reset();
+                self.partial_len = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<[u8; 32]> {
+        if self.partial_len > 0 {
+            self.blocks.push(*self.partial.finalize().as_bytes());
+        }
+        self.blocks
     }
 }
 
@@ -481,14 +759,12 @@ pub struct ChunkWriter {
     file: Option<File>,
     len: u64,
     reserved: u64,
-    blocks: Vec<[u8; 32]>,
-    partial: blake3::Hasher,
-    partial_len: u64,
+    hasher: BlockHasher,
     done: bool,
 }
 
 impl ChunkWriter {
-    pub fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let n = data.len() as u64;
         if self.len + n > MAX_CHUNK_LEN {
             return Err(ErrorCode::BadRequest {
@@ -504,26 +780,13 @@ impl ChunkWriter {
         file.write_all(data)
             .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
         self.len += n;
-        while !data.is_empty() {
-            let room = (CHECKSUM_BLOCK - self.partial_len) as usize;
-            let take = room.min(data.len());
-            self.partial.update(&data[..take]);
-            self.partial_len += take as u64;
-            data = &data[take..];
-            if self.partial_len == CHECKSUM_BLOCK {
-                self.blocks.push(*self.partial.finalize().as_bytes());
-                self.partial.reset();
-                self.partial_len = 0;
-            }
-        }
+        self.hasher.update(data);
         Ok(())
     }
 
     /// Makes the chunk durable and visible; returns its length.
     pub fn commit(mut self) -> Result<u64, StoreError> {
-        if self.partial_len > 0 {
-            self.blocks.push(*self.partial.finalize().as_bytes());
-        }
+        let blocks = std::mem::replace(&mut self.hasher, BlockHasher::new(Vec::new())).finish();
         let file = self.file.take().ok_or_else(|| {
             StoreError::io("commit twice", std::io::Error::other("writer closed"))
         })?;
@@ -535,7 +798,7 @@ impl ChunkWriter {
             handle: self.handle,
             version: self.version,
             len: self.len,
-            blocks: std::mem::take(&mut self.blocks),
+            blocks,
         };
         let tmp_meta = dir.join(format!("{}.{}.meta.tmp", self.handle, uuid::Uuid::new_v4()));
         let result = (|| {
@@ -598,6 +861,10 @@ pub struct ChunkReader {
 impl ChunkReader {
     pub fn len(&self) -> u64 {
         self.meta.len
+    }
+
+    pub fn version(&self) -> ChunkVersion {
+        self.meta.version
     }
 
     pub fn is_empty(&self) -> bool {

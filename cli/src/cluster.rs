@@ -34,6 +34,10 @@ pub struct ClusterOptions {
     /// Scrubber rate per chunkserver (bytes/s, 0 = off) and idle threshold.
     pub scrub_rate: u64,
     pub scrub_idle: Duration,
+    /// Largest atomic append; a quarter of the chunk size when `None`.
+    pub max_append: Option<u64>,
+    /// Append lease duration.
+    pub lease: Duration,
 }
 
 impl ClusterOptions {
@@ -53,6 +57,8 @@ impl ClusterOptions {
             safe_start: Duration::from_secs(5),
             scrub_rate: 0,
             scrub_idle: Duration::from_secs(60),
+            max_append: None,
+            lease: Duration::from_secs(5),
         }
     }
 }
@@ -133,6 +139,8 @@ impl LocalCluster {
         config.dead_after = o.dead_after;
         config.trash_retention = o.trash_retention;
         config.safe_start = o.safe_start;
+        config.max_append = o.max_append;
+        config.lease = o.lease;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

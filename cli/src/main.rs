@@ -12,7 +12,7 @@ use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_cli::output;
 use dfs_cli::progress::{bar, Metered};
 use dfs_cli::units::{parse_duration, parse_size};
-use dfs_client::{Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions};
+use dfs_client::{AppendOptions, Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions};
 use dfs_protocol::{CodecError, ProtocolError};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,32 @@ enum Command {
     Get { remote: String, local: String },
     /// Write REMOTE to stdout.
     Cat { remote: String },
+    /// Append LOCAL (a file, or '-' for stdin) to REMOTE, creating REMOTE if missing.
+    ///
+    /// The input is cut into records of the cluster's max append size (a quarter of
+    /// the chunk size unless the master says otherwise). Each record lands whole,
+    /// never interleaved with other appenders' records; records of one `dfs append`
+    /// keep their order. After a failure a record may appear twice, never torn.
+    Append {
+        local: String,
+        remote: String,
+        /// Replicas per chunk if REMOTE is created (the cluster's default if not given).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+    },
+    /// Print the end of REMOTE; with -f, keep printing what is appended to it.
+    Tail {
+        remote: String,
+        /// Follow: wait for appends and print them as they arrive (Ctrl-C stops).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How much of the end to print first.
+        #[arg(short = 'c', long = "bytes", default_value = "1KiB", value_parser = parse_size, value_name = "SIZE")]
+        bytes: u64,
+        /// With -f, how often to look for new data.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+        interval: Duration,
+    },
     /// List a directory (default /).
     Ls {
         /// Long format: kind, size, modification time.
@@ -193,6 +219,12 @@ struct MasterArgs {
     /// than this many percentage points.
     #[arg(long, default_value_t = 10, value_name = "PCT")]
     balance_threshold: u32,
+    /// Largest record appended atomically (default: a quarter of --chunk-size).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    max_append: Option<u64>,
+    /// How long an append lease lasts unless its primary's heartbeats extend it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    lease: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +410,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.trash_retention = a.trash_retention;
             config.safe_start = a.safe_start;
             config.balance_threshold = f64::from(a.balance_threshold) / 100.0;
+            config.max_append = a.max_append;
+            config.lease = a.lease;
             config.validate()?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
@@ -414,6 +448,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.get(&remote, stdout).await?;
             Ok(())
         }
+        Command::Append {
+            local,
+            remote,
+            replication,
+        } => append(&client, &local, &remote, replication).await,
+        Command::Tail {
+            remote,
+            follow,
+            bytes,
+            interval,
+        } => tail(&client, &remote, follow, bytes, interval).await,
         Command::Ls {
             long,
             recursive,
@@ -563,6 +608,8 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         safe_start: a.safe_start,
         scrub_rate: 16 << 20,
         scrub_idle: Duration::from_secs(60),
+        max_append: None,
+        lease: Duration::from_secs(60),
     };
     let cluster = LocalCluster::start(options).await?;
     let addrs: Vec<String> = cluster
@@ -636,6 +683,74 @@ async fn put(
     progress.finish_and_clear();
     result?;
     Ok(())
+}
+
+async fn append(
+    client: &Client,
+    local: &str,
+    remote: &str,
+    replication: Option<u32>,
+) -> anyhow::Result<()> {
+    let options = AppendOptions {
+        create: true,
+        replication,
+    };
+    if local == "-" {
+        let input = Metered::new(tokio::io::stdin(), bar(None, false));
+        client.append(remote, input, options).await?;
+        return Ok(());
+    }
+    let file = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("{local}: cannot open"))?;
+    let meta = file
+        .metadata()
+        .await
+        .with_context(|| format!("{local}: cannot stat"))?;
+    if meta.is_dir() {
+        bail!("{local}: is a directory");
+    }
+    let progress = bar(Some(meta.len()), false);
+    let result = client
+        .append(remote, Metered::new(file, progress.clone()), options)
+        .await;
+    progress.finish_and_clear();
+    result?;
+    Ok(())
+}
+
+/// The last `bytes` of `remote`, then (with `follow`) whatever is appended, polling
+/// its length every `interval`.
+async fn tail(
+    client: &Client,
+    remote: &str,
+    follow: bool,
+    bytes: u64,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let mut out = tokio::io::stdout();
+    let stat = client.stat(remote).await?;
+    if stat.kind == FileKind::Dir {
+        return Err(ClientError::Remote(ErrorCode::IsADirectory { path: stat.path }).into());
+    }
+    let mut at = stat.size.saturating_sub(bytes);
+    at += client.get_from(remote, at, &mut out).await?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let size = client.stat(remote).await?.size;
+        if size > at {
+            at += client.get_from(remote, at, &mut out).await?;
+        } else if size < at {
+            eprintln!("dfs: {remote}: file shrank (replaced?); following from its end");
+            at = size;
+        }
+    }
 }
 
 async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use dfs_protocol::checksum;
 use dfs_protocol::{
-    BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus, CommittedChunk,
-    DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, ProtocolError, Request, RequestId,
-    Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
+    AppendLease, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus,
+    CommittedChunk, DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, ProtocolError,
+    Request, RequestId, Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -51,14 +51,16 @@ pub struct PutOptions {
 /// A handle on a dfs cluster. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    master: String,
-    options: ClientOptions,
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) master: String,
+    pub(crate) options: ClientOptions,
+    pub(crate) pool: Pool,
+    /// Append targets by path, so appenders go straight to the primary.
+    pub(crate) leases: std::sync::Mutex<std::collections::HashMap<String, AppendLease>>,
 }
 
 /// Attempts at writing one chunk (the first chain and the retries) before a put fails.
@@ -119,6 +121,7 @@ impl Client {
                 master: master.into(),
                 options,
                 pool: Pool::default(),
+                leases: Default::default(),
             }),
         }
     }
@@ -127,7 +130,7 @@ impl Client {
         &self.inner.master
     }
 
-    async fn exchange<T>(
+    pub(crate) async fn exchange<T>(
         &self,
         addr: &str,
         fut: impl std::future::Future<Output = Result<T, ProtocolError>>,
@@ -143,7 +146,7 @@ impl Client {
     }
 
     /// One request to the master; an error code comes back as `ClientError::Remote`.
-    async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
         let addr = self.inner.master.as_str();
         let opts = &self.inner.options;
         let mut conn = self.inner.pool.get(addr, opts.connect_timeout).await?;
@@ -166,7 +169,7 @@ impl Client {
         }
     }
 
-    fn unexpected(&self, got: &Response) -> ClientError {
+    pub(crate) fn unexpected(&self, got: &Response) -> ClientError {
         ClientError::Unexpected {
             addr: self.inner.master.clone(),
             got: got.name(),
@@ -290,6 +293,8 @@ impl Client {
         .await
     }
 
+    /// A file's or directory's metadata. The size of a chunk being appended to is
+    /// asked of its replicas, so it counts every acknowledged append.
     pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
         match self
             .master_call(Request::Stat {
@@ -297,7 +302,10 @@ impl Client {
             })
             .await?
         {
-            Response::Stat(stat) => Ok(stat),
+            Response::Stat(mut stat) => {
+                self.settle_sizes(&mut stat).await?;
+                Ok(stat)
+            }
             other => Err(self.unexpected(&other)),
         }
     }
@@ -563,7 +571,21 @@ impl Client {
 
     /// Writes the file at `path` to `writer`, reading several ranges at once from the
     /// replicas. Returns the number of bytes written.
-    pub async fn get<W>(&self, path: &str, mut writer: W) -> Result<u64, ClientError>
+    pub async fn get<W>(&self, path: &str, writer: W) -> Result<u64, ClientError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        self.get_from(path, 0, writer).await
+    }
+
+    /// Writes the file at `path` from byte `start` on to `writer`; returns the number
+    /// of bytes written (none when `start` is at or past the end).
+    pub async fn get_from<W>(
+        &self,
+        path: &str,
+        start: u64,
+        mut writer: W,
+    ) -> Result<u64, ClientError>
     where
         W: AsyncWrite + Unpin,
     {
@@ -573,9 +595,11 @@ impl Client {
         }
         let unit_len = self.inner.options.read_unit.max(1);
         let mut units = Vec::new();
+        let mut chunk_start = 0u64;
         for chunk in stat.chunks {
             let chunk = Arc::new(chunk);
-            let mut offset = 0;
+            let mut offset = start.saturating_sub(chunk_start);
+            chunk_start += chunk.size;
             while offset < chunk.size {
                 let len = unit_len.min(chunk.size - offset);
                 units.push(Unit {

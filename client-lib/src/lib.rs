@@ -13,13 +13,16 @@
 //!
 //! Layout:
 //! - [`client`]: `Client` — metadata calls, the streaming put, the parallel get.
+//! - [`append`]: record append, and the length of chunks being appended to.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
+pub mod append;
 pub mod client;
 pub mod error;
 pub mod pool;
 
+pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions};
 pub use dfs_protocol::{
     BalanceReport, ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileHealth, FileKind, FileStat,

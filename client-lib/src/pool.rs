@@ -4,14 +4,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dfs_protocol::{Connection, Limits, PeerKind, ProtocolError};
+use dfs_protocol::PeerKind;
 use futures::FutureExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 
-pub type Conn = Connection<OwnedReadHalf, OwnedWriteHalf>;
+pub type Conn = dfs_protocol::net::TcpConn;
 
 /// Idle connections kept per address; more are closed when returned.
 const MAX_IDLE_PER_ADDR: usize = 16;
@@ -29,24 +27,19 @@ impl Pool {
                 return Ok(conn);
             }
         }
-        let dial = async {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|e| ClientError::peer(addr, ProtocolError::Codec(e.into())))?;
-            let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
-            let mut conn = Connection::new(r, w, Limits::default());
-            conn.handshake(PeerKind::Client)
-                .await
-                .map_err(|e| ClientError::peer(addr, e))?;
-            Ok(conn)
-        };
-        tokio::time::timeout(timeout, dial)
-            .await
-            .map_err(|_| ClientError::Timeout {
+        // The dial's own timeout error is reported as ours, with the address.
+        match tokio::time::timeout(
+            timeout,
+            dfs_protocol::net::dial(addr, PeerKind::Client, timeout + timeout),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| ClientError::peer(addr, e)),
+            Err(_) => Err(ClientError::Timeout {
                 addr: addr.to_string(),
                 after: timeout,
-            })?
+            }),
+        }
     }
 
     /// Returns a connection that finished its exchange cleanly.

@@ -33,6 +33,10 @@ pub struct MasterConfig {
     /// The balancer moves chunks while the used fractions of the fullest and emptiest
     /// live chunkservers differ by more than this (0.10 = ten percentage points).
     pub balance_threshold: f64,
+    /// Largest record appended atomically; `None` is a quarter of the chunk size.
+    pub max_append: Option<u64>,
+    /// How long an append lease lasts without being extended by its primary's heartbeats.
+    pub lease: Duration,
 }
 
 impl MasterConfig {
@@ -48,7 +52,14 @@ impl MasterConfig {
             checkpoint_interval: Duration::from_secs(30),
             upload_idle: Duration::from_secs(3600),
             balance_threshold: 0.10,
+            max_append: None,
+            lease: Duration::from_secs(60),
         }
+    }
+
+    /// The largest atomic record: `--max-append`, else a quarter of the chunk size.
+    pub fn max_append(&self) -> u64 {
+        self.max_append.unwrap_or(self.chunk_size / 4)
     }
 
     pub fn validate(&self) -> Result<(), MasterError> {
@@ -81,6 +92,17 @@ impl MasterConfig {
             return Err(MasterError::Config(
                 "--balance-threshold must be between 0 and 100 (percent)".into(),
             ));
+        }
+        if self
+            .max_append
+            .is_some_and(|m| m == 0 || m > self.chunk_size)
+        {
+            return Err(MasterError::Config(
+                "--max-append must be positive and at most the chunk size".into(),
+            ));
+        }
+        if self.lease < Duration::from_millis(100) {
+            return Err(MasterError::Config("--lease must be at least 100ms".into()));
         }
         if self.max_connections == 0 {
             return Err(MasterError::Config(

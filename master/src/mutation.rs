@@ -81,6 +81,32 @@ pub enum Mutation {
     SetReplication { inodes: Vec<u64>, replication: u32 },
     /// A chunkserver drained (`on`) or back in service.
     Decommission { server: ServerId, on: bool },
+    /// An empty file, created by an append.
+    CreateFile {
+        parent: u64,
+        name: String,
+        ino: u64,
+        replication: u32,
+        mtime: u64,
+    },
+    /// A new last chunk for appends to file `ino`, open on `chain` at the first
+    /// version; `seal` closes the previous last chunk at its final size.
+    AppendChunk {
+        ino: u64,
+        seal: Option<(ChunkHandle, u64)>,
+        handle: ChunkHandle,
+        chain: Vec<ServerId>,
+        mtime: u64,
+    },
+    /// A chunk's version and size after a lease grant or a size report: `open` with
+    /// the lease's chain, or settled (`None`) when its replicas were made equal.
+    SetChunk {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        size: u64,
+        open: Option<Vec<ServerId>>,
+        mtime: u64,
+    },
 }
 
 impl Mutation {
@@ -98,6 +124,9 @@ impl Mutation {
             Mutation::Purge { .. } => "purge",
             Mutation::SetReplication { .. } => "set-replication",
             Mutation::Decommission { .. } => "decommission",
+            Mutation::CreateFile { .. } => "create-file",
+            Mutation::AppendChunk { .. } => "append-chunk",
+            Mutation::SetChunk { .. } => "set-chunk",
         }
     }
 

@@ -30,6 +30,8 @@ pub struct ChunkMeta {
     pub version: ChunkVersion,
     pub size: u64,
     pub replication: u32,
+    /// The file that references it.
+    pub ino: u64,
 }
 
 /// What applying a mutation released.
@@ -56,6 +58,8 @@ pub struct Namespace {
     trash: BTreeMap<u64, TrashEntry>,
     /// Chunkservers being drained: not placed on, their replicas not counted.
     decommissioned: HashSet<ServerId>,
+    /// Chunks open for appends -> the chain of their latest lease.
+    open: HashMap<ChunkHandle, Vec<ServerId>>,
 }
 
 fn not_found(comps: &[String]) -> OpError {
@@ -89,6 +93,7 @@ impl Namespace {
                             version: c.version,
                             size: c.size,
                             replication: inode.replication,
+                            ino,
                         },
                     );
                 }
@@ -108,6 +113,7 @@ impl Namespace {
         let trash = store.trash()?.into_iter().collect();
         let applied = store.applied()?;
         let decommissioned = store.decommissioned()?.into_iter().collect();
+        let open = store.open_chunks()?.into_iter().collect();
         Ok(Namespace {
             next_inode: store.next_inode()?,
             applied,
@@ -121,6 +127,7 @@ impl Namespace {
             upload_chunks,
             trash,
             decommissioned,
+            open,
         })
     }
 
@@ -166,6 +173,102 @@ impl Namespace {
 
     pub fn decommissioned(&self) -> &HashSet<ServerId> {
         &self.decommissioned
+    }
+
+    /// The chain of a chunk open for appends; `None` when its size is settled.
+    pub fn open_chain(&self, handle: &ChunkHandle) -> Option<&[ServerId]> {
+        self.open.get(handle).map(Vec::as_slice)
+    }
+
+    pub fn open_chunks(&self) -> impl Iterator<Item = (&ChunkHandle, &Vec<ServerId>)> {
+        self.open.iter()
+    }
+
+    /// A file by inode number.
+    pub fn file(&self, ino: u64) -> Option<&Inode> {
+        self.inodes.get(&ino).filter(|i| i.kind == FileKind::File)
+    }
+
+    /// The file at `raw` for an append: its inode number, or the mutation creating
+    /// it empty when `create` and it does not exist.
+    pub fn plan_append_file(
+        &self,
+        raw: &str,
+        create: bool,
+        replication: u32,
+        now: u64,
+    ) -> Result<(u64, Option<Mutation>), OpError> {
+        let comps = path::components(raw)?;
+        match self.resolve(&comps) {
+            Ok((ino, inode)) if inode.kind == FileKind::File => Ok((ino, None)),
+            Ok(_) => Err(ErrorCode::IsADirectory {
+                path: path::join(&comps),
+            }
+            .into()),
+            Err(OpError::Client(ErrorCode::NotFound { .. })) if create => {
+                let (parent, _) = self.check_create(&comps, false)?;
+                let ino = self.next_inode;
+                let m = Mutation::CreateFile {
+                    parent,
+                    name: comps.last().cloned().unwrap_or_default(),
+                    ino,
+                    replication,
+                    mtime: now,
+                };
+                Ok((ino, Some(m)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rewrites file `ino` after `change` edited its chunk list.
+    fn update_file(
+        &mut self,
+        txn: &mut Txn,
+        ino: u64,
+        mtime: u64,
+        change: impl FnOnce(&mut Vec<StoredChunk>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .filter(|i| i.kind == FileKind::File)
+            .ok_or_else(|| corrupt(format!("append to {ino}, which is not a file")))?;
+        change(&mut inode.chunks)?;
+        inode.size = inode.chunks.iter().map(|c| c.size).sum();
+        inode.mtime = mtime;
+        txn.put_inode(ino, inode)?;
+        for c in &inode.chunks {
+            self.chunks.insert(
+                c.handle,
+                ChunkMeta {
+                    version: c.version,
+                    size: c.size,
+                    replication: inode.replication,
+                    ino,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn set_open(
+        &mut self,
+        txn: &mut Txn,
+        handle: ChunkHandle,
+        chain: Option<&Vec<ServerId>>,
+    ) -> Result<(), StoreError> {
+        match chain {
+            Some(chain) => {
+                txn.put_open(handle, chain)?;
+                self.open.insert(handle, chain.clone());
+            }
+            None => {
+                txn.remove_open(handle);
+                self.open.remove(&handle);
+            }
+        }
+        Ok(())
     }
 
     /// Every file at or below `raw` gets `replication`.
@@ -679,6 +782,7 @@ impl Namespace {
                         version: c.version,
                         size: c.size,
                         replication: inode.replication,
+                        ino,
                     },
                 );
             }
@@ -702,6 +806,9 @@ impl Namespace {
         let freed: Vec<ChunkHandle> = inode.chunks.iter().map(|c| c.handle).collect();
         for h in &freed {
             self.chunks.remove(h);
+            if self.open.remove(h).is_some() {
+                txn.remove_open(*h);
+            }
         }
         freed
     }
@@ -887,6 +994,76 @@ impl Namespace {
                         }
                     }
                 }
+            }
+            Mutation::CreateFile {
+                parent,
+                name,
+                ino,
+                replication,
+                mtime,
+            } => {
+                let file = Inode {
+                    kind: FileKind::File,
+                    size: 0,
+                    replication: *replication,
+                    mtime: *mtime,
+                    chunks: Vec::new(),
+                };
+                self.put_inode(&mut txn, *ino, file)?;
+                self.link(&mut txn, *parent, name, *ino);
+            }
+            Mutation::AppendChunk {
+                ino,
+                seal,
+                handle,
+                chain,
+                mtime,
+            } => {
+                let new = StoredChunk {
+                    handle: *handle,
+                    version: ChunkVersion::FIRST,
+                    size: 0,
+                };
+                self.update_file(&mut txn, *ino, *mtime, |chunks| {
+                    if let Some((sealed, size)) = seal {
+                        let last = chunks
+                            .last_mut()
+                            .filter(|c| c.handle == *sealed)
+                            .ok_or_else(|| {
+                                corrupt(format!("seal of {sealed}, not the last chunk"))
+                            })?;
+                        last.size = *size;
+                    }
+                    chunks.push(new);
+                    Ok(())
+                })?;
+                if let Some((sealed, _)) = seal {
+                    self.set_open(&mut txn, *sealed, None)?;
+                }
+                self.set_open(&mut txn, *handle, Some(chain))?;
+            }
+            Mutation::SetChunk {
+                handle,
+                version,
+                size,
+                open,
+                mtime,
+            } => {
+                let ino = self
+                    .chunks
+                    .get(handle)
+                    .map(|c| c.ino)
+                    .ok_or_else(|| corrupt(format!("update of unknown chunk {handle}")))?;
+                self.update_file(&mut txn, ino, *mtime, |chunks| {
+                    let c = chunks
+                        .iter_mut()
+                        .find(|c| c.handle == *handle)
+                        .ok_or_else(|| corrupt(format!("chunk {handle} not in file {ino}")))?;
+                    c.version = *version;
+                    c.size = *size;
+                    Ok(())
+                })?;
+                self.set_open(&mut txn, *handle, open.as_ref())?;
             }
             Mutation::Decommission { server, on } => {
                 txn.set_decommissioned(*server, *on);

@@ -93,7 +93,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Trash expiry, idle uploads, garbage bookkeeping, safe-mode deadline.
+/// Trash expiry, idle uploads, garbage bookkeeping, safe-mode deadline, settling
+/// appended chunks whose lease ended.
 async fn upkeep(master: Arc<Master>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,6 +105,10 @@ async fn upkeep(master: Arc<Master>, stop: CancellationToken) {
         }
         if let Err(e) = master.maintain().await {
             tracing::error!(error = %e, "upkeep failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = master.settle_open_chunks() => {}
         }
     }
 }

@@ -26,6 +26,9 @@ use crate::namespace::{ChunkMeta, Namespace};
 use crate::oplog::OpLog;
 use crate::store::Store;
 
+mod append;
+use append::MasterLease;
+
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
 const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
 /// Copies one chunkserver receives at once.
@@ -60,6 +63,10 @@ struct State {
     /// Balancing moves under way: chunk -> the server it moves off.
     moves: HashMap<ChunkHandle, ServerId>,
     balance_threshold: f64,
+    /// Append leases granted or adopted, by chunk.
+    leases: HashMap<ChunkHandle, MasterLease>,
+    /// Chunks being granted a lease or created for appends: not garbage, not adopted.
+    pending: HashSet<ChunkHandle>,
 }
 
 impl State {
@@ -71,8 +78,7 @@ impl State {
         now: Instant,
     ) -> Vec<(ServerId, String)> {
         let gone = self.ns.decommissioned();
-        self.map
-            .replicas(h, version, now)
+        self.current(h, version, now)
             .into_iter()
             .filter(|(id, _)| !gone.contains(id))
             .collect()
@@ -88,6 +94,9 @@ pub struct Master {
     state: Mutex<State>,
     /// Cancelled when the store fails under a mutation: the master must stop.
     fatal: CancellationToken,
+    /// One lock per file with an append lease being granted.
+    grants: Mutex<HashMap<u64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    started: Instant,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -120,8 +129,12 @@ impl Master {
                 trims: HashSet::new(),
                 moves: HashMap::new(),
                 balance_threshold,
+                leases: HashMap::new(),
+                pending: HashSet::new(),
             }),
             fatal,
+            grants: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         }
     }
 
@@ -150,6 +163,9 @@ impl Master {
         self.log.append(seq, &m.encode()?)?;
         match st.ns.apply(seq, &m) {
             Ok(applied) => {
+                for h in &applied.freed {
+                    st.leases.remove(h);
+                }
                 st.garbage.extend(applied.freed);
                 tracing::debug!(seq, mutation = m.name(), "applied");
                 Ok(seq)
@@ -339,7 +355,9 @@ impl Master {
                 let now = Instant::now();
                 st.stale.retain(|(s, _)| *s != server);
                 st.orders.remove(&server);
-                note_reports(&mut st, server, &chunks);
+                for m in note_reports(&mut st, server, &chunks) {
+                    self.log_apply(&mut st, m)?;
+                }
                 st.map.register(server, addr, capacity, used, chunks, now);
                 self.update_safe_mode(&mut st, now);
                 Ok(Response::Registered)
@@ -352,11 +370,18 @@ impl Master {
                 removed,
                 corrupt,
                 load,
+                leases,
             } => {
                 let mut guard = self.lock();
                 let st = &mut *guard;
                 let now = Instant::now();
-                note_reports(st, server, &added);
+                for m in note_reports(st, server, &added) {
+                    self.log_apply(st, m)?;
+                }
+                let (extended, sizes) = st.renew_leases(server, &leases, self.config.lease);
+                for m in sizes {
+                    self.log_apply(st, m)?;
+                }
                 for h in &corrupt {
                     tracing::warn!(chunk = %h, %server, "replica reported damaged");
                     *st.corrupt.entry(*h).or_default() += 1;
@@ -376,7 +401,11 @@ impl Master {
                     let mut delete: Vec<ChunkHandle> = st
                         .garbage
                         .iter()
-                        .filter(|h| st.map.holds(&server, h) && !st.ns.is_referenced(h))
+                        .filter(|h| {
+                            st.map.holds(&server, h)
+                                && !st.ns.is_referenced(h)
+                                && !st.pending.contains(h)
+                        })
                         .take(MAX_DELETES_PER_HEARTBEAT)
                         .copied()
                         .collect();
@@ -417,6 +446,7 @@ impl Master {
                     reregister: !known,
                     delete,
                     replicate,
+                    extended,
                 })
             }
             Request::Fsck { path } => Ok(Response::Fsck(self.read(|st| fsck(st, &path)).await?)),
@@ -490,10 +520,25 @@ impl Master {
                 }
                 Ok(Response::Balance(balance_report(&st, Instant::now())))
             }
+            Request::AppendTarget {
+                path,
+                create,
+                replication,
+                report,
+            } => Ok(Response::AppendLease(
+                self.append_target(&path, create, replication, report)
+                    .await?,
+            )),
             other @ (Request::Hello { .. }
             | Request::WriteChunk { .. }
             | Request::WritePacket { .. }
-            | Request::ReadChunk { .. }) => Err(ErrorCode::BadRequest {
+            | Request::ReadChunk { .. }
+            | Request::GrantLease { .. }
+            | Request::BumpVersion { .. }
+            | Request::TruncateChunk { .. }
+            | Request::Append { .. }
+            | Request::AppendForward { .. }
+            | Request::ChunkLength { .. }) => Err(ErrorCode::BadRequest {
                 reason: format!("{} is not a master request", other.name()),
             }
             .into()),
@@ -658,13 +703,29 @@ impl Master {
 
 /// Sorts reported chunks: nothing references it -> garbage candidate (whether it is
 /// deleted is decided later, outside safe mode, against the chunk table again); an
-/// older version than the file's -> stale; a copy we ordered -> done.
-fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) {
+/// older version than the file's, or off the chain of an open chunk -> stale; a copy
+/// we ordered -> done. Returns the adoptions of versions newer than the log to apply.
+fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Vec<Mutation> {
+    let mut adopt = Vec::new();
     for r in reports {
         match st.ns.chunk(&r.handle) {
             Some(meta) if r.version < meta.version => {
                 tracing::info!(chunk = %r.handle, %server, have = %r.version, want = %meta.version, "stale replica");
                 st.stale.insert((server, r.handle));
+            }
+            Some(meta) if r.version > meta.version => {
+                adopt.extend(st.adoption(server, r));
+            }
+            Some(_)
+                if st
+                    .ns
+                    .open_chain(&r.handle)
+                    .is_some_and(|c| !c.contains(&server)) =>
+            {
+                if !st.pending.contains(&r.handle) {
+                    tracing::info!(chunk = %r.handle, %server, "replica off its open chunk's chain");
+                    st.stale.insert((server, r.handle));
+                }
             }
             Some(_) => {}
             None if st.ns.is_referenced(&r.handle) => {}
@@ -680,6 +741,7 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) {
             }
         }
     }
+    adopt
 }
 
 /// Orders copies for chunks below their replication, those with fewest live replicas
@@ -692,6 +754,10 @@ fn schedule_repairs(st: &mut State, now: Instant) {
     let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
     let mut healed = Vec::new();
     for (h, meta) in st.ns.chunks() {
+        if st.ns.open_chain(h).is_some() {
+            // Its length moves; it is copied once settled.
+            continue;
+        }
         let live = st.effective(h, meta.version, now).len();
         let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
         if live >= want {
@@ -749,7 +815,11 @@ fn schedule_trims(st: &mut State, now: Instant) {
     let usage: HashMap<ServerId, f64> = st.map.usage(now).into_iter().collect();
     let mut new = Vec::new();
     for (h, meta) in st.ns.chunks() {
-        if pending.contains(h) || st.copying.contains_key(h) || st.moves.contains_key(h) {
+        if pending.contains(h)
+            || st.copying.contains_key(h)
+            || st.moves.contains_key(h)
+            || st.ns.open_chain(h).is_some()
+        {
             continue;
         }
         let mut eff = st.effective(h, meta.version, now);
@@ -803,6 +873,7 @@ fn schedule_moves(st: &mut State, now: Instant) {
     let pick = st.map.chunks_of(&from).find_map(|(h, v)| {
         let meta = st.ns.chunk(h)?;
         let movable = meta.version == *v
+            && st.ns.open_chain(h).is_none()
             && !st.map.holds(&to, h)
             && !st.copying.contains_key(h)
             && !pending.contains(h);
@@ -924,11 +995,12 @@ fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {
             version: c.version,
             size: c.size,
             replicas: st
-                .map
-                .replicas(&c.handle, c.version, now)
+                .current(&c.handle, c.version, now)
                 .into_iter()
                 .map(|(_, addr)| addr)
                 .collect(),
+            open: st.ns.open_chain(&c.handle).is_some(),
+            primary: st.lease(&c.handle, c.version).map(|l| l.addr.clone()),
         })
         .collect();
     Ok(FileStat {

@@ -7,6 +7,8 @@
 //! - `u` + upload id (16 bytes)   -> [`UploadRecord`] (a put in progress)
 //! - `t` + trash entry id (u64)   -> [`TrashEntry`] (a removed subtree kept for a while)
 //! - `x` + server id (16 bytes)   -> empty: a decommissioned chunkserver
+//! - `o` + chunk handle (16 bytes) -> chain (server ids): a chunk open for appends,
+//!   whose size may lag what its replicas hold
 //!
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
@@ -89,6 +91,13 @@ fn trash_key(entry: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b't';
     k[1..].copy_from_slice(&entry.to_be_bytes());
+    k
+}
+
+fn open_key(handle: ChunkHandle) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'o');
+    k.extend_from_slice(handle.0.as_bytes());
     k
 }
 
@@ -231,6 +240,16 @@ impl Txn {
         }
     }
 
+    /// Marks a chunk open for appends, with the chain of its current lease.
+    pub fn put_open(&mut self, handle: ChunkHandle, chain: &[ServerId]) -> Result<(), StoreError> {
+        self.insert(open_key(handle), encode(&chain)?);
+        Ok(())
+    }
+
+    pub fn remove_open(&mut self, handle: ChunkHandle) {
+        self.remove(open_key(handle));
+    }
+
     fn into_batch(self, batch: &mut sled::Batch) {
         for (k, v) in self.ops {
             match v {
@@ -340,6 +359,20 @@ impl Store {
         for item in self.tree.scan_prefix(b"t") {
             let (k, v) = item?;
             out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Chunks open for appends, with their chains.
+    pub fn open_chunks(&self) -> Result<Vec<(ChunkHandle, Vec<ServerId>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"o") {
+            let (k, v) = item?;
+            let id = uuid::Uuid::from_slice(&k[1..]).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push((ChunkHandle(id), decode(&k, &v)?));
         }
         Ok(out)
     }

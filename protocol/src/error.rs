@@ -51,6 +51,12 @@ pub enum ErrorCode {
     /// A replica of a write pipeline failed; the writer retries without it.
     #[error("replica {addr} failed: {reason}")]
     ReplicaFailed { addr: String, reason: String },
+    /// A record did not fit in the chunk, which is now closed at `size`.
+    #[error("chunk {handle} is full at {size} bytes")]
+    ChunkFull { handle: ChunkHandle, size: u64 },
+    /// An append reached a server that holds no lease on the chunk (any more).
+    #[error("chunk {handle}: no append lease held here")]
+    NotPrimary { handle: ChunkHandle },
 }
 
 impl ErrorCode {
@@ -64,6 +70,7 @@ impl ErrorCode {
                 | ErrorCode::Io { .. }
                 | ErrorCode::Unavailable { .. }
                 | ErrorCode::ReplicaFailed { .. }
+                | ErrorCode::NotPrimary { .. }
         )
     }
 }

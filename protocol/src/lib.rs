@@ -8,7 +8,9 @@
 //! - [`checksum`]: blake3 per 64 KiB block, computed and verified the same everywhere.
 //! - [`conn`]: a framed connection over any byte stream, request/reply and handshake.
 //!
-//! No sockets and no runtime live here; `docs/protocol.md` is the written spec.
+//! - [`net`] (feature `net`): TCP framing and dialing with the handshake.
+//!
+//! Without `net` nothing here touches a socket; `docs/protocol.md` is the written spec.
 
 pub mod checksum;
 pub mod conn;
@@ -16,6 +18,8 @@ pub mod error;
 pub mod frame;
 pub mod ids;
 pub mod message;
+#[cfg(feature = "net")]
+pub mod net;
 
 pub use conn::{write_frame, Connection};
 pub use error::{CodecError, ErrorCode, ProtocolError};
@@ -26,7 +30,7 @@ pub use message::*;
 /// Carried by `Hello`: "DFS" and a zero byte.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"DFS\0";
 /// Version of the message set; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Size of a data packet in a pipelined write or a streamed read.
 pub const PACKET_SIZE: usize = 1 << 20;
 /// Checksum block: blake3 covers each block of this many bytes of a chunk.

@@ -86,6 +86,9 @@ pub enum Request {
         corrupt: Vec<ChunkHandle>,
         /// Requests being served right now.
         load: u32,
+        /// Append leases this server holds as primary and used lately: the master
+        /// extends those it still grants (see `HeartbeatAck::extended`).
+        leases: Vec<LeaseReport>,
     },
 
     // --- to chunkservers ---
@@ -146,6 +149,103 @@ pub enum Request {
     Balance {
         threshold_percent: Option<u32>,
     },
+
+    // --- record append ---
+    /// Client -> master: the chunk to append to at `path` and its primary. Creates
+    /// an empty file when `create` and the path is free. `report` says why the last
+    /// answer no longer works (the chunk is full, or its primary failed).
+    AppendTarget {
+        path: String,
+        create: bool,
+        replication: Option<u32>,
+        report: Option<AppendReport>,
+    },
+    /// Master -> primary: take a lease on `handle` at `version` (its replicas move
+    /// there from `from`; `None` creates an empty chunk). The primary moves the
+    /// `secondaries` too, brings every replica to the shortest one's length, and
+    /// answers `LeaseGranted`. `lease_ms == 0` only syncs the replicas (closing).
+    GrantLease {
+        handle: ChunkHandle,
+        from: Option<ChunkVersion>,
+        version: ChunkVersion,
+        secondaries: Vec<String>,
+        lease_ms: u64,
+        chunk_size: u64,
+        max_append: u64,
+    },
+    /// Primary -> secondary: move the replica from `from` (or create it, when `None`)
+    /// to `version`; answered `ChunkSize` with the replica's length.
+    BumpVersion {
+        handle: ChunkHandle,
+        from: Option<ChunkVersion>,
+        version: ChunkVersion,
+    },
+    /// Primary -> secondary: cut the replica back to `size` (bytes past it were never
+    /// acknowledged).
+    TruncateChunk {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        size: u64,
+    },
+    /// Client -> primary: one record of `len` bytes, sent in the `WritePacket` frames
+    /// that follow under the same request id. Answered `Appended`.
+    Append {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        len: u64,
+    },
+    /// Primary -> secondary: records to write at `offset`, in `WritePacket` frames
+    /// that follow. Answered `ChunkSize` once durable.
+    AppendForward {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        len: u64,
+    },
+    /// The length of a replica at `version` (a primary answers what it acknowledged).
+    ChunkLength {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    },
+}
+
+/// Why a client asks the master for an append target again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendReport {
+    /// The primary closed the chunk at `size`: the record did not fit.
+    Full {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        size: u64,
+    },
+    /// The append failed: `addr` is the replica that failed, `None` when the
+    /// primary no longer holds the lease.
+    Failed {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        addr: Option<String>,
+    },
+}
+
+/// A lease a primary reports in its heartbeat, with the length it acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub size: u64,
+}
+
+/// Where to append: the file's last chunk and the primary holding its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendLease {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub primary: String,
+    /// Offset in the file of the chunk's first byte.
+    pub file_offset: u64,
+    pub chunk_size: u64,
+    /// Largest record appended atomically.
+    pub max_append: u64,
 }
 
 /// A reply, echoing the request id it answers.
@@ -175,6 +275,8 @@ pub enum Response {
         delete: Vec<ChunkHandle>,
         /// Chunks this server should copy from another replica.
         replicate: Vec<ReplicateOrder>,
+        /// Reported leases the master extends; the others are revoked.
+        extended: Vec<ChunkHandle>,
     },
     /// Every replica downstream of (and including) the answering one holds the chunk durably.
     ChunkWritten {
@@ -193,6 +295,21 @@ pub enum Response {
     },
     Fsck(FsckReport),
     Balance(BalanceReport),
+    AppendLease(AppendLease),
+    /// The primary holds the lease; `secondaries` are those it could move to the
+    /// new version, all at `size` bytes.
+    LeaseGranted {
+        size: u64,
+        secondaries: Vec<String>,
+    },
+    /// A replica's length (after a bump, a forwarded append, or when asked).
+    ChunkSize {
+        size: u64,
+    },
+    /// The record is durable on every replica at this offset in the chunk.
+    Appended {
+        offset: u64,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -324,6 +441,10 @@ pub struct ChunkInfo {
     pub size: u64,
     /// Addresses of live chunkservers holding this chunk at this version.
     pub replicas: Vec<String>,
+    /// Appended to since its size was last settled: `size` may lag, and readers ask
+    /// the replicas (the `primary` first, when a lease is held) for the length.
+    pub open: bool,
+    pub primary: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +521,13 @@ impl Request {
             Request::SetReplication { .. } => "SetReplication",
             Request::Decommission { .. } => "Decommission",
             Request::Balance { .. } => "Balance",
+            Request::AppendTarget { .. } => "AppendTarget",
+            Request::GrantLease { .. } => "GrantLease",
+            Request::BumpVersion { .. } => "BumpVersion",
+            Request::TruncateChunk { .. } => "TruncateChunk",
+            Request::Append { .. } => "Append",
+            Request::AppendForward { .. } => "AppendForward",
+            Request::ChunkLength { .. } => "ChunkLength",
         }
     }
 }
@@ -423,6 +551,10 @@ impl Response {
             Response::TrashListing { .. } => "TrashListing",
             Response::Fsck(_) => "Fsck",
             Response::Balance(_) => "Balance",
+            Response::AppendLease(_) => "AppendLease",
+            Response::LeaseGranted { .. } => "LeaseGranted",
+            Response::ChunkSize { .. } => "ChunkSize",
+            Response::Appended { .. } => "Appended",
         }
     }
 

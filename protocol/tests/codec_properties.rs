@@ -112,6 +112,42 @@ fn request() -> impl Strategy<Value = Request> {
                 len
             }
         ),
+        (
+            ".*",
+            any::<bool>(),
+            handle(),
+            any::<u64>(),
+            proptest::option::of(".*")
+        )
+            .prop_map(|(path, create, handle, v, addr)| Request::AppendTarget {
+                path,
+                create,
+                replication: None,
+                report: Some(AppendReport::Failed {
+                    handle,
+                    version: ChunkVersion(v),
+                    addr
+                }),
+            }),
+        (
+            handle(),
+            any::<u64>(),
+            proptest::collection::vec(".*", 0..3)
+        )
+            .prop_map(|(handle, v, secondaries)| Request::GrantLease {
+                handle,
+                from: Some(ChunkVersion(v)),
+                version: ChunkVersion(v.wrapping_add(1)),
+                secondaries,
+                lease_ms: v,
+                chunk_size: 64 << 20,
+                max_append: 16 << 20,
+            }),
+        (handle(), any::<u64>(), any::<u64>()).prop_map(|(handle, v, len)| Request::Append {
+            handle,
+            version: ChunkVersion(v),
+            len
+        }),
     ]
 }
 
@@ -157,7 +193,9 @@ fn response() -> impl Strategy<Value = Response> {
                         handle,
                         version: ChunkVersion(1),
                         size,
-                        replicas: vec![addr]
+                        replicas: vec![addr.clone()],
+                        open: size % 2 == 0,
+                        primary: (size % 3 == 0).then_some(addr),
                     })
                     .collect()
             })),
@@ -185,6 +223,7 @@ fn response() -> impl Strategy<Value = Response> {
                         source
                     })
                     .collect(),
+                extended: Vec::new(),
             }),
         (handle(), any::<u64>()).prop_map(|(handle, size)| Response::ChunkWritten { handle, size }),
         (

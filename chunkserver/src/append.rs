@@ -1,0 +1,702 @@
+//! Record append: the primary's side of a lease, and the secondaries' side.
+//!
+//! The master grants a lease by asking the primary (`GrantLease`) to move every
+//! replica to a new version and to the shortest replica's length: bytes past it were
+//! never acknowledged. The primary then runs one task per leased chunk that takes
+//! records in arrival order, picks their offsets, writes each batch locally and on
+//! every secondary at the same offset, and answers the appenders only when all of
+//! them hold it durably. Records queued while a batch is written form the next batch,
+//! so concurrent appenders share the fsyncs (group commit).
+//!
+//! A record that does not fit closes the chunk at its current length (`ChunkFull`):
+//! nothing is padded. A failed batch ends the lease for good (every later record is
+//! refused with the same error); the client reports it and the master grants a new
+//! lease on the surviving replicas, at a new version, which cuts unacknowledged
+//! bytes off. A restarted primary holds no lease: it never appends to a chunk the
+//! master may have closed meanwhile.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dfs_protocol::{
+    ChunkHandle, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request, RequestId,
+    Response,
+};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::net::{dial, Conn};
+use crate::server::Ctx;
+use crate::store::ChunkStore;
+
+/// Records waiting for a chunk's append task.
+const QUEUE: usize = 256;
+/// A batch stops growing at this many bytes (and always holds at least one record).
+const BATCH_BYTES: u64 = 16 << 20;
+/// Record bytes held in memory at once by all appends to this server.
+pub const APPEND_BUDGET: u32 = 256 << 20;
+
+/// One record waiting for its offset.
+struct Job {
+    pieces: Vec<Bytes>,
+    len: u64,
+    reply: oneshot::Sender<Result<u64, ErrorCode>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A lease held as primary.
+#[derive(Debug)]
+pub struct Lease {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    max_append: u64,
+    duration: Duration,
+    /// Length acknowledged to appenders.
+    acked: AtomicU64,
+    times: Mutex<Times>,
+    tx: mpsc::Sender<Job>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    expires: Instant,
+    used: Instant,
+    ended: bool,
+}
+
+impl Lease {
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn valid(&self, now: Instant) -> bool {
+        let t = self.times();
+        !t.ended && now < t.expires
+    }
+
+    fn end(&self) {
+        self.times().ended = true;
+    }
+}
+
+/// The leases this server holds as primary.
+#[derive(Debug, Default)]
+pub struct Leases {
+    map: Mutex<HashMap<ChunkHandle, Arc<Lease>>>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkHandle, Arc<Lease>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, handle: &ChunkHandle) -> Option<Arc<Lease>> {
+        self.lock().get(handle).cloned()
+    }
+
+    fn replace(&self, handle: ChunkHandle, lease: Option<Arc<Lease>>) {
+        let old = match lease {
+            Some(l) => self.lock().insert(handle, l),
+            None => self.lock().remove(&handle),
+        };
+        if let Some(old) = old {
+            old.end();
+        }
+    }
+
+    /// Leases to report in a heartbeat: those used within their duration. Expired
+    /// ones are dropped here.
+    pub fn report(&self) -> Vec<LeaseReport> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, l| {
+            let keep = l.valid(now);
+            if !keep {
+                l.end();
+            }
+            keep
+        });
+        map.values()
+            .filter(|l| now.saturating_duration_since(l.times().used) < l.duration)
+            .map(|l| LeaseReport {
+                handle: l.handle,
+                version: l.version,
+                size: l.acked.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
+    /// The master's answer to reported leases: `extended` ones run on from `sent`
+    /// (when the heartbeat left, so we never outlive the master's view); the others
+    /// are revoked.
+    pub fn renew(&self, reported: &[LeaseReport], extended: &[ChunkHandle], sent: Instant) {
+        let mut map = self.lock();
+        for r in reported {
+            let Some(l) = map
+                .get(&r.handle)
+                .filter(|l| l.version == r.version)
+                .cloned()
+            else {
+                continue;
+            };
+            if extended.contains(&r.handle) {
+                let mut t = l.times();
+                t.expires = t.expires.max(sent + l.duration);
+            } else {
+                tracing::info!(handle = %r.handle, "append lease revoked by the master");
+                l.end();
+                map.remove(&r.handle);
+            }
+        }
+    }
+
+    /// What this server acknowledged of `handle` at `version`, if it is its primary.
+    fn acked(&self, handle: &ChunkHandle, version: ChunkVersion) -> Option<u64> {
+        self.get(handle)
+            .filter(|l| l.version == version && l.valid(Instant::now()))
+            .map(|l| l.acked.load(Ordering::Acquire))
+    }
+}
+
+/// A secondary as the primary sees it.
+struct Secondary {
+    addr: String,
+    conn: Conn,
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> ErrorCode {
+    ErrorCode::Io {
+        reason: format!("disk task failed: {e}"),
+    }
+}
+
+/// Sends one request and waits for its answer within `limit`.
+async fn call(
+    conn: &mut Conn,
+    request: Request,
+    limit: Duration,
+) -> Result<Response, ProtocolError> {
+    match tokio::time::timeout(limit, conn.call(request)).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out("an answer")),
+    }
+}
+
+fn timed_out(what: &str) -> ProtocolError {
+    ProtocolError::Codec(
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {what}")).into(),
+    )
+}
+
+/// `GrantLease`: moves the replicas to `version`, evens their lengths out and, with
+/// a lease duration, starts taking appends. Answers the secondaries that made it.
+#[allow(clippy::too_many_arguments)]
+pub async fn grant(
+    ctx: &Arc<Ctx>,
+    handle: ChunkHandle,
+    from: Option<ChunkVersion>,
+    version: ChunkVersion,
+    secondaries: Vec<String>,
+    lease_ms: u64,
+    chunk_size: u64,
+    max_append: u64,
+) -> Result<Response, ErrorCode> {
+    let received = Instant::now();
+    // An older lease on this chunk is over, whatever happens next.
+    ctx.leases.replace(handle, None);
+    let store = ctx.store.clone();
+    let own = tokio::task::spawn_blocking(move || store.bump(handle, from, version))
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| e.to_code())?;
+
+    let limit = ctx.config.io_timeout;
+    let connect = ctx.config.connect_timeout;
+    let bumps = secondaries.iter().map(|addr| async move {
+        let mut conn = dial(addr, connect).await?;
+        match call(
+            &mut conn,
+            Request::BumpVersion {
+                handle,
+                from,
+                version,
+            },
+            limit,
+        )
+        .await?
+        {
+            Response::ChunkSize { size } => Ok((
+                Secondary {
+                    addr: addr.clone(),
+                    conn,
+                },
+                size,
+            )),
+            other => Err(ProtocolError::Unexpected {
+                got: other.name(),
+                to: "BumpVersion",
+            }),
+        }
+    });
+    let mut joined = Vec::new();
+    for (addr, r) in secondaries
+        .iter()
+        .zip(futures::future::join_all(bumps).await)
+    {
+        match r {
+            Ok(ok) => joined.push(ok),
+            Err(e) => tracing::warn!(%handle, %addr, error = %e, "secondary left out of the lease"),
+        }
+    }
+    let size = joined.iter().map(|(_, s)| *s).fold(own, u64::min);
+    if own > size {
+        let store = ctx.store.clone();
+        tokio::task::spawn_blocking(move || store.truncate(handle, version, size))
+            .await
+            .map_err(blocking_failed)?
+            .map_err(|e| e.to_code())?;
+    }
+    let mut kept = Vec::new();
+    for (mut s, len) in joined {
+        if len > size {
+            let cut = Request::TruncateChunk {
+                handle,
+                version,
+                size,
+            };
+            if let Err(e) = call(&mut s.conn, cut, limit).await {
+                tracing::warn!(%handle, addr = %s.addr, error = %e, "secondary could not be cut back; left out");
+                continue;
+            }
+        }
+        kept.push(s);
+    }
+    let addrs: Vec<String> = kept.iter().map(|s| s.addr.clone()).collect();
+    tracing::info!(%handle, %version, size, secondaries = ?addrs, lease_ms, "lease granted");
+    if lease_ms > 0 {
+        if max_append == 0 || max_append > chunk_size {
+            return Err(ErrorCode::BadRequest {
+                reason: format!("max append {max_append} does not suit chunk size {chunk_size}"),
+            });
+        }
+        let duration = Duration::from_millis(lease_ms);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let lease = Arc::new(Lease {
+            handle,
+            version,
+            max_append,
+            duration,
+            acked: AtomicU64::new(size),
+            times: Mutex::new(Times {
+                expires: received + duration,
+                used: received,
+                ended: false,
+            }),
+            tx,
+        });
+        let task = Appender {
+            lease: Arc::downgrade(&lease),
+            store: ctx.store.clone(),
+            secondaries: kept,
+            len: size,
+            chunk_size,
+            limit,
+            failed: None,
+        };
+        tokio::spawn(task.run(rx));
+        ctx.leases.replace(handle, Some(lease));
+    }
+    Ok(Response::LeaseGranted {
+        size,
+        secondaries: addrs,
+    })
+}
+
+/// Orders one leased chunk's appends.
+struct Appender {
+    lease: std::sync::Weak<Lease>,
+    store: ChunkStore,
+    secondaries: Vec<Secondary>,
+    len: u64,
+    chunk_size: u64,
+    limit: Duration,
+    /// Set by the first failed batch: the lease is over and this is every answer.
+    failed: Option<ErrorCode>,
+}
+
+impl Appender {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.len;
+            let mut batch = vec![first];
+            while bytes < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.len;
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.batch(batch).await;
+        }
+    }
+
+    async fn batch(&mut self, batch: Vec<Job>) {
+        let lease = self.lease.upgrade();
+        let Some(lease) = lease.filter(|l| l.valid(Instant::now())) else {
+            let handle = self.lease.upgrade().map(|l| l.handle);
+            for job in batch {
+                let code = match handle {
+                    Some(handle) => ErrorCode::NotPrimary { handle },
+                    None => ErrorCode::Unavailable {
+                        reason: "append lease ended".into(),
+                    },
+                };
+                let _ = job.reply.send(Err(code));
+            }
+            return;
+        };
+        if let Some(code) = &self.failed {
+            for job in batch {
+                let _ = job.reply.send(Err(code.clone()));
+            }
+            return;
+        }
+        let (handle, version) = (lease.handle, lease.version);
+        let mut cursor = self.len;
+        let mut taken = Vec::new();
+        let mut full = Vec::new();
+        for job in batch {
+            // Once a record does not fit the chunk is closed, also for smaller ones.
+            if !full.is_empty() || cursor + job.len > self.chunk_size {
+                full.push(job);
+            } else {
+                taken.push((cursor, job));
+                cursor += taken.last().map_or(0, |(_, j)| j.len);
+            }
+        }
+        if !taken.is_empty() {
+            let pieces: Vec<Bytes> = taken
+                .iter()
+                .flat_map(|(_, j)| j.pieces.iter().cloned())
+                .collect();
+            match self.write(handle, version, cursor, pieces).await {
+                Ok(()) => {
+                    self.len = cursor;
+                    lease.acked.store(cursor, Ordering::Release);
+                    for (offset, job) in taken {
+                        let _ = job.reply.send(Ok(offset));
+                    }
+                }
+                Err(code) => {
+                    tracing::warn!(%handle, error = %code, "append batch failed; lease over");
+                    self.failed = Some(code.clone());
+                    for (_, job) in taken.into_iter().chain(full.drain(..).map(|j| (0, j))) {
+                        let _ = job.reply.send(Err(code.clone()));
+                    }
+                }
+            }
+        }
+        for job in full {
+            let _ = job.reply.send(Err(ErrorCode::ChunkFull {
+                handle,
+                size: self.len,
+            }));
+        }
+    }
+
+    /// Writes one batch at `self.len` here and on every secondary at once.
+    async fn write(
+        &mut self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        end: u64,
+        pieces: Vec<Bytes>,
+    ) -> Result<(), ErrorCode> {
+        let offset = self.len;
+        let store = self.store.clone();
+        let local_pieces = pieces.clone();
+        let local = tokio::task::spawn_blocking(move || {
+            store.append(handle, version, offset, &local_pieces)
+        });
+        let limit = self.limit;
+        let pieces = &pieces;
+        let remote = self.secondaries.iter_mut().map(|s| async move {
+            let r = forward(&mut s.conn, handle, version, offset, end, pieces, limit).await;
+            r.map_err(|e| ErrorCode::ReplicaFailed {
+                addr: s.addr.clone(),
+                reason: e.to_string(),
+            })
+        });
+        let (local, remote) = tokio::join!(local, futures::future::join_all(remote));
+        match local.map_err(blocking_failed)? {
+            Ok(len) if len == end => {}
+            Ok(len) => {
+                return Err(ErrorCode::Io {
+                    reason: format!("local replica at {len} bytes, expected {end}"),
+                })
+            }
+            Err(e) => return Err(e.to_code()),
+        }
+        remote.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
+        Ok(())
+    }
+}
+
+/// Sends a batch to one secondary and waits until it is durable there.
+async fn forward(
+    conn: &mut Conn,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    offset: u64,
+    end: u64,
+    pieces: &[Bytes],
+    limit: Duration,
+) -> Result<(), ProtocolError> {
+    let id = conn.next_request_id();
+    let send = async {
+        let head = Request::AppendForward {
+            handle,
+            version,
+            offset,
+            len: end - offset,
+        };
+        conn.send(&Frame::request(id, head)).await?;
+        for (i, p) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let frame = Frame::request(id, Request::WritePacket { last }).with_payload(p.clone());
+            conn.send(&frame).await?;
+        }
+        conn.recv_response(id, "AppendForward").await
+    };
+    match tokio::time::timeout(limit, send).await {
+        Ok(Ok((Response::ChunkSize { size }, _))) if size == end => Ok(()),
+        Ok(Ok((Response::ChunkSize { size }, _))) => Err(ProtocolError::Remote(ErrorCode::Io {
+            reason: format!("replica at {size} bytes after the append, expected {end}"),
+        })),
+        Ok(Ok((other, _))) => Err(ProtocolError::Unexpected {
+            got: other.name(),
+            to: "AppendForward",
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(timed_out("the secondary")),
+    }
+}
+
+/// Reads the `WritePacket` frames of request `id` up to `last`: at most `len` bytes
+/// in all, which must be exactly `len`; `keep` false drops them as they come (a
+/// refused request). `Err` means the connection is unusable.
+pub async fn read_packets(
+    conn: &mut Conn,
+    id: RequestId,
+    len: u64,
+    limit: Duration,
+    keep: bool,
+) -> Result<Result<Vec<Bytes>, ErrorCode>, ProtocolError> {
+    let mut pieces = Vec::new();
+    let mut got = 0u64;
+    loop {
+        let frame = match tokio::time::timeout(limit, conn.recv()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Err(ProtocolError::Closed),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(timed_out("a packet")),
+        };
+        let last = match frame.body {
+            dfs_protocol::Body::Request(Request::WritePacket { last })
+                if frame.request_id == id =>
+            {
+                last
+            }
+            _ => {
+                return Err(ProtocolError::Unexpected {
+                    got: "a frame other than WritePacket",
+                    to: "an append",
+                })
+            }
+        };
+        got += frame.payload.len() as u64;
+        if got > len {
+            return Err(ProtocolError::Unexpected {
+                got: "more data than announced",
+                to: "an append",
+            });
+        }
+        if keep && !frame.payload.is_empty() {
+            pieces.push(frame.payload);
+        }
+        if last {
+            break;
+        }
+    }
+    if got != len {
+        return Ok(Err(ErrorCode::BadRequest {
+            reason: format!("{got} bytes sent, {len} announced"),
+        }));
+    }
+    Ok(Ok(pieces))
+}
+
+/// Waits for `len` bytes of the append budget (all of it for larger requests).
+async fn admit(budget: &Arc<Semaphore>, len: u64) -> Result<OwnedSemaphorePermit, ErrorCode> {
+    let n = u32::try_from(len).unwrap_or(u32::MAX).min(APPEND_BUDGET);
+    budget
+        .clone()
+        .acquire_many_owned(n)
+        .await
+        .map_err(|_| ErrorCode::Unavailable {
+            reason: "shutting down".into(),
+        })
+}
+
+/// `Append` from a client: queues the record on the chunk's lease and answers its
+/// offset once every replica holds it.
+pub async fn append(
+    ctx: &Arc<Ctx>,
+    conn: &mut Conn,
+    id: RequestId,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    len: u64,
+) -> Result<(), ProtocolError> {
+    let limit = ctx.config.io_timeout;
+    let lease = ctx.leases.get(&handle);
+    let refusal = match &lease {
+        None => Some(ErrorCode::NotPrimary { handle }),
+        Some(l) if l.version != version => Some(ErrorCode::StaleVersion {
+            handle,
+            have: l.version,
+            want: version,
+        }),
+        Some(l) if len == 0 || len > l.max_append => Some(ErrorCode::BadRequest {
+            reason: format!("a record must have 1 to {} bytes, not {len}", l.max_append),
+        }),
+        Some(_) => None,
+    };
+    let outcome = match (lease, refusal) {
+        (Some(lease), None) => {
+            let permit = admit(&ctx.append_budget, len).await;
+            let pieces = read_packets(conn, id, len, limit, true).await?;
+            match (permit, pieces) {
+                (Ok(permit), Ok(pieces)) => submit(&lease, pieces, len, permit).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        (_, refusal) => {
+            // Drain the record so the client reads a clear answer, not a reset.
+            let _ = read_packets(conn, id, u64::MAX, limit, false).await?;
+            Err(refusal.unwrap_or(ErrorCode::NotPrimary { handle }))
+        }
+    };
+    let response = match outcome {
+        Ok(offset) => Response::Appended { offset },
+        Err(code) => Response::Error(code),
+    };
+    conn.reply(id, response).await?;
+    Ok(())
+}
+
+async fn submit(
+    lease: &Lease,
+    pieces: Vec<Bytes>,
+    len: u64,
+    permit: OwnedSemaphorePermit,
+) -> Result<u64, ErrorCode> {
+    lease.times().used = Instant::now();
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        pieces,
+        len,
+        reply,
+        _permit: permit,
+    };
+    let ended = || ErrorCode::NotPrimary {
+        handle: lease.handle,
+    };
+    lease.tx.send(job).await.map_err(|_| ended())?;
+    answer.await.map_err(|_| ended())?
+}
+
+/// `AppendForward` from a primary: writes the batch at its offset.
+#[allow(clippy::too_many_arguments)]
+pub async fn forwarded(
+    ctx: &Arc<Ctx>,
+    conn: &mut Conn,
+    id: RequestId,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    offset: u64,
+    len: u64,
+) -> Result<(), ProtocolError> {
+    let permit = admit(&ctx.append_budget, len).await;
+    let pieces = read_packets(conn, id, len, ctx.config.io_timeout, true).await?;
+    let outcome = match (permit, pieces) {
+        (Ok(_permit), Ok(pieces)) => {
+            let store = ctx.store.clone();
+            tokio::task::spawn_blocking(move || store.append(handle, version, offset, &pieces))
+                .await
+                .map_err(blocking_failed)
+                .and_then(|r| r.map_err(|e| e.to_code()))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let response = match outcome {
+        Ok(size) => Response::ChunkSize { size },
+        Err(code) => Response::Error(code),
+    };
+    conn.reply(id, response).await?;
+    Ok(())
+}
+
+/// `BumpVersion` and `TruncateChunk` from a primary, `ChunkLength` from anyone.
+pub async fn chunk_request(ctx: &Arc<Ctx>, request: Request) -> Response {
+    let store = ctx.store.clone();
+    let work = match request {
+        Request::BumpVersion {
+            handle,
+            from,
+            version,
+        } => {
+            // A new primary takes over: any lease this server held on it is over.
+            ctx.leases.replace(handle, None);
+            Box::new(move || store.bump(handle, from, version)) as Box<dyn FnOnce() -> _ + Send>
+        }
+        Request::TruncateChunk {
+            handle,
+            version,
+            size,
+        } => Box::new(move || store.truncate(handle, version, size)),
+        Request::ChunkLength { handle, version } => {
+            if let Some(size) = ctx.leases.acked(&handle, version) {
+                return Response::ChunkSize { size };
+            }
+            Box::new(move || match store.get(&handle) {
+                Some((v, size)) if v == version => Ok(size),
+                Some((have, _)) => Err(ErrorCode::StaleVersion {
+                    handle,
+                    have,
+                    want: version,
+                }
+                .into()),
+                None => Err(ErrorCode::UnknownChunk { handle }.into()),
+            })
+        }
+        other => {
+            return Response::Error(ErrorCode::BadRequest {
+                reason: format!("{} is not a chunk request", other.name()),
+            })
+        }
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(size)) => Response::ChunkSize { size },
+        Ok(Err(e)) => Response::Error(e.to_code()),
+        Err(e) => Response::Error(blocking_failed(e)),
+    }
+}

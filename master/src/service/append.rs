@@ -1,0 +1,608 @@
+//! Record append at the master: where to append, lease grants, and settling chunks
+//! whose leases ended.
+//!
+//! A file's last chunk takes appends under a lease held by one of its replicas, the
+//! primary. Every grant moves the replicas to a new version (so a former primary can
+//! no longer reach them), and is logged after the replicas moved: a crash in between
+//! leaves replicas newer than the log, which the master adopts when they report.
+//! While a chunk is *open* (appended to since its size was last settled) the log
+//! keeps the chain of its lease: only those replicas are current, whatever version
+//! others report. When its lease ends, the master settles it: one more version, the
+//! replicas cut to the same length, the size logged; then it is repaired and
+//! balanced like any chunk.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dfs_protocol::{
+    AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, PeerKind, Request, Response,
+    ServerId,
+};
+
+use super::{now_secs, Master, State};
+use crate::error::OpError;
+use crate::mutation::Mutation;
+
+/// Chains tried for one grant before the append fails.
+const GRANT_ATTEMPTS: u64 = 3;
+/// Chunks settled per upkeep round.
+const SETTLE_PER_ROUND: usize = 16;
+
+/// A lease as the master granted (or adopted) it.
+#[derive(Debug, Clone)]
+pub(super) struct MasterLease {
+    pub version: ChunkVersion,
+    pub primary: ServerId,
+    pub addr: String,
+    pub expires: Instant,
+}
+
+/// What an append target request needs.
+enum Plan {
+    Have(AppendLease),
+    /// A new last chunk, closing the current one at `seal`.
+    New {
+        seal: Option<(ChunkHandle, u64)>,
+        last: Option<ChunkHandle>,
+        replication: u32,
+        file_offset: u64,
+    },
+    /// A new lease on the last chunk, without the `exclude`d replicas.
+    Grant {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        exclude: HashSet<ServerId>,
+        file_offset: u64,
+    },
+}
+
+fn unavailable(reason: String) -> OpError {
+    ErrorCode::Unavailable { reason }.into()
+}
+
+impl State {
+    /// The replicas of `h` at `version` that readers and leases may use: live, not
+    /// known stale, and on the lease's chain while the chunk is open.
+    pub(super) fn current(
+        &self,
+        h: &ChunkHandle,
+        version: ChunkVersion,
+        now: Instant,
+    ) -> Vec<(ServerId, String)> {
+        let chain = self.ns.open_chain(h);
+        self.map
+            .replicas(h, version, now)
+            .into_iter()
+            .filter(|(id, _)| !self.stale.contains(&(*id, *h)))
+            .filter(|(id, _)| chain.is_none_or(|c| c.contains(id)))
+            .collect()
+    }
+
+    /// The valid lease on `h` at `version`, if any.
+    pub(super) fn lease(&self, h: &ChunkHandle, version: ChunkVersion) -> Option<&MasterLease> {
+        self.leases
+            .get(h)
+            .filter(|l| l.version == version && l.expires > Instant::now())
+    }
+
+    /// After a grant on `chain`, every other holder of `h` is stale.
+    fn fence(&mut self, h: ChunkHandle, version: ChunkVersion, chain: &[ServerId]) {
+        self.map.record_chain(h, version, chain);
+        for (server, _) in self.map.holders(&h) {
+            if !chain.contains(&server) {
+                self.stale.insert((server, h));
+            }
+        }
+    }
+
+    /// Lease reports from `server`'s heartbeat: extends (or, after a master restart,
+    /// adopts) the leases it holds on a chain it belongs to; returns those extended
+    /// and the size updates to log.
+    pub(super) fn renew_leases(
+        &mut self,
+        server: ServerId,
+        reports: &[dfs_protocol::LeaseReport],
+        duration: Duration,
+    ) -> (Vec<ChunkHandle>, Vec<Mutation>) {
+        let now = Instant::now();
+        let mut extended = Vec::new();
+        let mut sizes = Vec::new();
+        for r in reports {
+            let Some(meta) = self.ns.chunk(&r.handle).copied() else {
+                continue;
+            };
+            let Some(chain) = self.ns.open_chain(&r.handle) else {
+                continue;
+            };
+            if meta.version != r.version || !chain.contains(&server) {
+                continue;
+            }
+            let chain = chain.to_vec();
+            match self.leases.get_mut(&r.handle) {
+                Some(l) if l.version == r.version && l.primary == server => {
+                    l.expires = now + duration;
+                }
+                Some(_) => continue,
+                None if self.pending.contains(&r.handle) => continue,
+                None => {
+                    let Some(addr) = self.map.addr(&server).map(str::to_string) else {
+                        continue;
+                    };
+                    tracing::info!(chunk = %r.handle, %addr, "append lease adopted from its primary");
+                    self.leases.insert(
+                        r.handle,
+                        MasterLease {
+                            version: r.version,
+                            primary: server,
+                            addr,
+                            expires: now + duration,
+                        },
+                    );
+                }
+            }
+            extended.push(r.handle);
+            if r.size > meta.size {
+                sizes.push(Mutation::SetChunk {
+                    handle: r.handle,
+                    version: r.version,
+                    size: r.size,
+                    open: Some(chain),
+                    mtime: now_secs(),
+                });
+            }
+        }
+        (extended, sizes)
+    }
+
+    /// A replica newer than the log: a grant moved it, then the master stopped before
+    /// logging the grant. No append used that version yet, so it holds everything.
+    pub(super) fn adoption(
+        &self,
+        server: ServerId,
+        r: &dfs_protocol::ChunkReport,
+    ) -> Option<Mutation> {
+        let meta = self.ns.chunk(&r.handle)?;
+        if r.version <= meta.version || self.pending.contains(&r.handle) {
+            return None;
+        }
+        let mut chain: Vec<ServerId> = match self.ns.open_chain(&r.handle) {
+            Some(c) => c.to_vec(),
+            None => self
+                .map
+                .holders(&r.handle)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+        };
+        if !chain.contains(&server) {
+            chain.push(server);
+        }
+        tracing::info!(chunk = %r.handle, version = %r.version, "adopting a version granted before a restart");
+        Some(Mutation::SetChunk {
+            handle: r.handle,
+            version: r.version,
+            size: meta.size,
+            open: Some(chain),
+            mtime: now_secs(),
+        })
+    }
+}
+
+impl Master {
+    fn grant_lock(&self, ino: u64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .grants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget locks nobody holds, so the map stays as small as the work under way.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(ino).or_default().clone()
+    }
+
+    /// `AppendTarget`: the chunk to append to at `path` and its primary, granting a
+    /// lease or starting a new chunk when needed.
+    pub(super) async fn append_target(
+        &self,
+        path: &str,
+        create: bool,
+        replication: Option<u32>,
+        report: Option<AppendReport>,
+    ) -> Result<AppendLease, OpError> {
+        let replication = replication.unwrap_or(self.config.replication);
+        let max = crate::config::MAX_REPLICATION;
+        if !(1..=max).contains(&replication) {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!("replication must be 1..={max}, not {replication}"),
+            }
+            .into());
+        }
+        let now = now_secs();
+        let ino = self
+            .mutate(|st| {
+                let (ino, m) = st.ns.plan_append_file(path, create, replication, now)?;
+                Ok((m, ino))
+            })
+            .await?;
+        let lock = self.grant_lock(ino);
+        let _held = lock.lock().await;
+        let plan = self.plan_append(ino, path, report.as_ref())?;
+        match plan {
+            Plan::Have(lease) => Ok(lease),
+            Plan::New {
+                seal,
+                last,
+                replication,
+                file_offset,
+            } => {
+                self.new_chunk(ino, seal, last, replication, file_offset)
+                    .await
+            }
+            Plan::Grant {
+                handle,
+                version,
+                exclude,
+                file_offset,
+            } => {
+                let (version, primary) = self.grant(handle, version, exclude, true).await?;
+                Ok(self.lease_answer(handle, version, primary, file_offset))
+            }
+        }
+    }
+
+    fn lease_answer(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        primary: String,
+        file_offset: u64,
+    ) -> AppendLease {
+        AppendLease {
+            handle,
+            version,
+            primary,
+            file_offset,
+            chunk_size: self.config.chunk_size,
+            max_append: self.config.max_append(),
+        }
+    }
+
+    fn plan_append(
+        &self,
+        ino: u64,
+        path: &str,
+        report: Option<&AppendReport>,
+    ) -> Result<Plan, OpError> {
+        let st = self.lock();
+        let inode = st.ns.file(ino).ok_or_else(|| ErrorCode::NotFound {
+            path: path.to_string(),
+        })?;
+        let Some((last, before)) = inode.chunks.split_last() else {
+            return Ok(Plan::New {
+                seal: None,
+                last: None,
+                replication: inode.replication,
+                file_offset: 0,
+            });
+        };
+        let before: u64 = before.iter().map(|c| c.size).sum();
+        let mut exclude = HashSet::new();
+        match report {
+            Some(AppendReport::Full {
+                handle,
+                version,
+                size,
+            }) if *handle == last.handle && *version == last.version => {
+                if *size > self.config.chunk_size || *size < last.size {
+                    return Err(ErrorCode::BadRequest {
+                        reason: format!("chunk {handle} cannot be full at {size} bytes"),
+                    }
+                    .into());
+                }
+                return Ok(Plan::New {
+                    seal: Some((*handle, *size)),
+                    last: Some(*handle),
+                    replication: inode.replication,
+                    file_offset: before + size,
+                });
+            }
+            Some(AppendReport::Failed {
+                handle,
+                version,
+                addr,
+            }) if *handle == last.handle && *version == last.version => {
+                tracing::info!(chunk = %handle, failed = ?addr, "append failed; new lease");
+                // Without an address the primary lost its lease (it restarted, or the
+                // lease lapsed): it is still a good replica.
+                exclude.extend(addr.as_deref().and_then(|a| st.map.by_addr(a)));
+            }
+            _ => {
+                if let Some(l) = st.lease(&last.handle, last.version) {
+                    return Ok(Plan::Have(self.lease_answer(
+                        last.handle,
+                        last.version,
+                        l.addr.clone(),
+                        before,
+                    )));
+                }
+            }
+        }
+        if st.ns.open_chain(&last.handle).is_none() && last.size >= self.config.chunk_size {
+            return Ok(Plan::New {
+                seal: None,
+                last: Some(last.handle),
+                replication: inode.replication,
+                file_offset: before + last.size,
+            });
+        }
+        Ok(Plan::Grant {
+            handle: last.handle,
+            version: last.version,
+            exclude,
+            file_offset: before,
+        })
+    }
+
+    /// Asks `addr` to take the lease (or, with `lease_ms == 0`, only to even out the
+    /// replicas); returns the synced size and the secondaries that made it.
+    async fn call_grant(
+        &self,
+        addr: &str,
+        request: Request,
+    ) -> Result<(u64, Vec<String>), OpError> {
+        let limit = Duration::from_secs(30);
+        let exchange = async {
+            let mut conn = dfs_protocol::net::dial(addr, PeerKind::Client, limit).await?;
+            conn.call(request).await
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(Response::LeaseGranted { size, secondaries })) => Ok((size, secondaries)),
+            Ok(Ok(other)) => Err(unavailable(format!(
+                "chunkserver {addr} answered {} to a lease grant",
+                other.name()
+            ))),
+            Ok(Err(e)) => Err(unavailable(format!("chunkserver {addr}: {e}"))),
+            Err(_) => Err(unavailable(format!(
+                "chunkserver {addr} did not answer a lease grant"
+            ))),
+        }
+    }
+
+    /// Starts a new last chunk for file `ino` (after `last`, sealed at `seal`).
+    async fn new_chunk(
+        &self,
+        ino: u64,
+        seal: Option<(ChunkHandle, u64)>,
+        last: Option<ChunkHandle>,
+        replication: u32,
+        file_offset: u64,
+    ) -> Result<AppendLease, OpError> {
+        let mut exclude: HashSet<ServerId> = HashSet::new();
+        let mut failure = unavailable("no chunkserver took the new chunk".into());
+        for _ in 0..GRANT_ATTEMPTS {
+            let handle = ChunkHandle::random();
+            let chain = {
+                let mut st = self.lock();
+                let mut out = exclude.clone();
+                out.extend(st.ns.decommissioned().iter().copied());
+                let chain =
+                    st.map
+                        .place(replication, self.config.chunk_size, Instant::now(), &out)?;
+                st.pending.insert(handle);
+                chain
+            };
+            let (primary_id, primary) = chain[0].clone();
+            let request = Request::GrantLease {
+                handle,
+                from: None,
+                version: ChunkVersion::FIRST,
+                secondaries: chain[1..].iter().map(|(_, a)| a.clone()).collect(),
+                lease_ms: self.config.lease.as_millis() as u64,
+                chunk_size: self.config.chunk_size,
+                max_append: self.config.max_append(),
+            };
+            let granted = self.call_grant(&primary, request).await;
+            let granted_at = Instant::now();
+            let result = match granted {
+                Ok((_, secondaries)) => {
+                    let mut ids = vec![primary_id];
+                    ids.extend(
+                        chain[1..]
+                            .iter()
+                            .filter(|(_, a)| secondaries.contains(a))
+                            .map(|(id, _)| *id),
+                    );
+                    self.mutate(|st| {
+                        st.pending.remove(&handle);
+                        let inode = st.ns.file(ino).ok_or_else(|| {
+                            unavailable("the file was removed during the append".into())
+                        })?;
+                        if inode.chunks.last().map(|c| c.handle) != last {
+                            return Err(unavailable("the file changed during the append".into()));
+                        }
+                        let m = Mutation::AppendChunk {
+                            ino,
+                            seal,
+                            handle,
+                            chain: ids.clone(),
+                            mtime: now_secs(),
+                        };
+                        self.log_apply(st, m)?;
+                        st.fence(handle, ChunkVersion::FIRST, &ids);
+                        if let Some((sealed, _)) = seal {
+                            st.leases.remove(&sealed);
+                        }
+                        st.leases.insert(
+                            handle,
+                            MasterLease {
+                                version: ChunkVersion::FIRST,
+                                primary: primary_id,
+                                addr: primary.clone(),
+                                expires: granted_at + self.config.lease,
+                            },
+                        );
+                        Ok((None, ()))
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            self.lock().pending.remove(&handle);
+            match result {
+                Ok(()) => {
+                    tracing::debug!(%handle, %primary, "new append chunk");
+                    return Ok(self.lease_answer(
+                        handle,
+                        ChunkVersion::FIRST,
+                        primary,
+                        file_offset,
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(%handle, %primary, error = %e, "new append chunk failed");
+                    exclude.insert(primary_id);
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// Moves chunk `handle` (at `version`) to a new version on its current replicas
+    /// without `exclude`: with a lease (`lease`), or to settle its size. Returns the
+    /// new version and the primary's address.
+    async fn grant(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        mut exclude: HashSet<ServerId>,
+        lease: bool,
+    ) -> Result<(ChunkVersion, String), OpError> {
+        let mut failure = unavailable(format!("no live replica of chunk {handle}"));
+        self.lock().pending.insert(handle);
+        for attempt in 0..GRANT_ATTEMPTS {
+            let replicas: Vec<(ServerId, String)> = {
+                let st = self.lock();
+                st.current(&handle, version, Instant::now())
+                    .into_iter()
+                    .filter(|(id, _)| !exclude.contains(id))
+                    .collect()
+            };
+            let Some(((primary_id, primary), rest)) = replicas.split_first() else {
+                break;
+            };
+            // A fresh version per attempt: an attempt that failed half-way may have
+            // moved some replicas, and must never share a version with this one.
+            let next = ChunkVersion(version.0 + 1 + attempt);
+            let request = Request::GrantLease {
+                handle,
+                from: Some(version),
+                version: next,
+                secondaries: rest.iter().map(|(_, a)| a.clone()).collect(),
+                lease_ms: if lease {
+                    self.config.lease.as_millis() as u64
+                } else {
+                    0
+                },
+                chunk_size: self.config.chunk_size,
+                max_append: self.config.max_append(),
+            };
+            let granted = self.call_grant(primary, request).await;
+            let granted_at = Instant::now();
+            let result = match granted {
+                Ok((size, secondaries)) => {
+                    let mut ids = vec![*primary_id];
+                    ids.extend(
+                        rest.iter()
+                            .filter(|(_, a)| secondaries.contains(a))
+                            .map(|(id, _)| *id),
+                    );
+                    self.mutate(|st| {
+                        let meta = st.ns.chunk(&handle).copied().ok_or_else(|| {
+                            unavailable("the file was removed during the append".into())
+                        })?;
+                        if meta.version != version {
+                            return Err(unavailable(format!("chunk {handle} changed meanwhile")));
+                        }
+                        let m = Mutation::SetChunk {
+                            handle,
+                            version: next,
+                            size,
+                            open: lease.then(|| ids.clone()),
+                            mtime: now_secs(),
+                        };
+                        self.log_apply(st, m)?;
+                        st.fence(handle, next, &ids);
+                        st.leases.remove(&handle);
+                        if lease {
+                            st.leases.insert(
+                                handle,
+                                MasterLease {
+                                    version: next,
+                                    primary: *primary_id,
+                                    addr: primary.clone(),
+                                    expires: granted_at + self.config.lease,
+                                },
+                            );
+                        }
+                        Ok((None, ()))
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.lock().pending.remove(&handle);
+                    tracing::info!(%handle, version = %next, %primary, lease, "chunk moved to a new version");
+                    return Ok((next, primary.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(%handle, %primary, error = %e, "lease grant failed");
+                    exclude.insert(*primary_id);
+                    failure = e;
+                }
+            }
+        }
+        self.lock().pending.remove(&handle);
+        Err(failure)
+    }
+
+    /// Settles open chunks whose lease is over: their replicas are cut to one length
+    /// and the size logged, so they can be repaired and balanced again.
+    pub async fn settle_open_chunks(&self) {
+        let due: Vec<(u64, ChunkHandle, ChunkVersion)> = {
+            let st = self.lock();
+            let now = Instant::now();
+            // After a start, primaries get a lease duration to report the leases they hold.
+            if st.safe_until.is_some() || now < self.started + self.config.lease {
+                return;
+            }
+            st.ns
+                .open_chunks()
+                .filter(|(h, _)| !st.pending.contains(*h))
+                .filter(|(h, _)| st.leases.get(*h).is_none_or(|l| l.expires <= now))
+                .filter_map(|(h, _)| st.ns.chunk(h).map(|m| (m.ino, *h, m.version)))
+                .take(SETTLE_PER_ROUND)
+                .collect()
+        };
+        for (ino, handle, version) in due {
+            let lock = self.grant_lock(ino);
+            let _held = lock.lock().await;
+            let still = {
+                let st = self.lock();
+                let now = Instant::now();
+                st.ns.open_chain(&handle).is_some()
+                    && st.ns.chunk(&handle).is_some_and(|m| m.version == version)
+                    && st.leases.get(&handle).is_none_or(|l| l.expires <= now)
+            };
+            if !still {
+                continue;
+            }
+            match self.grant(handle, version, HashSet::new(), false).await {
+                Ok((v, _)) => tracing::info!(%handle, version = %v, "open chunk settled"),
+                Err(e) => tracing::info!(%handle, error = %e, "open chunk not settled yet"),
+            }
+        }
+    }
+}
