@@ -149,7 +149,7 @@ impl Leases {
                 let mut t = l.times();
                 t.expires = t.expires.max(sent + l.duration);
             } else {
-                tracing::info!(handle = %r.handle, "append lease revoked by the master");
+                tracing::debug!(handle = %r.handle, "append lease revoked by the master");
                 l.end();
                 map.remove(&r.handle);
             }
@@ -308,6 +308,7 @@ pub async fn grant(
             chunk_size,
             limit,
             failed: None,
+            sealed: false,
         };
         tokio::spawn(task.run(rx));
         ctx.leases.replace(handle, Some(lease));
@@ -328,6 +329,9 @@ struct Appender {
     limit: Duration,
     /// Set by the first failed batch: the lease is over and this is every answer.
     failed: Option<ErrorCode>,
+    /// A record did not fit: the chunk is closed at `len` for good, since the master
+    /// seals it at the length its appenders were told.
+    sealed: bool,
 }
 
 impl Appender {
@@ -375,7 +379,8 @@ impl Appender {
         let mut full = Vec::new();
         for job in batch {
             // Once a record does not fit the chunk is closed, also for smaller ones.
-            if !full.is_empty() || cursor + job.len > self.chunk_size {
+            if self.sealed || cursor + job.len > self.chunk_size {
+                self.sealed = true;
                 full.push(job);
             } else {
                 taken.push((cursor, job));

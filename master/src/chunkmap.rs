@@ -192,6 +192,11 @@ impl ChunkMap {
             .collect()
     }
 
+    /// Whether `server` is registered and heard from within the dead-after window.
+    pub fn is_alive(&self, server: &ServerId, now: Instant) -> bool {
+        self.servers.get(server).is_some_and(|e| self.alive(e, now))
+    }
+
     /// The address of a server, if it ever registered.
     pub fn addr(&self, server: &ServerId) -> Option<&str> {
         self.servers.get(server).map(|e| e.addr.as_str())

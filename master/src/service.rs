@@ -747,8 +747,11 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
 /// Orders copies for chunks below their replication, those with fewest live replicas
 /// first, at most a few per target, from a random live replica.
 fn schedule_repairs(st: &mut State, now: Instant) {
-    st.copying
-        .retain(|_, (_, at)| now.saturating_duration_since(*at) < COPY_TIMEOUT);
+    // A copy is given up after a while, or at once when its target died.
+    let State { copying, map, .. } = st;
+    copying.retain(|_, (target, at)| {
+        now.saturating_duration_since(*at) < COPY_TIMEOUT && map.is_alive(target, now)
+    });
     let State { copying, moves, .. } = st;
     moves.retain(|h, _| copying.contains_key(h));
     let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
@@ -962,11 +965,12 @@ fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
             if st.corrupt.contains_key(&c.handle) {
                 health.corrupt += 1;
             }
+            // A stale replica on a dead server is harmless: deleted when it returns.
             if st
                 .map
                 .holders(&c.handle)
                 .iter()
-                .any(|(_, v)| *v < c.version)
+                .any(|(s, v)| *v < c.version && st.map.is_alive(s, now))
             {
                 health.stale += 1;
             }

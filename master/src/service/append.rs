@@ -109,6 +109,11 @@ impl State {
         let mut extended = Vec::new();
         let mut sizes = Vec::new();
         for r in reports {
+            if self.pending.contains(&r.handle) {
+                // Granted a moment ago and not logged yet: the grant decides.
+                extended.push(r.handle);
+                continue;
+            }
             let Some(meta) = self.ns.chunk(&r.handle).copied() else {
                 continue;
             };
@@ -124,7 +129,6 @@ impl State {
                     l.expires = now + duration;
                 }
                 Some(_) => continue,
-                None if self.pending.contains(&r.handle) => continue,
                 None => {
                     let Some(addr) = self.map.addr(&server).map(str::to_string) else {
                         continue;
