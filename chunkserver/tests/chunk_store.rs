@@ -202,3 +202,119 @@ proptest! {
         }
     }
 }
+
+fn read_at(store: &ChunkStore, h: ChunkHandle, v: ChunkVersion) -> Result<Vec<u8>, StoreError> {
+    let mut r = store.open_reader(h, v)?;
+    let len = r.len();
+    Ok(r.read(0, len)?.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Appends in any sizes, with cuts back in between, read back as the model says,
+    /// across reopen; the bytes before each append are never rewritten.
+    #[test]
+    fn appends_and_cuts_keep_the_prefix(
+        steps in proptest::collection::vec((0usize..150_000, any::<bool>(), any::<prop::sample::Index>()), 1..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let h = ChunkHandle::random();
+        let v = ChunkVersion(2);
+        let mut model: Vec<u8> = Vec::new();
+        {
+            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+            prop_assert_eq!(store.bump(h, None, v).unwrap(), 0);
+            for (i, (n, cut, at)) in steps.iter().enumerate() {
+                if *cut && !model.is_empty() {
+                    let to = at.index(model.len());
+                    prop_assert_eq!(store.truncate(h, v, to as u64).unwrap(), to as u64);
+                    model.truncate(to);
+                }
+                let piece = bytes(*n, i as u64);
+                let halves = [bytes::Bytes::copy_from_slice(&piece[..n / 2]), bytes::Bytes::copy_from_slice(&piece[n / 2..])];
+                let end = store.append(h, v, model.len() as u64, &halves).unwrap();
+                model.extend_from_slice(&piece);
+                prop_assert_eq!(end, model.len() as u64);
+                prop_assert_eq!(read_at(&store, h, v).unwrap(), model.clone());
+            }
+        }
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        prop_assert_eq!(store.get(&h), Some((v, model.len() as u64)));
+        prop_assert_eq!(read_at(&store, h, v).unwrap(), model);
+    }
+}
+
+#[test]
+fn bumps_move_versions_forward_only_and_appends_check_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).expect("open");
+    let data = bytes(100_000, 9);
+    let h = write(&store, &data, 40_000);
+    let (v1, v2, v3) = (ChunkVersion::FIRST, ChunkVersion(2), ChunkVersion(3));
+    assert_eq!(store.bump(h, Some(v1), v2).expect("bump"), 100_000);
+    assert_eq!(
+        store.bump(h, Some(v1), v2).expect("again"),
+        100_000,
+        "idempotent"
+    );
+    assert!(matches!(
+        store.bump(h, Some(v3), ChunkVersion(4)),
+        Err(StoreError::Refused(ErrorCode::StaleVersion { .. }))
+    ));
+    assert!(
+        matches!(store.bump(h, None, v2), Ok(100_000)),
+        "already there"
+    );
+    let stale = store.append(h, v1, 100_000, &[bytes::Bytes::from_static(b"x")]);
+    assert!(matches!(
+        stale,
+        Err(StoreError::Refused(ErrorCode::StaleVersion { .. }))
+    ));
+    let gap = store.append(h, v2, 100_001, &[bytes::Bytes::from_static(b"x")]);
+    assert!(matches!(
+        gap,
+        Err(StoreError::Refused(ErrorCode::BadRequest { .. }))
+    ));
+    assert_eq!(
+        store
+            .append(h, v2, 100_000, &[bytes::Bytes::from_static(b"tail")])
+            .expect("append"),
+        100_004
+    );
+    let mut want = data.clone();
+    want.extend_from_slice(b"tail");
+    assert_eq!(read_at(&store, h, v2).expect("read"), want);
+    // The report tells the master about the new version and length.
+    let changes = store.take_changes();
+    assert!(changes
+        .added
+        .iter()
+        .any(|r| r.handle == h && r.version == v2 && r.size == 100_004));
+}
+
+#[test]
+fn an_append_over_a_damaged_last_block_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).expect("open");
+    let data = bytes(70_000, 3);
+    let h = write(&store, &data, 70_000);
+    // Damage a byte of the partial last block: the new checksum must not bless it.
+    let path = store.chunk_path(h);
+    let mut raw = std::fs::read(&path).expect("read chunk file");
+    raw[68_000] ^= 1;
+    std::fs::write(&path, &raw).expect("write chunk file");
+    let r = store.append(
+        h,
+        ChunkVersion::FIRST,
+        70_000,
+        &[bytes::Bytes::from_static(b"more")],
+    );
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. }))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(store.get(&h), Some((ChunkVersion::FIRST, 70_000)));
+}
