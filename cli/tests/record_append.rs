@@ -388,3 +388,48 @@ async fn dfs_append_creates_and_tail_follows() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_go_on_across_a_master_restart() {
+    bounded(async {
+        let (_dir, mut cluster) = common::cluster_with(|o| {
+            small_chunks(o);
+            o.lease = Duration::from_secs(2);
+            o.safe_start = Duration::from_millis(500);
+        })
+        .await;
+        let c = cluster.client();
+        let master = cluster.master_addr().to_string();
+        let max = (CHUNK_SIZE / 4) as usize;
+        let progress = Arc::new(AtomicUsize::new(0));
+        let run = tokio::spawn({
+            let (master, progress) = (master.clone(), progress.clone());
+            async move { appenders(&master, "/log", max, progress).await }
+        });
+        let third = (WRITERS * RECORDS / 3) as usize;
+        wait_until(Duration::from_secs(60), "a third of the records", || {
+            let done = progress.load(Ordering::Relaxed);
+            async move { done >= third }
+        })
+        .await;
+        // The master forgets every lease; primaries keep serving the leases they hold
+        // and report them, and the master adopts them.
+        cluster.restart_master().await.expect("restart master");
+        let acked = run.await.expect("appenders finish across the restart");
+        let parsed = parse(&read_all(&c, "/log").await);
+        check(&parsed, &acked, true);
+        // Once the leases lapse the chunks are settled; nothing readers saw changes.
+        wait_until(Duration::from_secs(30), "every chunk settled", || {
+            let c = c.clone();
+            async move {
+                c.stat("/log")
+                    .await
+                    .is_ok_and(|s| s.chunks.iter().all(|ch| !ch.open))
+            }
+        })
+        .await;
+        assert_eq!(parse(&read_all(&c, "/log").await), parsed);
+        assert!(c.fsck("/").await.expect("fsck").healthy());
+    })
+    .await;
+}

@@ -389,9 +389,20 @@ impl Master {
                 let mut st = self.lock();
                 let mut out = exclude.clone();
                 out.extend(st.ns.decommissioned().iter().copied());
-                let chain =
+                let placed =
                     st.map
-                        .place(replication, self.config.chunk_size, Instant::now(), &out)?;
+                        .place(replication, self.config.chunk_size, Instant::now(), &out);
+                let chain = match placed {
+                    // Just started: the chunkservers have not all registered yet.
+                    Err(ErrorCode::NotEnoughServers { wanted, alive })
+                        if st.safe_until.is_some() =>
+                    {
+                        return Err(unavailable(format!(
+                            "the master is starting: {alive} of {wanted} chunkservers reported so far"
+                        )));
+                    }
+                    other => other?,
+                };
                 st.pending.insert(handle);
                 chain
             };
