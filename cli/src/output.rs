@@ -47,7 +47,8 @@ pub fn ls_plain(entries: &[DirEntry], long: bool) -> String {
     out
 }
 
-/// `{"path","kind","size","replication","chunks":[{"handle","version","size","replicas"}]}`, plus `mtime`.
+/// `{"path","kind","size","replication","chunks":[{"handle","version","size","replicas"}]}`,
+/// plus `mtime` and, per chunk, `open` (taking appends) and `primary` (its lease holder).
 pub fn stat_json(s: &FileStat) -> Value {
     json!({
         "path": s.path,
@@ -60,6 +61,8 @@ pub fn stat_json(s: &FileStat) -> Value {
             "version": c.version.0,
             "size": c.size,
             "replicas": c.replicas,
+            "open": c.open,
+            "primary": c.primary,
         })).collect::<Vec<_>>(),
     })
 }
@@ -76,7 +79,7 @@ pub fn stat_plain(s: &FileStat) -> String {
         for (i, c) in s.chunks.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "  {i:>4}  {}  v{}  {:>10}  {}",
+                "  {i:>4}  {}  v{}  {:>10}  {}{}",
                 c.handle,
                 c.version,
                 c.size,
@@ -84,6 +87,11 @@ pub fn stat_plain(s: &FileStat) -> String {
                     "NO LIVE REPLICA".to_string()
                 } else {
                     c.replicas.join(" ")
+                },
+                match (&c.primary, c.open) {
+                    (Some(p), _) => format!("  (appending, lease on {p})"),
+                    (None, true) => "  (appended to, size settling)".to_string(),
+                    (None, false) => String::new(),
                 }
             );
         }

@@ -335,6 +335,12 @@ async fn dfs_append_creates_and_tail_follows() {
         );
         let out = dfs(&["cat", "/t/big"]);
         assert_eq!(out.stdout, big);
+        let out = dfs(&["stat", "--json", "/t/big"]);
+        let stat: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stat json");
+        assert_eq!(stat["size"], 300_000);
+        let last = &stat["chunks"][stat["chunks"].as_array().expect("chunks").len() - 1];
+        assert_eq!(last["open"], true, "the last chunk takes appends: {stat}");
+        assert!(last["primary"].is_string(), "with its lease holder: {stat}");
         let out = dfs(&["tail", "-c", "10", "/t/big"]);
         assert_eq!(out.stdout, &big[big.len() - 10..]);
         let out = dfs(&["append", "/t", "/t/big"]);
