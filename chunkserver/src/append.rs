@@ -37,6 +37,9 @@ const QUEUE: usize = 256;
 const BATCH_BYTES: u64 = 16 << 20;
 /// Record bytes held in memory at once by all appends to this server.
 pub const APPEND_BUDGET: u32 = 256 << 20;
+/// Largest record taken whatever the lease says, so that a batch (up to
+/// `BATCH_BYTES` plus one record) always fits the budget.
+const MAX_RECORD: u64 = 128 << 20;
 
 /// One record waiting for its offset.
 struct Job {
@@ -580,8 +583,11 @@ pub async fn append(
             have: l.version,
             want: version,
         }),
-        Some(l) if len == 0 || len > l.max_append => Some(ErrorCode::BadRequest {
-            reason: format!("a record must have 1 to {} bytes, not {len}", l.max_append),
+        Some(l) if len == 0 || len > l.max_append.min(MAX_RECORD) => Some(ErrorCode::BadRequest {
+            reason: format!(
+                "a record must have 1 to {} bytes, not {len}",
+                l.max_append.min(MAX_RECORD)
+            ),
         }),
         Some(_) => None,
     };
@@ -640,8 +646,18 @@ pub async fn forwarded(
     offset: u64,
     len: u64,
 ) -> Result<(), ProtocolError> {
+    let limit = ctx.config.io_timeout;
+    if len > u64::from(APPEND_BUDGET) {
+        // No primary sends batches this large: refuse without holding the bytes.
+        let _ = read_packets(conn, id, u64::MAX, limit, false).await?;
+        let code = ErrorCode::BadRequest {
+            reason: format!("a forwarded batch of {len} bytes is over {APPEND_BUDGET}"),
+        };
+        conn.reply(id, Response::Error(code)).await?;
+        return Ok(());
+    }
     let permit = admit(&ctx.append_budget, len).await;
-    let pieces = read_packets(conn, id, len, ctx.config.io_timeout, true).await?;
+    let pieces = read_packets(conn, id, len, limit, true).await?;
     let outcome = match (permit, pieces) {
         (Ok(_permit), Ok(pieces)) => {
             let store = ctx.store.clone();

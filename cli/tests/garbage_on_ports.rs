@@ -55,3 +55,80 @@ async fn servers_survive_garbage() {
     })
     .await
 }
+
+/// Well-formed but hostile append traffic: a forwarded batch too large to hold, a
+/// record for a lease nobody granted, lengths of unknown chunks. Each is answered with
+/// a clear error and the chunkserver goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_append_requests_are_refused() {
+    use bytes::Bytes;
+    use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode, Frame, PeerKind, Request};
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let addr = cluster.chunkserver_addrs()[0].to_string();
+        let limit = std::time::Duration::from_secs(10);
+        let mut conn = dfs_protocol::net::dial(&addr, PeerKind::Client, limit)
+            .await
+            .expect("dial");
+        let handle = ChunkHandle::random();
+        let version = ChunkVersion::FIRST;
+        for head in [
+            Request::AppendForward {
+                handle,
+                version,
+                offset: 0,
+                len: u64::MAX,
+            },
+            Request::Append {
+                handle,
+                version,
+                len: 5,
+            },
+        ] {
+            let id = conn.next_request_id();
+            conn.send(&Frame::request(id, head)).await.expect("send");
+            let packet = Frame::request(id, Request::WritePacket { last: true })
+                .with_payload(Bytes::from_static(b"hello"));
+            conn.send(&packet).await.expect("send packet");
+            let answer = conn.recv_response(id, "append").await;
+            assert!(
+                matches!(
+                    answer,
+                    Err(dfs_protocol::ProtocolError::Remote(
+                        ErrorCode::BadRequest { .. } | ErrorCode::NotPrimary { .. }
+                    ))
+                ),
+                "{answer:?}"
+            );
+        }
+        let answer = conn.call(Request::ChunkLength { handle, version }).await;
+        assert!(
+            matches!(
+                answer,
+                Err(dfs_protocol::ProtocolError::Remote(
+                    ErrorCode::UnknownChunk { .. }
+                ))
+            ),
+            "{answer:?}"
+        );
+        let grant = Request::GrantLease {
+            handle,
+            from: Some(version),
+            version: ChunkVersion(2),
+            secondaries: vec!["127.0.0.1:1".into()],
+            lease_ms: 1000,
+            chunk_size: 1 << 20,
+            max_append: 0,
+        };
+        assert!(conn.call(grant).await.is_err(), "no such chunk to lease");
+        let c = cluster.client();
+        c.append_record("/still", Bytes::from_static(b"serving"), Default::default())
+            .await
+            .expect("still serving appends");
+        let mut back = Vec::new();
+        c.get("/still", &mut back).await.expect("get");
+        assert_eq!(back, b"serving");
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

@@ -9,6 +9,9 @@ pub const MAX_REPLICATION: u32 = 16;
 pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 pub const MAX_CHUNK_SIZE: u64 = 4 << 30;
 
+/// Largest record appended atomically, whatever the chunk size.
+pub const MAX_APPEND: u64 = 128 << 20;
+
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
     /// Where the metadata store lives.
@@ -57,9 +60,11 @@ impl MasterConfig {
         }
     }
 
-    /// The largest atomic record: `--max-append`, else a quarter of the chunk size.
+    /// The largest atomic record: `--max-append`, else a quarter of the chunk size
+    /// (at most `MAX_APPEND`, what a chunkserver holds in memory per record).
     pub fn max_append(&self) -> u64 {
-        self.max_append.unwrap_or(self.chunk_size / 4)
+        self.max_append
+            .unwrap_or((self.chunk_size / 4).min(MAX_APPEND))
     }
 
     pub fn validate(&self) -> Result<(), MasterError> {
