@@ -131,7 +131,16 @@ impl Client {
                 (None, Some(lease)) => lease,
                 (report, _) => match self.append_target(path, options, report).await {
                     Ok(lease) => lease,
-                    Err(e) if e.is_retryable() && failures + 1 < MAX_APPEND_ATTEMPTS => {
+                    // Too few chunkservers is often a moment after a master restart,
+                    // before they all registered again.
+                    Err(e)
+                        if (e.is_retryable()
+                            || matches!(
+                                e,
+                                ClientError::Remote(ErrorCode::NotEnoughServers { .. })
+                            ))
+                            && failures + 1 < MAX_APPEND_ATTEMPTS =>
+                    {
                         failures += 1;
                         tracing::info!(path, error = %e, "no append target yet; retrying");
                         tokio::time::sleep(backoff(failures)).await;
