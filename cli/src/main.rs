@@ -661,10 +661,26 @@ async fn put(
         replication,
         overwrite: force,
     };
+    let (input, progress) = local_input(local).await?;
+    let result = client.put(&remote, input, options).await;
+    progress.finish_and_clear();
+    result?;
+    Ok(())
+}
+
+/// LOCAL ('-' for stdin) as an input metered by a progress bar (sized for a file).
+async fn local_input(
+    local: &str,
+) -> anyhow::Result<(
+    Metered<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
+    indicatif::ProgressBar,
+)> {
     if local == "-" {
-        let input = Metered::new(tokio::io::stdin(), bar(None, false));
-        client.put(&remote, input, options).await?;
-        return Ok(());
+        let progress = bar(None, false);
+        return Ok((
+            Metered::new(Box::new(tokio::io::stdin()), progress.clone()),
+            progress,
+        ));
     }
     let file = tokio::fs::File::open(local)
         .await
@@ -677,12 +693,7 @@ async fn put(
         bail!("{local}: is a directory");
     }
     let progress = bar(Some(meta.len()), false);
-    let result = client
-        .put(&remote, Metered::new(file, progress.clone()), options)
-        .await;
-    progress.finish_and_clear();
-    result?;
-    Ok(())
+    Ok((Metered::new(Box::new(file), progress.clone()), progress))
 }
 
 async fn append(
@@ -695,25 +706,8 @@ async fn append(
         create: true,
         replication,
     };
-    if local == "-" {
-        let input = Metered::new(tokio::io::stdin(), bar(None, false));
-        client.append(remote, input, options).await?;
-        return Ok(());
-    }
-    let file = tokio::fs::File::open(local)
-        .await
-        .with_context(|| format!("{local}: cannot open"))?;
-    let meta = file
-        .metadata()
-        .await
-        .with_context(|| format!("{local}: cannot stat"))?;
-    if meta.is_dir() {
-        bail!("{local}: is a directory");
-    }
-    let progress = bar(Some(meta.len()), false);
-    let result = client
-        .append(remote, Metered::new(file, progress.clone()), options)
-        .await;
+    let (input, progress) = local_input(local).await?;
+    let result = client.append(remote, input, options).await;
     progress.finish_and_clear();
     result?;
     Ok(())

@@ -161,6 +161,25 @@ async fn appenders(
     acked
 }
 
+/// Starts the appenders on `/log` and returns once a third of the records are in.
+async fn appenders_a_third_done(
+    master: &str,
+    max: usize,
+) -> tokio::task::JoinHandle<HashMap<(u32, u32), Option<u64>>> {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let run = tokio::spawn({
+        let (master, progress) = (master.to_string(), progress.clone());
+        async move { appenders(&master, "/log", max, progress).await }
+    });
+    let third = (WRITERS * RECORDS / 3) as usize;
+    wait_until(Duration::from_secs(60), "a third of the records", || {
+        let done = progress.load(Ordering::Relaxed);
+        async move { done >= third }
+    })
+    .await;
+    run
+}
+
 fn small_chunks(o: &mut ClusterOptions) {
     o.chunk_size = CHUNK_SIZE;
 }
@@ -270,17 +289,7 @@ async fn a_chunkserver_killed_midway_loses_no_acknowledged_record() {
             .expect("chunkservers register");
         let c = cluster.client();
         let max = (CHUNK_SIZE / 4) as usize;
-        let progress = Arc::new(AtomicUsize::new(0));
-        let run = tokio::spawn({
-            let (master, progress) = (master.clone(), progress.clone());
-            async move { appenders(&master, "/log", max, progress).await }
-        });
-        let third = (WRITERS * RECORDS / 3) as usize;
-        wait_until(Duration::from_secs(60), "a third of the records", || {
-            let done = progress.load(Ordering::Relaxed);
-            async move { done >= third }
-        })
-        .await;
+        let run = appenders_a_third_done(&master, max).await;
         // The primary of the chunk being appended to, to hit the lease itself.
         let stat = c.stat("/log").await.expect("stat");
         let victim = stat
@@ -407,17 +416,7 @@ async fn appends_go_on_across_a_master_restart() {
         let c = cluster.client();
         let master = cluster.master_addr().to_string();
         let max = (CHUNK_SIZE / 4) as usize;
-        let progress = Arc::new(AtomicUsize::new(0));
-        let run = tokio::spawn({
-            let (master, progress) = (master.clone(), progress.clone());
-            async move { appenders(&master, "/log", max, progress).await }
-        });
-        let third = (WRITERS * RECORDS / 3) as usize;
-        wait_until(Duration::from_secs(60), "a third of the records", || {
-            let done = progress.load(Ordering::Relaxed);
-            async move { done >= third }
-        })
-        .await;
+        let run = appenders_a_third_done(&master, max).await;
         // The master forgets every lease; primaries keep serving the leases they hold
         // and report them, and the master adopts them.
         cluster.restart_master().await.expect("restart master");

@@ -69,6 +69,21 @@ fn not_found(comps: &[String]) -> OpError {
     .into()
 }
 
+/// The chunk table entries of file `ino`.
+fn chunk_metas(ino: u64, inode: &Inode) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
+    inode.chunks.iter().map(move |c| {
+        (
+            c.handle,
+            ChunkMeta {
+                version: c.version,
+                size: c.size,
+                replication: inode.replication,
+                ino,
+            },
+        )
+    })
+}
+
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt {
         key: "log replay".into(),
@@ -86,17 +101,7 @@ impl Namespace {
             let (ino, inode) = item?;
             if inode.kind == FileKind::File {
                 files += 1;
-                for c in &inode.chunks {
-                    chunks.insert(
-                        c.handle,
-                        ChunkMeta {
-                            version: c.version,
-                            size: c.size,
-                            replication: inode.replication,
-                            ino,
-                        },
-                    );
-                }
+                chunks.extend(chunk_metas(ino, &inode));
             }
             inodes.insert(ino, inode);
         }
@@ -238,17 +243,7 @@ impl Namespace {
         inode.size = inode.chunks.iter().map(|c| c.size).sum();
         inode.mtime = mtime;
         txn.put_inode(ino, inode)?;
-        for c in &inode.chunks {
-            self.chunks.insert(
-                c.handle,
-                ChunkMeta {
-                    version: c.version,
-                    size: c.size,
-                    replication: inode.replication,
-                    ino,
-                },
-            );
-        }
+        self.chunks.extend(chunk_metas(ino, inode));
         Ok(())
     }
 
@@ -775,17 +770,7 @@ impl Namespace {
         txn.put_inode(ino, &inode)?;
         if inode.kind == FileKind::File {
             self.files += 1;
-            for c in &inode.chunks {
-                self.chunks.insert(
-                    c.handle,
-                    ChunkMeta {
-                        version: c.version,
-                        size: c.size,
-                        replication: inode.replication,
-                        ino,
-                    },
-                );
-            }
+            self.chunks.extend(chunk_metas(ino, &inode));
         }
         self.inodes.insert(ino, inode);
         self.next_inode = self.next_inode.max(ino + 1);
