@@ -28,7 +28,7 @@ use dfs_protocol::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::net::{dial, Conn};
-use crate::server::Ctx;
+use crate::server::{timed_out, Ctx};
 use crate::store::ChunkStore;
 
 /// Records waiting for a chunk's append task.
@@ -189,12 +189,6 @@ async fn call(
         Ok(r) => r,
         Err(_) => Err(timed_out("an answer")),
     }
-}
-
-fn timed_out(what: &str) -> ProtocolError {
-    ProtocolError::Codec(
-        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {what}")).into(),
-    )
 }
 
 /// `GrantLease`: moves the replicas to `version`, evens their lengths out and, with
@@ -511,34 +505,16 @@ pub async fn read_packets(
     let mut pieces = Vec::new();
     let mut got = 0u64;
     loop {
-        let frame = match tokio::time::timeout(limit, conn.recv()).await {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => return Err(ProtocolError::Closed),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(timed_out("a packet")),
-        };
-        let last = match frame.body {
-            dfs_protocol::Body::Request(Request::WritePacket { last })
-                if frame.request_id == id =>
-            {
-                last
-            }
-            _ => {
-                return Err(ProtocolError::Unexpected {
-                    got: "a frame other than WritePacket",
-                    to: "an append",
-                })
-            }
-        };
-        got += frame.payload.len() as u64;
+        let (last, payload) = crate::server::next_packet(conn, id, limit, "an append").await?;
+        got += payload.len() as u64;
         if got > len {
             return Err(ProtocolError::Unexpected {
                 got: "more data than announced",
                 to: "an append",
             });
         }
-        if keep && !frame.payload.is_empty() {
-            pieces.push(frame.payload);
+        if keep && !payload.is_empty() {
+            pieces.push(payload);
         }
         if last {
             break;

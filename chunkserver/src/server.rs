@@ -259,28 +259,9 @@ async fn write_chunk(
     }
 
     loop {
-        let frame = match tokio::time::timeout(io_timeout, conn.recv()).await {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => return Err(ProtocolError::Closed),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(ProtocolError::Codec(
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "waiting for a packet")
-                        .into(),
-                ))
-            }
-        };
-        let last = match frame.body {
-            Body::Request(Request::WritePacket { last }) if frame.request_id == id => last,
-            _ => {
-                return Err(ProtocolError::Unexpected {
-                    got: "a frame other than WritePacket",
-                    to: "WriteChunk",
-                })
-            }
-        };
+        let (last, payload) = next_packet(conn, id, io_timeout, "WriteChunk").await?;
         if failure.is_none() {
-            if tx.send(Piece::Data(frame.payload.clone())).await.is_err() {
+            if tx.send(Piece::Data(payload.clone())).await.is_err() {
                 // The disk writer stopped; its error is collected below.
                 local_died = true;
                 failure = Some(ErrorCode::Io {
@@ -288,7 +269,7 @@ async fn write_chunk(
                 });
             } else if let Some(d) = down.as_mut() {
                 let packet =
-                    Frame::request(d.id, Request::WritePacket { last }).with_payload(frame.payload);
+                    Frame::request(d.id, Request::WritePacket { last }).with_payload(payload);
                 let sent = tokio::time::timeout(io_timeout, d.conn.send(&packet)).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     failure = Some(ErrorCode::ReplicaFailed {
@@ -363,6 +344,39 @@ async fn write_chunk(
     };
     conn.reply(id, response).await?;
     Ok(())
+}
+
+/// A peer silent for too long, waiting for `what`.
+pub(crate) fn timed_out(what: &str) -> ProtocolError {
+    ProtocolError::Codec(
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {what}")).into(),
+    )
+}
+
+/// The next `WritePacket` of the stream `id` (for `what`): whether it is the last,
+/// and its data. `Err` means the connection is unusable: closed, silent for `limit`,
+/// or sending something else.
+pub(crate) async fn next_packet(
+    conn: &mut Conn,
+    id: RequestId,
+    limit: Duration,
+    what: &'static str,
+) -> Result<(bool, Bytes), ProtocolError> {
+    let frame = match tokio::time::timeout(limit, conn.recv()).await {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return Err(ProtocolError::Closed),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(timed_out("a packet")),
+    };
+    match frame.body {
+        Body::Request(Request::WritePacket { last }) if frame.request_id == id => {
+            Ok((last, frame.payload))
+        }
+        _ => Err(ProtocolError::Unexpected {
+            got: "a frame other than WritePacket",
+            to: what,
+        }),
+    }
 }
 
 async fn open_downstream(
