@@ -5,27 +5,23 @@
 //! 1 to 16 appenders; the target here is 16 appenders at >= 90% of one. Figures go to
 //! docs/benchmarks.md.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{AppendOptions, Client};
 
 const TOTAL: usize = 128 << 20;
 
 fn append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut options = ClusterOptions::for_tests(dir.path());
-    options.chunk_size = 64 << 20;
-    options.heartbeat = Duration::from_secs(1);
-    options.lease = Duration::from_secs(60);
-    let cluster = rt.block_on(LocalCluster::start(options)).expect("cluster");
+    let (rt, _dir, cluster) = support::start(|o| {
+        o.chunk_size = 64 << 20;
+        o.heartbeat = Duration::from_secs(1);
+        o.lease = Duration::from_secs(60);
+    });
     let master = cluster.master_addr().to_string();
     let admin = cluster.client();
     let n = AtomicU64::new(0);

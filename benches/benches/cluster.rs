@@ -2,26 +2,22 @@
 //! process, temp dirs, replication 3, every replica fsynced): put and get of a 256 MiB
 //! file with 64 MiB chunks. Figures go to docs/benchmarks.md.
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::PutOptions;
 
 const FILE: usize = 256 << 20;
 
 fn put_get(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut options = ClusterOptions::for_tests(dir.path());
-    options.chunk_size = 64 << 20;
-    options.heartbeat = Duration::from_secs(1);
-    let cluster = rt.block_on(LocalCluster::start(options)).expect("cluster");
+    let (rt, _dir, cluster) = support::start(|o| {
+        o.chunk_size = 64 << 20;
+        o.heartbeat = Duration::from_secs(1);
+    });
     let client = cluster.client();
     let data: Vec<u8> = (0..FILE).map(|i| (i * 7 + i / 4096) as u8).collect();
     let n = AtomicU64::new(0);

@@ -1,11 +1,12 @@
 //! Metadata operations per second on a real master (fsync on, group commit), with 1 and
 //! 32 concurrent clients: mkdir, create+commit of an empty file, rename.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{Client, PutOptions};
 
 const OPS: u64 = 3200;
@@ -28,14 +29,7 @@ where
 }
 
 fn metadata(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut options = ClusterOptions::for_tests(dir.path());
-    options.chunkservers = 0;
-    let cluster = rt.block_on(LocalCluster::start(options)).expect("master");
+    let (rt, _dir, cluster) = support::start(|o| o.chunkservers = 0);
     let n = AtomicU64::new(0);
 
     let mut group = c.benchmark_group("metadata");
