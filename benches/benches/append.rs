@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dfs_client::{AppendOptions, Client};
+use dfs_client::{AppendOptions, Client, Identity};
 
 const TOTAL: usize = 128 << 20;
 
@@ -33,7 +33,9 @@ fn append(c: &mut Criterion) {
     for record in [1usize << 20, 64 << 10] {
         let body = Bytes::from((0..record).map(|i| (i * 13) as u8).collect::<Vec<u8>>());
         for appenders in [1usize, 4, 16] {
-            let clients: Vec<Client> = (0..appenders).map(|_| Client::new(&master)).collect();
+            let clients: Vec<Client> = (0..appenders)
+                .map(|_| Client::new(&master, Identity::cluster_admin(cluster.secret())))
+                .collect();
             let id = BenchmarkId::new(format!("record_{}KiB", record >> 10), appenders);
             group.bench_with_input(id, &appenders, |b, &appenders| {
                 b.iter(|| {

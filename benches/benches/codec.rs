@@ -58,6 +58,13 @@ fn metadata_frame(c: &mut Criterion) {
                 ],
                 open: false,
                 primary: None,
+                token: dfs_protocol::ChunkToken::sign(
+                    &dfs_protocol::ClusterSecret::generate().token_key(),
+                    ChunkHandle::random(),
+                    ChunkVersion::FIRST,
+                    dfs_protocol::auth::ops::READ,
+                    1_800_000_000,
+                ),
             })
             .collect(),
     });

@@ -22,14 +22,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dfs_protocol::{
-    ChunkHandle, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request, RequestId,
-    Response,
+    ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request,
+    RequestId, Response,
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::ctx::Ctx;
 use crate::net::{dial, Conn};
-use crate::server::{timed_out, Ctx};
 use crate::store::ChunkStore;
+use crate::stream::{read_packets, timed_out};
 
 /// Records waiting for a chunk's append task.
 const QUEUE: usize = 256;
@@ -191,19 +192,52 @@ async fn call(
     }
 }
 
+/// A `GrantLease` from the master.
+#[derive(Debug)]
+pub struct Grant {
+    pub handle: ChunkHandle,
+    pub from: Option<ChunkVersion>,
+    pub version: ChunkVersion,
+    pub secondaries: Vec<String>,
+    pub lease_ms: u64,
+    pub chunk_size: u64,
+    pub max_append: u64,
+    /// The master's order, passed on to the secondaries.
+    pub token: ChunkToken,
+}
+
+/// Longest lease a grant may ask for.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Largest chunk size a grant may name.
+const MAX_CHUNK_SIZE: u64 = 4 << 30;
+
 /// `GrantLease`: moves the replicas to `version`, evens their lengths out and, with
 /// a lease duration, starts taking appends. Answers the secondaries that made it.
-#[allow(clippy::too_many_arguments)]
-pub async fn grant(
-    ctx: &Arc<Ctx>,
-    handle: ChunkHandle,
-    from: Option<ChunkVersion>,
-    version: ChunkVersion,
-    secondaries: Vec<String>,
-    lease_ms: u64,
-    chunk_size: u64,
-    max_append: u64,
-) -> Result<Response, ErrorCode> {
+pub async fn grant(ctx: &Arc<Ctx>, g: Grant) -> Result<Response, ErrorCode> {
+    let Grant {
+        handle,
+        from,
+        version,
+        secondaries,
+        lease_ms,
+        chunk_size,
+        max_append,
+        token,
+    } = g;
+    if Duration::from_millis(lease_ms) > MAX_LEASE
+        || chunk_size == 0
+        || chunk_size > MAX_CHUNK_SIZE
+        || from.is_some_and(|f| f >= version)
+        || secondaries.len() > 64
+    {
+        return Err(ErrorCode::BadRequest {
+            reason: format!(
+                "grant out of bounds: lease {lease_ms} ms, chunk size {chunk_size}, {} secondaries, version {:?} -> {version}",
+                secondaries.len(),
+                from
+            ),
+        });
+    }
     let received = Instant::now();
     // An older lease on this chunk is over, whatever happens next.
     ctx.leases.replace(handle, None);
@@ -215,14 +249,16 @@ pub async fn grant(
 
     let limit = ctx.config.io_timeout;
     let connect = ctx.config.connect_timeout;
+    let identity = &ctx.identity;
     let bumps = secondaries.iter().map(|addr| async move {
-        let mut conn = dial(addr, connect).await?;
+        let mut conn = dial(identity, addr, connect).await?;
         match call(
             &mut conn,
             Request::BumpVersion {
                 handle,
                 from,
                 version,
+                token,
             },
             limit,
         )
@@ -266,6 +302,7 @@ pub async fn grant(
                 handle,
                 version,
                 size,
+                token,
             };
             if let Err(e) = call(&mut s.conn, cut, limit).await {
                 tracing::warn!(%handle, addr = %s.addr, error = %e, "secondary could not be cut back; left out");
@@ -306,6 +343,7 @@ pub async fn grant(
             limit,
             failed: None,
             sealed: false,
+            token,
         };
         tokio::spawn(task.run(rx));
         ctx.leases.replace(handle, Some(lease));
@@ -329,6 +367,8 @@ struct Appender {
     /// A record did not fit: the chunk is closed at `len` for good, since the master
     /// seals it at the length its appenders were told.
     sealed: bool,
+    /// The master's order, shown to the secondaries with every batch.
+    token: ChunkToken,
 }
 
 impl Appender {
@@ -430,8 +470,9 @@ impl Appender {
         });
         let limit = self.limit;
         let pieces = &pieces;
+        let token = self.token;
         let remote = self.secondaries.iter_mut().map(|s| async move {
-            let r = forward(&mut s.conn, handle, version, offset, end, pieces, limit).await;
+            let r = forward(&mut s.conn, token, offset, end, pieces, limit).await;
             r.map_err(|e| ErrorCode::ReplicaFailed {
                 addr: s.addr.clone(),
                 reason: e.to_string(),
@@ -455,8 +496,7 @@ impl Appender {
 /// Sends a batch to one secondary and waits until it is durable there.
 async fn forward(
     conn: &mut Conn,
-    handle: ChunkHandle,
-    version: ChunkVersion,
+    token: ChunkToken,
     offset: u64,
     end: u64,
     pieces: &[Bytes],
@@ -465,10 +505,11 @@ async fn forward(
     let id = conn.next_request_id();
     let send = async {
         let head = Request::AppendForward {
-            handle,
-            version,
+            handle: token.handle,
+            version: token.version,
             offset,
             len: end - offset,
+            token,
         };
         conn.send(&Frame::request(id, head)).await?;
         for (i, p) in pieces.iter().enumerate() {
@@ -490,42 +531,6 @@ async fn forward(
         Ok(Err(e)) => Err(e),
         Err(_) => Err(timed_out("the secondary")),
     }
-}
-
-/// Reads the `WritePacket` frames of request `id` up to `last`: at most `len` bytes
-/// in all, which must be exactly `len`; `keep` false drops them as they come (a
-/// refused request). `Err` means the connection is unusable.
-pub async fn read_packets(
-    conn: &mut Conn,
-    id: RequestId,
-    len: u64,
-    limit: Duration,
-    keep: bool,
-) -> Result<Result<Vec<Bytes>, ErrorCode>, ProtocolError> {
-    let mut pieces = Vec::new();
-    let mut got = 0u64;
-    loop {
-        let (last, payload) = crate::server::next_packet(conn, id, limit, "an append").await?;
-        got += payload.len() as u64;
-        if got > len {
-            return Err(ProtocolError::Unexpected {
-                got: "more data than announced",
-                to: "an append",
-            });
-        }
-        if keep && !payload.is_empty() {
-            pieces.push(payload);
-        }
-        if last {
-            break;
-        }
-    }
-    if got != len {
-        return Ok(Err(ErrorCode::BadRequest {
-            reason: format!("{got} bytes sent, {len} announced"),
-        }));
-    }
-    Ok(Ok(pieces))
 }
 
 /// Waits for `len` bytes of the append budget (all of it for larger requests).
@@ -660,6 +665,7 @@ pub async fn chunk_request(ctx: &Arc<Ctx>, request: Request) -> Response {
             handle,
             from,
             version,
+            ..
         } => {
             // A new primary takes over: any lease this server held on it is over.
             ctx.leases.replace(handle, None);
@@ -669,8 +675,11 @@ pub async fn chunk_request(ctx: &Arc<Ctx>, request: Request) -> Response {
             handle,
             version,
             size,
+            ..
         } => Box::new(move || store.truncate(handle, version, size)),
-        Request::ChunkLength { handle, version } => {
+        Request::ChunkLength {
+            handle, version, ..
+        } => {
             if let Some(size) = ctx.leases.acked(&handle, version) {
                 return Response::ChunkSize { size };
             }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dfs_protocol::ClusterSecret;
+
 use crate::error::ChunkserverError;
 
 #[derive(Clone, Debug)]
@@ -29,10 +31,22 @@ pub struct ChunkserverConfig {
     pub replication_concurrency: usize,
     /// Bytes per second all copies together may pull; 0 = unlimited.
     pub replication_rate: u64,
+    /// Shared with the master: proves this server and checks chunk tokens.
+    pub secret: ClusterSecret,
+    /// A connection silent this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// The longest one request (a whole chunk write or read) may take.
+    pub request_deadline: Duration,
+    /// Streams served at once (each may hold a blocking-pool thread).
+    pub max_streams: usize,
 }
 
 impl ChunkserverConfig {
-    pub fn new(data_dir: impl Into<PathBuf>, master: impl Into<String>) -> ChunkserverConfig {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        master: impl Into<String>,
+        secret: ClusterSecret,
+    ) -> ChunkserverConfig {
         ChunkserverConfig {
             data_dir: data_dir.into(),
             master: master.into(),
@@ -46,6 +60,11 @@ impl ChunkserverConfig {
             scrub_idle: Duration::from_secs(60),
             replication_concurrency: 2,
             replication_rate: 64 << 20,
+            secret,
+            idle_timeout: Duration::from_secs(120),
+            request_deadline: Duration::from_secs(600),
+            // Tokio's blocking pool has 512 threads: streams keep to half of it.
+            max_streams: 256,
         }
     }
 
@@ -62,6 +81,18 @@ impl ChunkserverConfig {
         }
         if self.master.is_empty() {
             return Err(ChunkserverError::Config("--master is required".into()));
+        }
+        if self.max_streams == 0 || self.max_streams > 400 {
+            return Err(ChunkserverError::Config(
+                "max_streams must be between 1 and 400 (the blocking pool has 512 threads)".into(),
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1)
+            || self.request_deadline < Duration::from_secs(1)
+        {
+            return Err(ChunkserverError::Config(
+                "idle timeout and request deadline must be at least 1s".into(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(ChunkserverError::Config(

@@ -45,4 +45,7 @@ pub enum ChunkserverError {
     Store(#[from] StoreError),
     #[error("a background task failed: {0}")]
     Task(String),
+    /// The master refused this server's credentials: a wrong cluster secret.
+    #[error("the master refused this chunkserver: {0}")]
+    Refused(String),
 }

@@ -4,32 +4,42 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_protocol::{ProtocolError, Request, Response, ServerId};
+use dfs_protocol::{ErrorCode, ProtocolError, Request, Response, ServerId};
 use tokio_util::sync::CancellationToken;
 
-use crate::net::{dial, Conn};
-use crate::server::Ctx;
+use crate::ctx::Ctx;
+use crate::error::ChunkserverError;
+use crate::net::{dial_session, Conn};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The name the server key is sealed under in `Register`.
+pub const SERVER_KEY: &str = "server key";
 
-/// Keeps this server registered with the master until `shutdown`.
+/// Keeps this server registered with the master until `shutdown`. If the master
+/// refuses our credentials (a wrong cluster secret), cancels `shutdown` and fails:
+/// retrying cannot help.
 pub async fn heartbeat_loop(
     ctx: Arc<Ctx>,
     id: ServerId,
     advertise: String,
     shutdown: CancellationToken,
-) {
+) -> Result<(), ChunkserverError> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match session(&ctx, id, &advertise, &shutdown, &mut backoff).await {
-            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) if shutdown.is_cancelled() => return Ok(()),
             Ok(()) => tracing::info!("master asked us to register again"),
+            Err(ProtocolError::Remote(ErrorCode::AuthFailed { reason })) => {
+                tracing::error!(master = %ctx.config.master, %reason, "the master refused this chunkserver: check the cluster secret");
+                shutdown.cancel();
+                return Err(ChunkserverError::Refused(reason));
+            }
             Err(e) => {
                 tracing::info!(error = %e, master = %ctx.config.master, "master unreachable; retrying")
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -60,7 +70,12 @@ async fn session(
     backoff: &mut Duration,
 ) -> Result<(), ProtocolError> {
     let limit = ctx.config.io_timeout;
-    let mut conn = dial(&ctx.config.master, ctx.config.connect_timeout).await?;
+    let (mut conn, link) = dial_session(
+        &ctx.identity,
+        &ctx.config.master,
+        ctx.config.connect_timeout,
+    )
+    .await?;
     let store = &ctx.store;
     let register = Request::Register {
         server: id,
@@ -68,9 +83,10 @@ async fn session(
         capacity: store.capacity(),
         used: store.used(),
         chunks: store.full_report(),
+        id_key: dfs_protocol::auth::seal(&link.key, 0, SERVER_KEY, &ctx.id_key),
     };
     match call(&mut conn, register, limit).await? {
-        Response::Registered => {}
+        Response::Registered { keys } => ctx.keys.load(&keys, &link.key),
         other => {
             return Err(ProtocolError::Unexpected {
                 got: other.name(),
@@ -100,6 +116,7 @@ async fn session(
             corrupt: changes.corrupt,
             load: ctx.busy.load(std::sync::atomic::Ordering::Relaxed),
             leases: leases.clone(),
+            keys_epoch: ctx.keys.epoch(),
         };
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {
@@ -109,8 +126,17 @@ async fn session(
                 delete,
                 replicate,
                 extended,
+                keys,
                 ..
             } => {
+                if let Some(keys) = keys {
+                    tracing::debug!(
+                        epoch = keys.epoch,
+                        keys = keys.keys.len(),
+                        "client keys updated"
+                    );
+                    ctx.keys.load(&keys, &link.key);
+                }
                 ctx.leases.renew(&leases, &extended, sent);
                 for order in replicate {
                     // A full queue drops the order; the master reissues it after a while.

@@ -5,23 +5,32 @@
 //! - [`config`]: `ChunkserverConfig` and its validation.
 //! - [`identity`]: the server id kept in the data dir, and the data dir lock.
 //! - [`store`]: chunk and checksum files on disk (blocking; used via the blocking pool).
-//! - [`server`]: accept loop, pipelined write and streamed read handlers.
+//! - [`ctx`]: what every handler and background task shares.
+//! - [`access`]: client keys pushed by the master; who may send what; chunk tokens.
+//! - [`server`]: accept loop, authentication, dispatch.
+//! - [`write`]: pipelined chunk writes; [`read`]: verified, streamed reads.
+//! - [`stream`]: data packets after a request, and the disk writer.
 //! - [`append`]: record append: leases held as primary, batches, secondaries.
 //! - [`heartbeat`]: registration and heartbeats; hands copy orders to the replicator.
 //! - [`repair`]: copying chunks from other replicas at the master's order.
 //! - [`scrub`]: background verification of idle chunks.
 //! - [`net`]: dialing peers.
 
+pub mod access;
 pub mod append;
 pub mod config;
+pub mod ctx;
 pub mod error;
 pub mod heartbeat;
 pub mod identity;
 pub mod net;
+pub mod read;
 pub mod repair;
 pub mod scrub;
 pub mod server;
 pub mod store;
+pub mod stream;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,20 +69,30 @@ pub async fn run(
     let advertise = advertised(&config, local)?;
     let dir = config.data_dir.clone();
     let capacity = config.capacity;
-    let (lock, id, store) = tokio::task::spawn_blocking(move || -> Result<_, ChunkserverError> {
-        let lock = identity::lock_data_dir(&dir)?;
-        let id = identity::load_or_create(&dir)?;
-        let store = store::ChunkStore::open(&dir, capacity)?;
-        Ok((lock, id, store))
-    })
-    .await
-    .map_err(|e| ChunkserverError::Task(e.to_string()))??;
+    let (lock, (id, id_key), store) =
+        tokio::task::spawn_blocking(move || -> Result<_, ChunkserverError> {
+            let lock = identity::lock_data_dir(&dir)?;
+            let id = identity::load_or_create(&dir)?;
+            let id_key = identity::load_or_create_key(&dir)?;
+            let store = store::ChunkStore::open(&dir, capacity)?;
+            Ok((lock, (id, id_key), store))
+        })
+        .await
+        .map_err(|e| ChunkserverError::Task(e.to_string()))??;
     tracing::info!(%id, %advertise, chunks = store.len(), capacity = store.capacity(), "chunkserver starting");
 
     let (replicate, orders) = tokio::sync::mpsc::channel(REPLICATION_QUEUE);
     let copy_pace = repair::Pace::new(config.replication_rate);
-    let ctx = Arc::new(server::Ctx {
+    let identity = dfs_protocol::Identity::chunkserver(id, &config.secret);
+    let token_key = config.secret.token_key();
+    let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+    let ctx = Arc::new(ctx::Ctx {
         store,
+        identity,
+        id_key,
+        token_key,
+        streams,
+        keys: Default::default(),
         config,
         replicate,
         busy: Default::default(),
@@ -81,23 +100,24 @@ pub async fn run(
         leases: Default::default(),
         append_budget: Arc::new(tokio::sync::Semaphore::new(append::APPEND_BUDGET as usize)),
     });
+    // Stops everything below: the caller's shutdown, or the master refusing us.
+    let stop = shutdown.child_token();
     let tracker = TaskTracker::new();
-    tracker.spawn(heartbeat::heartbeat_loop(
+    let beats = tracker.spawn(heartbeat::heartbeat_loop(
         ctx.clone(),
         id,
         advertise,
-        shutdown.child_token(),
+        stop.clone(),
     ));
-    tracker.spawn(repair::replicator(
-        ctx.clone(),
-        orders,
-        shutdown.child_token(),
-    ));
-    tracker.spawn(scrub::scrubber(ctx.clone(), shutdown.child_token()));
-    server::accept_loop(ctx, listener, shutdown.clone(), tracker.clone()).await;
+    tracker.spawn(repair::replicator(ctx.clone(), orders, stop.child_token()));
+    tracker.spawn(scrub::scrubber(ctx.clone(), stop.child_token()));
+    server::accept_loop(ctx, listener, stop.clone(), tracker.clone()).await;
     tracker.close();
     tracker.wait().await;
     drop(lock);
+    beats
+        .await
+        .map_err(|e| ChunkserverError::Task(e.to_string()))??;
     tracing::info!(%id, "chunkserver stopped");
     Ok(())
 }

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::ctx::Ctx;
 use crate::net::dial;
-use crate::server::{disk_writer, Ctx, Piece};
+use crate::stream::{disk_writer, Piece};
 
 /// Packets buffered between the network and the disk writer of one copy.
 const COPY_QUEUE: usize = 4;
@@ -96,7 +97,7 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
         return Ok(order.size);
     }
     let unavailable = |what: String| ErrorCode::Unavailable { reason: what };
-    let mut conn = dial(&order.source, ctx.config.connect_timeout)
+    let mut conn = dial(&ctx.identity, &order.source, ctx.config.connect_timeout)
         .await
         .map_err(|e| unavailable(format!("{}: {e}", order.source)))?;
     let id = conn.next_request_id();
@@ -107,6 +108,7 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
             version: order.version,
             offset: 0,
             len: order.size,
+            token: order.token,
         },
     );
     conn.send(&request)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use dfs_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::ctx::Ctx;
 use crate::error::StoreError;
-use crate::server::Ctx;
 
 /// Pause after a pass that found nothing to verify.
 const IDLE_PASS_PAUSE: Duration = Duration::from_secs(5);

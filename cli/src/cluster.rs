@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use dfs_chunkserver::ChunkserverConfig;
-use dfs_client::Client;
+use dfs_client::{Client, ClusterSecret, Identity};
 use dfs_master::MasterConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -84,6 +84,7 @@ impl Node {
 #[derive(Debug)]
 pub struct LocalCluster {
     options: ClusterOptions,
+    secret: ClusterSecret,
     master: Node,
     chunkservers: Vec<Node>,
 }
@@ -97,12 +98,20 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 impl LocalCluster {
     /// Starts the master and every chunkserver and waits until all have registered.
     pub async fn start(options: ClusterOptions) -> anyhow::Result<LocalCluster> {
+        let master_dir = options.data_dir.join("master");
+        let (secret, _) = {
+            let dir = master_dir.clone();
+            tokio::task::spawn_blocking(move || dfs_master::secret::load_or_create(&dir))
+                .await
+                .context("secret task")??
+        };
         let listener = bind(options.master_addr, "master").await?;
         let master_addr = listener.local_addr()?;
         let mut cluster = LocalCluster {
+            secret,
             master: Node {
                 addr: master_addr,
-                data_dir: options.data_dir.join("master"),
+                data_dir: master_dir,
                 running: None,
             },
             chunkservers: Vec::new(),
@@ -141,6 +150,7 @@ impl LocalCluster {
         config.safe_start = o.safe_start;
         config.max_append = o.max_append;
         config.lease = o.lease;
+        config.secret = Some(self.secret.clone());
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
@@ -151,7 +161,11 @@ impl LocalCluster {
 
     fn spawn_chunkserver(&mut self, i: usize, listener: TcpListener) {
         let node = &mut self.chunkservers[i];
-        let mut config = ChunkserverConfig::new(&node.data_dir, self.master.addr.to_string());
+        let mut config = ChunkserverConfig::new(
+            &node.data_dir,
+            self.master.addr.to_string(),
+            self.secret.clone(),
+        );
         config.heartbeat = self.options.heartbeat;
         config.capacity = self.options.capacity;
         config.scrub_rate = self.options.scrub_rate;
@@ -185,9 +199,19 @@ impl LocalCluster {
         &mut self.options
     }
 
-    /// A client of this cluster.
+    /// The cluster secret the master and chunkservers share.
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
+    }
+
+    /// A client of this cluster holding the cluster secret (an admin).
     pub fn client(&self) -> Client {
-        Client::new(self.master.addr.to_string())
+        self.client_as(Identity::cluster_admin(&self.secret))
+    }
+
+    /// A client of this cluster proving `identity`.
+    pub fn client_as(&self, identity: Identity) -> Client {
+        Client::new(self.master.addr.to_string(), identity)
     }
 
     /// Stops the master (a clean stop: its store is flushed).

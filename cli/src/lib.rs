@@ -3,11 +3,13 @@
 //!
 //! Layout:
 //! - [`cluster`]: `LocalCluster`, a master and N chunkservers in one process.
+//! - [`credentials`]: where client verbs and servers find keys and the cluster secret.
 //! - [`units`]: parsing sizes (`64MiB`) and durations (`500ms`) from the command line.
 //! - [`progress`]: a progress bar around a reader or writer, shown only on a terminal.
 //! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
 
 pub mod cluster;
+pub mod credentials;
 pub mod output;
 pub mod progress;
 pub mod units;

@@ -9,10 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+use dfs_cli::credentials;
 use dfs_cli::output;
 use dfs_cli::progress::{bar, Metered};
 use dfs_cli::units::{parse_duration, parse_size};
-use dfs_client::{AppendOptions, Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions};
+use dfs_client::{
+    AppendOptions, Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions, Role,
+};
 use dfs_protocol::{CodecError, ProtocolError};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,10 @@ struct Cli {
         value_name = "ADDR"
     )]
     master: String,
+    /// A key file from `dfs key create`, for client verbs (else $DFS_KEY, else
+    /// $DFS_SECRET, else the key `dfs up` stored for this master).
+    #[arg(long, global = true, value_name = "PATH")]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,6 +182,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Issue, list and remove client keys (admin only).
+    ///
+    /// A key is one line; clients take it from $DFS_KEY or --key-file. Read-only keys
+    /// may list, stat, get and check; read-write keys (the default) may also change
+    /// files; admin keys may also decommission, balance and manage keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Issue a key called NAME and print it (one line: keep it secret).
+    Create {
+        name: String,
+        /// The key may only read.
+        #[arg(long, conflicts_with = "admin")]
+        read_only: bool,
+        /// The key may do everything, also manage keys.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys: names, roles, creation times (never secrets).
+    Ls {
+        /// Print JSON: [{"name","role","created"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove key NAME: it stops working at once, also on open connections.
+    Rm { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,6 +263,12 @@ struct MasterArgs {
     /// How long an append lease lasts unless its primary's heartbeats extend it.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     lease: Duration,
+    /// File holding the cluster secret (else $DFS_SECRET, else DIR/cluster.secret, created on first start).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// How long chunk tokens handed out with locations stay valid.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    token_ttl: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -253,6 +297,9 @@ struct ChunkserverArgs {
     /// Bytes per second that chunk copies (repair, re-replication, balancing) may pull.
     #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     replication_rate: u64,
+    /// File holding the cluster secret (else $DFS_SECRET; the master wrote it to its data dir).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -400,7 +447,6 @@ where
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(cli.master.clone());
     match cli.command {
         Command::Master(a) => {
             let mut config = dfs_master::MasterConfig::new(&a.data);
@@ -412,6 +458,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.balance_threshold = f64::from(a.balance_threshold) / 100.0;
             config.max_append = a.max_append;
             config.lease = a.lease;
+            config.token_ttl = a.token_ttl;
+            config.secret = credentials::server_secret(a.secret_file.as_deref())?;
             config.validate()?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
@@ -422,7 +470,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Chunkserver(a) => {
-            let mut config = dfs_chunkserver::ChunkserverConfig::new(&a.data, cli.master.clone());
+            let secret =
+                credentials::server_secret(a.secret_file.as_deref())?.with_context(|| {
+                    "no cluster secret: pass --secret-file or set $DFS_SECRET \
+                 (the master wrote it to cluster.secret in its data dir)"
+                })?;
+            let mut config =
+                dfs_chunkserver::ChunkserverConfig::new(&a.data, cli.master.clone(), secret);
             config.capacity = a.capacity;
             config.heartbeat = a.heartbeat;
             config.advertise = a.advertise;
@@ -436,6 +490,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Up(a) => up(a, &cli.master).await,
+        command => {
+            let identity = credentials::client_identity(cli.key_file.as_deref(), &cli.master)?;
+            verb(&Client::new(cli.master.clone(), identity), command).await
+        }
+    }
+}
+
+/// Runs a client verb.
+async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
+    let client = client.clone();
+    match command {
+        Command::Master(_) | Command::Chunkserver(_) | Command::Up(_) => {
+            bail!("not a client verb")
+        }
+        Command::Key { command } => key(&client, command).await,
         Command::Put {
             local,
             remote,
@@ -566,6 +635,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn key(client: &Client, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create {
+            name,
+            read_only,
+            admin,
+        } => {
+            let role = match (read_only, admin) {
+                (true, _) => Role::ReadOnly,
+                (_, true) => Role::Admin,
+                _ => Role::ReadWrite,
+            };
+            let key = client.create_key(&name, role).await?;
+            print_text(&format!("{}\n", key.encode()))
+        }
+        KeyCommand::Ls { json } => {
+            let keys = client.list_keys().await?;
+            if json {
+                print_json(&output::keys_json(&keys))
+            } else {
+                print_text(&output::keys_plain(&keys))
+            }
+        }
+        KeyCommand::Rm { name } => Ok(client.remove_key(&name).await?),
+    }
+}
+
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     print_text(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
@@ -612,6 +708,7 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         lease: Duration::from_secs(60),
     };
     let cluster = LocalCluster::start(options).await?;
+    let key_path = up_admin_key(&cluster, &a.data).await?;
     let addrs: Vec<String> = cluster
         .chunkserver_addrs()
         .iter()
@@ -619,16 +716,44 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         .collect();
     eprintln!(
         "dfs up: master on {}, {} chunkservers on {}, replication {}, data in {}\n\
+         dfs up: admin key in {} (client verbs on this machine find it with no flags)\n\
          dfs up: try `dfs put FILE /FILE` from another terminal; Ctrl-C stops the cluster",
         cluster.master_addr(),
         addrs.len(),
         addrs.join(", "),
         replication,
-        a.data.display()
+        a.data.display(),
+        key_path.display()
     );
     shutdown_signal().await;
     eprintln!("dfs up: stopping");
     cluster.shutdown().await
+}
+
+/// Makes sure the local cluster has an admin key called `admin`, kept in the data
+/// dir and where client verbs for this master look by default; returns that path.
+async fn up_admin_key(cluster: &LocalCluster, data: &Path) -> anyhow::Result<PathBuf> {
+    const NAME: &str = "admin";
+    let admin = cluster.client();
+    let kept = data.join("admin.key");
+    let existing = credentials::read_key_file(&kept).ok();
+    let listed = admin.list_keys().await?;
+    let key = match existing {
+        Some(k) if k.name == NAME && listed.iter().any(|i| i.name == NAME) => k,
+        _ => {
+            if listed.iter().any(|i| i.name == NAME) {
+                admin.remove_key(NAME).await?;
+            }
+            let k = admin.create_key(NAME, Role::Admin).await?;
+            credentials::write_private(&kept, &k.encode())?;
+            k
+        }
+    };
+    let master = cluster.master_addr().to_string();
+    let path = credentials::default_key_path(&master)
+        .context("neither $XDG_CONFIG_HOME nor $HOME is set: cannot store the admin key")?;
+    credentials::write_private(&path, &key.encode())?;
+    Ok(path)
 }
 
 fn base_name(path: &str) -> Option<&str> {

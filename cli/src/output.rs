@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use dfs_client::{
-    BalanceReport, ClusterStatus, DirEntry, FileKind, FileStat, FsckReport, TrashInfo,
+    BalanceReport, ClusterStatus, DirEntry, FileKind, FileStat, FsckReport, KeyInfo, TrashInfo,
 };
 use serde_json::{json, Value};
 
@@ -171,6 +171,34 @@ pub fn status_plain(s: &ClusterStatus) -> String {
         let _ = writeln!(
             out,
             "SAFE MODE: waiting for chunkservers to report; no garbage is deleted yet"
+        );
+    }
+    out
+}
+
+/// `[{"name","role","created"}]`: never a secret.
+pub fn keys_json(keys: &[KeyInfo]) -> Value {
+    Value::Array(
+        keys.iter()
+            .map(|k| json!({"name": k.name, "role": k.role.as_str(), "created": k.created}))
+            .collect(),
+    )
+}
+
+pub fn keys_plain(keys: &[KeyInfo]) -> String {
+    let mut out = String::new();
+    if keys.is_empty() {
+        out.push_str("no keys (`dfs key create NAME` issues one)\n");
+        return out;
+    }
+    let _ = writeln!(out, "{:<11} {:<20}  NAME", "ROLE", "CREATED");
+    for k in keys {
+        let _ = writeln!(
+            out,
+            "{:<11} {:<20}  {}",
+            k.role.as_str(),
+            time(k.created),
+            k.name
         );
     }
     out

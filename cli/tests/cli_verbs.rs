@@ -16,10 +16,25 @@ struct Out {
     stderr: String,
 }
 
-async fn dfs(master: &str, args: &[&str], stdin: Option<&[u8]>) -> Out {
+/// Where the verbs go: the master's address, and the cluster secret they prove.
+struct Target {
+    master: String,
+    secret: String,
+}
+
+fn target(cluster: &dfs_cli::cluster::LocalCluster) -> Target {
+    Target {
+        master: cluster.master_addr().to_string(),
+        secret: cluster.secret().encode(),
+    }
+}
+
+async fn dfs(target: &Target, args: &[&str], stdin: Option<&[u8]>) -> Out {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(args)
-        .env("DFS_MASTER", master)
+        .env("DFS_MASTER", &target.master)
+        .env("DFS_SECRET", &target.secret)
+        .env_remove("DFS_KEY")
         .env_remove("RUST_LOG")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -74,7 +89,7 @@ fn failed_with(out: &Out, needle: &str) {
 async fn stdin_put_stdout_get_cat_and_files() {
     bounded(async {
         let (dir, cluster) = cluster().await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         let content = data(2 * CHUNK + 3, 5);
         ok(&dfs(&m, &["put", "-", "/in"], Some(&content)).await);
         let got = dfs(&m, &["get", "/in", "-"], None).await;
@@ -86,8 +101,15 @@ async fn stdin_put_stdout_get_cat_and_files() {
         let local = dir.path().join("local.bin");
         std::fs::write(&local, &content).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["put", local.to_str().unwrap(), "/copy", "--master", &m])
+            .args([
+                "put",
+                local.to_str().unwrap(),
+                "/copy",
+                "--master",
+                &m.master,
+            ])
             .env("DFS_MASTER", "127.0.0.1:1")
+            .env("DFS_SECRET", &m.secret)
             .output()
             .await
             .unwrap();
@@ -115,7 +137,7 @@ async fn stdin_put_stdout_get_cat_and_files() {
 async fn json_shapes_match_the_design() {
     bounded(async {
         let (_dir, cluster) = cluster().await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         ok(&dfs(&m, &["put", "-", "/f"], Some(&data(CHUNK + 1, 1))).await);
         ok(&dfs(&m, &["mkdir", "-p", "/d/e"], None).await);
 
@@ -186,7 +208,7 @@ async fn json_shapes_match_the_design() {
 async fn namespace_verbs_and_clear_errors() {
     bounded(async {
         let (dir, cluster) = cluster().await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         ok(&dfs(&m, &["mkdir", "-p", "/a/b"], None).await);
         failed_with(&dfs(&m, &["mkdir", "/a"], None).await, "/a: already exists");
         failed_with(
@@ -270,11 +292,14 @@ async fn namespace_verbs_and_clear_errors() {
 async fn bad_usage_and_unreachable_master() {
     bounded(async {
         // a port nothing listens on: bind, learn it, release it
-        let free = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string();
+        let free = Target {
+            master: std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string(),
+            secret: dfs_client::ClusterSecret::generate().encode(),
+        };
         failed_with(
             &dfs(&free, &["ls", "/"], None).await,
             "cannot reach the master",
@@ -314,7 +339,7 @@ async fn bad_usage_and_unreachable_master() {
 async fn mv_rm_to_trash_and_restore() {
     bounded(async {
         let (_dir, cluster) = cluster().await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         ok(&dfs(&m, &["mkdir", "-p", "/src/sub"], None).await);
         ok(&dfs(&m, &["put", "-", "/src/sub/f"], Some(b"payload")).await);
         ok(&dfs(&m, &["mv", "/src", "/dst"], None).await);
@@ -378,7 +403,7 @@ async fn mv_rm_to_trash_and_restore() {
 async fn fsck_exit_status_and_json() {
     bounded(async {
         let (_dir, cluster) = cluster().await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         ok(&dfs(&m, &["mkdir", "/d"], None).await);
         ok(&dfs(&m, &["put", "-", "/d/f"], Some(&data(CHUNK + 5, 3))).await);
         let healthy = json(&dfs(&m, &["fsck", "--json"], None).await);
@@ -424,7 +449,7 @@ async fn fsck_exit_status_and_json() {
 async fn setrep_balance_and_decommission_verbs() {
     bounded(async {
         let (_dir, cluster) = common::cluster_with(|o| o.chunkservers = 4).await;
-        let m = cluster.master_addr().to_string();
+        let m = target(&cluster);
         ok(&dfs(&m, &["put", "-", "/f"], Some(&data(3 * CHUNK, 9))).await);
         ok(&dfs(&m, &["setrep", "-w", "2", "/f"], None).await);
         let stat = json(&dfs(&m, &["stat", "/f", "--json"], None).await);

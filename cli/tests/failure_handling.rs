@@ -28,7 +28,13 @@ async fn master(dir: &std::path::Path) -> LocalCluster {
 async fn setup(n: usize, args: &[&str]) -> (tempfile::TempDir, LocalCluster, Procs, Client) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = master(dir.path()).await;
-    let procs = Procs::start(&cluster.master_addr().to_string(), dir.path(), n, args);
+    let procs = Procs::start(
+        &cluster.master_addr().to_string(),
+        cluster.secret(),
+        dir.path(),
+        n,
+        args,
+    );
     cluster
         .wait_for_chunkservers(n, Duration::from_secs(30))
         .await

@@ -56,34 +56,63 @@ async fn servers_survive_garbage() {
     .await
 }
 
-/// Well-formed but hostile append traffic: a forwarded batch too large to hold, a
-/// record for a lease nobody granted, lengths of unknown chunks. Each is answered with
-/// a clear error and the chunkserver goes on serving.
+/// Well-formed but hostile append traffic from authenticated peers with valid
+/// tokens: a forwarded batch too large to hold, a record for a lease nobody granted,
+/// lengths of unknown chunks, a grant out of bounds. Each is answered with a clear
+/// error and the chunkserver goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_append_requests_are_refused() {
     use bytes::Bytes;
-    use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode, Frame, PeerKind, Request};
+    use dfs_protocol::auth::ops;
+    use dfs_protocol::{
+        ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, Identity, PeerKind, Request,
+        ServerId,
+    };
     bounded(async {
         let (_dir, cluster) = cluster().await;
         let addr = cluster.chunkserver_addrs()[0].to_string();
         let limit = std::time::Duration::from_secs(10);
-        let mut conn = dfs_protocol::net::dial(&addr, PeerKind::Client, limit)
-            .await
-            .expect("dial");
+        let secret = cluster.secret().clone();
+        let key = secret.token_key();
         let handle = ChunkHandle::random();
         let version = ChunkVersion::FIRST;
-        for head in [
-            Request::AppendForward {
+        let token = |version, op| {
+            ChunkToken::sign(
+                &key,
                 handle,
                 version,
-                offset: 0,
-                len: u64::MAX,
-            },
-            Request::Append {
-                handle,
-                version,
-                len: 5,
-            },
+                op,
+                dfs_protocol::auth::unix_now() + 60,
+            )
+        };
+        let as_peer = Identity::chunkserver(ServerId::random(), &secret);
+        let mut peer = dfs_protocol::net::dial(&addr, PeerKind::Chunkserver, &as_peer, limit)
+            .await
+            .expect("dial as a peer");
+        let admin = Identity::cluster_admin(&secret);
+        let mut conn = dfs_protocol::net::dial(&addr, PeerKind::Client, &admin, limit)
+            .await
+            .expect("dial as a client");
+        for (conn, head) in [
+            (
+                &mut peer,
+                Request::AppendForward {
+                    handle,
+                    version,
+                    offset: 0,
+                    len: u64::MAX,
+                    token: token(version, ops::ORDER),
+                },
+            ),
+            (
+                &mut conn,
+                Request::Append {
+                    handle,
+                    version,
+                    len: 5,
+                    token: token(version, ops::APPEND),
+                },
+            ),
         ] {
             let id = conn.next_request_id();
             conn.send(&Frame::request(id, head)).await.expect("send");
@@ -101,7 +130,13 @@ async fn hostile_append_requests_are_refused() {
                 "{answer:?}"
             );
         }
-        let answer = conn.call(Request::ChunkLength { handle, version }).await;
+        let answer = conn
+            .call(Request::ChunkLength {
+                handle,
+                version,
+                token: token(version, ops::READ),
+            })
+            .await;
         assert!(
             matches!(
                 answer,
@@ -119,8 +154,13 @@ async fn hostile_append_requests_are_refused() {
             lease_ms: 1000,
             chunk_size: 1 << 20,
             max_append: 0,
+            token: token(ChunkVersion(2), ops::ORDER),
         };
-        assert!(conn.call(grant).await.is_err(), "no such chunk to lease");
+        let as_master = Identity::master(&secret);
+        let mut master = dfs_protocol::net::dial(&addr, PeerKind::Client, &as_master, limit)
+            .await
+            .expect("dial as the master");
+        assert!(master.call(grant).await.is_err(), "no such chunk to lease");
         let c = cluster.client();
         c.append_record("/still", Bytes::from_static(b"serving"), Default::default())
             .await

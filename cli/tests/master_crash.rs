@@ -18,9 +18,20 @@ use tokio::process::{Child, Command};
 const ROUNDS: usize = 20;
 const CLIENTS: u64 = 4;
 
+/// The cluster secret every process of this test shares (through `$DFS_SECRET`).
+fn secret() -> &'static dfs_client::ClusterSecret {
+    static SECRET: std::sync::OnceLock<dfs_client::ClusterSecret> = std::sync::OnceLock::new();
+    SECRET.get_or_init(dfs_client::ClusterSecret::generate)
+}
+
+fn client(addr: &str) -> Client {
+    Client::new(addr, dfs_client::Identity::cluster_admin(secret()))
+}
+
 fn dfs() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dfs"));
     c.env("RUST_LOG", "error")
+        .env("DFS_SECRET", secret().encode())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -147,7 +158,7 @@ fn snapshot(h: &Mutex<History>) -> History {
 }
 
 async fn wait_ready(addr: &str) {
-    let c = Client::new(addr);
+    let c = client(addr);
     wait_until(Duration::from_secs(30), "master up with 3 chunkservers", || async {
         matches!(c.status().await, Ok(s) if s.chunkservers.iter().filter(|s| s.alive).count() == 3)
     })
@@ -183,7 +194,7 @@ async fn acknowledged_mutations_survive_kill_9_of_the_master() {
             })
             .collect();
         wait_ready(&addr).await;
-        let setup = Client::new(addr.as_str());
+        let setup = client(&addr);
         for k in 0..CLIENTS {
             setup.mkdir(&format!("/c{k}"), false).await.unwrap();
         }
@@ -196,7 +207,7 @@ async fn acknowledged_mutations_survive_kill_9_of_the_master() {
                 let (stop, hist, addr) =
                     (stop.clone(), histories[k as usize].clone(), addr.clone());
                 tasks.spawn(async move {
-                    let c = Client::new(addr);
+                    let c = client(&addr);
                     while !stop.load(Ordering::Relaxed) {
                         let i = hist.lock().unwrap().next;
                         let outcome = match run_op(&c, k, i).await {
@@ -220,7 +231,7 @@ async fn acknowledged_mutations_survive_kill_9_of_the_master() {
 
             master = start_master(&addr, &dir.path().join("master"));
             wait_ready(&addr).await;
-            let c = Client::new(addr.as_str());
+            let c = client(&addr);
             for k in 0..CLIENTS {
                 verify(&c, k, &snapshot(&histories[k as usize])).await;
             }
@@ -239,7 +250,7 @@ async fn acknowledged_mutations_survive_kill_9_of_the_master() {
         }
 
         // Once safe mode is over and garbage collection has run, nothing visible is lost.
-        let c = Client::new(addr.as_str());
+        let c = client(&addr);
         wait_until(Duration::from_secs(20), "safe mode to end", || async {
             matches!(c.status().await, Ok(s) if !s.safe_mode)
         })

@@ -131,13 +131,14 @@ async fn read_all(c: &Client, path: &str) -> Vec<u8> {
 /// what was acknowledged, with offsets. `progress` counts acknowledged records.
 async fn appenders(
     master: &str,
+    identity: &dfs_client::Identity,
     path: &str,
     max: usize,
     progress: Arc<AtomicUsize>,
 ) -> HashMap<(u32, u32), Option<u64>> {
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let client = Client::new(master);
+        let client = Client::new(master, identity.clone());
         let path = path.to_string();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
@@ -164,12 +165,13 @@ async fn appenders(
 /// Starts the appenders on `/log` and returns once a third of the records are in.
 async fn appenders_a_third_done(
     master: &str,
+    identity: &dfs_client::Identity,
     max: usize,
 ) -> tokio::task::JoinHandle<HashMap<(u32, u32), Option<u64>>> {
     let progress = Arc::new(AtomicUsize::new(0));
     let run = tokio::spawn({
-        let (master, progress) = (master.to_string(), progress.clone());
-        async move { appenders(&master, "/log", max, progress).await }
+        let (master, progress, identity) = (master.to_string(), progress.clone(), identity.clone());
+        async move { appenders(&master, &identity, "/log", max, progress).await }
     });
     let third = (WRITERS * RECORDS / 3) as usize;
     wait_until(Duration::from_secs(60), "a third of the records", || {
@@ -198,6 +200,7 @@ async fn concurrent_appenders_land_every_record_exactly_once() {
         );
         let acked = appenders(
             &cluster.master_addr().to_string(),
+            &dfs_client::Identity::cluster_admin(cluster.secret()),
             "/log",
             max,
             Arc::new(AtomicUsize::new(0)),
@@ -239,11 +242,13 @@ async fn separate_dfs_processes_append_concurrently() {
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
             let (master, dir) = (master.clone(), dir.path().to_path_buf());
+            let secret = cluster.secret().encode();
             tasks.push(tokio::task::spawn_blocking(move || {
                 let local = dir.join(format!("record-{w}"));
                 for (s, len) in sizes(w, RECORDS, max).into_iter().enumerate() {
                     std::fs::write(&local, record(w, s as u32, len)).expect("write record");
                     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+                        .env("DFS_SECRET", &secret)
                         .args(["--master", &master, "append"])
                         .arg(&local)
                         .arg("/shared.log")
@@ -282,14 +287,19 @@ async fn a_chunkserver_killed_midway_loses_no_acknowledged_record() {
         o.lease = Duration::from_secs(2);
         let cluster = LocalCluster::start(o).await.expect("master");
         let master = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&master, dir.path(), 4, &[]);
+        let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 4, &[]);
         cluster
             .wait_for_chunkservers(4, Duration::from_secs(30))
             .await
             .expect("chunkservers register");
         let c = cluster.client();
         let max = (CHUNK_SIZE / 4) as usize;
-        let run = appenders_a_third_done(&master, max).await;
+        let run = appenders_a_third_done(
+            &master,
+            &dfs_client::Identity::cluster_admin(cluster.secret()),
+            max,
+        )
+        .await;
         // The primary of the chunk being appended to, to hit the lease itself.
         let stat = c.stat("/log").await.expect("stat");
         let victim = stat
@@ -321,8 +331,10 @@ async fn dfs_append_creates_and_tail_follows() {
     bounded(async {
         let (dir, cluster) = common::cluster_with(small_chunks).await;
         let master = cluster.master_addr().to_string();
+        let secret = cluster.secret().encode();
         let dfs = |args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+                .env("DFS_SECRET", &secret)
                 .args(["--master", &master])
                 .args(args)
                 .output()
@@ -367,6 +379,7 @@ async fn dfs_append_creates_and_tail_follows() {
         .await
         .expect("append creates the file");
         let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .env("DFS_SECRET", &secret)
             .args([
                 "--master",
                 &master,
@@ -416,7 +429,12 @@ async fn appends_go_on_across_a_master_restart() {
         let c = cluster.client();
         let master = cluster.master_addr().to_string();
         let max = (CHUNK_SIZE / 4) as usize;
-        let run = appenders_a_third_done(&master, max).await;
+        let run = appenders_a_third_done(
+            &master,
+            &dfs_client::Identity::cluster_admin(cluster.secret()),
+            max,
+        )
+        .await;
         // The master forgets every lease; primaries keep serving the leases they hold
         // and report them, and the master adopts them.
         cluster.restart_master().await.expect("restart master");

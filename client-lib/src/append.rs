@@ -252,6 +252,7 @@ impl Client {
                 handle: lease.handle,
                 version: lease.version,
                 len: record.len() as u64,
+                token: lease.token,
             };
             conn.send(&Frame::request(id, head)).await?;
             let mut at = 0;
@@ -338,6 +339,7 @@ impl Client {
         let request = Request::ChunkLength {
             handle: chunk.handle,
             version: chunk.version,
+            token: chunk.token,
         };
         let answer = self
             .exchange(addr, async { conn.call(request).await })

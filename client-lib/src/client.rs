@@ -7,8 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dfs_protocol::checksum;
 use dfs_protocol::{
     AppendLease, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus,
-    CommittedChunk, DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, ProtocolError,
-    Request, RequestId, Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
+    CommittedChunk, DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, Identity,
+    ProtocolError, Request, RequestId, Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -110,17 +110,22 @@ struct Unit {
 }
 
 impl Client {
-    /// A client of the master at `master` (`host:port`). Connections open on first use.
-    pub fn new(master: impl Into<String>) -> Client {
-        Client::with_options(master, ClientOptions::default())
+    /// A client of the master at `master` (`host:port`) that proves `identity` (a
+    /// key from `dfs key create`, or the cluster secret). Connections open on first use.
+    pub fn new(master: impl Into<String>, identity: Identity) -> Client {
+        Client::with_options(master, identity, ClientOptions::default())
     }
 
-    pub fn with_options(master: impl Into<String>, options: ClientOptions) -> Client {
+    pub fn with_options(
+        master: impl Into<String>,
+        identity: Identity,
+        options: ClientOptions,
+    ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 master: master.into(),
                 options,
-                pool: Pool::default(),
+                pool: Pool::new(identity),
                 leases: Default::default(),
             }),
         }
@@ -434,6 +439,7 @@ impl Client {
                 handle: alloc.handle,
                 version: alloc.version,
                 downstream: rest.to_vec(),
+                token: alloc.token,
             },
         );
         self.exchange(head, async { conn.send(&open).await.map_err(Into::into) })
@@ -665,6 +671,7 @@ impl Client {
                 version: unit.chunk.version,
                 offset: unit.offset,
                 len: unit.len,
+                token: unit.chunk.token,
             },
         );
         self.exchange(addr, async {

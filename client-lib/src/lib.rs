@@ -2,7 +2,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dfs_client::ClientError> {
-//! let client = dfs_client::Client::new("127.0.0.1:7070");
+//! let key = dfs_client::ClientKey::parse(&std::env::var("DFS_KEY").unwrap_or_default())
+//!     .expect("a key from `dfs key create`");
+//! let client = dfs_client::Client::new("127.0.0.1:7070", dfs_client::Identity::key(&key));
 //! client.mkdir("/logs", true).await?;
 //! let stored = client.put("/logs/a.txt", &b"hello"[..], Default::default()).await?;
 //! let mut out = Vec::new();
@@ -14,18 +16,20 @@
 //! Layout:
 //! - [`client`]: `Client` — metadata calls, the streaming put, the parallel get.
 //! - [`append`]: record append, and the length of chunks being appended to.
+//! - [`keys`]: issuing, listing and removing client keys.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
 pub mod append;
 pub mod client;
 pub mod error;
+pub mod keys;
 pub mod pool;
 
 pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions};
 pub use dfs_protocol::{
-    BalanceReport, ChunkInfo, ClusterStatus, DirEntry, ErrorCode, FileHealth, FileKind, FileStat,
-    FsckReport, ServerStatus, TrashInfo,
+    BalanceReport, ChunkInfo, ClientKey, ClusterSecret, ClusterStatus, DirEntry, ErrorCode,
+    FileHealth, FileKind, FileStat, FsckReport, Identity, KeyInfo, Role, ServerStatus, TrashInfo,
 };
 pub use error::ClientError;

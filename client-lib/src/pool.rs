@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dfs_protocol::PeerKind;
+use dfs_protocol::{Identity, PeerKind};
 use futures::FutureExt;
 
 use crate::error::ClientError;
@@ -14,12 +14,25 @@ pub type Conn = dfs_protocol::net::TcpConn;
 /// Idle connections kept per address; more are closed when returned.
 const MAX_IDLE_PER_ADDR: usize = 16;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
+    identity: Identity,
     idle: Mutex<HashMap<String, Vec<Conn>>>,
 }
 
 impl Pool {
+    /// A pool whose connections prove `identity`.
+    pub fn new(identity: Identity) -> Pool {
+        Pool {
+            identity,
+            idle: Mutex::default(),
+        }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// An idle connection to `addr`, or a new one (connected and handshaken within `timeout`).
     pub async fn get(&self, addr: &str, timeout: Duration) -> Result<Conn, ClientError> {
         while let Some(mut conn) = self.lock().get_mut(addr).and_then(Vec::pop) {
@@ -30,7 +43,7 @@ impl Pool {
         // The dial's own timeout error is reported as ours, with the address.
         match tokio::time::timeout(
             timeout,
-            dfs_protocol::net::dial(addr, PeerKind::Client, timeout + timeout),
+            dfs_protocol::net::dial(addr, PeerKind::Client, &self.identity, timeout + timeout),
         )
         .await
         {

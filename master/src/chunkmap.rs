@@ -192,6 +192,11 @@ impl ChunkMap {
             .collect()
     }
 
+    /// Whether `server` has registered (since this master started).
+    pub fn is_registered(&self, server: &ServerId) -> bool {
+        self.servers.contains_key(server)
+    }
+
     /// Whether `server` is registered and heard from within the dead-after window.
     pub fn is_alive(&self, server: &ServerId, now: Instant) -> bool {
         self.servers.get(server).is_some_and(|e| self.alive(e, now))

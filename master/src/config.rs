@@ -40,6 +40,12 @@ pub struct MasterConfig {
     pub max_append: Option<u64>,
     /// How long an append lease lasts without being extended by its primary's heartbeats.
     pub lease: Duration,
+    /// The cluster secret; `None` reads (or first creates) `cluster.secret` in the data dir.
+    pub secret: Option<dfs_protocol::ClusterSecret>,
+    /// How long a chunk token handed out with locations stays valid.
+    pub token_ttl: Duration,
+    /// A connection silent this long between requests is closed.
+    pub idle_timeout: Duration,
 }
 
 impl MasterConfig {
@@ -57,6 +63,9 @@ impl MasterConfig {
             balance_threshold: 0.10,
             max_append: None,
             lease: Duration::from_secs(60),
+            secret: None,
+            token_ttl: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 
@@ -108,6 +117,16 @@ impl MasterConfig {
         }
         if self.lease < Duration::from_millis(100) {
             return Err(MasterError::Config("--lease must be at least 100ms".into()));
+        }
+        if self.token_ttl < Duration::from_secs(10) {
+            return Err(MasterError::Config(
+                "--token-ttl must be at least 10s".into(),
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(MasterError::Config(
+                "--idle-timeout must be at least 1s".into(),
+            ));
         }
         if self.max_connections == 0 {
             return Err(MasterError::Config(

@@ -7,11 +7,14 @@
 //! - [`mutation`]: the logical mutations the log records.
 //! - [`store`]: the sled seam (the only module that imports sled).
 //! - [`namespace`]: plans mutations and applies them to the store; derived indexes.
+//! - [`access`]: who may send what: handshake key lookup, roles per request.
+//! - [`secret`]: the cluster secret: configured, or generated in the data dir.
 //! - [`chunkmap`]: chunkservers, replica locations (not persisted), placement.
 //! - [`service`]: the answer to each request.
 //! - [`recovery`]: start-up: open the store, replay the log, checkpoint.
 //! - [`server`]: `run`: accept loop, upkeep and checkpoint tasks, shutdown.
 
+pub mod access;
 pub mod chunkmap;
 pub mod config;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod namespace;
 pub mod oplog;
 pub mod path;
 pub mod recovery;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;

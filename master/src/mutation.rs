@@ -9,7 +9,7 @@ use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::store::Inode;
+use crate::store::{Inode, KeyRecord};
 
 /// Format byte in front of every encoded mutation.
 const FORMAT: u8 = 1;
@@ -107,6 +107,15 @@ pub enum Mutation {
         open: Option<Vec<ServerId>>,
         mtime: u64,
     },
+    /// A client key issued (`dfs key create`).
+    CreateKey { name: String, record: KeyRecord },
+    /// A client key withdrawn (`dfs key rm`).
+    RemoveKey { name: String },
+    /// A chunkserver's first registration: its id is bound to the key it proved.
+    EnrollServer {
+        server: ServerId,
+        fingerprint: [u8; 32],
+    },
 }
 
 impl Mutation {
@@ -127,6 +136,9 @@ impl Mutation {
             Mutation::CreateFile { .. } => "create-file",
             Mutation::AppendChunk { .. } => "append-chunk",
             Mutation::SetChunk { .. } => "set-chunk",
+            Mutation::CreateKey { .. } => "create-key",
+            Mutation::RemoveKey { .. } => "remove-key",
+            Mutation::EnrollServer { .. } => "enroll-server",
         }
     }
 

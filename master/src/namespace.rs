@@ -21,7 +21,8 @@ use crate::error::{OpError, StoreError};
 use crate::mutation::{Create, Mutation};
 use crate::path;
 use crate::store::{
-    AllocatedChunk, Inode, Store, StoreWriter, StoredChunk, TrashEntry, Txn, UploadRecord, ROOT,
+    AllocatedChunk, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, Txn,
+    UploadRecord, ROOT,
 };
 
 /// What the master knows of a chunk that a file (visible or in the trash) references.
@@ -60,6 +61,12 @@ pub struct Namespace {
     decommissioned: HashSet<ServerId>,
     /// Chunks open for appends -> the chain of their latest lease.
     open: HashMap<ChunkHandle, Vec<ServerId>>,
+    /// Client keys by name.
+    keys: BTreeMap<String, KeyRecord>,
+    /// Changes whenever a key is created or removed (chunkservers compare it).
+    keys_epoch: u64,
+    /// Enrolled chunkservers: the fingerprint of the key each proves its id with.
+    server_keys: HashMap<ServerId, [u8; 32]>,
 }
 
 fn not_found(comps: &[String]) -> OpError {
@@ -119,7 +126,13 @@ impl Namespace {
         let applied = store.applied()?;
         let decommissioned = store.decommissioned()?.into_iter().collect();
         let open = store.open_chunks()?.into_iter().collect();
+        let keys = store.keys()?.into_iter().collect();
+        let server_keys = store.server_keys()?.into_iter().collect();
         Ok(Namespace {
+            server_keys,
+            keys,
+            // Any value that differs from what chunkservers hold makes them reload.
+            keys_epoch: applied.wrapping_add(1) | 1 << 63,
             next_inode: store.next_inode()?,
             applied,
             writer: Arc::new(StoreWriter::start(store.clone(), applied)?),
@@ -143,6 +156,24 @@ impl Namespace {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The client key called `name`.
+    pub fn key(&self, name: &str) -> Option<&KeyRecord> {
+        self.keys.get(name)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = (&String, &KeyRecord)> {
+        self.keys.iter()
+    }
+
+    pub fn keys_epoch(&self) -> u64 {
+        self.keys_epoch
+    }
+
+    /// The fingerprint of the key chunkserver `server` enrolled with.
+    pub fn server_key(&self, server: &ServerId) -> Option<&[u8; 32]> {
+        self.server_keys.get(server)
     }
 
     /// The last log sequence number applied.
@@ -1049,6 +1080,23 @@ impl Namespace {
                     Ok(())
                 })?;
                 self.set_open(&mut txn, *handle, open.as_ref())?;
+            }
+            Mutation::CreateKey { name, record } => {
+                txn.put_key(name, record)?;
+                self.keys.insert(name.clone(), record.clone());
+                self.keys_epoch = seq;
+            }
+            Mutation::RemoveKey { name } => {
+                txn.remove_key(name);
+                self.keys.remove(name);
+                self.keys_epoch = seq;
+            }
+            Mutation::EnrollServer {
+                server,
+                fingerprint,
+            } => {
+                txn.put_server_key(*server, fingerprint);
+                self.server_keys.insert(*server, *fingerprint);
             }
             Mutation::Decommission { server, on } => {
                 txn.set_decommissioned(*server, *on);

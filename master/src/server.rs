@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_protocol::{Body, Connection, ErrorCode, Frame, Limits, Response};
+use dfs_protocol::{Body, Connection, ErrorCode, Frame, Limits, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,21 @@ pub async fn run(
     let master = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || -> Result<Master, MasterError> {
+            let secret = match config.secret.clone() {
+                Some(s) => s,
+                None => {
+                    let (s, created) = crate::secret::load_or_create(&config.data_dir)?;
+                    let path = crate::secret::secret_path(&config.data_dir);
+                    if created {
+                        tracing::warn!(path = %path.display(), "generated a new cluster secret: give it to chunkservers (--secret-file or $DFS_SECRET)");
+                    } else {
+                        tracing::info!(path = %path.display(), "cluster secret loaded");
+                    }
+                    s
+                }
+            };
             let (ns, log) = recovery::recover(&config.data_dir)?;
-            Ok(Master::new(config, ns, log, stop))
+            Ok(Master::new(config, secret, ns, log, stop))
         })
         .await
         .map_err(|e| MasterError::Task(e.to_string()))??
@@ -135,22 +148,34 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let mut conn = Connection::new(r, w, Limits::default());
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.accept_handshake()).await {
-        Ok(Ok(_)) => {}
+    let handshake = conn.accept_handshake(|c| master.lookup(c));
+    let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => {
-            tracing::info!(error = %e, "handshake refused");
+            tracing::warn!(error = %e, "handshake refused");
             return;
         }
         Err(_) => {
             tracing::info!("handshake timed out");
             return;
         }
-    }
+    };
+    tracing::debug!(peer = %accepted.peer, "authenticated");
+    let idle = master.idle_timeout();
+    // Heartbeats are taken only on a connection whose Register succeeded: that is
+    // where the server proved its own key.
+    let mut registered = false;
     loop {
         // `recv` is cancel-safe: a partly read frame stays in the reader's buffer.
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return,
-            f = conn.recv() => f,
+            f = tokio::time::timeout(idle, conn.recv()) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::debug!("idle connection closed");
+                    return;
+                }
+            },
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -166,8 +191,29 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
         let response = match body {
             Body::Request(request) => {
                 let name = request.name();
+                let admitted =
+                    master
+                        .admit(&accepted.peer, &request)
+                        .and_then(|()| match request {
+                            Request::Heartbeat { .. } if !registered => Err(ErrorCode::Forbidden {
+                                reason: "heartbeat before a registration on this connection".into(),
+                            }),
+                            _ => Ok(()),
+                        });
+                if let Err(code) = admitted {
+                    tracing::warn!(peer = %accepted.peer, request = name, error = %code, "request refused");
+                    let closing = matches!(code, ErrorCode::AuthFailed { .. });
+                    if conn.reply(request_id, Response::Error(code)).await.is_err() || closing {
+                        return;
+                    }
+                    continue;
+                }
                 let span = tracing::debug_span!("request", id = %request_id, name);
-                match master.handle(request).instrument(span).await {
+                match master.handle(&accepted, request).instrument(span).await {
+                    Ok(r @ Response::Registered { .. }) => {
+                        registered = true;
+                        r
+                    }
                     Ok(r) => r,
                     Err(OpError::Client(code)) => Response::Error(code),
                     Err(OpError::Store(e)) => {

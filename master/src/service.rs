@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use dfs_protocol::auth::{ops, ChunkToken, TokenKey};
 use dfs_protocol::{
-    BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
-    ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport, ReplicateOrder, Request, Response,
-    ServerId, TrashInfo, UploadId,
+    Accepted, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
+    ClusterSecret, ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport, Peer,
+    ReplicateOrder, Request, Response, ServerId, TrashInfo, UploadId,
 };
 use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ use crate::oplog::OpLog;
 use crate::store::Store;
 
 mod append;
+mod keys;
 use append::MasterLease;
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
@@ -67,6 +69,22 @@ struct State {
     leases: HashMap<ChunkHandle, MasterLease>,
     /// Chunks being granted a lease or created for appends: not garbage, not adopted.
     pending: HashSet<ChunkHandle>,
+    /// Signs the chunk tokens handed out with locations and orders.
+    tokens: Minter,
+}
+
+/// Signs chunk tokens that expire `ttl` seconds after they are made.
+#[derive(Debug, Clone)]
+pub(crate) struct Minter {
+    key: TokenKey,
+    ttl: u64,
+}
+
+impl Minter {
+    pub(crate) fn token(&self, handle: ChunkHandle, version: ChunkVersion, ops: u8) -> ChunkToken {
+        let expires = dfs_protocol::auth::unix_now().saturating_add(self.ttl);
+        ChunkToken::sign(&self.key, handle, version, ops, expires)
+    }
 }
 
 impl State {
@@ -91,6 +109,9 @@ pub struct Master {
     config: MasterConfig,
     store: Store,
     log: OpLog,
+    secret: ClusterSecret,
+    /// Signs chunk tokens without taking the state lock.
+    tokens: Minter,
     state: Mutex<State>,
     /// Cancelled when the store fails under a mutation: the master must stop.
     fatal: CancellationToken,
@@ -106,6 +127,7 @@ pub(crate) fn now_secs() -> u64 {
 impl Master {
     pub fn new(
         config: MasterConfig,
+        secret: ClusterSecret,
         ns: Namespace,
         log: OpLog,
         fatal: CancellationToken,
@@ -113,11 +135,18 @@ impl Master {
         let map = ChunkMap::new(config.dead_after);
         let safe_until = Some(Instant::now() + config.safe_start);
         let balance_threshold = config.balance_threshold;
+        let tokens = Minter {
+            key: secret.token_key(),
+            ttl: config.token_ttl.as_secs().max(1),
+        };
         Master {
             store: ns.store().clone(),
             config,
             log,
+            secret,
+            tokens: tokens.clone(),
             state: Mutex::new(State {
+                tokens,
                 ns,
                 map,
                 garbage: HashSet::new(),
@@ -155,6 +184,10 @@ impl Master {
 
     pub fn max_connections(&self) -> usize {
         self.config.max_connections
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
     }
 
     /// Appends `m` to the log and applies it; returns its sequence number.
@@ -211,8 +244,23 @@ impl Master {
         Ok(out)
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Result<Response, OpError> {
+    /// The key behind a connecting peer's credential (the handshake's lookup).
+    pub fn lookup(
+        &self,
+        credential: &dfs_protocol::Credential,
+    ) -> Result<([u8; 32], Peer), ErrorCode> {
+        crate::access::lookup(&self.lock().ns, &self.secret, credential)
+    }
+
+    /// Whether `peer`, authenticated earlier on its connection, may send `request`
+    /// now: its key must still exist and its role allow the request.
+    pub fn admit(&self, peer: &Peer, request: &Request) -> Result<(), ErrorCode> {
+        crate::access::still_valid(&self.lock().ns, peer)?;
+        crate::access::authorize(peer, request)
+    }
+
+    /// Answers one request from the peer authenticated on the connection.
+    pub async fn handle(&self, from: &Accepted, request: Request) -> Result<Response, OpError> {
         let now = now_secs();
         match request {
             Request::Mkdir { path, parents } => {
@@ -349,10 +397,57 @@ impl Master {
                 capacity,
                 used,
                 chunks,
+                id_key,
             } => {
+                let key = dfs_protocol::auth::unseal(&from.session, 0, "server key", &id_key);
+                let fingerprint = dfs_protocol::auth::fingerprint(&key);
+                let enrolled = self
+                    .read(|st| Ok(st.ns.server_key(&server).copied()))
+                    .await?;
+                match enrolled {
+                    Some(fp) if fp == fingerprint => {}
+                    Some(_) => {
+                        return Err(ErrorCode::AuthFailed {
+                            reason: format!(
+                                "chunkserver id {server} is enrolled with another server key: \
+                                 another server is using this id"
+                            ),
+                        }
+                        .into())
+                    }
+                    None => {
+                        self.mutate(|st| {
+                            // Two first registrations racing: the first one wins.
+                            if st.ns.server_key(&server).is_some() {
+                                return Ok((None, ()));
+                            }
+                            Ok((
+                                Some(Mutation::EnrollServer {
+                                    server,
+                                    fingerprint,
+                                }),
+                                (),
+                            ))
+                        })
+                        .await?;
+                        let won = self
+                            .read(|st| Ok(st.ns.server_key(&server).copied()))
+                            .await?;
+                        if won != Some(fingerprint) {
+                            return Err(ErrorCode::AuthFailed {
+                                reason: format!(
+                                    "chunkserver id {server} was just enrolled by another server"
+                                ),
+                            }
+                            .into());
+                        }
+                        tracing::info!(%server, %addr, "chunkserver enrolled");
+                    }
+                }
                 tracing::info!(%server, %addr, chunks = chunks.len(), "chunkserver registered");
                 let mut st = self.lock();
                 let now = Instant::now();
+                let keys = keys::table(&st.ns, &from.session);
                 st.stale.retain(|(s, _)| *s != server);
                 st.orders.remove(&server);
                 for m in note_reports(&mut st, server, &chunks) {
@@ -360,7 +455,7 @@ impl Master {
                 }
                 st.map.register(server, addr, capacity, used, chunks, now);
                 self.update_safe_mode(&mut st, now);
-                Ok(Response::Registered)
+                Ok(Response::Registered { keys })
             }
             Request::Heartbeat {
                 server,
@@ -371,10 +466,22 @@ impl Master {
                 corrupt,
                 load,
                 leases,
+                keys_epoch,
             } => {
                 let mut guard = self.lock();
                 let st = &mut *guard;
                 let now = Instant::now();
+                if !st.map.is_registered(&server) {
+                    // Reports from a server this master does not know are ignored
+                    // until it registers with its full list.
+                    return Ok(Response::HeartbeatAck {
+                        reregister: true,
+                        delete: Vec::new(),
+                        replicate: Vec::new(),
+                        extended: Vec::new(),
+                        keys: None,
+                    });
+                }
                 for m in note_reports(st, server, &added) {
                     self.log_apply(st, m)?;
                 }
@@ -442,11 +549,14 @@ impl Master {
                 } else {
                     (Vec::new(), Vec::new())
                 };
+                let keys =
+                    (keys_epoch != st.ns.keys_epoch()).then(|| keys::table(&st.ns, &from.session));
                 Ok(Response::HeartbeatAck {
                     reregister: !known,
                     delete,
                     replicate,
                     extended,
+                    keys,
                 })
             }
             Request::Fsck { path } => Ok(Response::Fsck(self.read(|st| fsck(st, &path)).await?)),
@@ -529,7 +639,19 @@ impl Master {
                 self.append_target(&path, create, replication, report)
                     .await?,
             )),
+            Request::CreateKey { name, role } => self.create_key(from, name, role).await,
+            Request::ListKeys => Ok(Response::Keys {
+                keys: self.read(|st| Ok(keys::list(&st.ns))).await?,
+            }),
+            Request::RemoveKey { name } => {
+                self.mutate(|st| Ok((Some(keys::plan_remove(&st.ns, &name)?), ())))
+                    .await?;
+                tracing::info!(key = %name, "client key removed");
+                Ok(Response::Ok)
+            }
             other @ (Request::Hello { .. }
+            | Request::Auth { .. }
+            | Request::Proof { .. }
             | Request::WriteChunk { .. }
             | Request::WritePacket { .. }
             | Request::ReadChunk { .. }
@@ -578,6 +700,7 @@ impl Master {
                 handle,
                 version,
                 replicas,
+                token: st.tokens.token(handle, version, ops::WRITE),
             },
         ))
     }
@@ -899,11 +1022,13 @@ fn order_copy(
     target: ServerId,
     now: Instant,
 ) {
+    let token = st.tokens.token(h, meta.version, ops::READ);
     st.orders.entry(target).or_default().push(ReplicateOrder {
         handle: h,
         version: meta.version,
         size: meta.size,
         source,
+        token,
     });
     st.copying.insert(h, (target, now));
 }
@@ -1005,6 +1130,7 @@ fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {
                 .collect(),
             open: st.ns.open_chain(&c.handle).is_some(),
             primary: st.lease(&c.handle, c.version).map(|l| l.addr.clone()),
+            token: st.tokens.token(c.handle, c.version, ops::READ),
         })
         .collect();
     Ok(FileStat {

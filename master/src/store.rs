@@ -9,6 +9,8 @@
 //! - `x` + server id (16 bytes)   -> empty: a decommissioned chunkserver
 //! - `o` + chunk handle (16 bytes) -> chain (server ids): a chunk open for appends,
 //!   whose size may lag what its replicas hold
+//! - `k` + key name               -> [`KeyRecord`]: a client key issued by `dfs key create`
+//! - `s` + server id (16 bytes)   -> fingerprint of the key a chunkserver proved its id with
 //!
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
@@ -27,6 +29,25 @@ pub const ROOT: u64 = 1;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
+
+/// A client key: its role and secret (the master must hold the secret to check
+/// proofs; the data dir also holds the cluster secret, so it is protected anyway).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub role: dfs_protocol::Role,
+    pub secret: [u8; 32],
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("role", &self.role)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A file or directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +119,13 @@ fn open_key(handle: ChunkHandle) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(b'o');
     k.extend_from_slice(handle.0.as_bytes());
+    k
+}
+
+fn key_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(b'k');
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -250,6 +278,23 @@ impl Txn {
         self.remove(open_key(handle));
     }
 
+    pub fn put_key(&mut self, name: &str, record: &KeyRecord) -> Result<(), StoreError> {
+        self.insert(key_key(name), encode(record)?);
+        Ok(())
+    }
+
+    pub fn remove_key(&mut self, name: &str) {
+        self.remove(key_key(name));
+    }
+
+    pub fn put_server_key(&mut self, server: ServerId, fingerprint: &[u8; 32]) {
+        let mut k = vec![b's'];
+        k.extend_from_slice(server.0.as_bytes());
+        let mut v = vec![FORMAT];
+        v.extend_from_slice(fingerprint);
+        self.insert(k, v);
+    }
+
     fn into_batch(self, batch: &mut sled::Batch) {
         for (k, v) in self.ops {
             match v {
@@ -373,6 +418,41 @@ impl Store {
                 reason: e.to_string(),
             })?;
             out.push((ChunkHandle(id), decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every client key, by name.
+    pub fn keys(&self) -> Result<Vec<(String, KeyRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"k") {
+            let (k, v) = item?;
+            let name = std::str::from_utf8(&k[1..]).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push((name.to_string(), decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// The key fingerprint each enrolled chunkserver proved its id with.
+    pub fn server_keys(&self) -> Result<Vec<(ServerId, [u8; 32])>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"s") {
+            let (k, v) = item?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason,
+            };
+            let id = uuid::Uuid::from_slice(&k[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let fp = match v.split_first() {
+                Some((&FORMAT, rest)) => {
+                    <[u8; 32]>::try_from(rest).map_err(|_| corrupt("short fingerprint".into()))?
+                }
+                _ => return Err(corrupt("unknown server key format".into())),
+            };
+            out.push((ServerId(id), fp));
         }
         Ok(out)
     }

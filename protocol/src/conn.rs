@@ -8,11 +8,97 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
+use crate::auth::{self, ClientKey, ClusterSecret, Credential, Peer, Role, Side};
 use crate::error::{CodecError, ErrorCode, ProtocolError};
 use crate::frame::{encode_head, Body, Frame, FrameCodec, Limits};
-use crate::ids::RequestId;
+use crate::ids::{RequestId, ServerId};
 use crate::message::{PeerKind, Request, Response};
 use crate::{HANDSHAKE_MAGIC, PROTOCOL_VERSION};
+
+/// How long one frame may take to leave, by default: a peer that stops reading is
+/// given up on instead of holding the sender for ever.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a dialer proves in the handshake: a credential and the key behind it.
+#[derive(Clone)]
+pub struct Identity {
+    pub credential: Credential,
+    key: [u8; auth::KEY_LEN],
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A client with a named key.
+    pub fn key(key: &ClientKey) -> Identity {
+        Identity {
+            credential: Credential::Key {
+                name: key.name.clone(),
+            },
+            key: *key.secret.as_bytes(),
+        }
+    }
+
+    /// A client holding the cluster secret: it acts as admin.
+    pub fn cluster_admin(secret: &ClusterSecret) -> Identity {
+        Identity {
+            credential: Credential::ClusterSecret,
+            key: secret.admin_key(),
+        }
+    }
+
+    pub fn chunkserver(id: ServerId, secret: &ClusterSecret) -> Identity {
+        Identity {
+            credential: Credential::Chunkserver { id },
+            key: secret.server_key(),
+        }
+    }
+
+    pub fn master(secret: &ClusterSecret) -> Identity {
+        Identity {
+            credential: Credential::Master,
+            key: secret.server_key(),
+        }
+    }
+}
+
+/// The dialer's view of an authenticated connection.
+#[derive(Clone)]
+pub struct Session {
+    /// Known only to the two ends: seals secrets sent on this connection.
+    pub key: [u8; auth::KEY_LEN],
+    /// A client's role, as the listener sees it.
+    pub role: Option<Role>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The listener's view of an authenticated connection.
+#[derive(Clone)]
+pub struct Accepted {
+    pub peer: Peer,
+    pub session: [u8; auth::KEY_LEN],
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Read buffer per connection: one data packet plus its header fits without regrowth.
 const READ_BUFFER: usize = 1 << 20;
@@ -36,6 +122,7 @@ pub struct Connection<R, W> {
     pub writer: W,
     limits: Limits,
     next_id: RequestId,
+    write_timeout: std::time::Duration,
 }
 
 impl<R, W> Connection<R, W>
@@ -49,7 +136,13 @@ where
             writer,
             limits,
             next_id: RequestId(1),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+
+    /// Sets how long one frame may take to leave before the send fails.
+    pub fn set_write_timeout(&mut self, timeout: std::time::Duration) {
+        self.write_timeout = timeout;
     }
 
     pub fn limits(&self) -> Limits {
@@ -63,8 +156,21 @@ where
         id
     }
 
+    /// Writes one frame within the write timeout.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), CodecError> {
-        write_frame(&mut self.writer, frame, self.limits).await
+        let limits = self.limits;
+        match tokio::time::timeout(
+            self.write_timeout,
+            write_frame(&mut self.writer, frame, limits),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(CodecError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer is not reading: write deadline passed",
+            ))),
+        }
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
@@ -101,8 +207,13 @@ where
         Ok(response)
     }
 
-    /// The dialer's side of the handshake.
-    pub async fn handshake(&mut self, peer: PeerKind) -> Result<u32, ProtocolError> {
+    /// The dialer's side of the handshake: version check, then mutual
+    /// challenge-response. Returns what the listener granted.
+    pub async fn handshake(
+        &mut self,
+        peer: PeerKind,
+        identity: &Identity,
+    ) -> Result<Session, ProtocolError> {
         let reply = self
             .call(Request::Hello {
                 magic: HANDSHAKE_MAGIC,
@@ -110,38 +221,96 @@ where
                 peer,
             })
             .await?;
+        if !matches!(reply, Response::HelloOk { .. }) {
+            return Err(ProtocolError::Unexpected {
+                got: reply.name(),
+                to: "Hello",
+            });
+        }
+        let nonce = auth::random_bytes();
+        let credential = identity.credential.clone();
+        let reply = self
+            .call(Request::Auth {
+                credential: credential.clone(),
+                nonce,
+            })
+            .await?;
+        let Response::Challenge {
+            nonce: theirs,
+            proof: server_proof,
+        } = reply
+        else {
+            return Err(ProtocolError::Unexpected {
+                got: reply.name(),
+                to: "Auth",
+            });
+        };
+        let t = auth::transcript(&credential, &nonce, &theirs);
+        let expected = auth::proof(&identity.key, Side::Server, &t);
+        if !auth::proof_matches(&expected, &server_proof) {
+            // Tell the listener (so it logs the failure), but prove nothing to a
+            // peer that could not prove itself.
+            let _ = self.call(Request::Proof { proof: [0; 32] }).await;
+            return Err(ProtocolError::Remote(ErrorCode::AuthFailed {
+                reason: format!(
+                    "wrong secret for {credential}, or the server is not part of this cluster"
+                ),
+            }));
+        }
+        let reply = self
+            .call(Request::Proof {
+                proof: auth::proof(&identity.key, Side::Client, &t),
+            })
+            .await?;
         match reply {
-            Response::HelloOk { version } => Ok(version),
+            Response::Authenticated { role } => Ok(Session {
+                key: auth::proof(&identity.key, Side::Session, &t),
+                role,
+            }),
             other => Err(ProtocolError::Unexpected {
                 got: other.name(),
-                to: "Hello",
+                to: "Proof",
             }),
         }
     }
 
-    /// The listener's side of the handshake: the first frame must be a matching `Hello`.
-    /// On a mismatch the peer is told why before the error is returned.
-    pub async fn accept_handshake(&mut self) -> Result<PeerKind, ProtocolError> {
+    /// The next frame, which must be the request `what` of the handshake.
+    async fn handshake_request(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(RequestId, Request), ProtocolError> {
         let frame = self.recv().await?.ok_or(ProtocolError::Closed)?;
-        let (magic, version, peer) = match frame.body {
-            Body::Request(Request::Hello {
-                magic,
-                version,
-                peer,
-            }) => (magic, version, peer),
-            Body::Request(other) => {
+        match frame.body {
+            Body::Request(r) => Ok((frame.request_id, r)),
+            Body::Response(other) => Err(ProtocolError::Unexpected {
+                got: other.name(),
+                to: what,
+            }),
+        }
+    }
+
+    /// Answers `code` and returns it as the error.
+    async fn refuse<T>(&mut self, id: RequestId, code: ErrorCode) -> Result<T, ProtocolError> {
+        self.reply(id, Response::Error(code.clone())).await?;
+        Err(ProtocolError::Remote(code))
+    }
+
+    /// The listener's side of the handshake: the first frame must be a matching
+    /// `Hello`, then the peer names its credential, `lookup` finds the key behind it,
+    /// and both prove they hold that key. On any failure the peer is told why before
+    /// the error is returned.
+    pub async fn accept_handshake<F>(&mut self, lookup: F) -> Result<Accepted, ProtocolError>
+    where
+        F: FnOnce(&Credential) -> Result<([u8; auth::KEY_LEN], Peer), ErrorCode>,
+    {
+        let (id, request) = self.handshake_request("Hello").await?;
+        let (magic, version) = match request {
+            Request::Hello { magic, version, .. } => (magic, version),
+            other => {
                 let code = ErrorCode::BadRequest {
                     reason: format!("expected Hello, got {}", other.name()),
                 };
-                self.reply(frame.request_id, Response::Error(code.clone()))
-                    .await?;
-                return Err(ProtocolError::Remote(code));
-            }
-            Body::Response(other) => {
-                return Err(ProtocolError::Unexpected {
-                    got: other.name(),
-                    to: "Hello",
-                })
+                return self.refuse(id, code).await;
             }
         };
         if magic != HANDSHAKE_MAGIC || version != PROTOCOL_VERSION {
@@ -149,18 +318,65 @@ where
                 ours: PROTOCOL_VERSION,
                 theirs: version,
             };
-            self.reply(frame.request_id, Response::Error(code.clone()))
-                .await?;
-            return Err(ProtocolError::Remote(code));
+            return self.refuse(id, code).await;
         }
         self.reply(
-            frame.request_id,
+            id,
             Response::HelloOk {
                 version: PROTOCOL_VERSION,
             },
         )
         .await?;
-        Ok(peer)
+
+        let (id, request) = self.handshake_request("Auth").await?;
+        let (credential, nonce) = match request {
+            Request::Auth { credential, nonce } => (credential, nonce),
+            other => {
+                let code = ErrorCode::AuthFailed {
+                    reason: format!("{} sent before authenticating", other.name()),
+                };
+                return self.refuse(id, code).await;
+            }
+        };
+        let (key, peer) = match lookup(&credential) {
+            Ok(found) => found,
+            Err(code) => return self.refuse(id, code).await,
+        };
+        let ours = auth::random_bytes();
+        let t = auth::transcript(&credential, &nonce, &ours);
+        self.reply(
+            id,
+            Response::Challenge {
+                nonce: ours,
+                proof: auth::proof(&key, Side::Server, &t),
+            },
+        )
+        .await?;
+
+        let (id, request) = self.handshake_request("Proof").await?;
+        let proven = match request {
+            Request::Proof { proof } => {
+                auth::proof_matches(&auth::proof(&key, Side::Client, &t), &proof)
+            }
+            _ => false,
+        };
+        if !proven {
+            let code = ErrorCode::AuthFailed {
+                reason: format!("wrong secret for {credential}"),
+            };
+            return self.refuse(id, code).await;
+        }
+        self.reply(
+            id,
+            Response::Authenticated {
+                role: peer.client_role(),
+            },
+        )
+        .await?;
+        Ok(Accepted {
+            peer,
+            session: auth::proof(&key, Side::Session, &t),
+        })
     }
 
     /// Sends a reply without a payload.

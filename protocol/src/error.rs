@@ -57,6 +57,15 @@ pub enum ErrorCode {
     /// An append reached a server that holds no lease on the chunk (any more).
     #[error("chunk {handle}: no append lease held here")]
     NotPrimary { handle: ChunkHandle },
+    /// The handshake failed: unknown, removed or wrong credential, or a bad proof.
+    #[error("authentication failed: {reason}")]
+    AuthFailed { reason: String },
+    /// The peer is authenticated but its role does not allow the request.
+    #[error("permission denied: {reason}")]
+    Forbidden { reason: String },
+    /// A chunk token was missing, forged, expired, or for something else.
+    #[error("chunk {handle}: token refused: {reason}")]
+    TokenRefused { handle: ChunkHandle, reason: String },
 }
 
 impl ErrorCode {

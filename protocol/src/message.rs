@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ChunkToken, Credential, KeyInfo, KeyTable, Role};
 use crate::error::ErrorCode;
 use crate::ids::{ChunkHandle, ChunkVersion, ServerId, UploadId};
 
@@ -73,6 +74,10 @@ pub enum Request {
         capacity: u64,
         used: u64,
         chunks: Vec<ChunkReport>,
+        /// The server's own key (kept in its data dir), sealed for this connection
+        /// (`auth::seal`, epoch 0, name "server key"): the master binds it to the id
+        /// at the first registration and requires it afterwards.
+        id_key: [u8; 32],
     },
     /// Periodic liveness and the changes to the chunk list since the last heartbeat.
     Heartbeat {
@@ -89,6 +94,8 @@ pub enum Request {
         /// Append leases this server holds as primary and used lately: the master
         /// extends those it still grants (see `HeartbeatAck::extended`).
         leases: Vec<LeaseReport>,
+        /// The epoch of the client key table this server holds (0: none yet).
+        keys_epoch: u64,
     },
 
     // --- to chunkservers ---
@@ -98,6 +105,8 @@ pub enum Request {
         handle: ChunkHandle,
         version: ChunkVersion,
         downstream: Vec<String>,
+        /// The master's permission to write this chunk at this version.
+        token: ChunkToken,
     },
     /// One packet of chunk data (the frame payload). `last` ends the chunk.
     WritePacket {
@@ -110,6 +119,7 @@ pub enum Request {
         version: ChunkVersion,
         offset: u64,
         len: u64,
+        token: ChunkToken,
     },
 
     // --- namespace, continued (client -> master) ---
@@ -172,6 +182,8 @@ pub enum Request {
         lease_ms: u64,
         chunk_size: u64,
         max_append: u64,
+        /// The master's order on `handle` at `version`; passed on to the secondaries.
+        token: ChunkToken,
     },
     /// Primary -> secondary: move the replica from `from` (or create it, when `None`)
     /// to `version`; answered `ChunkSize` with the replica's length.
@@ -179,6 +191,7 @@ pub enum Request {
         handle: ChunkHandle,
         from: Option<ChunkVersion>,
         version: ChunkVersion,
+        token: ChunkToken,
     },
     /// Primary -> secondary: cut the replica back to `size` (bytes past it were never
     /// acknowledged).
@@ -186,6 +199,7 @@ pub enum Request {
         handle: ChunkHandle,
         version: ChunkVersion,
         size: u64,
+        token: ChunkToken,
     },
     /// Client -> primary: one record of `len` bytes, sent in the `WritePacket` frames
     /// that follow under the same request id. Answered `Appended`.
@@ -193,6 +207,7 @@ pub enum Request {
         handle: ChunkHandle,
         version: ChunkVersion,
         len: u64,
+        token: ChunkToken,
     },
     /// Primary -> secondary: records to write at `offset`, in `WritePacket` frames
     /// that follow. Answered `ChunkSize` once durable.
@@ -201,11 +216,36 @@ pub enum Request {
         version: ChunkVersion,
         offset: u64,
         len: u64,
+        token: ChunkToken,
     },
     /// The length of a replica at `version` (a primary answers what it acknowledged).
     ChunkLength {
         handle: ChunkHandle,
         version: ChunkVersion,
+        /// Permission to read (or an order) on the chunk at this version.
+        token: ChunkToken,
+    },
+
+    // --- authentication (every connection, right after `Hello`) ---
+    /// Who the dialer claims to be, and its fresh nonce. Answered `Challenge`.
+    Auth {
+        credential: Credential,
+        nonce: [u8; 32],
+    },
+    /// The dialer's proof over the transcript. Answered `Authenticated`.
+    Proof {
+        proof: [u8; 32],
+    },
+
+    // --- client keys (admin client -> master) ---
+    /// Issue a new key; answered `KeyCreated`.
+    CreateKey {
+        name: String,
+        role: Role,
+    },
+    ListKeys,
+    RemoveKey {
+        name: String,
     },
 }
 
@@ -246,6 +286,8 @@ pub struct AppendLease {
     pub chunk_size: u64,
     /// Largest record appended atomically.
     pub max_append: u64,
+    /// Permission to append to and read the chunk at this version.
+    pub token: ChunkToken,
 }
 
 /// A reply, echoing the request id it answers.
@@ -267,7 +309,10 @@ pub enum Response {
     },
     ChunkAllocated(ChunkAllocation),
     Status(ClusterStatus),
-    Registered,
+    Registered {
+        /// The client keys, sealed for this connection.
+        keys: KeyTable,
+    },
     HeartbeatAck {
         /// The master does not know this server (it restarted): register again.
         reregister: bool,
@@ -277,6 +322,8 @@ pub enum Response {
         replicate: Vec<ReplicateOrder>,
         /// Reported leases the master extends; the others are revoked.
         extended: Vec<ChunkHandle>,
+        /// The client keys, sealed for this connection, when they changed.
+        keys: Option<KeyTable>,
     },
     /// Every replica downstream of (and including) the answering one holds the chunk durably.
     ChunkWritten {
@@ -310,6 +357,24 @@ pub enum Response {
     Appended {
         offset: u64,
     },
+    /// The listener's nonce and its proof that it holds the claimed credential's key.
+    Challenge {
+        nonce: [u8; 32],
+        proof: [u8; 32],
+    },
+    /// The handshake is done; clients learn their role.
+    Authenticated {
+        role: Option<Role>,
+    },
+    /// A new key: its secret sealed for this connection (see `auth::seal`, epoch 0).
+    KeyCreated {
+        name: String,
+        role: Role,
+        sealed: [u8; 32],
+    },
+    Keys {
+        keys: Vec<KeyInfo>,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -333,6 +398,8 @@ pub struct ReplicateOrder {
     pub size: u64,
     /// A live replica to read from.
     pub source: String,
+    /// The master's permission to read it there.
+    pub token: ChunkToken,
 }
 
 /// What `fsck` found.
@@ -408,6 +475,7 @@ pub struct ChunkAllocation {
     pub version: ChunkVersion,
     /// The replica chain: the client writes to the first, which forwards along the rest.
     pub replicas: Vec<String>,
+    pub token: ChunkToken,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +513,8 @@ pub struct ChunkInfo {
     /// the replicas (the `primary` first, when a lease is held) for the length.
     pub open: bool,
     pub primary: Option<String>,
+    /// Permission to read the chunk at this version (never shown to users).
+    pub token: ChunkToken,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,6 +598,11 @@ impl Request {
             Request::Append { .. } => "Append",
             Request::AppendForward { .. } => "AppendForward",
             Request::ChunkLength { .. } => "ChunkLength",
+            Request::Auth { .. } => "Auth",
+            Request::Proof { .. } => "Proof",
+            Request::CreateKey { .. } => "CreateKey",
+            Request::ListKeys => "ListKeys",
+            Request::RemoveKey { .. } => "RemoveKey",
         }
     }
 }
@@ -544,7 +619,7 @@ impl Response {
             Response::PutStarted { .. } => "PutStarted",
             Response::ChunkAllocated(_) => "ChunkAllocated",
             Response::Status(_) => "Status",
-            Response::Registered => "Registered",
+            Response::Registered { .. } => "Registered",
             Response::HeartbeatAck { .. } => "HeartbeatAck",
             Response::ChunkWritten { .. } => "ChunkWritten",
             Response::ReadData { .. } => "ReadData",
@@ -555,6 +630,10 @@ impl Response {
             Response::LeaseGranted { .. } => "LeaseGranted",
             Response::ChunkSize { .. } => "ChunkSize",
             Response::Appended { .. } => "Appended",
+            Response::Challenge { .. } => "Challenge",
+            Response::Authenticated { .. } => "Authenticated",
+            Response::KeyCreated { .. } => "KeyCreated",
+            Response::Keys { .. } => "Keys",
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::{Connection, Limits, PeerKind, ProtocolError};
+use crate::{Connection, Identity, Limits, PeerKind, ProtocolError, Session};
 
 /// A framed connection over TCP.
 pub type TcpConn = Connection<OwnedReadHalf, OwnedWriteHalf>;
@@ -18,15 +18,32 @@ pub fn framed(stream: TcpStream) -> TcpConn {
     Connection::new(r, w, Limits::default())
 }
 
-/// Connects to `addr` as `peer` and completes the handshake, all within `timeout`.
-pub async fn dial(addr: &str, peer: PeerKind, timeout: Duration) -> Result<TcpConn, ProtocolError> {
+/// Connects to `addr` as `peer`, proving `identity`, all within `timeout`.
+pub async fn dial(
+    addr: &str,
+    peer: PeerKind,
+    identity: &Identity,
+    timeout: Duration,
+) -> Result<TcpConn, ProtocolError> {
+    dial_session(addr, peer, identity, timeout)
+        .await
+        .map(|(conn, _)| conn)
+}
+
+/// Like [`dial`], also returning the session (its key seals secrets on this link).
+pub async fn dial_session(
+    addr: &str,
+    peer: PeerKind,
+    identity: &Identity,
+    timeout: Duration,
+) -> Result<(TcpConn, Session), ProtocolError> {
     let attempt = async {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| ProtocolError::Codec(e.into()))?;
         let mut conn = framed(stream);
-        conn.handshake(peer).await?;
-        Ok(conn)
+        let session = conn.handshake(peer, identity).await?;
+        Ok((conn, session))
     };
     tokio::time::timeout(timeout, attempt).await.map_err(|_| {
         ProtocolError::Codec(

@@ -12,6 +12,23 @@ fn handle() -> impl Strategy<Value = ChunkHandle> {
     any::<u128>().prop_map(|v| ChunkHandle(Uuid::from_u128(v)))
 }
 
+fn token() -> impl Strategy<Value = ChunkToken> {
+    (
+        handle(),
+        any::<u64>(),
+        any::<u8>(),
+        any::<u64>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(handle, v, ops, expires, mac)| ChunkToken {
+            handle,
+            version: ChunkVersion(v),
+            ops,
+            expires,
+            mac,
+        })
+}
+
 fn report() -> impl Strategy<Value = ChunkReport> {
     (handle(), any::<u64>(), any::<u64>()).prop_map(|(handle, v, size)| ChunkReport {
         handle,
@@ -91,27 +108,42 @@ fn request() -> impl Strategy<Value = Request> {
                 addr,
                 capacity,
                 used: capacity / 2,
-                chunks
+                chunks,
+                id_key: [3; 32],
             }),
         (
             handle(),
             any::<u64>(),
-            proptest::collection::vec(".*", 0..3)
+            proptest::collection::vec(".*", 0..3),
+            token()
         )
-            .prop_map(|(handle, v, downstream)| Request::WriteChunk {
+            .prop_map(|(handle, v, downstream, token)| Request::WriteChunk {
                 handle,
                 version: ChunkVersion(v),
-                downstream
+                downstream,
+                token
             }),
         any::<bool>().prop_map(|last| Request::WritePacket { last }),
-        (handle(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(handle, v, offset, len)| Request::ReadChunk {
+        (handle(), any::<u64>(), any::<u64>(), any::<u64>(), token()).prop_map(
+            |(handle, v, offset, len, token)| Request::ReadChunk {
                 handle,
                 version: ChunkVersion(v),
                 offset,
-                len
+                len,
+                token
             }
         ),
+        (".*", any::<[u8; 32]>()).prop_map(|(name, nonce)| Request::Auth {
+            credential: Credential::Key { name },
+            nonce
+        }),
+        any::<[u8; 32]>().prop_map(|proof| Request::Proof { proof }),
+        (".*", any::<bool>()).prop_map(|(name, admin)| Request::CreateKey {
+            name,
+            role: if admin { Role::Admin } else { Role::ReadOnly }
+        }),
+        Just(Request::ListKeys),
+        ".*".prop_map(|name| Request::RemoveKey { name }),
         (
             ".*",
             any::<bool>(),
@@ -132,9 +164,10 @@ fn request() -> impl Strategy<Value = Request> {
         (
             handle(),
             any::<u64>(),
-            proptest::collection::vec(".*", 0..3)
+            proptest::collection::vec(".*", 0..3),
+            token()
         )
-            .prop_map(|(handle, v, secondaries)| Request::GrantLease {
+            .prop_map(|(handle, v, secondaries, token)| Request::GrantLease {
                 handle,
                 from: Some(ChunkVersion(v)),
                 version: ChunkVersion(v.wrapping_add(1)),
@@ -142,11 +175,15 @@ fn request() -> impl Strategy<Value = Request> {
                 lease_ms: v,
                 chunk_size: 64 << 20,
                 max_append: 16 << 20,
+                token,
             }),
-        (handle(), any::<u64>(), any::<u64>()).prop_map(|(handle, v, len)| Request::Append {
-            handle,
-            version: ChunkVersion(v),
-            len
+        (handle(), any::<u64>(), any::<u64>(), token()).prop_map(|(handle, v, len, token)| {
+            Request::Append {
+                handle,
+                version: ChunkVersion(v),
+                len,
+                token,
+            }
         }),
     ]
 }
@@ -179,7 +216,7 @@ fn response() -> impl Strategy<Value = Response> {
         (
             ".*",
             any::<u64>(),
-            proptest::collection::vec((handle(), ".*"), 0..5)
+            proptest::collection::vec((handle(), ".*", token()), 0..5)
         )
             .prop_map(|(path, size, chunks)| Response::Stat(FileStat {
                 path,
@@ -189,42 +226,81 @@ fn response() -> impl Strategy<Value = Response> {
                 mtime: 7,
                 chunks: chunks
                     .into_iter()
-                    .map(|(handle, addr)| ChunkInfo {
+                    .map(|(handle, addr, token)| ChunkInfo {
                         handle,
                         version: ChunkVersion(1),
                         size,
                         replicas: vec![addr.clone()],
                         open: size % 2 == 0,
                         primary: (size % 3 == 0).then_some(addr),
+                        token,
                     })
                     .collect()
             })),
-        (handle(), proptest::collection::vec(".*", 0..4)).prop_map(|(handle, replicas)| {
-            Response::ChunkAllocated(ChunkAllocation {
-                handle,
-                version: ChunkVersion::FIRST,
-                replicas,
-            })
+        (handle(), proptest::collection::vec(".*", 0..4), token()).prop_map(
+            |(handle, replicas, token)| {
+                Response::ChunkAllocated(ChunkAllocation {
+                    handle,
+                    version: ChunkVersion::FIRST,
+                    replicas,
+                    token,
+                })
+            }
+        ),
+        (any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(nonce, proof)| Response::Challenge { nonce, proof }),
+        Just(Response::Authenticated {
+            role: Some(Role::ReadWrite)
+        }),
+        (".*", any::<[u8; 32]>()).prop_map(|(name, sealed)| Response::KeyCreated {
+            name,
+            role: Role::Admin,
+            sealed
+        }),
+        proptest::collection::vec((".*", any::<u64>()), 0..4).prop_map(|keys| Response::Keys {
+            keys: keys
+                .into_iter()
+                .map(|(name, created)| KeyInfo {
+                    name,
+                    role: Role::ReadOnly,
+                    created
+                })
+                .collect()
         }),
         (
             any::<bool>(),
             proptest::collection::vec(handle(), 0..10),
-            proptest::collection::vec((handle(), any::<u64>(), ".*"), 0..4)
+            proptest::collection::vec((handle(), any::<u64>(), ".*", token()), 0..4),
+            proptest::option::of((any::<u64>(), proptest::collection::vec(".*", 0..3)))
         )
-            .prop_map(|(reregister, delete, orders)| Response::HeartbeatAck {
-                reregister,
-                delete,
-                replicate: orders
-                    .into_iter()
-                    .map(|(handle, size, source)| ReplicateOrder {
-                        handle,
-                        version: ChunkVersion(3),
-                        size,
-                        source
-                    })
-                    .collect(),
-                extended: Vec::new(),
-            }),
+            .prop_map(
+                |(reregister, delete, orders, keys)| Response::HeartbeatAck {
+                    reregister,
+                    delete,
+                    replicate: orders
+                        .into_iter()
+                        .map(|(handle, size, source, token)| ReplicateOrder {
+                            handle,
+                            version: ChunkVersion(3),
+                            size,
+                            source,
+                            token
+                        })
+                        .collect(),
+                    extended: Vec::new(),
+                    keys: keys.map(|(epoch, names)| KeyTable {
+                        epoch,
+                        keys: names
+                            .into_iter()
+                            .map(|name| dfs_protocol::auth::SealedKey {
+                                name,
+                                role: Role::ReadWrite,
+                                sealed: [7; 32]
+                            })
+                            .collect()
+                    }),
+                }
+            ),
         (handle(), any::<u64>()).prop_map(|(handle, size)| Response::ChunkWritten { handle, size }),
         (
             any::<bool>(),
@@ -445,20 +521,191 @@ fn golden_bytes_of_a_hello() {
     assert_eq!(&buf[..], expected);
 }
 
-#[tokio::test]
-async fn handshake_over_a_pipe_and_version_mismatch() {
+/// One end of an in-memory pipe.
+type PipeEnd = Connection<
+    tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    tokio::io::WriteHalf<tokio::io::DuplexStream>,
+>;
+
+/// Two connected ends of an in-memory pipe.
+fn pipe() -> (PipeEnd, PipeEnd) {
     let (a, b) = tokio::io::duplex(64 << 10);
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let mut client = Connection::new(ar, aw, Limits::default());
-    let mut server = Connection::new(br, bw, Limits::default());
-    let (c, s) = tokio::join!(
-        client.handshake(PeerKind::Client),
-        server.accept_handshake()
-    );
-    assert_eq!(c.expect("client side"), PROTOCOL_VERSION);
-    assert_eq!(s.expect("server side"), PeerKind::Client);
+    (
+        Connection::new(ar, aw, Limits::default()),
+        Connection::new(br, bw, Limits::default()),
+    )
+}
 
+/// The listener's lookup for tests: one key `alice` (read-write) and the secret.
+fn lookup(
+    secret: &ClusterSecret,
+    alice: &ClientKey,
+) -> impl FnOnce(&Credential) -> Result<([u8; 32], Peer), ErrorCode> {
+    let secret = secret.clone();
+    let alice = alice.clone();
+    move |c: &Credential| match c {
+        Credential::Key { name } if *name == alice.name => Ok((
+            *alice.secret.as_bytes(),
+            Peer::Client {
+                key: Some(name.clone()),
+                role: Role::ReadWrite,
+                fingerprint: [0; 32],
+            },
+        )),
+        Credential::Key { name } => Err(ErrorCode::AuthFailed {
+            reason: format!("unknown key '{name}'"),
+        }),
+        Credential::ClusterSecret => Ok((
+            secret.admin_key(),
+            Peer::Client {
+                key: None,
+                role: Role::Admin,
+                fingerprint: [0; 32],
+            },
+        )),
+        Credential::Chunkserver { id } => Ok((secret.server_key(), Peer::Chunkserver { id: *id })),
+        Credential::Master => Ok((secret.server_key(), Peer::Master)),
+    }
+}
+
+#[tokio::test]
+async fn handshake_proves_both_sides_and_agrees_on_a_session() {
+    let secret = ClusterSecret::generate();
+    let alice = ClientKey::generate("alice").expect("key");
+    for identity in [
+        Identity::key(&alice),
+        Identity::cluster_admin(&secret),
+        Identity::chunkserver(ServerId::random(), &secret),
+        Identity::master(&secret),
+    ] {
+        let (mut client, mut server) = pipe();
+        let (c, s) = tokio::join!(
+            client.handshake(PeerKind::Client, &identity),
+            server.accept_handshake(lookup(&secret, &alice))
+        );
+        let (c, s) = (c.expect("client side"), s.expect("server side"));
+        assert_eq!(c.key, s.session, "{identity:?}");
+        assert_eq!(c.role, s.peer.client_role());
+    }
+}
+
+#[tokio::test]
+async fn wrong_unknown_and_replayed_credentials_are_refused() {
+    let secret = ClusterSecret::generate();
+    let alice = ClientKey::generate("alice").expect("key");
+
+    // A key the server does not know.
+    let bob = ClientKey::generate("bob").expect("key");
+    let (mut client, mut server) = pipe();
+    let as_bob = Identity::key(&bob);
+    let (c, s) = tokio::join!(
+        client.handshake(PeerKind::Client, &as_bob),
+        server.accept_handshake(lookup(&secret, &alice))
+    );
+    let c = c.expect_err("unknown key");
+    assert!(c.to_string().contains("unknown key 'bob'"), "{c}");
+    assert!(s.is_err());
+
+    // The right name with the wrong secret; and a wrong cluster secret.
+    let forged = ClientKey {
+        name: "alice".into(),
+        secret: dfs_protocol::auth::SecretBytes::generate(),
+    };
+    for identity in [
+        Identity::key(&forged),
+        Identity::cluster_admin(&ClusterSecret::generate()),
+        Identity::chunkserver(ServerId::random(), &ClusterSecret::generate()),
+    ] {
+        let (mut client, mut server) = pipe();
+        let (c, s) = tokio::join!(
+            client.handshake(PeerKind::Client, &identity),
+            server.accept_handshake(lookup(&secret, &alice))
+        );
+        assert!(
+            matches!(c, Err(ProtocolError::Remote(ErrorCode::AuthFailed { .. }))),
+            "{c:?}"
+        );
+        assert!(
+            matches!(s, Err(ProtocolError::Remote(ErrorCode::AuthFailed { .. }))),
+            "{s:?}"
+        );
+    }
+
+    // A proof recorded from one handshake does not open another: the listener's
+    // nonce is fresh every time.
+    let (mut client, mut server) = pipe();
+    let as_alice = Identity::key(&alice);
+    let (c, s) = tokio::join!(
+        client.handshake(PeerKind::Client, &as_alice),
+        server.accept_handshake(lookup(&secret, &alice))
+    );
+    c.expect("first handshake");
+    s.expect("first handshake");
+    let nonce = [5u8; 32];
+    let credential = Credential::Key {
+        name: "alice".into(),
+    };
+    let (mut attacker, mut server) = pipe();
+    let replay = async {
+        attacker
+            .call(Request::Hello {
+                magic: HANDSHAKE_MAGIC,
+                version: PROTOCOL_VERSION,
+                peer: PeerKind::Client,
+            })
+            .await?;
+        let theirs = match attacker
+            .call(Request::Auth {
+                credential: credential.clone(),
+                nonce,
+            })
+            .await?
+        {
+            Response::Challenge { nonce, .. } => nonce,
+            other => panic!("{other:?}"),
+        };
+        // The proof for a transcript with some other listener nonce, as recorded.
+        let recorded = dfs_protocol::auth::proof(
+            alice.secret.as_bytes(),
+            dfs_protocol::auth::Side::Client,
+            &dfs_protocol::auth::transcript(&credential, &nonce, &[9; 32]),
+        );
+        assert_ne!(theirs, [9; 32]);
+        attacker.call(Request::Proof { proof: recorded }).await
+    };
+    let (r, s) = tokio::join!(replay, server.accept_handshake(lookup(&secret, &alice)));
+    assert!(
+        matches!(r, Err(ProtocolError::Remote(ErrorCode::AuthFailed { .. }))),
+        "{r:?}"
+    );
+    assert!(s.is_err());
+}
+
+#[tokio::test]
+async fn requests_before_authentication_and_version_mismatch_are_refused() {
+    let secret = ClusterSecret::generate();
+    let alice = ClientKey::generate("alice").expect("key");
+    let (mut client, mut server) = pipe();
+    let early = async {
+        client
+            .call(Request::Hello {
+                magic: HANDSHAKE_MAGIC,
+                version: PROTOCOL_VERSION,
+                peer: PeerKind::Client,
+            })
+            .await?;
+        client.call(Request::Status).await
+    };
+    let (r, s) = tokio::join!(early, server.accept_handshake(lookup(&secret, &alice)));
+    assert!(
+        matches!(r, Err(ProtocolError::Remote(ErrorCode::AuthFailed { .. }))),
+        "{r:?}"
+    );
+    assert!(s.is_err());
+
+    let (mut client, mut server) = pipe();
     let id = client.next_request_id();
     client
         .send(&Frame::request(
@@ -471,7 +718,10 @@ async fn handshake_over_a_pipe_and_version_mismatch() {
         ))
         .await
         .expect("send");
-    let err = server.accept_handshake().await.expect_err("mismatch");
+    let err = server
+        .accept_handshake(lookup(&secret, &alice))
+        .await
+        .expect_err("mismatch");
     assert!(matches!(
         err,
         ProtocolError::Remote(ErrorCode::VersionMismatch { theirs: 999, .. })

@@ -68,6 +68,7 @@ pub fn on_disk(cluster: &LocalCluster, i: usize, handle: &dfs_protocol::ChunkHan
 #[derive(Debug)]
 pub struct Procs {
     master: String,
+    secret: String,
     dir: std::path::PathBuf,
     ports: Vec<u16>,
     procs: Vec<Option<tokio::process::Child>>,
@@ -76,10 +77,18 @@ pub struct Procs {
 
 impl Procs {
     /// Starts `n` chunkservers (each on a fixed free port, so a restart keeps its
-    /// address) against `master`, with `args` added to every command line.
-    pub fn start(master: &str, dir: &std::path::Path, n: usize, args: &[&str]) -> Procs {
+    /// address) against `master`, sharing `secret`, with `args` added to every
+    /// command line.
+    pub fn start(
+        master: &str,
+        secret: &dfs_client::ClusterSecret,
+        dir: &std::path::Path,
+        n: usize,
+        args: &[&str],
+    ) -> Procs {
         let mut p = Procs {
             master: master.to_string(),
+            secret: secret.encode(),
             dir: dir.to_path_buf(),
             ports: Vec::new(),
             procs: Vec::new(),
@@ -127,6 +136,7 @@ impl Procs {
             .arg(self.data_dir(i))
             .args(&self.args)
             .env("RUST_LOG", "error")
+            .env("DFS_SECRET", &self.secret)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -15,9 +15,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dfs_protocol::auth::ops;
 use dfs_protocol::{
-    AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, PeerKind, Request, Response,
-    ServerId,
+    AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, Identity, PeerKind, Request,
+    Response, ServerId,
 };
 
 use super::{now_secs, Master, State};
@@ -230,6 +231,12 @@ impl Master {
             .await?;
         let lock = self.grant_lock(ino);
         let _held = lock.lock().await;
+        let report = match report {
+            Some(AppendReport::Full {
+                handle, version, ..
+            }) => self.confirm_full(handle, version).await,
+            other => other,
+        };
         let plan = self.plan_append(ino, path, report.as_ref())?;
         match plan {
             Plan::Have(lease) => Ok(lease),
@@ -268,6 +275,11 @@ impl Master {
             file_offset,
             chunk_size: self.config.chunk_size,
             max_append: self.config.max_append(),
+            token: self.tokens.token(
+                handle,
+                version,
+                dfs_protocol::auth::ops::APPEND | dfs_protocol::auth::ops::READ,
+            ),
         }
     }
 
@@ -347,6 +359,48 @@ impl Master {
         })
     }
 
+    /// A client says the chunk is full: the size comes from its primary, never from
+    /// the client, so nobody can seal a chunk below what appenders were told. Without
+    /// an answer the report is dropped: the chunk is then settled by a new grant,
+    /// which keeps every acknowledged byte.
+    async fn confirm_full(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Option<AppendReport> {
+        let (addr, token) = {
+            let st = self.lock();
+            let addr = st.lease(&handle, version)?.addr.clone();
+            (
+                addr,
+                self.tokens.token(handle, version, ops::READ | ops::ORDER),
+            )
+        };
+        let limit = Duration::from_secs(10);
+        let identity = Identity::master(&self.secret);
+        let exchange = async {
+            let mut conn =
+                dfs_protocol::net::dial(&addr, PeerKind::Client, &identity, limit).await?;
+            conn.call(Request::ChunkLength {
+                handle,
+                version,
+                token,
+            })
+            .await
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(Response::ChunkSize { size })) => Some(AppendReport::Full {
+                handle,
+                version,
+                size,
+            }),
+            other => {
+                tracing::info!(%handle, answer = ?other.ok(), "primary did not confirm a full chunk");
+                None
+            }
+        }
+    }
+
     /// Asks `addr` to take the lease (or, with `lease_ms == 0`, only to even out the
     /// replicas); returns the synced size and the secondaries that made it.
     async fn call_grant(
@@ -356,7 +410,9 @@ impl Master {
     ) -> Result<(u64, Vec<String>), OpError> {
         let limit = Duration::from_secs(30);
         let exchange = async {
-            let mut conn = dfs_protocol::net::dial(addr, PeerKind::Client, limit).await?;
+            let identity = Identity::master(&self.secret);
+            let mut conn =
+                dfs_protocol::net::dial(addr, PeerKind::Client, &identity, limit).await?;
             conn.call(request).await
         };
         match tokio::time::timeout(limit, exchange).await {
@@ -415,6 +471,7 @@ impl Master {
                 lease_ms: self.config.lease.as_millis() as u64,
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
+                token: self.tokens.token(handle, ChunkVersion::FIRST, ops::ORDER),
             };
             let granted = self.call_grant(&primary, request).await;
             let granted_at = Instant::now();
@@ -521,6 +578,7 @@ impl Master {
                 },
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
+                token: self.tokens.token(handle, next, ops::ORDER),
             };
             let granted = self.call_grant(primary, request).await;
             let granted_at = Instant::now();

@@ -1,0 +1,221 @@
+//! Who may ask a chunkserver what: the key behind each credential in the handshake
+//! (client keys as the master last pushed them), the role each request needs, and
+//! the chunk token that must come with every request on a chunk.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use dfs_protocol::auth::{fingerprint, ops, unix_now, unseal, Peer, Role};
+use dfs_protocol::{
+    ChunkHandle, ChunkToken, ChunkVersion, Credential, ErrorCode, KeyTable, Request,
+};
+
+use crate::ctx::Ctx;
+
+/// Client keys by name: (secret, role).
+type Keys = HashMap<String, ([u8; 32], Role)>;
+
+/// The client keys and the epoch of the master's table they came from.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    inner: RwLock<(u64, Keys)>,
+}
+
+impl KeyStore {
+    /// The epoch held (0 before the first table).
+    pub fn epoch(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// Replaces the keys with `table`, sealed for the session `session`.
+    pub fn load(&self, table: &KeyTable, session: &[u8; 32]) {
+        let keys = table
+            .keys
+            .iter()
+            .map(|k| {
+                let secret = unseal(session, table.epoch, &k.name, &k.sealed);
+                (k.name.clone(), (secret, k.role))
+            })
+            .collect();
+        *self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (table.epoch, keys);
+    }
+
+    fn get(&self, name: &str) -> Option<([u8; 32], Role)> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .get(name)
+            .copied()
+    }
+}
+
+/// The key behind `credential`, and who its holder is once proven.
+pub fn lookup(ctx: &Ctx, credential: &Credential) -> Result<([u8; 32], Peer), ErrorCode> {
+    let secret = &ctx.config.secret;
+    match credential {
+        Credential::Key { name } => match ctx.keys.get(name) {
+            Some((key, role)) => Ok((
+                key,
+                Peer::Client {
+                    key: Some(name.clone()),
+                    role,
+                    fingerprint: fingerprint(&key),
+                },
+            )),
+            None => Err(ErrorCode::AuthFailed {
+                reason: format!("unknown key '{name}'"),
+            }),
+        },
+        Credential::ClusterSecret => {
+            let key = secret.admin_key();
+            Ok((
+                key,
+                Peer::Client {
+                    key: None,
+                    role: Role::Admin,
+                    fingerprint: fingerprint(&key),
+                },
+            ))
+        }
+        Credential::Chunkserver { id } => Ok((secret.server_key(), Peer::Chunkserver { id: *id })),
+        Credential::Master => Ok((secret.server_key(), Peer::Master)),
+    }
+}
+
+/// Who may send a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// A client with at least this role, or a peer chunkserver.
+    ClientOrPeer(Role),
+    /// A client with at least this role.
+    Client(Role),
+    /// The master.
+    Master,
+    /// Another chunkserver (a primary ordering its secondaries).
+    Peer,
+}
+
+/// What a request on a chunk needs: who may send it, and its token.
+fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &ChunkToken)> {
+    Some(match request {
+        Request::WriteChunk {
+            handle,
+            version,
+            token,
+            ..
+        } => (
+            Sender::ClientOrPeer(Role::ReadWrite),
+            *handle,
+            *version,
+            ops::WRITE,
+            token,
+        ),
+        Request::ReadChunk {
+            handle,
+            version,
+            token,
+            ..
+        }
+        | Request::ChunkLength {
+            handle,
+            version,
+            token,
+        } => (
+            Sender::ClientOrPeer(Role::ReadOnly),
+            *handle,
+            *version,
+            ops::READ,
+            token,
+        ),
+        Request::Append {
+            handle,
+            version,
+            token,
+            ..
+        } => (
+            Sender::Client(Role::ReadWrite),
+            *handle,
+            *version,
+            ops::APPEND,
+            token,
+        ),
+        Request::GrantLease {
+            handle,
+            version,
+            token,
+            ..
+        } => (Sender::Master, *handle, *version, ops::ORDER, token),
+        Request::BumpVersion {
+            handle,
+            version,
+            token,
+            ..
+        }
+        | Request::TruncateChunk {
+            handle,
+            version,
+            token,
+            ..
+        }
+        | Request::AppendForward {
+            handle,
+            version,
+            token,
+            ..
+        } => (Sender::Peer, *handle, *version, ops::ORDER, token),
+        _ => return None,
+    })
+}
+
+/// Whether `peer` may send `request` now: its key still stands, its role allows
+/// the request, and the request's chunk token is the master's, for this chunk and
+/// version and operation, and unexpired.
+pub fn admit(ctx: &Ctx, peer: &Peer, request: &Request) -> Result<(), ErrorCode> {
+    if let Peer::Client {
+        key: Some(name),
+        fingerprint: fp,
+        ..
+    } = peer
+    {
+        match ctx.keys.get(name) {
+            Some((key, _)) if fingerprint(&key) == *fp => {}
+            _ => {
+                return Err(ErrorCode::AuthFailed {
+                    reason: format!("key '{name}' was removed"),
+                })
+            }
+        }
+    }
+    let Some((sender, handle, version, op, token)) = needs(request) else {
+        return Err(ErrorCode::BadRequest {
+            reason: format!("{} is not a chunkserver request", request.name()),
+        });
+    };
+    let allowed = match (sender, peer) {
+        (Sender::ClientOrPeer(want) | Sender::Client(want), Peer::Client { role, .. }) => {
+            *role >= want
+        }
+        (Sender::ClientOrPeer(_), Peer::Chunkserver { .. } | Peer::Master) => true,
+        (Sender::Master, Peer::Master) => true,
+        (Sender::Peer, Peer::Chunkserver { .. }) => true,
+        _ => false,
+    };
+    if !allowed {
+        return Err(ErrorCode::Forbidden {
+            reason: format!("{peer} may not send {}", request.name()),
+        });
+    }
+    token
+        .check(&ctx.token_key, handle, version, op, unix_now())
+        .map_err(|e| ErrorCode::TokenRefused {
+            handle,
+            reason: e.to_string(),
+        })
+}

@@ -1,0 +1,105 @@
+//! Verified, streamed chunk reads.
+
+use dfs_protocol::{
+    ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, RequestId, Response,
+    CHECKSUM_BLOCK, PACKET_SIZE,
+};
+use tokio::sync::mpsc;
+
+use crate::ctx::Ctx;
+use crate::error::StoreError;
+use crate::net::Conn;
+use crate::store::Blocks;
+
+/// Pieces buffered between the disk reader and the network for one read.
+const READ_QUEUE: usize = 2;
+
+/// Streams a verified byte range as `ReadData` frames of at most one packet each,
+/// widened to whole checksum blocks and carrying their checksums. A damaged replica
+/// is quarantined and the read answered with the checksum error.
+pub(crate) async fn read_chunk(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    id: RequestId,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    offset: u64,
+    len: u64,
+) -> Result<(), ProtocolError> {
+    let _slot = match crate::server::stream_slot(ctx).await {
+        Ok(slot) => slot,
+        Err(busy) => {
+            conn.reply(id, Response::Error(busy)).await?;
+            return Ok(());
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Result<(Blocks, bool), StoreError>>(READ_QUEUE);
+    let store = ctx.store.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut seen = None;
+        let mut result = (|| {
+            let mut reader = store.open_reader(handle, version)?;
+            seen = Some(reader.len());
+            let end = offset.saturating_add(len);
+            let mut pos = offset;
+            loop {
+                // Keep each frame within one packet even when `pos` is not block-aligned.
+                let lead = pos % CHECKSUM_BLOCK;
+                let n = (end - pos).min(PACKET_SIZE as u64 - lead);
+                let blocks = reader.read_blocks(pos, n)?;
+                pos += n;
+                let last = pos >= end;
+                if tx.blocking_send(Ok((blocks, last))).is_err() || last {
+                    return Ok(());
+                }
+            }
+        })();
+        if let (Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })), Some(len)) =
+            (&result, seen)
+        {
+            if !store.unchanged(&handle, version, len) {
+                // Appended to or cut back under us: a race, not damage.
+                result = Err(ErrorCode::Unavailable {
+                    reason: format!("chunk {handle} changed during the read; read it again"),
+                }
+                .into());
+            }
+        }
+        if let Err(e) = result {
+            if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
+                if let Err(q) = store.quarantine(handle) {
+                    tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
+                }
+            }
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Ok((blocks, last)) => {
+                let frame = Frame::response(
+                    id,
+                    Response::ReadData {
+                        last,
+                        offset: blocks.offset,
+                        checksums: blocks.checksums,
+                    },
+                )
+                .with_payload(blocks.data);
+                conn.send(&frame).await?;
+            }
+            Err(e) => {
+                if let StoreError::Io { .. } = e {
+                    tracing::error!(error = %e, "disk read failed");
+                } else {
+                    tracing::info!(error = %e, "read refused");
+                }
+                conn.reply(id, Response::Error(e.to_code())).await?;
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let _ = producer.await;
+    Ok(())
+}
