@@ -25,12 +25,12 @@ use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request,
     RequestId, Response,
 };
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::ctx::Ctx;
 use crate::net::{dial, Conn};
 use crate::store::ChunkStore;
-use crate::stream::{read_packets, timed_out};
+use crate::stream::{read_budgeted, read_packets, timed_out};
 
 /// Records waiting for a chunk's append task.
 const QUEUE: usize = 256;
@@ -533,18 +533,6 @@ async fn forward(
     }
 }
 
-/// Waits for `len` bytes of the append budget (all of it for larger requests).
-async fn admit(budget: &Arc<Semaphore>, len: u64) -> Result<OwnedSemaphorePermit, ErrorCode> {
-    let n = u32::try_from(len).unwrap_or(u32::MAX).min(APPEND_BUDGET);
-    budget
-        .clone()
-        .acquire_many_owned(n)
-        .await
-        .map_err(|_| ErrorCode::Unavailable {
-            reason: "shutting down".into(),
-        })
-}
-
 /// `Append` from a client: queues the record on the chunk's lease and answers its
 /// offset once every replica holds it.
 pub async fn append(
@@ -574,11 +562,9 @@ pub async fn append(
     };
     let outcome = match (lease, refusal) {
         (Some(lease), None) => {
-            let permit = admit(&ctx.append_budget, len).await;
-            let pieces = read_packets(conn, id, len, limit, true).await?;
-            match (permit, pieces) {
-                (Ok(permit), Ok(pieces)) => submit(&lease, pieces, len, permit).await,
-                (Err(e), _) | (_, Err(e)) => Err(e),
+            match read_budgeted(conn, id, len, limit, &ctx.append_budget).await? {
+                Ok((pieces, permit)) => submit(&lease, pieces, len, permit).await,
+                Err(e) => Err(e),
             }
         }
         (_, refusal) => {
@@ -637,17 +623,15 @@ pub async fn forwarded(
         conn.reply(id, Response::Error(code)).await?;
         return Ok(());
     }
-    let permit = admit(&ctx.append_budget, len).await;
-    let pieces = read_packets(conn, id, len, limit, true).await?;
-    let outcome = match (permit, pieces) {
-        (Ok(_permit), Ok(pieces)) => {
+    let outcome = match read_budgeted(conn, id, len, limit, &ctx.append_budget).await? {
+        Ok((pieces, _permit)) => {
             let store = ctx.store.clone();
             tokio::task::spawn_blocking(move || store.append(handle, version, offset, &pieces))
                 .await
                 .map_err(blocking_failed)
                 .and_then(|r| r.map_err(|e| e.to_code()))
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
+        Err(e) => Err(e),
     };
     let response = match outcome {
         Ok(size) => Response::ChunkSize { size },

@@ -53,7 +53,7 @@ impl ChunkserverConfig {
             advertise: None,
             capacity: None,
             heartbeat: Duration::from_secs(1),
-            max_connections: 1024,
+            max_connections: 4096,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
             scrub_rate: 16 << 20,

@@ -12,7 +12,7 @@ use crate::net::Conn;
 use crate::store::Blocks;
 
 /// Pieces buffered between the disk reader and the network for one read.
-const READ_QUEUE: usize = 2;
+const READ_QUEUE: usize = 1;
 
 /// Streams a verified byte range as `ReadData` frames of at most one packet each,
 /// widened to whole checksum blocks and carrying their checksums. A damaged replica

@@ -18,7 +18,9 @@ use crate::ctx::{Busy, Ctx};
 use crate::net::{framed, Conn};
 use crate::stream::read_packets;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer that has not proven itself by then is dropped: unauthenticated
+/// connections cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves connections on `listener` until `shutdown`; in-flight requests run to completion.
 pub async fn accept_loop(

@@ -343,6 +343,9 @@ fn main() -> ExitCode {
         Command::Master(_) | Command::Chunkserver(_) | Command::Up(_)
     );
     init_tracing(if server { "info" } else { "warn" });
+    if server {
+        raise_open_file_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -360,6 +363,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("dfs: {}", explain(&e, &master));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Servers hold a socket per client and peer: take every file descriptor the hard
+/// limit allows rather than the (often 1024) soft default.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "could not raise the open file limit");
         }
     }
 }

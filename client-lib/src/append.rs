@@ -50,6 +50,9 @@ enum Miss {
     Full(u64),
     /// Worth another lease; `addr` is the replica that failed, if known.
     Retry(Option<String>, ClientError),
+    /// The primary is busy (its memory budget for records is spent): the same
+    /// lease, a moment later.
+    Busy(ClientError),
     Fatal(ClientError),
 }
 
@@ -188,6 +191,14 @@ impl Client {
                     });
                     tokio::time::sleep(backoff(failures)).await;
                 }
+                Err(Miss::Busy(e)) => {
+                    failures += 1;
+                    if failures >= MAX_APPEND_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::debug!(path, error = %e, "primary busy; retrying");
+                    tokio::time::sleep(backoff(failures)).await;
+                }
                 Err(Miss::Fatal(e)) => return Err(e),
             }
         }
@@ -290,6 +301,7 @@ impl Client {
                     ErrorCode::ReplicaFailed { ref addr, .. } => {
                         Miss::Retry(Some(addr.clone()), code.clone().into())
                     }
+                    ErrorCode::Unavailable { .. } => Miss::Busy(code.into()),
                     code if code.is_retryable() => failed(code.into()),
                     code => Miss::Fatal(code.into()),
                 })

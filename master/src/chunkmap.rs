@@ -326,6 +326,14 @@ impl ChunkMap {
             .map(|(id, _)| *id)
     }
 
+    /// The servers heard from within the dead-after window.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = &ServerId> + '_ {
+        self.servers
+            .iter()
+            .filter(move |(_, e)| self.alive(e, now))
+            .map(|(id, _)| id)
+    }
+
     pub fn status(&self, now: Instant) -> Vec<ServerStatus> {
         let mut out: Vec<ServerStatus> = self
             .servers

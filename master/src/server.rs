@@ -15,8 +15,8 @@ use crate::error::{MasterError, OpError};
 use crate::recovery;
 use crate::service::Master;
 
-/// How long a new connection has to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection has to prove itself; unauthenticated connections cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often trash expiry, upload expiry and garbage bookkeeping run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -71,6 +71,8 @@ struct State {
     pending: HashSet<ChunkHandle>,
     /// Signs the chunk tokens handed out with locations and orders.
     tokens: Minter,
+    /// The key table epoch each chunkserver last said it holds.
+    key_epochs: HashMap<ServerId, u64>,
 }
 
 /// Signs chunk tokens that expire `ttl` seconds after they are made.
@@ -147,6 +149,7 @@ impl Master {
             tokens: tokens.clone(),
             state: Mutex::new(State {
                 tokens,
+                key_epochs: HashMap::new(),
                 ns,
                 map,
                 garbage: HashSet::new(),
@@ -448,6 +451,7 @@ impl Master {
                 let mut st = self.lock();
                 let now = Instant::now();
                 let keys = keys::table(&st.ns, &from.session);
+                st.key_epochs.insert(server, keys.epoch);
                 st.stale.retain(|(s, _)| *s != server);
                 st.orders.remove(&server);
                 for m in note_reports(&mut st, server, &chunks) {
@@ -549,6 +553,7 @@ impl Master {
                 } else {
                     (Vec::new(), Vec::new())
                 };
+                st.key_epochs.insert(server, keys_epoch);
                 let keys =
                     (keys_epoch != st.ns.keys_epoch()).then(|| keys::table(&st.ns, &from.session));
                 Ok(Response::HeartbeatAck {
@@ -647,6 +652,7 @@ impl Master {
                 self.mutate(|st| Ok((Some(keys::plan_remove(&st.ns, &name)?), ())))
                     .await?;
                 tracing::info!(key = %name, "client key removed");
+                self.keys_everywhere().await;
                 Ok(Response::Ok)
             }
             other @ (Request::Hello { .. }

@@ -100,8 +100,9 @@ impl std::fmt::Debug for Accepted {
     }
 }
 
-/// Read buffer per connection: one data packet plus its header fits without regrowth.
-const READ_BUFFER: usize = 1 << 20;
+/// Initial read buffer per connection: small, so idle connections cost little; the
+/// codec reserves a whole frame at once when its prelude arrives.
+const READ_BUFFER: usize = 16 << 10;
 
 /// Writes one frame; the payload goes out in the same vectored write as the header,
 /// without being copied.

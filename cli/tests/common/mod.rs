@@ -113,6 +113,11 @@ impl Procs {
         i
     }
 
+    /// The process id of chunkserver `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().and_then(|c| c.id())
+    }
+
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports[i])
     }

@@ -1,8 +1,10 @@
 //! Client keys: issuing, listing and removing them (logged like the namespace), and
 //! the table of them that chunkservers receive, sealed for each connection.
 
+use std::time::{Duration, Instant};
+
 use dfs_protocol::auth::{seal, valid_key_name, SealedKey, MAX_KEY_NAME};
-use dfs_protocol::{Accepted, ClientKey, ErrorCode, KeyInfo, KeyTable, Response, Role};
+use dfs_protocol::{Accepted, ClientKey, ErrorCode, KeyInfo, KeyTable, Response, Role, ServerId};
 
 use super::{now_secs, Master};
 use crate::error::OpError;
@@ -51,7 +53,40 @@ pub(super) fn plan_remove(ns: &Namespace, name: &str) -> Result<Mutation, OpErro
     })
 }
 
+/// How long a key change waits for live chunkservers to hold it.
+const KEY_PROPAGATION: Duration = Duration::from_secs(10);
+
 impl Master {
+    /// Waits until every live chunkserver said it holds the current key table (they
+    /// get it with their next heartbeat's answer), so a key works everywhere, and a
+    /// removed one nowhere, once `dfs key` returns. A server that does not catch up
+    /// in time is logged; it gets the table with its next heartbeat all the same.
+    pub(super) async fn keys_everywhere(&self) {
+        let deadline = Instant::now() + KEY_PROPAGATION;
+        loop {
+            let behind: Vec<ServerId> = {
+                let st = self.lock();
+                let epoch = st.ns.keys_epoch();
+                st.map
+                    .live(Instant::now())
+                    .filter(|id| st.key_epochs.get(id) != Some(&epoch))
+                    .copied()
+                    .collect()
+            };
+            if behind.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    ?behind,
+                    "chunkservers have not picked up the key change yet"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `CreateKey`: a new random key, logged before it is answered, its secret
     /// sealed for the asking connection.
     pub(super) async fn create_key(
@@ -99,6 +134,7 @@ impl Master {
         })
         .await?;
         tracing::info!(key = %name, role = role.as_str(), by = %from.peer, "client key created");
+        self.keys_everywhere().await;
         Ok(Response::KeyCreated {
             sealed: seal(&from.session, 0, &name, &record.secret),
             name,
