@@ -933,6 +933,10 @@ async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
     result
 }
 
+/// Entries asked for per page: `ls` prints each page as it comes, so memory stays
+/// bounded however large the directory.
+const LS_PAGE: u32 = 5_000;
+
 async fn ls(
     client: &Client,
     path: &str,
@@ -940,51 +944,66 @@ async fn ls(
     recursive: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let entries = client.list(path).await?;
-    if !recursive {
-        return if json {
-            print_json(&output::ls_json(&entries))
-        } else {
-            print_text(&output::ls_plain(&entries, long))
-        };
-    }
+    let mut array = output::JsonArray::default();
     // Depth-first like `ls -R`; an explicit stack keeps deep trees off the call stack.
     let root = path.trim_end_matches('/').to_string();
-    let mut flat: Vec<DirEntry> = Vec::new();
-    let mut text = String::new();
-    let mut stack = vec![(String::new(), entries)];
-    while let Some((rel, entries)) = stack.pop() {
+    let mut stack = vec![String::new()];
+    let mut first_dir = true;
+    while let Some(rel) = stack.pop() {
         let shown = if rel.is_empty() {
             path.to_string()
         } else {
             format!("{root}/{rel}")
         };
-        if !json {
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(&format!("{shown}:\n{}", output::ls_plain(&entries, long)));
+        if recursive && !json {
+            let gap = if first_dir { "" } else { "\n" };
+            print_text(&format!("{gap}{shown}:\n"))?;
         }
+        first_dir = false;
         let mut subdirs = Vec::new();
-        for e in entries {
-            let name = if rel.is_empty() {
-                e.name.clone()
+        let mut after = None;
+        loop {
+            let (page, next) = client.list_page(&shown, after, LS_PAGE).await?;
+            let page: Vec<DirEntry> = page
+                .into_iter()
+                .map(|e| {
+                    if recursive && e.kind == FileKind::Dir {
+                        subdirs.push(join_rel(&rel, &e.name));
+                    }
+                    if recursive && json {
+                        DirEntry {
+                            name: join_rel(&rel, &e.name),
+                            ..e
+                        }
+                    } else {
+                        e
+                    }
+                })
+                .collect();
+            if json {
+                print_text(&array.items(&output::ls_json(&page))?)?;
             } else {
-                format!("{rel}/{}", e.name)
-            };
-            if e.kind == FileKind::Dir {
-                subdirs.push(name.clone());
+                print_text(&output::ls_plain(&page, long))?;
             }
-            flat.push(DirEntry { name, ..e });
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
         }
         for sub in subdirs.into_iter().rev() {
-            let children = client.list(&format!("{root}/{sub}")).await?;
-            stack.push((sub, children));
+            stack.push(sub);
         }
     }
     if json {
-        print_json(&output::ls_json(&flat))
+        print_text(&array.end())?;
+    }
+    Ok(())
+}
+
+fn join_rel(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
     } else {
-        print_text(&text)
+        format!("{rel}/{name}")
     }
 }

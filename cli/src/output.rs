@@ -15,6 +15,43 @@ fn time(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// A pretty-printed JSON array written in pieces, the same text as
+/// `serde_json::to_string_pretty` of the whole array, for listings too large to
+/// hold at once.
+#[derive(Debug, Default)]
+pub struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    /// The text for the elements of `items` (a JSON array), to follow what came before.
+    pub fn items(&mut self, items: &Value) -> serde_json::Result<String> {
+        let mut out = String::new();
+        for item in items.as_array().into_iter().flatten() {
+            out.push_str(if self.started { ",\n" } else { "[\n" });
+            self.started = true;
+            let text = serde_json::to_string_pretty(item)?;
+            for (i, line) in text.lines().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                out.push_str("  ");
+                out.push_str(line);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The closing text.
+    pub fn end(&self) -> String {
+        if self.started {
+            "\n]\n".into()
+        } else {
+            "[]\n".into()
+        }
+    }
+}
+
 /// `[{"name","kind","size"}]`, plus `mtime`.
 pub fn ls_json(entries: &[DirEntry]) -> Value {
     Value::Array(
@@ -324,4 +361,26 @@ pub fn balance_plain(r: &BalanceReport) -> String {
         r.moving
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_array_in_pieces_reads_as_the_whole() {
+        let items: Vec<Value> = (0..5)
+            .map(|i| json!({"name": format!("f{i}"), "nested": {"a": [1, 2]}}))
+            .collect();
+        let mut a = JsonArray::default();
+        let mut text = String::new();
+        for chunk in items.chunks(2) {
+            text.push_str(&a.items(&Value::Array(chunk.to_vec())).expect("json"));
+        }
+        text.push_str(&a.end());
+        let whole = serde_json::to_string_pretty(&Value::Array(items)).expect("json") + "\n";
+        assert_eq!(text, whole);
+        let empty = JsonArray::default();
+        assert_eq!(empty.end(), "[]\n");
+    }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use dfs_protocol::checksum;
 use dfs_protocol::{
-    AppendLease, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ClusterStatus,
-    CommittedChunk, DirEntry, ErrorCode, FileKind, FileStat, Frame, FsckReport, Identity,
-    ProtocolError, Request, RequestId, Response, TrashInfo, UploadId, CHECKSUM_BLOCK, PACKET_SIZE,
+    AppendLease, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, CommittedChunk, ErrorCode,
+    FileKind, FileStat, Frame, Identity, ProtocolError, Request, RequestId, Response, UploadId,
+    CHECKSUM_BLOCK, PACKET_SIZE,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -197,19 +197,6 @@ impl Client {
         .await
     }
 
-    /// A directory's entries, or the one entry of a file.
-    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ClientError> {
-        match self
-            .master_call(Request::List {
-                path: path.to_string(),
-            })
-            .await?
-        {
-            Response::Listing { entries } => Ok(entries),
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
     /// Removes a file, or a directory (`recursive` for a non-empty one). The entry goes
     /// to the trash (see [`Client::trash_restore`]) unless `skip_trash`.
     pub async fn remove(
@@ -233,19 +220,6 @@ impl Client {
             dst: dst.to_string(),
         })
         .await
-    }
-
-    /// Replication and checksum health of every file at or below `path`.
-    pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {
-        match self
-            .master_call(Request::Fsck {
-                path: path.to_string(),
-            })
-            .await?
-        {
-            Response::Fsck(report) => Ok(report),
-            other => Err(self.unexpected(&other)),
-        }
     }
 
     /// Sets the replication of a file, or of every file below a directory; the cluster
@@ -282,14 +256,6 @@ impl Client {
         }
     }
 
-    /// What the trash holds, oldest first.
-    pub async fn trash_list(&self) -> Result<Vec<TrashInfo>, ClientError> {
-        match self.master_call(Request::TrashList).await? {
-            Response::TrashListing { entries } => Ok(entries),
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
     /// Puts the most recently removed entry that was at `path` back there.
     pub async fn trash_restore(&self, path: &str) -> Result<(), ClientError> {
         self.master_ok(Request::TrashRestore {
@@ -311,13 +277,6 @@ impl Client {
                 self.settle_sizes(&mut stat).await?;
                 Ok(stat)
             }
-            other => Err(self.unexpected(&other)),
-        }
-    }
-
-    pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
-        match self.master_call(Request::Status).await? {
-            Response::Status(status) => Ok(status),
             other => Err(self.unexpected(&other)),
         }
     }

@@ -17,6 +17,7 @@
 //! - [`client`]: `Client` — metadata calls, the streaming put, the parallel get.
 //! - [`append`]: record append, and the length of chunks being appended to.
 //! - [`keys`]: issuing, listing and removing client keys.
+//! - [`listing`]: directory, trash, fsck and status listings in pages.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
@@ -24,6 +25,7 @@ pub mod append;
 pub mod client;
 pub mod error;
 pub mod keys;
+pub mod listing;
 pub mod pool;
 
 pub use append::AppendOptions;

@@ -27,7 +27,11 @@ fn need(request: &Request) -> Need {
         | Request::Fsck { .. }
         | Request::Balance {
             threshold_percent: None,
-        } => Need::Client(Role::ReadOnly),
+        }
+        | Request::ListPage { .. }
+        | Request::TrashPage { .. }
+        | Request::FsckPage { .. }
+        | Request::StatusPage { .. } => Need::Client(Role::ReadOnly),
         Request::Mkdir { .. }
         | Request::Delete { .. }
         | Request::Rename { .. }

@@ -207,6 +207,13 @@ impl Namespace {
         self.trash.iter()
     }
 
+    /// Trash entries after the entry id `after`, oldest first.
+    pub fn trash_after(&self, after: Option<u64>) -> impl Iterator<Item = (&u64, &TrashEntry)> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.trash.range((start, Bound::Unbounded))
+    }
+
     pub fn decommissioned(&self) -> &HashSet<ServerId> {
         &self.decommissioned
     }
@@ -392,6 +399,64 @@ impl Namespace {
     }
 
     // ----- reads -----
+
+    /// Up to `limit` entries of a directory after the name `after`, in name order, and
+    /// the cursor for the next page; a file lists as its single entry.
+    pub fn list_page(
+        &self,
+        raw: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<DirEntry>, Option<String>), OpError> {
+        use std::ops::Bound;
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        if inode.kind == FileKind::File {
+            let entries = match after {
+                Some(_) => Vec::new(),
+                None => vec![DirEntry {
+                    name: comps.last().cloned().unwrap_or_default(),
+                    kind: FileKind::File,
+                    size: inode.size,
+                    mtime: inode.mtime,
+                }],
+            };
+            return Ok((entries, None));
+        }
+        let Some(children) = self.children.get(&ino) else {
+            return Ok((Vec::new(), None));
+        };
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::with_capacity(limit.min(children.len()));
+        let mut next = None;
+        for (name, child) in children.range::<str, _>((start, Bound::Unbounded)) {
+            if out.len() == limit {
+                next = out.last().map(|e: &DirEntry| e.name.clone());
+                break;
+            }
+            let c = self.inode(*child)?;
+            out.push(DirEntry {
+                name: name.clone(),
+                kind: c.kind,
+                size: c.size,
+                mtime: c.mtime,
+            });
+        }
+        Ok((out, next))
+    }
+
+    /// Entries in the directory at `raw` (1 for a file).
+    pub fn entries(&self, raw: &str) -> Result<usize, OpError> {
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        Ok(match inode.kind {
+            FileKind::File => 1,
+            FileKind::Dir => self.children.get(&ino).map_or(0, |c| c.len()),
+        })
+    }
 
     /// A directory's entries, or the single entry of a file.
     pub fn list(&self, raw: &str) -> Result<Vec<DirEntry>, OpError> {

@@ -29,6 +29,7 @@ use crate::store::Store;
 
 mod append;
 mod keys;
+mod pages;
 use append::MasterLease;
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
@@ -272,7 +273,21 @@ impl Master {
                 Ok(Response::Ok)
             }
             Request::List { path } => {
-                let entries = self.read(|st| st.ns.list(&path)).await?;
+                let entries = self
+                    .read(|st| {
+                        // One frame per answer: larger directories are listed in pages.
+                        let n = st.ns.entries(&path)?;
+                        if n > pages::MAX_PAGE {
+                            return Err(ErrorCode::InvalidArgument {
+                                reason: format!(
+                                    "{path} has {n} entries: list it in pages (ListPage)"
+                                ),
+                            }
+                            .into());
+                        }
+                        st.ns.list(&path)
+                    })
+                    .await?;
                 Ok(Response::Listing { entries })
             }
             Request::Stat { path } => Ok(Response::Stat(self.read(|st| stat(st, &path)).await?)),
@@ -564,7 +579,39 @@ impl Master {
                     keys,
                 })
             }
-            Request::Fsck { path } => Ok(Response::Fsck(self.read(|st| fsck(st, &path)).await?)),
+            Request::Fsck { path } => Ok(Response::Fsck(
+                self.read(|st| fsck(st, &path, None, MAX_FSCK_PROBLEMS))
+                    .await?
+                    .0,
+            )),
+            Request::FsckPage { path, after, limit } => {
+                let limit = pages::limit(limit);
+                let (report, next) = self
+                    .read(|st| fsck(st, &path, after.as_deref(), limit))
+                    .await?;
+                Ok(Response::FsckPage { report, next })
+            }
+            Request::ListPage { path, after, limit } => {
+                let limit = pages::limit(limit);
+                let (entries, next) = self
+                    .read(|st| st.ns.list_page(&path, after.as_deref(), limit))
+                    .await?;
+                Ok(Response::ListingPage { entries, next })
+            }
+            Request::TrashPage { after, limit } => {
+                let retention = self.config.trash_retention.as_secs();
+                let (entries, next) = self
+                    .read(|st| Ok(pages::trash(st, after, pages::limit(limit), retention)))
+                    .await?;
+                Ok(Response::TrashPage { entries, next })
+            }
+            Request::StatusPage { after, limit } => {
+                let limit = pages::limit(limit);
+                let (status, next) = self
+                    .read(|st| Ok(pages::status(self.status(st), after.as_deref(), limit)))
+                    .await?;
+                Ok(Response::StatusPage { status, next })
+            }
             Request::RetryChunk {
                 upload,
                 handle,
@@ -1059,7 +1106,16 @@ fn balance_report(st: &State, now: Instant) -> BalanceReport {
     }
 }
 
-fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
+/// The health of every file at or below `path`, with the unhealthy files after the
+/// path `after` (at most `limit` of them, in path order) and the cursor of the next
+/// page. Memory stays proportional to `limit` whatever the number of problems.
+fn fsck(
+    st: &State,
+    path: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(FsckReport, Option<String>), OpError> {
+    let mut page: std::collections::BTreeMap<String, FileHealth> = Default::default();
     let now = Instant::now();
     let files = st.ns.files_under(path)?;
     let mut report = FsckReport {
@@ -1112,11 +1168,21 @@ fn fsck(st: &State, path: &str) -> Result<FsckReport, OpError> {
         report.corrupt += health.corrupt;
         report.stale += health.stale;
         let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
-        if sick && report.problems.len() < MAX_FSCK_PROBLEMS {
-            report.problems.push(health);
+        if sick && after.is_none_or(|a| health.path.as_str() > a) {
+            page.insert(health.path.clone(), health);
+            if page.len() > limit.saturating_add(1) {
+                page.pop_last();
+            }
         }
     }
-    Ok(report)
+    let next = if page.len() > limit {
+        page.pop_last();
+        page.keys().next_back().cloned()
+    } else {
+        None
+    };
+    report.problems = page.into_values().collect();
+    Ok((report, next))
 }
 
 fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {

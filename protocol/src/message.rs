@@ -247,6 +247,30 @@ pub enum Request {
     RemoveKey {
         name: String,
     },
+
+    // --- listings in pages (client -> master) ---
+    /// Up to `limit` entries of a directory after the name `after`, in name order.
+    ListPage {
+        path: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Up to `limit` trash entries after the cursor `after` (from the last page).
+    TrashPage {
+        after: Option<u64>,
+        limit: u32,
+    },
+    /// The totals of `Fsck`, with up to `limit` unhealthy files after the path `after`.
+    FsckPage {
+        path: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// The totals of `Status`, with up to `limit` chunkservers after the address `after`.
+    StatusPage {
+        after: Option<String>,
+        limit: u32,
+    },
 }
 
 /// Why a client asks the master for an append target again.
@@ -374,6 +398,25 @@ pub enum Response {
     },
     Keys {
         keys: Vec<KeyInfo>,
+    },
+    /// A page of a directory; `next` is the cursor for the following page, if any.
+    ListingPage {
+        entries: Vec<DirEntry>,
+        next: Option<String>,
+    },
+    TrashPage {
+        entries: Vec<TrashInfo>,
+        next: Option<u64>,
+    },
+    /// `report.problems` holds this page's files only.
+    FsckPage {
+        report: FsckReport,
+        next: Option<String>,
+    },
+    /// `status.chunkservers` holds this page's servers only.
+    StatusPage {
+        status: ClusterStatus,
+        next: Option<String>,
     },
 }
 
@@ -603,6 +646,10 @@ impl Request {
             Request::CreateKey { .. } => "CreateKey",
             Request::ListKeys => "ListKeys",
             Request::RemoveKey { .. } => "RemoveKey",
+            Request::ListPage { .. } => "ListPage",
+            Request::TrashPage { .. } => "TrashPage",
+            Request::FsckPage { .. } => "FsckPage",
+            Request::StatusPage { .. } => "StatusPage",
         }
     }
 }
@@ -634,6 +681,10 @@ impl Response {
             Response::Authenticated { .. } => "Authenticated",
             Response::KeyCreated { .. } => "KeyCreated",
             Response::Keys { .. } => "Keys",
+            Response::ListingPage { .. } => "ListingPage",
+            Response::TrashPage { .. } => "TrashPage",
+            Response::FsckPage { .. } => "FsckPage",
+            Response::StatusPage { .. } => "StatusPage",
         }
     }
 

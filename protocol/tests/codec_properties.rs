@@ -144,6 +144,14 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::ListKeys),
         ".*".prop_map(|name| Request::RemoveKey { name }),
+        (".*", proptest::option::of(".*"), any::<u32>())
+            .prop_map(|(path, after, limit)| Request::ListPage { path, after, limit }),
+        (proptest::option::of(any::<u64>()), any::<u32>())
+            .prop_map(|(after, limit)| Request::TrashPage { after, limit }),
+        (".*", proptest::option::of(".*"), any::<u32>())
+            .prop_map(|(path, after, limit)| Request::FsckPage { path, after, limit }),
+        (proptest::option::of(".*"), any::<u32>())
+            .prop_map(|(after, limit)| Request::StatusPage { after, limit }),
         (
             ".*",
             any::<bool>(),
@@ -249,6 +257,22 @@ fn response() -> impl Strategy<Value = Response> {
         ),
         (any::<[u8; 32]>(), any::<[u8; 32]>())
             .prop_map(|(nonce, proof)| Response::Challenge { nonce, proof }),
+        (
+            proptest::collection::vec(".*", 0..4),
+            proptest::option::of(".*")
+        )
+            .prop_map(|(names, next)| Response::ListingPage {
+                entries: names
+                    .into_iter()
+                    .map(|name| DirEntry {
+                        name,
+                        kind: FileKind::Dir,
+                        size: 0,
+                        mtime: 1,
+                    })
+                    .collect(),
+                next
+            }),
         Just(Response::Authenticated {
             role: Some(Role::ReadWrite)
         }),

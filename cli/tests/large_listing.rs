@@ -1,0 +1,146 @@
+//! `dfs ls` of a directory with 300,000 entries: answered in pages, printed as they
+//! come, in bounded memory on the master and in the `dfs` process.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::wait_until;
+use dfs_client::{Client, ClusterSecret, Identity};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const ENTRIES: usize = 300_000;
+const WRITERS: usize = 64;
+
+/// A field of `/proc/PID/status` in KiB (VmRSS, VmHWM).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_of_300k_entries_streams_in_pages() {
+    // Creating the entries takes a while on a slow disk; the listing itself is fast.
+    let run = async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = ClusterSecret::generate();
+        let master = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .to_string();
+        // No chunkservers: directories are metadata only.
+        let mut master_proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["master", "--listen", &master, "--data"])
+            .arg(dir.path().join("master"))
+            .env("DFS_SECRET", secret.encode())
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("master");
+        let client = Client::new(master.clone(), Identity::cluster_admin(&secret));
+        wait_until(Duration::from_secs(20), "the master", || async {
+            client.status().await.is_ok()
+        })
+        .await;
+        client.mkdir("/big", false).await.expect("mkdir");
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..WRITERS {
+            let (client, next) = (client.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= ENTRIES {
+                        return;
+                    }
+                    client
+                        .mkdir(&format!("/big/d{i:06}"), false)
+                        .await
+                        .expect("mkdir");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        let pid = master_proc.id().expect("pid");
+        let master_before = proc_kib(pid, "VmRSS:");
+
+        // The library gathers every page.
+        let all = client.list("/big").await.expect("list");
+        assert_eq!(all.len(), ENTRIES);
+        assert!(all.windows(2).all(|w| w[0].name < w[1].name), "name order");
+
+        for json in [false, true] {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
+            cmd.args(["ls", "/big"])
+                .env("DFS_MASTER", &master)
+                .env("DFS_SECRET", secret.encode())
+                .env_remove("DFS_KEY")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            if json {
+                cmd.arg("--json");
+            }
+            let mut ls = cmd.spawn().expect("dfs ls");
+            let ls_pid = ls.id().expect("pid");
+            let mut lines = BufReader::new(ls.stdout.take().expect("stdout")).lines();
+            let mut names = 0usize;
+            let mut peak = 0u64;
+            let mut last = String::new();
+            while let Some(line) = lines.next_line().await.expect("read") {
+                let is_entry = if json {
+                    line.trim_start().starts_with("\"name\": \"d")
+                } else {
+                    line.starts_with('d') && line.ends_with('/')
+                };
+                if is_entry {
+                    names += 1;
+                    // Near the end the whole listing has passed through the
+                    // process: a process holding it all would peak here.
+                    if names == ENTRIES - 1000 {
+                        peak = proc_kib(ls_pid, "VmHWM:");
+                    }
+                    last = line;
+                }
+            }
+            let status = ls.wait().await.expect("wait");
+            assert!(status.success(), "dfs ls failed");
+            assert_eq!(names, ENTRIES, "every entry listed (json: {json})");
+            assert!(last.contains("d299999"), "in order to the last: {last}");
+            eprintln!(
+                "dfs ls{}: peak RSS {peak} KiB for {ENTRIES} entries",
+                if json { " --json" } else { "" }
+            );
+            assert!(
+                peak > 0 && peak < 40 << 10,
+                "dfs ls holds the listing instead of streaming it: {peak} KiB"
+            );
+        }
+        let master_after = proc_kib(pid, "VmRSS:");
+        eprintln!("master: RSS {master_before} KiB before the listings, {master_after} KiB after");
+        assert!(
+            master_after < master_before + (64 << 10),
+            "the master grew from {master_before} to {master_after} KiB"
+        );
+        let _ = master_proc.start_kill();
+        let _ = master_proc.wait().await;
+    };
+    tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("test exceeded its time bound");
+}
