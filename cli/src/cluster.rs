@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub max_append: Option<u64>,
     /// Append lease duration.
     pub lease: Duration,
+    /// A chunkserver dead this long is forgotten.
+    pub forget_dead_after: Duration,
 }
 
 impl ClusterOptions {
@@ -59,6 +61,7 @@ impl ClusterOptions {
             scrub_idle: Duration::from_secs(60),
             max_append: None,
             lease: Duration::from_secs(5),
+            forget_dead_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -151,6 +154,7 @@ impl LocalCluster {
         config.max_append = o.max_append;
         config.lease = o.lease;
         config.secret = Some(self.secret.clone());
+        config.forget_dead_after = o.forget_dead_after;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -269,6 +269,9 @@ struct MasterArgs {
     /// How long chunk tokens handed out with locations stay valid.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     token_ttl: Duration,
+    /// A chunkserver dead this long is forgotten: no longer listed by `dfs status`.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    forget_dead_after: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -478,6 +481,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.max_append = a.max_append;
             config.lease = a.lease;
             config.token_ttl = a.token_ttl;
+            config.forget_dead_after = a.forget_dead_after;
             config.secret = credentials::server_secret(a.secret_file.as_deref())?;
             config.validate()?;
             if let Some(adv) = &a.advertise {
@@ -725,6 +729,7 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         scrub_idle: Duration::from_secs(60),
         max_append: None,
         lease: Duration::from_secs(60),
+        forget_dead_after: Duration::from_secs(24 * 3600),
     };
     let cluster = LocalCluster::start(options).await?;
     let key_path = up_admin_key(&cluster, &a.data).await?;

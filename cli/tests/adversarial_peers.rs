@@ -512,3 +512,28 @@ async fn forged_tampered_expired_and_cross_chunk_tokens_are_refused() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_dead_chunkservers_are_forgotten() {
+    bounded(async {
+        let (_dir, mut cluster) = common::cluster_with(|o| {
+            o.chunkservers = 4;
+            o.dead_after = Duration::from_millis(500);
+            o.forget_dead_after = Duration::from_secs(2);
+        })
+        .await;
+        let c = cluster.client();
+        cluster.stop_chunkserver(3).await.expect("stop");
+        wait_until(Duration::from_secs(20), "the dead server to be forgotten", || async {
+            matches!(c.status().await, Ok(s) if s.chunkservers.len() == 3)
+        })
+        .await;
+        cluster.restart_chunkserver(3).await.expect("restart");
+        wait_until(Duration::from_secs(20), "it to register afresh", || async {
+            matches!(c.status().await, Ok(s) if s.chunkservers.iter().filter(|s| s.alive).count() == 4)
+        })
+        .await;
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

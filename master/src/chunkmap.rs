@@ -326,6 +326,30 @@ impl ChunkMap {
             .map(|(id, _)| *id)
     }
 
+    /// Forgets servers silent for longer than `after` (their replicas were re-made
+    /// elsewhere long ago); returns them. A returning one registers afresh.
+    pub fn forget_dead(&mut self, now: Instant, after: Duration) -> Vec<ServerId> {
+        let gone: Vec<ServerId> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > after)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            if let Some(entry) = self.servers.remove(id) {
+                for handle in entry.chunks.keys() {
+                    if let Some(set) = self.locations.get_mut(handle) {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.locations.remove(handle);
+                        }
+                    }
+                }
+            }
+        }
+        gone
+    }
+
     /// The servers heard from within the dead-after window.
     pub fn live(&self, now: Instant) -> impl Iterator<Item = &ServerId> + '_ {
         self.servers

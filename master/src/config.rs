@@ -46,6 +46,8 @@ pub struct MasterConfig {
     pub token_ttl: Duration,
     /// A connection silent this long between requests is closed.
     pub idle_timeout: Duration,
+    /// A chunkserver dead this long is forgotten (no longer listed or counted).
+    pub forget_dead_after: Duration,
 }
 
 impl MasterConfig {
@@ -66,6 +68,7 @@ impl MasterConfig {
             secret: None,
             token_ttl: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(300),
+            forget_dead_after: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -121,6 +124,11 @@ impl MasterConfig {
         if self.token_ttl < Duration::from_secs(10) {
             return Err(MasterError::Config(
                 "--token-ttl must be at least 10s".into(),
+            ));
+        }
+        if self.forget_dead_after < self.dead_after {
+            return Err(MasterError::Config(
+                "--forget-dead-after must be at least --dead-after".into(),
             ));
         }
         if self.idle_timeout < Duration::from_secs(1) {

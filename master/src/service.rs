@@ -6,7 +6,7 @@
 //! to cover it. Reads also wait until what they saw is durable, so nobody is shown a
 //! state that a crash could take back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,18 +51,21 @@ struct State {
     map: ChunkMap,
     /// Chunks no file or upload references that some chunkserver may still hold.
     garbage: HashSet<ChunkHandle>,
+    /// The same garbage by the server holding it, so a heartbeat finds its own
+    /// deletions without scanning all garbage.
+    garbage_at: BTreeSet<(ServerId, ChunkHandle)>,
     /// Until when (at the latest) the master is in safe mode after its start.
     safe_until: Option<Instant>,
     /// Chunks with a replica reported damaged, until they are fully replicated again.
     corrupt: HashMap<ChunkHandle, u32>,
     /// Replicas at an older version than the file's: never served, to be deleted.
-    stale: HashSet<(ServerId, ChunkHandle)>,
+    stale: BTreeSet<(ServerId, ChunkHandle)>,
     /// Copy orders waiting for their target's next heartbeat.
     orders: HashMap<ServerId, Vec<ReplicateOrder>>,
     /// Copies under way: chunk -> (target, when ordered).
     copying: HashMap<ChunkHandle, (ServerId, Instant)>,
     /// Extra replicas to delete (over-replication, the old side of a balancing move).
-    trims: HashSet<(ServerId, ChunkHandle)>,
+    trims: BTreeSet<(ServerId, ChunkHandle)>,
     /// Balancing moves under way: chunk -> the server it moves off.
     moves: HashMap<ChunkHandle, ServerId>,
     balance_threshold: f64,
@@ -156,10 +159,11 @@ impl Master {
                 garbage: HashSet::new(),
                 safe_until,
                 corrupt: HashMap::new(),
-                stale: HashSet::new(),
+                stale: BTreeSet::new(),
                 orders: HashMap::new(),
                 copying: HashMap::new(),
-                trims: HashSet::new(),
+                trims: BTreeSet::new(),
+                garbage_at: BTreeSet::new(),
                 moves: HashMap::new(),
                 balance_threshold,
                 leases: HashMap::new(),
@@ -202,6 +206,9 @@ impl Master {
             Ok(applied) => {
                 for h in &applied.freed {
                     st.leases.remove(h);
+                    for (server, _) in st.map.holders(h) {
+                        st.garbage_at.insert((server, *h));
+                    }
                 }
                 st.garbage.extend(applied.freed);
                 tracing::debug!(seq, mutation = m.name(), "applied");
@@ -467,13 +474,20 @@ impl Master {
                 let now = Instant::now();
                 let keys = keys::table(&st.ns, &from.session);
                 st.key_epochs.insert(server, keys.epoch);
-                st.stale.retain(|(s, _)| *s != server);
+                let mine = of_server(server);
+                let old: Vec<_> = st.stale.range(mine.clone()).copied().collect();
+                for k in old {
+                    st.stale.remove(&k);
+                }
+                let old: Vec<_> = st.garbage_at.range(mine).copied().collect();
+                for k in old {
+                    st.garbage_at.remove(&k);
+                }
                 st.orders.remove(&server);
                 for m in note_reports(&mut st, server, &chunks) {
                     self.log_apply(&mut st, m)?;
                 }
                 st.map.register(server, addr, capacity, used, chunks, now);
-                self.update_safe_mode(&mut st, now);
                 Ok(Response::Registered { keys })
             }
             Request::Heartbeat {
@@ -509,8 +523,14 @@ impl Master {
                     self.log_apply(st, m)?;
                 }
                 for h in &corrupt {
+                    // Only chunks a file references count; anything else is noise
+                    // that must not grow the set.
+                    if st.ns.chunk(h).is_none() {
+                        continue;
+                    }
                     tracing::warn!(chunk = %h, %server, "replica reported damaged");
-                    *st.corrupt.entry(*h).or_default() += 1;
+                    let n = st.corrupt.entry(*h).or_default();
+                    *n = n.saturating_add(1);
                 }
                 let known =
                     st.map
@@ -518,17 +538,20 @@ impl Master {
                 for h in &removed {
                     st.stale.remove(&(server, *h));
                     st.trims.remove(&(server, *h));
+                    st.garbage_at.remove(&(server, *h));
                     if !st.map.is_held(h) {
                         st.garbage.remove(h);
                     }
                 }
-                self.update_safe_mode(st, now);
+                // Everything below looks only at this server's own entries.
                 let (delete, replicate) = if known && st.safe_until.is_none() {
                     let mut delete: Vec<ChunkHandle> = st
-                        .garbage
-                        .iter()
+                        .garbage_at
+                        .range(of_server(server))
+                        .map(|(_, h)| h)
                         .filter(|h| {
-                            st.map.holds(&server, h)
+                            st.garbage.contains(h)
+                                && st.map.holds(&server, h)
                                 && !st.ns.is_referenced(h)
                                 && !st.pending.contains(h)
                         })
@@ -537,18 +560,13 @@ impl Master {
                         .collect();
                     delete.extend(
                         st.stale
-                            .iter()
-                            .filter(|(s, _)| *s == server)
+                            .range(of_server(server))
                             .map(|(_, h)| *h)
                             .take(MAX_DELETES_PER_HEARTBEAT),
                     );
                     // A trim goes out only while the chunk keeps enough replicas without it.
-                    let trims: Vec<ChunkHandle> = st
-                        .trims
-                        .iter()
-                        .filter(|(s, _)| *s == server)
-                        .map(|(_, h)| *h)
-                        .collect();
+                    let trims: Vec<ChunkHandle> =
+                        st.trims.range(of_server(server)).map(|(_, h)| *h).collect();
                     for h in trims {
                         let keeps = st.ns.chunk(&h).is_some_and(|meta| {
                             let others = st
@@ -843,8 +861,26 @@ impl Master {
             let instant = Instant::now();
             self.update_safe_mode(st, instant);
             if st.safe_until.is_none() {
-                let State { garbage, map, .. } = st;
+                let State {
+                    garbage,
+                    garbage_at,
+                    map,
+                    ..
+                } = st;
                 garbage.retain(|h| map.is_held(h));
+                garbage_at.retain(|(_, h)| garbage.contains(h));
+                for gone in map.forget_dead(instant, self.config.forget_dead_after) {
+                    tracing::info!(server = %gone, "forgot a chunkserver dead for too long");
+                    st.key_epochs.remove(&gone);
+                    st.orders.remove(&gone);
+                    let range = of_server(gone);
+                    for set in [&mut st.stale, &mut st.trims, &mut st.garbage_at] {
+                        let old: Vec<_> = set.range(range.clone()).copied().collect();
+                        for k in old {
+                            set.remove(&k);
+                        }
+                    }
+                }
                 schedule_repairs(st, instant);
                 schedule_trims(st, instant);
                 schedule_moves(st, instant);
@@ -877,6 +913,11 @@ impl Master {
     }
 }
 
+/// The key range of `server`'s entries in a set keyed by (server, chunk).
+fn of_server(server: ServerId) -> std::ops::RangeInclusive<(ServerId, ChunkHandle)> {
+    (server, ChunkHandle(uuid::Uuid::nil()))..=(server, ChunkHandle(uuid::Uuid::max()))
+}
+
 /// Sorts reported chunks: nothing references it -> garbage candidate (whether it is
 /// deleted is decided later, outside safe mode, against the chunk table again); an
 /// older version than the file's, or off the chain of an open chunk -> stale; a copy
@@ -907,6 +948,7 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
             None if st.ns.is_referenced(&r.handle) => {}
             None => {
                 st.garbage.insert(r.handle);
+                st.garbage_at.insert((server, r.handle));
             }
         }
         if st.copying.get(&r.handle).is_some_and(|(t, _)| *t == server) {
