@@ -39,6 +39,8 @@ pub struct ChunkserverConfig {
     pub request_deadline: Duration,
     /// Streams served at once (each may hold a blocking-pool thread).
     pub max_streams: usize,
+    /// Serve, and dial the master and peers, over TLS with these settings.
+    pub tls: Option<dfs_protocol::net::Tls>,
 }
 
 impl ChunkserverConfig {
@@ -65,6 +67,7 @@ impl ChunkserverConfig {
             request_deadline: Duration::from_secs(600),
             // Tokio's blocking pool has 512 threads: streams keep to half of it.
             max_streams: 256,
+            tls: None,
         }
     }
 
@@ -92,6 +95,11 @@ impl ChunkserverConfig {
         {
             return Err(ChunkserverError::Config(
                 "idle timeout and request deadline must be at least 1s".into(),
+            ));
+        }
+        if self.tls.as_ref().is_some_and(|t| !t.serves()) {
+            return Err(ChunkserverError::Config(
+                "TLS needs a certificate and key to serve".into(),
             ));
         }
         if self.max_connections == 0 {

@@ -83,7 +83,10 @@ pub async fn run(
 
     let (replicate, orders) = tokio::sync::mpsc::channel(REPLICATION_QUEUE);
     let copy_pace = repair::Pace::new(config.replication_rate);
-    let identity = dfs_protocol::Identity::chunkserver(id, &config.secret);
+    let identity = match &config.tls {
+        Some(tls) => dfs_protocol::Identity::chunkserver(id, &config.secret).with_tls(tls.clone()),
+        None => dfs_protocol::Identity::chunkserver(id, &config.secret),
+    };
     let token_key = config.secret.token_key();
     let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
     let ctx = Arc::new(ctx::Ctx {

@@ -5,8 +5,6 @@ use std::time::Duration;
 use dfs_protocol::net::TcpConn;
 use dfs_protocol::{Identity, PeerKind, ProtocolError, Session};
 
-pub use dfs_protocol::net::framed;
-
 pub type Conn = TcpConn;
 
 /// Connects to `addr` as `identity` and completes the handshake, all within `timeout`.

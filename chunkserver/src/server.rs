@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::access;
 use crate::ctx::{Busy, Ctx};
-use crate::net::{framed, Conn};
+use crate::net::Conn;
 use crate::stream::read_packets;
 
 /// A peer that has not proven itself by then is dropped: unauthenticated
@@ -51,17 +51,23 @@ pub async fn accept_loop(
         tracker.spawn(
             async move {
                 let _permit = permit;
-                serve(ctx, framed(stream), token).await;
+                serve(ctx, stream, token).await;
             }
             .instrument(tracing::info_span!("conn", %peer)),
         );
     }
 }
 
-async fn serve(ctx: Arc<Ctx>, mut conn: Conn, shutdown: CancellationToken) {
-    let handshake = conn.accept_handshake(|c| access::lookup(&ctx, c));
-    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(accepted)) => accepted.peer,
+async fn serve(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, shutdown: CancellationToken) {
+    let handshake = async {
+        let mut conn = dfs_protocol::net::accept(stream, ctx.config.tls.as_ref())
+            .await
+            .map_err(|e| ProtocolError::Codec(e.into()))?;
+        let accepted = conn.accept_handshake(|c| access::lookup(&ctx, c)).await?;
+        Ok::<_, ProtocolError>((conn, accepted))
+    };
+    let (mut conn, peer) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok((conn, accepted))) => (conn, accepted.peer),
         Ok(Err(e)) => return tracing::warn!(error = %e, "handshake refused"),
         Err(_) => return tracing::info!("handshake timed out"),
     };

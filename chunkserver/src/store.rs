@@ -36,8 +36,9 @@ pub const MAX_CHUNK_LEN: u64 = 4 << 30;
 /// A meta file is never larger than this (4 GiB of chunk at 32 bytes per 64 KiB, plus slack).
 const MAX_META_LEN: u64 = (MAX_CHUNK_LEN / CHECKSUM_BLOCK) * 40 + 4096;
 
+/// What a chunk's meta file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct ChunkMeta {
+pub struct ChunkMeta {
     handle: ChunkHandle,
     version: ChunkVersion,
     len: u64,
@@ -115,7 +116,9 @@ fn encode_meta(meta: &ChunkMeta) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, String> {
+/// Parses a meta file (format byte, bincode body, blake3 of both); public so the
+/// fuzz targets can reach it. Never panics, whatever the bytes.
+pub fn decode_meta(bytes: &[u8]) -> Result<ChunkMeta, String> {
     if bytes.len() < 33 {
         return Err("too short".into());
     }

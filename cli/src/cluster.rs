@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// A chunkserver dead this long is forgotten.
     pub forget_dead_after: Duration,
+    /// Every link over TLS with the files in this dir (`dfs tls init`).
+    pub tls: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -62,6 +64,7 @@ impl ClusterOptions {
             max_append: None,
             lease: Duration::from_secs(5),
             forget_dead_after: Duration::from_secs(24 * 3600),
+            tls: None,
         }
     }
 }
@@ -88,6 +91,8 @@ impl Node {
 pub struct LocalCluster {
     options: ClusterOptions,
     secret: ClusterSecret,
+    /// Server-side TLS settings (which also dial), when links use TLS.
+    tls: Option<dfs_protocol::net::Tls>,
     master: Node,
     chunkservers: Vec<Node>,
 }
@@ -108,10 +113,15 @@ impl LocalCluster {
                 .await
                 .context("secret task")??
         };
+        let tls = match &options.tls {
+            Some(dir) => Some(crate::tls::load_server(dir)?),
+            None => None,
+        };
         let listener = bind(options.master_addr, "master").await?;
         let master_addr = listener.local_addr()?;
         let mut cluster = LocalCluster {
             secret,
+            tls,
             master: Node {
                 addr: master_addr,
                 data_dir: master_dir,
@@ -155,6 +165,7 @@ impl LocalCluster {
         config.lease = o.lease;
         config.secret = Some(self.secret.clone());
         config.forget_dead_after = o.forget_dead_after;
+        config.tls = self.tls.clone();
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
@@ -171,6 +182,7 @@ impl LocalCluster {
             self.secret.clone(),
         );
         config.heartbeat = self.options.heartbeat;
+        config.tls = self.tls.clone();
         config.capacity = self.options.capacity;
         config.scrub_rate = self.options.scrub_rate;
         config.scrub_idle = self.options.scrub_idle;
@@ -213,8 +225,12 @@ impl LocalCluster {
         self.client_as(Identity::cluster_admin(&self.secret))
     }
 
-    /// A client of this cluster proving `identity`.
+    /// A client of this cluster proving `identity` (over TLS when the cluster uses it).
     pub fn client_as(&self, identity: Identity) -> Client {
+        let identity = match &self.tls {
+            Some(tls) => identity.with_tls(tls.clone()),
+            None => identity,
+        };
         Client::new(self.master.addr.to_string(), identity)
     }
 

@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`cluster`]: `LocalCluster`, a master and N chunkservers in one process.
 //! - [`credentials`]: where client verbs and servers find keys and the cluster secret.
+//! - [`tls`]: the cluster CA and certificates (`dfs tls init`), loading them.
 //! - [`units`]: parsing sizes (`64MiB`) and durations (`500ms`) from the command line.
 //! - [`progress`]: a progress bar around a reader or writer, shown only on a terminal.
 //! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
@@ -12,4 +13,5 @@ pub mod cluster;
 pub mod credentials;
 pub mod output;
 pub mod progress;
+pub mod tls;
 pub mod units;

@@ -45,6 +45,10 @@ struct Cli {
     /// $DFS_SECRET, else the key `dfs up` stored for this master).
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
+    /// Talk to the cluster over TLS, trusting the cluster CA in PATH (else the CA
+    /// `dfs up --tls` stored for this master, if any).
+    #[arg(long, global = true, env = "DFS_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,6 +195,27 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Make the TLS files of a cluster: a self-signed cluster CA and a server
+    /// certificate signed by it.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCommand {
+    /// Write ca.pem, ca.key, server.pem and server.key to DIR (never replacing a CA).
+    ///
+    /// Start servers with `--tls DIR` (copy server.pem, server.key and ca.pem to each
+    /// server); give clients ca.pem (`--tls-ca` or $DFS_TLS_CA). The server
+    /// certificate names localhost, 127.0.0.1 and ::1, and every --name.
+    Init {
+        dir: PathBuf,
+        /// A host name or IP address servers are dialed at (repeat for each).
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,6 +291,9 @@ struct MasterArgs {
     /// File holding the cluster secret (else $DFS_SECRET, else DIR/cluster.secret, created on first start).
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
+    /// Serve, and dial chunkservers, over TLS with the files `dfs tls init` wrote to DIR.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
     /// How long chunk tokens handed out with locations stay valid.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     token_ttl: Duration,
@@ -300,6 +328,9 @@ struct ChunkserverArgs {
     /// Bytes per second that chunk copies (repair, re-replication, balancing) may pull.
     #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     replication_rate: u64,
+    /// Serve, and dial the master and peers, over TLS with the files in DIR.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
     /// File holding the cluster secret (else $DFS_SECRET; the master wrote it to its data dir).
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -334,6 +365,10 @@ struct UpArgs {
     /// After a start, wait up to this long for chunkservers to report before deleting garbage.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     safe_start: Duration,
+    /// Every link over TLS: makes a cluster CA in DIR/tls on first use, and stores
+    /// the CA where client verbs for this master find it.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Exit status of a process killed by SIGPIPE, which is how `dfs cat | head` should end.
@@ -482,6 +517,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.lease = a.lease;
             config.token_ttl = a.token_ttl;
             config.forget_dead_after = a.forget_dead_after;
+            if let Some(dir) = &a.tls {
+                config.tls = Some(dfs_cli::tls::load_server(dir)?);
+            }
             config.secret = credentials::server_secret(a.secret_file.as_deref())?;
             config.validate()?;
             if let Some(adv) = &a.advertise {
@@ -506,6 +544,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.scrub_rate = a.scrub_rate;
             config.scrub_idle = a.scrub_idle;
             config.replication_rate = a.replication_rate;
+            if let Some(dir) = &a.tls {
+                config.tls = Some(dfs_cli::tls::load_server(dir)?);
+            }
             config.validate()?;
             serve(a.listen, |listener, token| async move {
                 Ok(dfs_chunkserver::run(config, listener, token).await?)
@@ -513,8 +554,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Up(a) => up(a, &cli.master).await,
+        Command::Tls {
+            command: TlsCommand::Init { dir, names },
+        } => {
+            dfs_cli::tls::init(&dir, &names)?;
+            print_text(&format!(
+                "cluster CA and server certificate in {}: start servers with --tls {}, give clients {}\n",
+                dir.display(),
+                dir.display(),
+                dir.join(dfs_cli::tls::CA_CERT).display()
+            ))
+        }
         command => {
-            let identity = credentials::client_identity(cli.key_file.as_deref(), &cli.master)?;
+            let mut identity = credentials::client_identity(cli.key_file.as_deref(), &cli.master)?;
+            let ca = cli
+                .tls_ca
+                .clone()
+                .or_else(|| dfs_cli::tls::default_ca_path(&cli.master).filter(|p| p.exists()));
+            if let Some(ca) = ca {
+                identity = identity.with_tls(dfs_cli::tls::load_client(&ca)?);
+            }
             verb(&Client::new(cli.master.clone(), identity), command).await
         }
     }
@@ -524,7 +583,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
     let client = client.clone();
     match command {
-        Command::Master(_) | Command::Chunkserver(_) | Command::Up(_) => {
+        Command::Master(_) | Command::Chunkserver(_) | Command::Up(_) | Command::Tls { .. } => {
             bail!("not a client verb")
         }
         Command::Key { command } => key(&client, command).await,
@@ -730,9 +789,32 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         max_append: None,
         lease: Duration::from_secs(60),
         forget_dead_after: Duration::from_secs(24 * 3600),
+        tls: None,
     };
+    let mut options = options;
+    if a.tls {
+        let dir = a.data.join("tls");
+        if !dir.join(dfs_cli::tls::CA_CERT).exists() {
+            dfs_cli::tls::init(&dir, &[listen.ip().to_string()])?;
+        }
+        options.tls = Some(dir);
+    }
     let cluster = LocalCluster::start(options).await?;
     let key_path = up_admin_key(&cluster, &a.data).await?;
+    if !a.tls {
+        // A CA left by an earlier `dfs up --tls` on this address would make client
+        // verbs try TLS against this plain cluster.
+        if let Some(stale) = dfs_cli::tls::default_ca_path(&cluster.master_addr().to_string()) {
+            let _ = std::fs::remove_file(stale);
+        }
+    }
+    if a.tls {
+        let ca = a.data.join("tls").join(dfs_cli::tls::CA_CERT);
+        let stored = dfs_cli::tls::default_ca_path(&cluster.master_addr().to_string())
+            .context("neither $XDG_CONFIG_HOME nor $HOME is set: cannot store the CA")?;
+        let pem = std::fs::read_to_string(&ca).with_context(|| format!("read {}", ca.display()))?;
+        credentials::write_private(&stored, pem.trim_end())?;
+    }
     let addrs: Vec<String> = cluster
         .chunkserver_addrs()
         .iter()

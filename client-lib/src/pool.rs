@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use dfs_protocol::{Identity, PeerKind};
-use futures::FutureExt;
 
 use crate::error::ClientError;
 
@@ -36,7 +35,7 @@ impl Pool {
     /// An idle connection to `addr`, or a new one (connected and handshaken within `timeout`).
     pub async fn get(&self, addr: &str, timeout: Duration) -> Result<Conn, ClientError> {
         while let Some(mut conn) = self.lock().get_mut(addr).and_then(Vec::pop) {
-            if is_open(&mut conn) {
+            if conn.is_idle_open() {
                 return Ok(conn);
             }
         }
@@ -69,20 +68,4 @@ impl Pool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// Whether an idle connection is still usable: the peer has not closed it (a restarted
-/// server does) and has sent nothing unasked. Sending a request on a closed one would
-/// fail it for no reason of its own.
-fn is_open(conn: &mut Conn) -> bool {
-    if !conn.reader.read_buffer().is_empty() {
-        return false;
-    }
-    let mut probe = [0u8; 1];
-    // Pending means nothing to read and no EOF: the connection is idle and open.
-    conn.reader
-        .get_mut()
-        .peek(&mut probe)
-        .now_or_never()
-        .is_none()
 }

@@ -48,6 +48,8 @@ pub struct MasterConfig {
     pub idle_timeout: Duration,
     /// A chunkserver dead this long is forgotten (no longer listed or counted).
     pub forget_dead_after: Duration,
+    /// Serve (and dial chunkservers) over TLS with these settings.
+    pub tls: Option<dfs_protocol::net::Tls>,
 }
 
 impl MasterConfig {
@@ -69,6 +71,7 @@ impl MasterConfig {
             token_ttl: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(300),
             forget_dead_after: Duration::from_secs(24 * 3600),
+            tls: None,
         }
     }
 
@@ -134,6 +137,11 @@ impl MasterConfig {
         if self.idle_timeout < Duration::from_secs(1) {
             return Err(MasterError::Config(
                 "--idle-timeout must be at least 1s".into(),
+            ));
+        }
+        if self.tls.as_ref().is_some_and(|t| !t.serves()) {
+            return Err(MasterError::Config(
+                "TLS needs a certificate and key to serve".into(),
             ));
         }
         if self.max_connections == 0 {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_protocol::{Body, Connection, ErrorCode, Frame, Limits, Request, Response};
+use dfs_protocol::{Body, ErrorCode, Frame, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -145,11 +145,14 @@ async fn checkpoints(master: Arc<Master>, stop: CancellationToken) {
 }
 
 async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationToken) {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut conn = Connection::new(r, w, Limits::default());
-    let handshake = conn.accept_handshake(|c| master.lookup(c));
-    let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let handshake = async {
+        let mut conn = dfs_protocol::net::accept(stream, master.tls())
+            .await
+            .map_err(|e| dfs_protocol::ProtocolError::Codec(e.into()))?;
+        let accepted = conn.accept_handshake(|c| master.lookup(c)).await?;
+        Ok::<_, dfs_protocol::ProtocolError>((conn, accepted))
+    };
+    let (mut conn, accepted) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "handshake refused");

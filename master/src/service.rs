@@ -198,6 +198,20 @@ impl Master {
         self.config.idle_timeout
     }
 
+    /// The TLS settings this master serves with, if any.
+    pub fn tls(&self) -> Option<&dfs_protocol::net::Tls> {
+        self.config.tls.as_ref()
+    }
+
+    /// Who the master is when it dials a chunkserver.
+    pub(crate) fn identity(&self) -> dfs_protocol::Identity {
+        let id = dfs_protocol::Identity::master(&self.secret);
+        match &self.config.tls {
+            Some(tls) => id.with_tls(tls.clone()),
+            None => id,
+        }
+    }
+
     /// Appends `m` to the log and applies it; returns its sequence number.
     fn log_apply(&self, st: &mut State, m: Mutation) -> Result<u64, OpError> {
         let seq = st.ns.applied() + 1;

@@ -24,6 +24,9 @@ pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from
 pub struct Identity {
     pub credential: Credential,
     key: [u8; auth::KEY_LEN],
+    /// Dial over TLS with these settings (see `net::Identity::with_tls`).
+    #[cfg(feature = "net")]
+    pub(crate) tls: Option<crate::net::Tls>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -42,6 +45,8 @@ impl Identity {
                 name: key.name.clone(),
             },
             key: *key.secret.as_bytes(),
+            #[cfg(feature = "net")]
+            tls: None,
         }
     }
 
@@ -50,6 +55,8 @@ impl Identity {
         Identity {
             credential: Credential::ClusterSecret,
             key: secret.admin_key(),
+            #[cfg(feature = "net")]
+            tls: None,
         }
     }
 
@@ -57,6 +64,8 @@ impl Identity {
         Identity {
             credential: Credential::Chunkserver { id },
             key: secret.server_key(),
+            #[cfg(feature = "net")]
+            tls: None,
         }
     }
 
@@ -64,6 +73,8 @@ impl Identity {
         Identity {
             credential: Credential::Master,
             key: secret.server_key(),
+            #[cfg(feature = "net")]
+            tls: None,
         }
     }
 }

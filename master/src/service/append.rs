@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use dfs_protocol::auth::ops;
 use dfs_protocol::{
-    AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, Identity, PeerKind, Request,
-    Response, ServerId,
+    AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, PeerKind, Request, Response,
+    ServerId,
 };
 
 use super::{now_secs, Master, State};
@@ -377,7 +377,7 @@ impl Master {
             )
         };
         let limit = Duration::from_secs(10);
-        let identity = Identity::master(&self.secret);
+        let identity = self.identity();
         let exchange = async {
             let mut conn =
                 dfs_protocol::net::dial(&addr, PeerKind::Client, &identity, limit).await?;
@@ -410,7 +410,7 @@ impl Master {
     ) -> Result<(u64, Vec<String>), OpError> {
         let limit = Duration::from_secs(30);
         let exchange = async {
-            let identity = Identity::master(&self.secret);
+            let identity = self.identity();
             let mut conn =
                 dfs_protocol::net::dial(addr, PeerKind::Client, &identity, limit).await?;
             conn.call(request).await
