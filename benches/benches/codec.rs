@@ -5,13 +5,17 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dfs_protocol::frame::encode_head;
+use dfs_protocol::ChunkRequest;
 use dfs_protocol::*;
 use tokio_util::codec::Decoder;
 
 fn data_packet(c: &mut Criterion) {
     let payload = Bytes::from(vec![7u8; PACKET_SIZE]);
-    let frame =
-        Frame::request(RequestId(1), Request::WritePacket { last: false }).with_payload(payload);
+    let frame = Frame::request(
+        RequestId(1),
+        Request::Chunk(ChunkRequest::WritePacket { last: false }),
+    )
+    .with_payload(payload);
     let mut group = c.benchmark_group("codec");
     group.throughput(Throughput::Bytes(PACKET_SIZE as u64));
     // The receive side as a socket sees it: bytes land in the read buffer once (standing

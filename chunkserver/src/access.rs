@@ -9,6 +9,7 @@ use dfs_protocol::auth::{fingerprint, ops, unix_now, unseal, Peer, Role};
 use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, Credential, ErrorCode, KeyTable, Request,
 };
+use dfs_protocol::{ChunkRequest, MasterOrder, PeerOrder};
 
 use crate::ctx::Ctx;
 
@@ -105,71 +106,71 @@ enum Sender {
 /// What a request on a chunk needs: who may send it, and its token.
 fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &ChunkToken)> {
     Some(match request {
-        Request::WriteChunk {
+        Request::Chunk(ChunkRequest::WriteChunk {
             handle,
             version,
             token,
             ..
-        } => (
+        }) => (
             Sender::ClientOrPeer(Role::ReadWrite),
             *handle,
             *version,
             ops::WRITE,
             token,
         ),
-        Request::ReadChunk {
+        Request::Chunk(ChunkRequest::ReadChunk {
             handle,
             version,
             token,
             ..
-        }
-        | Request::ChunkLength {
+        })
+        | Request::Chunk(ChunkRequest::ChunkLength {
             handle,
             version,
             token,
-        } => (
+        }) => (
             Sender::ClientOrPeer(Role::ReadOnly),
             *handle,
             *version,
             ops::READ,
             token,
         ),
-        Request::Append {
+        Request::Chunk(ChunkRequest::Append {
             handle,
             version,
             token,
             ..
-        } => (
+        }) => (
             Sender::Client(Role::ReadWrite),
             *handle,
             *version,
             ops::APPEND,
             token,
         ),
-        Request::GrantLease {
+        Request::Order(MasterOrder::GrantLease {
             handle,
             version,
             token,
             ..
-        } => (Sender::Master, *handle, *version, ops::ORDER, token),
-        Request::BumpVersion {
+        }) => (Sender::Master, *handle, *version, ops::ORDER, token),
+        Request::Peer(PeerOrder::BumpVersion {
             handle,
             version,
             token,
             ..
-        }
-        | Request::TruncateChunk {
+        })
+        | Request::Peer(PeerOrder::TruncateChunk {
             handle,
             version,
             token,
             ..
-        }
-        | Request::AppendForward {
+        })
+        | Request::Peer(PeerOrder::AppendForward {
             handle,
             version,
             token,
             ..
-        } => (Sender::Peer, *handle, *version, ops::ORDER, token),
+        }) => (Sender::Peer, *handle, *version, ops::ORDER, token),
         _ => return None,
     })
 }

@@ -25,6 +25,7 @@ use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request,
     RequestId, Response,
 };
+use dfs_protocol::{ChunkRequest, PeerOrder};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::ctx::Ctx;
@@ -254,12 +255,12 @@ pub async fn grant(ctx: &Arc<Ctx>, g: Grant) -> Result<Response, ErrorCode> {
         let mut conn = dial(identity, addr, connect).await?;
         match call(
             &mut conn,
-            Request::BumpVersion {
+            Request::Peer(PeerOrder::BumpVersion {
                 handle,
                 from,
                 version,
                 token,
-            },
+            }),
             limit,
         )
         .await?
@@ -298,12 +299,12 @@ pub async fn grant(ctx: &Arc<Ctx>, g: Grant) -> Result<Response, ErrorCode> {
     let mut kept = Vec::new();
     for (mut s, len) in joined {
         if len > size {
-            let cut = Request::TruncateChunk {
+            let cut = Request::Peer(PeerOrder::TruncateChunk {
                 handle,
                 version,
                 size,
                 token,
-            };
+            });
             if let Err(e) = call(&mut s.conn, cut, limit).await {
                 tracing::warn!(%handle, addr = %s.addr, error = %e, "secondary could not be cut back; left out");
                 continue;
@@ -504,17 +505,18 @@ async fn forward(
 ) -> Result<(), ProtocolError> {
     let id = conn.next_request_id();
     let send = async {
-        let head = Request::AppendForward {
+        let head = Request::Peer(PeerOrder::AppendForward {
             handle: token.handle,
             version: token.version,
             offset,
             len: end - offset,
             token,
-        };
+        });
         conn.send(&Frame::request(id, head)).await?;
         for (i, p) in pieces.iter().enumerate() {
             let last = i + 1 == pieces.len();
-            let frame = Frame::request(id, Request::WritePacket { last }).with_payload(p.clone());
+            let frame = Frame::request(id, Request::Chunk(ChunkRequest::WritePacket { last }))
+                .with_payload(p.clone());
             conn.send(&frame).await?;
         }
         conn.recv_response(id, "AppendForward").await
@@ -641,52 +643,56 @@ pub async fn forwarded(
     Ok(())
 }
 
-/// `BumpVersion` and `TruncateChunk` from a primary, `ChunkLength` from anyone.
-pub async fn chunk_request(ctx: &Arc<Ctx>, request: Request) -> Response {
-    let store = ctx.store.clone();
-    let work = match request {
-        Request::BumpVersion {
-            handle,
-            from,
-            version,
-            ..
-        } => {
-            // A new primary takes over: any lease this server held on it is over.
-            ctx.leases.replace(handle, None);
-            Box::new(move || store.bump(handle, from, version)) as Box<dyn FnOnce() -> _ + Send>
-        }
-        Request::TruncateChunk {
-            handle,
-            version,
-            size,
-            ..
-        } => Box::new(move || store.truncate(handle, version, size)),
-        Request::ChunkLength {
-            handle, version, ..
-        } => {
-            if let Some(size) = ctx.leases.acked(&handle, version) {
-                return Response::ChunkSize { size };
-            }
-            Box::new(move || match store.get(&handle) {
-                Some((v, size)) if v == version => Ok(size),
-                Some((have, _)) => Err(ErrorCode::StaleVersion {
-                    handle,
-                    have,
-                    want: version,
-                }
-                .into()),
-                None => Err(ErrorCode::UnknownChunk { handle }.into()),
-            })
-        }
-        other => {
-            return Response::Error(ErrorCode::BadRequest {
-                reason: format!("{} is not a chunk request", other.name()),
-            })
-        }
-    };
+/// Runs a store change that answers a chunk's length on the blocking pool.
+async fn sized(
+    work: impl FnOnce() -> Result<u64, crate::error::StoreError> + Send + 'static,
+) -> Response {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(size)) => Response::ChunkSize { size },
         Ok(Err(e)) => Response::Error(e.to_code()),
         Err(e) => Response::Error(blocking_failed(e)),
     }
+}
+
+/// `BumpVersion` from a new primary: moves (or creates) the replica at `version`.
+pub async fn bump(
+    ctx: &Arc<Ctx>,
+    handle: ChunkHandle,
+    from: Option<ChunkVersion>,
+    version: ChunkVersion,
+) -> Response {
+    // A new primary takes over: any lease this server held on it is over.
+    ctx.leases.replace(handle, None);
+    let store = ctx.store.clone();
+    sized(move || store.bump(handle, from, version)).await
+}
+
+/// `TruncateChunk` from a primary: cuts the replica back to `size`.
+pub async fn truncate(
+    ctx: &Arc<Ctx>,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    size: u64,
+) -> Response {
+    let store = ctx.store.clone();
+    sized(move || store.truncate(handle, version, size)).await
+}
+
+/// `ChunkLength`: what this server acknowledged as primary, else its replica's length.
+pub async fn chunk_length(ctx: &Arc<Ctx>, handle: ChunkHandle, version: ChunkVersion) -> Response {
+    if let Some(size) = ctx.leases.acked(&handle, version) {
+        return Response::ChunkSize { size };
+    }
+    let store = ctx.store.clone();
+    sized(move || match store.get(&handle) {
+        Some((v, size)) if v == version => Ok(size),
+        Some((have, _)) => Err(ErrorCode::StaleVersion {
+            handle,
+            have,
+            want: version,
+        }
+        .into()),
+        None => Err(ErrorCode::UnknownChunk { handle }.into()),
+    })
+    .await
 }

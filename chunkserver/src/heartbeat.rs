@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_protocol::ChunkserverToMaster;
 use dfs_protocol::{ErrorCode, ProtocolError, Request, Response, ServerId};
 use tokio_util::sync::CancellationToken;
 
@@ -77,14 +78,14 @@ async fn session(
     )
     .await?;
     let store = &ctx.store;
-    let register = Request::Register {
+    let register = Request::Report(ChunkserverToMaster::Register {
         server: id,
         addr: advertise.to_string(),
         capacity: store.capacity(),
         used: store.used(),
         chunks: store.full_report(),
         id_key: dfs_protocol::auth::seal(&link.key, 0, SERVER_KEY, &ctx.id_key),
-    };
+    });
     match call(&mut conn, register, limit).await? {
         Response::Registered { keys } => ctx.keys.load(&keys, &link.key),
         other => {
@@ -107,7 +108,7 @@ async fn session(
         let changes = store.take_changes();
         let leases = ctx.leases.report();
         let sent = std::time::Instant::now();
-        let beat = Request::Heartbeat {
+        let beat = Request::Report(ChunkserverToMaster::Heartbeat {
             server: id,
             capacity: store.capacity(),
             used: store.used(),
@@ -117,7 +118,7 @@ async fn session(
             load: ctx.busy.load(std::sync::atomic::Ordering::Relaxed),
             leases: leases.clone(),
             keys_epoch: ctx.keys.epoch(),
-        };
+        });
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {
                 reregister: true, ..

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use dfs_protocol::ChunkRequest;
 use dfs_protocol::{checksum, Body, ErrorCode, Frame, ReplicateOrder, Request, Response};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -103,13 +104,13 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
     let id = conn.next_request_id();
     let request = Frame::request(
         id,
-        Request::ReadChunk {
+        Request::Chunk(ChunkRequest::ReadChunk {
             handle: order.handle,
             version: order.version,
             offset: 0,
             len: order.size,
             token: order.token,
-        },
+        }),
     );
     conn.send(&request)
         .await

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dfs_protocol::auth::Peer;
 use dfs_protocol::{Body, ErrorCode, ProtocolError, Request, RequestId, Response};
+use dfs_protocol::{ChunkRequest, MasterOrder, PeerOrder};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -129,7 +130,9 @@ async fn refuse(
     tracing::warn!(%peer, request = request.name(), error = %code, "request refused");
     if matches!(
         request,
-        Request::WriteChunk { .. } | Request::Append { .. } | Request::AppendForward { .. }
+        Request::Chunk(ChunkRequest::WriteChunk { .. })
+            | Request::Chunk(ChunkRequest::Append { .. })
+            | Request::Peer(PeerOrder::AppendForward { .. })
     ) {
         let _ = read_packets(conn, id, u64::MAX, ctx.config.io_timeout, false).await?;
     }
@@ -155,7 +158,8 @@ pub(crate) async fn stream_slot(ctx: &Ctx) -> Result<OwnedSemaphorePermit, Error
 /// How long a request waits for a stream place before it is refused as busy.
 const STREAM_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves one admitted request. `Err` means the connection is unusable.
+/// Serves one admitted request, by link: each link's handler takes only that
+/// link's requests. `Err` means the connection is unusable.
 async fn dispatch(
     ctx: &Arc<Ctx>,
     conn: &mut Conn,
@@ -163,7 +167,30 @@ async fn dispatch(
     request: Request,
 ) -> Result<(), ProtocolError> {
     match request {
-        Request::WriteChunk {
+        Request::Chunk(r) => chunk_link(ctx, conn, id, r).await,
+        Request::Order(o) => master_link(ctx, conn, id, o).await,
+        Request::Peer(o) => peer_link(ctx, conn, id, o).await,
+        other => {
+            let code = ErrorCode::BadRequest {
+                reason: format!("{} is not a chunkserver request", other.name()),
+            };
+            conn.reply(id, Response::Error(code))
+                .await
+                .map_err(Into::into)
+        }
+    }
+}
+
+/// Requests on chunk data: from clients, from peers (a pipeline's next hop, a
+/// copy) and from the master.
+async fn chunk_link(
+    ctx: &Arc<Ctx>,
+    conn: &mut Conn,
+    id: RequestId,
+    request: ChunkRequest,
+) -> Result<(), ProtocolError> {
+    match request {
+        ChunkRequest::WriteChunk {
             handle,
             version,
             downstream,
@@ -174,7 +201,7 @@ async fn dispatch(
                 .instrument(span)
                 .await
         }
-        Request::ReadChunk {
+        ChunkRequest::ReadChunk {
             handle,
             version,
             offset,
@@ -186,7 +213,43 @@ async fn dispatch(
                 .instrument(span)
                 .await
         }
-        Request::GrantLease {
+        ChunkRequest::Append {
+            handle,
+            version,
+            len,
+            ..
+        } => {
+            let span = tracing::debug_span!("append", %handle, %version, len);
+            crate::append::append(ctx, conn, id, handle, version, len)
+                .instrument(span)
+                .await
+        }
+        ChunkRequest::ChunkLength {
+            handle, version, ..
+        } => {
+            let response = crate::append::chunk_length(ctx, handle, version).await;
+            conn.reply(id, response).await.map_err(Into::into)
+        }
+        ChunkRequest::WritePacket { .. } => {
+            let code = ErrorCode::BadRequest {
+                reason: "WritePacket outside a write or an append".into(),
+            };
+            conn.reply(id, Response::Error(code))
+                .await
+                .map_err(Into::into)
+        }
+    }
+}
+
+/// The master's orders.
+async fn master_link(
+    ctx: &Arc<Ctx>,
+    conn: &mut Conn,
+    id: RequestId,
+    order: MasterOrder,
+) -> Result<(), ProtocolError> {
+    match order {
+        MasterOrder::GrantLease {
             handle,
             from,
             version,
@@ -213,24 +276,36 @@ async fn dispatch(
                 .unwrap_or_else(Response::Error);
             conn.reply(id, response).await.map_err(Into::into)
         }
-        r @ (Request::BumpVersion { .. }
-        | Request::TruncateChunk { .. }
-        | Request::ChunkLength { .. }) => {
-            let response = crate::append::chunk_request(ctx, r).await;
-            conn.reply(id, response).await.map_err(Into::into)
-        }
-        Request::Append {
+    }
+}
+
+/// A primary's orders to this server as its secondary.
+async fn peer_link(
+    ctx: &Arc<Ctx>,
+    conn: &mut Conn,
+    id: RequestId,
+    order: PeerOrder,
+) -> Result<(), ProtocolError> {
+    match order {
+        PeerOrder::BumpVersion {
             handle,
+            from,
             version,
-            len,
             ..
         } => {
-            let span = tracing::debug_span!("append", %handle, %version, len);
-            crate::append::append(ctx, conn, id, handle, version, len)
-                .instrument(span)
-                .await
+            let response = crate::append::bump(ctx, handle, from, version).await;
+            conn.reply(id, response).await.map_err(Into::into)
         }
-        Request::AppendForward {
+        PeerOrder::TruncateChunk {
+            handle,
+            version,
+            size,
+            ..
+        } => {
+            let response = crate::append::truncate(ctx, handle, version, size).await;
+            conn.reply(id, response).await.map_err(Into::into)
+        }
+        PeerOrder::AppendForward {
             handle,
             version,
             offset,
@@ -241,15 +316,6 @@ async fn dispatch(
             crate::append::forwarded(ctx, conn, id, handle, version, offset, len)
                 .instrument(span)
                 .await
-        }
-        other => {
-            // `access::admit` lets only the requests above through.
-            let code = ErrorCode::BadRequest {
-                reason: format!("{} is not a chunkserver request", other.name()),
-            };
-            conn.reply(id, Response::Error(code))
-                .await
-                .map_err(Into::into)
         }
     }
 }

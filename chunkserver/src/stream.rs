@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dfs_protocol::ChunkRequest;
 use dfs_protocol::{Body, ChunkHandle, ChunkVersion, ErrorCode, ProtocolError, Request, RequestId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -41,7 +42,9 @@ pub(crate) async fn next_packet(
         Err(_) => return Err(timed_out("a packet")),
     };
     match frame.body {
-        Body::Request(Request::WritePacket { last }) if frame.request_id == id => {
+        Body::Request(Request::Chunk(ChunkRequest::WritePacket { last }))
+            if frame.request_id == id =>
+        {
             Ok((last, frame.payload))
         }
         _ => Err(ProtocolError::Unexpected {

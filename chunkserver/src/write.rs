@@ -2,6 +2,7 @@
 //! replica of the chain as it arrives.
 
 use dfs_protocol::auth::ChunkToken;
+use dfs_protocol::ChunkRequest;
 use dfs_protocol::{
     ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, Request, RequestId, Response,
 };
@@ -85,7 +86,8 @@ pub(crate) async fn write_chunk(
                 });
             } else if let Some(d) = down.as_mut() {
                 let packet =
-                    Frame::request(d.id, Request::WritePacket { last }).with_payload(payload);
+                    Frame::request(d.id, Request::Chunk(ChunkRequest::WritePacket { last }))
+                        .with_payload(payload);
                 let sent = tokio::time::timeout(io_timeout, d.conn.send(&packet)).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     failure = Some(ErrorCode::ReplicaFailed {
@@ -179,12 +181,12 @@ async fn open_downstream(
     let id = conn.next_request_id();
     let open = Frame::request(
         id,
-        Request::WriteChunk {
+        Request::Chunk(ChunkRequest::WriteChunk {
             handle: token.handle,
             version: token.version,
             downstream: rest.to_vec(),
             token,
-        },
+        }),
     );
     conn.send(&open).await.map_err(|e| unavailable(e.into()))?;
     Ok(Downstream {

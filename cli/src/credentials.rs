@@ -1,9 +1,10 @@
 //! Where the `dfs` binary finds credentials.
 //!
 //! Client verbs, in order: `--key-file`, `$DFS_KEY` (the key line itself),
-//! `$DFS_SECRET` (the cluster secret: admin), then the key `dfs up` stored for this
-//! master under the config dir. Servers: `--secret-file`, then `$DFS_SECRET`; a
-//! master with neither uses (or creates) `cluster.secret` in its data dir. There is
+//! `$DFS_SECRET` (the cluster secret: admin), the config file's `key_file`, then the
+//! key `dfs up` stored for this master under the config dir. Servers:
+//! `--secret-file`, `$DFS_SECRET`, then the config file's `secret_file`; a master with
+//! none uses (or creates) `cluster.secret` in its data dir. There is
 //! no default credential: without one, a client verb says how to get one.
 
 use std::path::{Path, PathBuf};
@@ -52,8 +53,14 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<ClientKey> {
     ClientKey::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// The identity a client verb proves to the cluster at `master`.
-pub fn client_identity(key_file: Option<&Path>, master: &str) -> anyhow::Result<Identity> {
+/// The identity a client verb proves to the cluster at `master`: `--key-file`,
+/// `$DFS_KEY`, `$DFS_SECRET`, the config file's `key_file`, then the key `dfs up`
+/// stored for `master`.
+pub fn client_identity(
+    key_file: Option<&Path>,
+    config: &crate::config::Config,
+    master: &str,
+) -> anyhow::Result<Identity> {
     if let Some(path) = key_file {
         return Ok(Identity::key(&read_key_file(path)?));
     }
@@ -65,6 +72,9 @@ pub fn client_identity(key_file: Option<&Path>, master: &str) -> anyhow::Result<
         let secret = ClusterSecret::parse(&line).context("$DFS_SECRET")?;
         return Ok(Identity::cluster_admin(&secret));
     }
+    if let Some(path) = &config.key_file {
+        return Ok(Identity::key(&read_key_file(path)?));
+    }
     if let Some(path) = default_key_path(master).filter(|p| p.exists()) {
         return Ok(Identity::key(&read_key_file(&path)?));
     }
@@ -74,16 +84,28 @@ pub fn client_identity(key_file: Option<&Path>, master: &str) -> anyhow::Result<
     )
 }
 
-/// The cluster secret a server was given, if any: `--secret-file`, then `$DFS_SECRET`.
-pub fn server_secret(secret_file: Option<&Path>) -> anyhow::Result<Option<ClusterSecret>> {
+/// The cluster secret a server was given, if any: `--secret-file`, then
+/// `$DFS_SECRET`, then the config file's `secret_file`.
+pub fn server_secret(
+    secret_file: Option<&Path>,
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<ClusterSecret>> {
     if let Some(path) = secret_file {
         let text = read_line_file(path, "secret file")?;
         return Ok(Some(
             ClusterSecret::parse(&text).with_context(|| format!("{}", path.display()))?,
         ));
     }
-    match env_value(SECRET_ENV) {
-        Some(line) => Ok(Some(ClusterSecret::parse(&line).context("$DFS_SECRET")?)),
+    if let Some(line) = env_value(SECRET_ENV) {
+        return Ok(Some(ClusterSecret::parse(&line).context("$DFS_SECRET")?));
+    }
+    match &config.secret_file {
+        Some(path) => {
+            let text = read_line_file(path, "secret file")?;
+            Ok(Some(
+                ClusterSecret::parse(&text).with_context(|| format!("{}", path.display()))?,
+            ))
+        }
         None => Ok(None),
     }
 }

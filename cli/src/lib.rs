@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`cluster`]: `LocalCluster`, a master and N chunkservers in one process.
+//! - [`config`]: the config file (`config.toml`, `--config`).
 //! - [`credentials`]: where client verbs and servers find keys and the cluster secret.
 //! - [`tls`]: the cluster CA and certificates (`dfs tls init`), loading them.
 //! - [`units`]: parsing sizes (`64MiB`) and durations (`500ms`) from the command line.
@@ -10,6 +11,7 @@
 //! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
 
 pub mod cluster;
+pub mod config;
 pub mod credentials;
 pub mod output;
 pub mod progress;

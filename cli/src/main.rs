@@ -294,6 +294,9 @@ struct MasterArgs {
     /// Serve, and dial chunkservers, over TLS with the files `dfs tls init` wrote to DIR.
     #[arg(long, value_name = "DIR")]
     tls: Option<PathBuf>,
+    /// A config file (TOML: secret_file, tls); flags and environment come first.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// How long chunk tokens handed out with locations stay valid.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     token_ttl: Duration,
@@ -331,6 +334,9 @@ struct ChunkserverArgs {
     /// Serve, and dial the master and peers, over TLS with the files in DIR.
     #[arg(long, value_name = "DIR")]
     tls: Option<PathBuf>,
+    /// A config file (TOML: secret_file, tls); flags and environment come first.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// File holding the cluster secret (else $DFS_SECRET; the master wrote it to its data dir).
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -517,10 +523,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.lease = a.lease;
             config.token_ttl = a.token_ttl;
             config.forget_dead_after = a.forget_dead_after;
-            if let Some(dir) = &a.tls {
+            let file = match &a.config {
+                Some(p) => dfs_cli::config::read(p)?,
+                None => Default::default(),
+            };
+            if let Some(dir) = a.tls.as_ref().or(file.tls.as_ref()) {
                 config.tls = Some(dfs_cli::tls::load_server(dir)?);
             }
-            config.secret = credentials::server_secret(a.secret_file.as_deref())?;
+            config.secret = credentials::server_secret(a.secret_file.as_deref(), &file)?;
             config.validate()?;
             if let Some(adv) = &a.advertise {
                 tracing::info!(advertise = %adv, "clients should dial the advertised address");
@@ -531,8 +541,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Chunkserver(a) => {
-            let secret =
-                credentials::server_secret(a.secret_file.as_deref())?.with_context(|| {
+            let file = match &a.config {
+                Some(p) => dfs_cli::config::read(p)?,
+                None => Default::default(),
+            };
+            let secret = credentials::server_secret(a.secret_file.as_deref(), &file)?
+                .with_context(|| {
                     "no cluster secret: pass --secret-file or set $DFS_SECRET \
                  (the master wrote it to cluster.secret in its data dir)"
                 })?;
@@ -544,7 +558,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.scrub_rate = a.scrub_rate;
             config.scrub_idle = a.scrub_idle;
             config.replication_rate = a.replication_rate;
-            if let Some(dir) = &a.tls {
+            if let Some(dir) = a.tls.as_ref().or(file.tls.as_ref()) {
                 config.tls = Some(dfs_cli::tls::load_server(dir)?);
             }
             config.validate()?;
@@ -566,10 +580,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         command => {
-            let mut identity = credentials::client_identity(cli.key_file.as_deref(), &cli.master)?;
+            let file = dfs_cli::config::client()?;
+            let mut identity =
+                credentials::client_identity(cli.key_file.as_deref(), &file, &cli.master)?;
             let ca = cli
                 .tls_ca
                 .clone()
+                .or(file.tls_ca.clone())
                 .or_else(|| dfs_cli::tls::default_ca_path(&cli.master).filter(|p| p.exists()));
             if let Some(ca) = ca {
                 identity = identity.with_tls(dfs_cli::tls::load_client(&ca)?);

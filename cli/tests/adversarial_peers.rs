@@ -17,6 +17,7 @@ use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, Credential, ErrorCode, Frame, PeerKind, ProtocolError,
     Request, Response, ServerId, HANDSHAKE_MAGIC, PROTOCOL_VERSION,
 };
+use dfs_protocol::{ChunkRequest, ChunkserverToMaster, ClientToMaster, MasterOrder, PeerOrder};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -124,9 +125,17 @@ async fn missing_wrong_replayed_and_removed_credentials_on_every_port() {
             // Missing: a request right after Hello, or before it.
             let mut conn = raw(&addr).await;
             hello(&mut conn).await;
-            refused_auth(conn.call(Request::Status).await, "request before Auth");
+            refused_auth(
+                conn.call(Request::Master(ClientToMaster::Status)).await,
+                "request before Auth",
+            );
             let mut conn = raw(&addr).await;
-            assert!(conn.call(Request::Status).await.is_err(), "before Hello");
+            assert!(
+                conn.call(Request::Master(ClientToMaster::Status))
+                    .await
+                    .is_err(),
+                "before Hello"
+            );
 
             // Wrong: unknown key, right name with a wrong secret, a wrong cluster secret.
             let why = refused_auth(
@@ -182,15 +191,23 @@ async fn missing_wrong_replayed_and_removed_credentials_on_every_port() {
             .await
             .expect("dial");
         let mut on_cs = dial(&cs, PeerKind::Client, &id, LIMIT).await.expect("dial");
-        let length = Request::ChunkLength {
+        let length = Request::Chunk(ChunkRequest::ChunkLength {
             handle: chunk.handle,
             version: chunk.version,
             token: chunk.token,
-        };
-        on_master.call(Request::Status).await.expect("works");
+        });
+        on_master
+            .call(Request::Master(ClientToMaster::Status))
+            .await
+            .expect("works");
         on_cs.call(length.clone()).await.expect("works");
         admin.remove_key("writer").await.expect("remove key");
-        let why = refused_auth(on_master.call(Request::Status).await, "removed key");
+        let why = refused_auth(
+            on_master
+                .call(Request::Master(ClientToMaster::Status))
+                .await,
+            "removed key",
+        );
         assert!(why.contains("removed"), "{why}");
         let mut refused = false;
         for _ in 0..100 {
@@ -247,7 +264,7 @@ async fn clients_cannot_send_server_messages_nor_take_a_chunkserver_id() {
             .await
             .expect("dial");
         for request in [
-            Request::GrantLease {
+            Request::Order(MasterOrder::GrantLease {
                 handle: chunk.handle,
                 from: Some(chunk.version),
                 version: next,
@@ -256,34 +273,34 @@ async fn clients_cannot_send_server_messages_nor_take_a_chunkserver_id() {
                 chunk_size: 1 << 20,
                 max_append: 1 << 18,
                 token: order(next),
-            },
-            Request::BumpVersion {
+            }),
+            Request::Peer(PeerOrder::BumpVersion {
                 handle: chunk.handle,
                 from: Some(chunk.version),
                 version: next,
                 token: order(next),
-            },
-            Request::TruncateChunk {
+            }),
+            Request::Peer(PeerOrder::TruncateChunk {
                 handle: chunk.handle,
                 version: chunk.version,
                 size: 0,
                 token: order(chunk.version),
-            },
+            }),
         ] {
             let name = request.name();
             forbidden(conn.call(request).await, name);
         }
         // A rewrite of the sealed chunk at offset 0, data and all.
         let id = conn.next_request_id();
-        let head = Request::AppendForward {
+        let head = Request::Peer(PeerOrder::AppendForward {
             handle: chunk.handle,
             version: chunk.version,
             offset: 0,
             len: 5,
             token: order(chunk.version),
-        };
+        });
         conn.send(&Frame::request(id, head)).await.expect("send");
-        let packet = Frame::request(id, Request::WritePacket { last: true })
+        let packet = Frame::request(id, Request::Chunk(ChunkRequest::WritePacket { last: true }))
             .with_payload(Bytes::from_static(b"owned"));
         conn.send(&packet).await.expect("send");
         forbidden(
@@ -297,42 +314,46 @@ async fn clients_cannot_send_server_messages_nor_take_a_chunkserver_id() {
             .await
             .expect("dial");
         let victim = admin.status().await.expect("status").chunkservers[0].clone();
-        let register = |server: ServerId, id_key: [u8; 32]| Request::Register {
-            server,
-            addr: "127.0.0.1:9".into(),
-            capacity: 1 << 40,
-            used: 0,
-            chunks: vec![dfs_protocol::ChunkReport {
-                handle: chunk.handle,
-                version: ChunkVersion(chunk.version.0 + 100),
-                size: 0,
-            }],
-            id_key,
+        let register = |server: ServerId, id_key: [u8; 32]| {
+            Request::Report(ChunkserverToMaster::Register {
+                server,
+                addr: "127.0.0.1:9".into(),
+                capacity: 1 << 40,
+                used: 0,
+                chunks: vec![dfs_protocol::ChunkReport {
+                    handle: chunk.handle,
+                    version: ChunkVersion(chunk.version.0 + 100),
+                    size: 0,
+                }],
+                id_key,
+            })
         };
         forbidden(
             conn.call(register(victim.id, [0; 32])).await,
             "a client registering",
         );
-        let heartbeat = |server| Request::Heartbeat {
-            server,
-            capacity: 1,
-            used: 0,
-            added: Vec::new(),
-            removed: vec![chunk.handle],
-            corrupt: vec![chunk.handle],
-            load: 0,
-            leases: Vec::new(),
-            keys_epoch: 0,
+        let heartbeat = |server| {
+            Request::Report(ChunkserverToMaster::Heartbeat {
+                server,
+                capacity: 1,
+                used: 0,
+                added: Vec::new(),
+                removed: vec![chunk.handle],
+                corrupt: vec![chunk.handle],
+                load: 0,
+                leases: Vec::new(),
+                keys_epoch: 0,
+            })
         };
         forbidden(conn.call(heartbeat(victim.id)).await, "a client heartbeat");
         let r = conn
-            .call(Request::ReadChunk {
+            .call(Request::Chunk(ChunkRequest::ReadChunk {
                 handle: chunk.handle,
                 version: chunk.version,
                 offset: 0,
                 len: 10,
                 token: chunk.token,
-            })
+            }))
             .await;
         assert!(
             matches!(r, Err(ProtocolError::Remote(ErrorCode::BadRequest { .. }))),
@@ -412,12 +433,13 @@ async fn forged_tampered_expired_and_cross_chunk_tokens_are_refused() {
         let mut conn = dial(&addr, PeerKind::Client, &Identity::key(&reader), LIMIT)
             .await
             .expect("dial");
-        let length =
-            |handle: ChunkHandle, version: ChunkVersion, token: ChunkToken| Request::ChunkLength {
+        let length = |handle: ChunkHandle, version: ChunkVersion, token: ChunkToken| {
+            Request::Chunk(ChunkRequest::ChunkLength {
                 handle,
                 version,
                 token,
-            };
+            })
+        };
         // The genuine token works.
         let r = conn
             .call(length(a.handle, a.version, a.token))
@@ -466,12 +488,12 @@ async fn forged_tampered_expired_and_cross_chunk_tokens_are_refused() {
         // cannot write even with a write token.
         let write = |conn: &mut TcpConn, token: ChunkToken| {
             let id = conn.next_request_id();
-            let head = Request::WriteChunk {
+            let head = Request::Chunk(ChunkRequest::WriteChunk {
                 handle: a.handle,
                 version: a.version,
                 downstream: Vec::new(),
                 token,
-            };
+            });
             (id, head)
         };
         let mut rw = dial(&addr, PeerKind::Client, &Identity::key(&writer), LIMIT)
@@ -487,8 +509,9 @@ async fn forged_tampered_expired_and_cross_chunk_tokens_are_refused() {
         ] {
             let (id, head) = write(conn, token);
             conn.send(&Frame::request(id, head)).await.expect("send");
-            let packet = Frame::request(id, Request::WritePacket { last: true })
-                .with_payload(Bytes::from_static(b"overwritten"));
+            let packet =
+                Frame::request(id, Request::Chunk(ChunkRequest::WritePacket { last: true }))
+                    .with_payload(Bytes::from_static(b"overwritten"));
             conn.send(&packet).await.expect("send");
             let r = conn.recv_response(id, "WriteChunk").await;
             assert!(

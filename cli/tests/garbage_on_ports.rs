@@ -5,6 +5,7 @@ mod common;
 
 use common::{bounded, cluster, data};
 use dfs_client::PutOptions;
+use dfs_protocol::{ChunkRequest, MasterOrder, PeerOrder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -96,28 +97,29 @@ async fn hostile_append_requests_are_refused() {
         for (conn, head) in [
             (
                 &mut peer,
-                Request::AppendForward {
+                Request::Peer(PeerOrder::AppendForward {
                     handle,
                     version,
                     offset: 0,
                     len: u64::MAX,
                     token: token(version, ops::ORDER),
-                },
+                }),
             ),
             (
                 &mut conn,
-                Request::Append {
+                Request::Chunk(ChunkRequest::Append {
                     handle,
                     version,
                     len: 5,
                     token: token(version, ops::APPEND),
-                },
+                }),
             ),
         ] {
             let id = conn.next_request_id();
             conn.send(&Frame::request(id, head)).await.expect("send");
-            let packet = Frame::request(id, Request::WritePacket { last: true })
-                .with_payload(Bytes::from_static(b"hello"));
+            let packet =
+                Frame::request(id, Request::Chunk(ChunkRequest::WritePacket { last: true }))
+                    .with_payload(Bytes::from_static(b"hello"));
             conn.send(&packet).await.expect("send packet");
             let answer = conn.recv_response(id, "append").await;
             assert!(
@@ -131,11 +133,11 @@ async fn hostile_append_requests_are_refused() {
             );
         }
         let answer = conn
-            .call(Request::ChunkLength {
+            .call(Request::Chunk(ChunkRequest::ChunkLength {
                 handle,
                 version,
                 token: token(version, ops::READ),
-            })
+            }))
             .await;
         assert!(
             matches!(
@@ -146,7 +148,7 @@ async fn hostile_append_requests_are_refused() {
             ),
             "{answer:?}"
         );
-        let grant = Request::GrantLease {
+        let grant = Request::Order(MasterOrder::GrantLease {
             handle,
             from: Some(version),
             version: ChunkVersion(2),
@@ -155,7 +157,7 @@ async fn hostile_append_requests_are_refused() {
             chunk_size: 1 << 20,
             max_append: 0,
             token: token(ChunkVersion(2), ops::ORDER),
-        };
+        });
         let as_master = Identity::master(&secret);
         let mut master = dfs_protocol::net::dial(&addr, PeerKind::Client, &as_master, limit)
             .await

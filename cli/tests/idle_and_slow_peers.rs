@@ -13,6 +13,7 @@ use dfs_client::{Client, ClusterSecret, Identity, PutOptions};
 use dfs_protocol::auth::{ops, unix_now};
 use dfs_protocol::net::{dial, TcpConn};
 use dfs_protocol::{ChunkHandle, ChunkToken, ChunkVersion, Frame, PeerKind, Request};
+use dfs_protocol::{ChunkRequest, ClientToMaster};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -75,12 +76,12 @@ async fn slow_writer(
             unix_now() + 600,
         );
         let id = conn.next_request_id();
-        let head = Request::WriteChunk {
+        let head = Request::Chunk(ChunkRequest::WriteChunk {
             handle,
             version: ChunkVersion::FIRST,
             downstream: Vec::new(),
             token,
-        };
+        });
         conn.send(&Frame::request(id, head)).await.expect("send");
     }
     // A frame prelude announcing a 1 MiB payload, then one byte of it.
@@ -108,7 +109,10 @@ async fn slow_reader(addr: &str, identity: &Identity, read: Option<Request>) -> 
             // The master: many requests whose answers are never read.
             for _ in 0..200 {
                 let id = conn.next_request_id();
-                let r = Frame::request(id, Request::List { path: "/".into() });
+                let r = Frame::request(
+                    id,
+                    Request::Master(ClientToMaster::List { path: "/".into() }),
+                );
                 if conn.send(&r).await.is_err() {
                     break;
                 }
@@ -169,13 +173,13 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
             }
             for _ in 0..SLOW {
                 held.push(slow_writer(addr, &admin, &secret, *chunkserver).await);
-                let read = chunkserver.then(|| Request::ReadChunk {
+                let read = chunkserver.then(|| Request::Chunk(ChunkRequest::ReadChunk {
                     handle: chunk.handle,
                     version: chunk.version,
                     offset: 0,
                     len: 8 << 20,
                     token: chunk.token,
-                });
+                }));
                 held.push(slow_reader(addr, &admin, read).await);
             }
         }

@@ -179,6 +179,25 @@ async fn keys_roles_and_missing_credentials_through_the_binary() {
         let o = ok(dfs(&m, &home, &r, &["cat", "/f"]).await);
         assert_eq!(o.stdout, b"hello");
 
+        // The config file names a key file: used when nothing else is given.
+        let config_dir = home.join("config/dfs");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        std::fs::write(
+            config_dir.join("config.toml"),
+            format!("key_file = {kf:?}\n"),
+        )
+        .expect("config");
+        ok(dfs(&m, &home, &[], &["ls", "/"]).await);
+        denied(&dfs(&m, &home, &[], &["key", "ls"]).await, "config key ls");
+        std::fs::write(config_dir.join("config.toml"), "key_flie = 1\n").expect("config");
+        let o = dfs(&m, &home, &[], &["ls", "/"]).await;
+        assert!(
+            stderr(&o).contains("key_flie"),
+            "a typo is reported: {}",
+            stderr(&o)
+        );
+        std::fs::remove_file(config_dir.join("config.toml")).expect("rm config");
+
         // A removed key stops at once; a wrong one gets one clear line.
         ok(dfs(&m, &home, &b, &["key", "rm", "reader"]).await);
         let o = dfs(&m, &home, &r, &["ls", "/"]).await;
@@ -242,32 +261,45 @@ async fn a_chunkserver_without_the_secret_cannot_join() {
         assert!(!o.status.success());
         assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
 
-        // A secret file works (and is how operators pass it).
+        // A secret file works (and is how operators pass it), directly or named by
+        // a config file.
         let file = dir.path().join("secret");
         std::fs::write(&file, cluster.secret().encode()).expect("secret file");
-        let mut good = Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["chunkserver", "--listen", "127.0.0.1:0", "--master", &m])
-            .args(["--heartbeat", "100ms", "--secret-file"])
-            .arg(&file)
-            .arg("--data")
-            .arg(dir.path().join("good"))
-            .env_remove("DFS_SECRET")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn");
+        let config = dir.path().join("chunkserver.toml");
+        std::fs::write(&config, "secret_file = \"secret\"\n").expect("config file");
+        let mut good = Vec::new();
+        for (flag, path, data) in [
+            ("--secret-file", &file, "good1"),
+            ("--config", &config, "good2"),
+        ] {
+            good.push(
+                Command::new(env!("CARGO_BIN_EXE_dfs"))
+                    .args(["chunkserver", "--listen", "127.0.0.1:0", "--master", &m])
+                    .args(["--heartbeat", "100ms", flag])
+                    .arg(path)
+                    .arg("--data")
+                    .arg(dir.path().join(data))
+                    .env_remove("DFS_SECRET")
+                    .env("RUST_LOG", "error")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("spawn"),
+            );
+        }
         let c = cluster.client();
-        wait_until(Duration::from_secs(20), "the fourth chunkserver", || async {
-            matches!(c.status().await, Ok(s) if s.chunkservers.iter().filter(|s| s.alive).count() == 4)
+        wait_until(Duration::from_secs(20), "two more chunkservers", || async {
+            matches!(c.status().await, Ok(s) if s.chunkservers.iter().filter(|s| s.alive).count() == 5)
         })
         .await;
         let status = c.status().await.expect("status");
-        assert_eq!(status.chunkservers.len(), 4, "the refused ones never joined");
-        let _ = good.start_kill();
-        let _ = good.wait().await;
+        assert_eq!(status.chunkservers.len(), 5, "the refused ones never joined");
+        for mut g in good {
+            let _ = g.start_kill();
+            let _ = g.wait().await;
+        }
         cluster.shutdown().await.expect("shutdown");
     })
     .await

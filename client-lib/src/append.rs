@@ -17,6 +17,7 @@ use dfs_protocol::{
     AppendLease, AppendReport, ChunkInfo, ErrorCode, FileStat, Frame, Request, Response,
     PACKET_SIZE,
 };
+use dfs_protocol::{ChunkRequest, ClientToMaster};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::client::Client;
@@ -88,12 +89,12 @@ impl Client {
         options: AppendOptions,
         report: Option<AppendReport>,
     ) -> Result<AppendLease, ClientError> {
-        let request = Request::AppendTarget {
+        let request = Request::Master(ClientToMaster::AppendTarget {
             path: path.to_string(),
             create: options.create,
             replication: options.replication,
             report,
-        };
+        });
         match self.master_call(request).await? {
             Response::AppendLease(lease) => {
                 self.cache_lease(path, Some(lease.clone()));
@@ -259,21 +260,21 @@ impl Client {
             .map_err(failed)?;
         let id = conn.next_request_id();
         let exchange = async {
-            let head = Request::Append {
+            let head = Request::Chunk(ChunkRequest::Append {
                 handle: lease.handle,
                 version: lease.version,
                 len: record.len() as u64,
                 token: lease.token,
-            };
+            });
             conn.send(&Frame::request(id, head)).await?;
             let mut at = 0;
             while at < record.len() {
                 let end = (at + PACKET_SIZE).min(record.len());
                 let packet = Frame::request(
                     id,
-                    Request::WritePacket {
+                    Request::Chunk(ChunkRequest::WritePacket {
                         last: end == record.len(),
-                    },
+                    }),
                 )
                 .with_payload(record.slice(at..end));
                 conn.send(&packet).await?;
@@ -348,11 +349,11 @@ impl Client {
     async fn chunk_length(&self, addr: &str, chunk: &ChunkInfo) -> Result<u64, ClientError> {
         let opts = &self.inner.options;
         let mut conn = self.inner.pool.get(addr, opts.connect_timeout).await?;
-        let request = Request::ChunkLength {
+        let request = Request::Chunk(ChunkRequest::ChunkLength {
             handle: chunk.handle,
             version: chunk.version,
             token: chunk.token,
-        };
+        });
         let answer = self
             .exchange(addr, async { conn.call(request).await })
             .await?;

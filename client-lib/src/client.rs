@@ -10,6 +10,7 @@ use dfs_protocol::{
     FileKind, FileStat, Frame, Identity, ProtocolError, Request, RequestId, Response, UploadId,
     CHECKSUM_BLOCK, PACKET_SIZE,
 };
+use dfs_protocol::{ChunkRequest, ClientToMaster};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -190,10 +191,10 @@ impl Client {
     }
 
     pub async fn mkdir(&self, path: &str, parents: bool) -> Result<(), ClientError> {
-        self.master_ok(Request::Mkdir {
+        self.master_ok(Request::Master(ClientToMaster::Mkdir {
             path: path.to_string(),
             parents,
-        })
+        }))
         .await
     }
 
@@ -205,39 +206,39 @@ impl Client {
         recursive: bool,
         skip_trash: bool,
     ) -> Result<(), ClientError> {
-        self.master_ok(Request::Delete {
+        self.master_ok(Request::Master(ClientToMaster::Delete {
             path: path.to_string(),
             recursive,
             skip_trash,
-        })
+        }))
         .await
     }
 
     /// Moves `src` to `dst` atomically, or into `dst` when that is a directory.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
-        self.master_ok(Request::Rename {
+        self.master_ok(Request::Master(ClientToMaster::Rename {
             src: src.to_string(),
             dst: dst.to_string(),
-        })
+        }))
         .await
     }
 
     /// Sets the replication of a file, or of every file below a directory; the cluster
     /// adds or trims replicas in the background.
     pub async fn set_replication(&self, path: &str, replication: u32) -> Result<(), ClientError> {
-        self.master_ok(Request::SetReplication {
+        self.master_ok(Request::Master(ClientToMaster::SetReplication {
             path: path.to_string(),
             replication,
-        })
+        }))
         .await
     }
 
     /// Starts (`on`) or cancels draining the chunkserver at `addr`.
     pub async fn decommission(&self, addr: &str, on: bool) -> Result<(), ClientError> {
-        self.master_ok(Request::Decommission {
+        self.master_ok(Request::Master(ClientToMaster::Decommission {
             addr: addr.to_string(),
             on,
-        })
+        }))
         .await
     }
 
@@ -248,7 +249,9 @@ impl Client {
         threshold_percent: Option<u32>,
     ) -> Result<BalanceReport, ClientError> {
         match self
-            .master_call(Request::Balance { threshold_percent })
+            .master_call(Request::Master(ClientToMaster::Balance {
+                threshold_percent,
+            }))
             .await?
         {
             Response::Balance(report) => Ok(report),
@@ -258,9 +261,9 @@ impl Client {
 
     /// Puts the most recently removed entry that was at `path` back there.
     pub async fn trash_restore(&self, path: &str) -> Result<(), ClientError> {
-        self.master_ok(Request::TrashRestore {
+        self.master_ok(Request::Master(ClientToMaster::TrashRestore {
             path: path.to_string(),
-        })
+        }))
         .await
     }
 
@@ -268,9 +271,9 @@ impl Client {
     /// asked of its replicas, so it counts every acknowledged append.
     pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
         match self
-            .master_call(Request::Stat {
+            .master_call(Request::Master(ClientToMaster::Stat {
                 path: path.to_string(),
-            })
+            }))
             .await?
         {
             Response::Stat(mut stat) => {
@@ -294,11 +297,11 @@ impl Client {
         R: AsyncRead + Unpin,
     {
         let started = self
-            .master_call(Request::BeginPut {
+            .master_call(Request::Master(ClientToMaster::BeginPut {
                 path: path.to_string(),
                 replication: options.replication,
                 overwrite: options.overwrite,
-            })
+            }))
             .await?;
         let (upload, chunk_size) = match started {
             Response::PutStarted {
@@ -310,7 +313,9 @@ impl Client {
             Ok(total) => Ok(total),
             Err(e) => {
                 // Best effort: the master forgets idle uploads anyway.
-                let _ = self.master_call(Request::AbortPut { upload }).await;
+                let _ = self
+                    .master_call(Request::Master(ClientToMaster::AbortPut { upload }))
+                    .await;
                 Err(e)
             }
         }
@@ -331,7 +336,10 @@ impl Client {
         // One packet of look-ahead tells whether the packet being sent is a chunk's last.
         let mut next = read_packet(&mut reader, PACKET_SIZE as u64, chunk_size).await?;
         while !next.is_empty() {
-            let alloc = match self.master_call(Request::AllocateChunk { upload }).await? {
+            let alloc = match self
+                .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
+                .await?
+            {
                 Response::ChunkAllocated(a) => a,
                 other => return Err(self.unexpected(&other)),
             };
@@ -369,10 +377,10 @@ impl Client {
         if let Some(prev) = in_flight.take() {
             committed.push(self.confirm(prev).await?);
         }
-        self.master_ok(Request::CommitPut {
+        self.master_ok(Request::Master(ClientToMaster::CommitPut {
             upload,
             chunks: committed,
-        })
+        }))
         .await?;
         Ok(total)
     }
@@ -394,12 +402,12 @@ impl Client {
         let id = conn.next_request_id();
         let open = Frame::request(
             id,
-            Request::WriteChunk {
+            Request::Chunk(ChunkRequest::WriteChunk {
                 handle: alloc.handle,
                 version: alloc.version,
                 downstream: rest.to_vec(),
                 token: alloc.token,
-            },
+            }),
         );
         self.exchange(head, async { conn.send(&open).await.map_err(Into::into) })
             .await?;
@@ -427,7 +435,8 @@ impl Client {
                 reason: "no pipeline for the chunk".into(),
             });
         };
-        let frame = Frame::request(pipe.id, Request::WritePacket { last }).with_payload(packet);
+        let frame = Frame::request(pipe.id, Request::Chunk(ChunkRequest::WritePacket { last }))
+            .with_payload(packet);
         match self
             .exchange(&pipe.addr, async {
                 pipe.conn.send(&frame).await.map_err(Into::into)
@@ -461,11 +470,11 @@ impl Client {
                 _ => head.clone(),
             };
             tracing::info!(handle = %chunk.handle, %failed, error = %cause, "write pipeline broke; retrying on a new chain");
-            let retry = Request::RetryChunk {
+            let retry = Request::Master(ClientToMaster::RetryChunk {
                 upload: chunk.upload,
                 handle: chunk.handle,
                 failed: vec![failed],
-            };
+            });
             let alloc = match self.master_call(retry).await {
                 Ok(Response::ChunkAllocated(a)) => a,
                 // No chain left: the pipeline's failure is the one worth reporting.
@@ -483,8 +492,9 @@ impl Client {
             let mut resent = Ok(());
             for (i, packet) in chunk.packets.iter().enumerate() {
                 let last = chunk.complete && i + 1 == count;
-                let frame = Frame::request(pipe.id, Request::WritePacket { last })
-                    .with_payload(packet.clone());
+                let frame =
+                    Frame::request(pipe.id, Request::Chunk(ChunkRequest::WritePacket { last }))
+                        .with_payload(packet.clone());
                 resent = self
                     .exchange(&pipe.addr, async {
                         pipe.conn.send(&frame).await.map_err(Into::into)
@@ -625,13 +635,13 @@ impl Client {
         let id = conn.next_request_id();
         let request = Frame::request(
             id,
-            Request::ReadChunk {
+            Request::Chunk(ChunkRequest::ReadChunk {
                 handle: unit.chunk.handle,
                 version: unit.chunk.version,
                 offset: unit.offset,
                 len: unit.len,
                 token: unit.chunk.token,
-            },
+            }),
         );
         self.exchange(addr, async {
             conn.send(&request).await.map_err(Into::into)

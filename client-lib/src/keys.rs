@@ -2,6 +2,7 @@
 //! secret only).
 
 use dfs_protocol::auth::unseal;
+use dfs_protocol::ClientToMaster;
 use dfs_protocol::{ClientKey, KeyInfo, PeerKind, Request, Response, Role};
 
 use crate::client::Client;
@@ -24,10 +25,10 @@ impl Client {
             after: opts.connect_timeout,
         })?
         .map_err(|e| ClientError::peer(addr, e))?;
-        let request = Request::CreateKey {
+        let request = Request::Master(ClientToMaster::CreateKey {
             name: name.to_string(),
             role,
-        };
+        });
         let answer = self
             .exchange(addr, async { conn.call(request).await })
             .await?;
@@ -49,7 +50,10 @@ impl Client {
 
     /// Every key: names, roles, creation times; never secrets.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, ClientError> {
-        match self.master_call(Request::ListKeys).await? {
+        match self
+            .master_call(Request::Master(ClientToMaster::ListKeys))
+            .await?
+        {
             Response::Keys { keys } => Ok(keys),
             other => Err(self.unexpected(&other)),
         }
@@ -58,9 +62,9 @@ impl Client {
     /// Withdraws the key `name`: it stops working at once, also on open connections.
     pub async fn remove_key(&self, name: &str) -> Result<(), ClientError> {
         match self
-            .master_call(Request::RemoveKey {
+            .master_call(Request::Master(ClientToMaster::RemoveKey {
                 name: name.to_string(),
-            })
+            }))
             .await?
         {
             Response::Ok => Ok(()),

@@ -1,6 +1,7 @@
 //! Listings, which the master answers in pages of bounded size: one page at a time
 //! (for callers that stream, like `dfs ls`), or all pages gathered.
 
+use dfs_protocol::ClientToMaster;
 use dfs_protocol::{ClusterStatus, DirEntry, FsckReport, Request, Response, TrashInfo};
 
 use crate::client::Client;
@@ -19,11 +20,11 @@ impl Client {
         after: Option<String>,
         limit: u32,
     ) -> Result<(Vec<DirEntry>, Option<String>), ClientError> {
-        let request = Request::ListPage {
+        let request = Request::Master(ClientToMaster::ListPage {
             path: path.to_string(),
             after,
             limit,
-        };
+        });
         match self.master_call(request).await? {
             Response::ListingPage { entries, next } => Ok((entries, next)),
             other => Err(self.unexpected(&other)),
@@ -49,7 +50,7 @@ impl Client {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            let request = Request::TrashPage { after, limit: PAGE };
+            let request = Request::Master(ClientToMaster::TrashPage { after, limit: PAGE });
             match self.master_call(request).await? {
                 Response::TrashPage { entries, next } => {
                     out.extend(entries);
@@ -69,11 +70,11 @@ impl Client {
         let mut all: Option<FsckReport> = None;
         let mut after = None;
         loop {
-            let request = Request::FsckPage {
+            let request = Request::Master(ClientToMaster::FsckPage {
                 path: path.to_string(),
                 after,
                 limit: PAGE,
-            };
+            });
             match self.master_call(request).await? {
                 Response::FsckPage { report, next } => {
                     match all.as_mut() {
@@ -99,7 +100,7 @@ impl Client {
         let mut all: Option<ClusterStatus> = None;
         let mut after = None;
         loop {
-            let request = Request::StatusPage { after, limit: PAGE };
+            let request = Request::Master(ClientToMaster::StatusPage { after, limit: PAGE });
             match self.master_call(request).await? {
                 Response::StatusPage { status, next } => {
                     match all.as_mut() {

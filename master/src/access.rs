@@ -1,85 +1,74 @@
 //! Who may ask the master what: the key behind each credential in the handshake,
 //! the role each request needs, and the check that a client's key still exists on
 //! every request (so a removed key stops working at once, also on open connections).
+//!
+//! Requests come typed by link: a client's are `ClientToMaster`, a chunkserver's
+//! `ChunkserverToMaster`; any other link's requests are not the master's.
 
 use dfs_protocol::auth::{fingerprint, Peer, Role};
-use dfs_protocol::{ClusterSecret, Credential, ErrorCode, Request};
+use dfs_protocol::{
+    ChunkserverToMaster, ClientToMaster, ClusterSecret, Credential, ErrorCode, Request,
+};
 
 use crate::namespace::Namespace;
 
-/// What a request needs of the peer that sends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Need {
-    /// Any client key.
-    Client(Role),
-    /// A chunkserver (reporting about itself).
-    Chunkserver,
-    /// Nobody sends this to the master.
-    Never,
-}
-
-fn need(request: &Request) -> Need {
+/// The least role a client request needs.
+fn role_for(request: &ClientToMaster) -> Role {
     match request {
-        Request::List { .. }
-        | Request::Stat { .. }
-        | Request::Status
-        | Request::TrashList
-        | Request::Fsck { .. }
-        | Request::Balance {
+        ClientToMaster::List { .. }
+        | ClientToMaster::Stat { .. }
+        | ClientToMaster::Status
+        | ClientToMaster::TrashList
+        | ClientToMaster::Fsck { .. }
+        | ClientToMaster::Balance {
             threshold_percent: None,
         }
-        | Request::ListPage { .. }
-        | Request::TrashPage { .. }
-        | Request::FsckPage { .. }
-        | Request::StatusPage { .. } => Need::Client(Role::ReadOnly),
-        Request::Mkdir { .. }
-        | Request::Delete { .. }
-        | Request::Rename { .. }
-        | Request::TrashRestore { .. }
-        | Request::BeginPut { .. }
-        | Request::AllocateChunk { .. }
-        | Request::CommitPut { .. }
-        | Request::AbortPut { .. }
-        | Request::RetryChunk { .. }
-        | Request::SetReplication { .. }
-        | Request::AppendTarget { .. } => Need::Client(Role::ReadWrite),
-        Request::Decommission { .. }
-        | Request::Balance {
+        | ClientToMaster::ListPage { .. }
+        | ClientToMaster::TrashPage { .. }
+        | ClientToMaster::FsckPage { .. }
+        | ClientToMaster::StatusPage { .. } => Role::ReadOnly,
+        ClientToMaster::Mkdir { .. }
+        | ClientToMaster::Delete { .. }
+        | ClientToMaster::Rename { .. }
+        | ClientToMaster::TrashRestore { .. }
+        | ClientToMaster::BeginPut { .. }
+        | ClientToMaster::AllocateChunk { .. }
+        | ClientToMaster::CommitPut { .. }
+        | ClientToMaster::AbortPut { .. }
+        | ClientToMaster::RetryChunk { .. }
+        | ClientToMaster::SetReplication { .. }
+        | ClientToMaster::AppendTarget { .. } => Role::ReadWrite,
+        ClientToMaster::Decommission { .. }
+        | ClientToMaster::Balance {
             threshold_percent: Some(_),
         }
-        | Request::CreateKey { .. }
-        | Request::ListKeys
-        | Request::RemoveKey { .. } => Need::Client(Role::Admin),
-        Request::Register { .. } | Request::Heartbeat { .. } => Need::Chunkserver,
-        Request::Hello { .. }
-        | Request::Auth { .. }
-        | Request::Proof { .. }
-        | Request::WriteChunk { .. }
-        | Request::WritePacket { .. }
-        | Request::ReadChunk { .. }
-        | Request::GrantLease { .. }
-        | Request::BumpVersion { .. }
-        | Request::TruncateChunk { .. }
-        | Request::Append { .. }
-        | Request::AppendForward { .. }
-        | Request::ChunkLength { .. } => Need::Never,
+        | ClientToMaster::CreateKey { .. }
+        | ClientToMaster::ListKeys
+        | ClientToMaster::RemoveKey { .. } => Role::Admin,
     }
 }
 
-/// Whether `peer` may send `request` to the master.
+/// Whether `peer` may send `request` to the master: clients the client link, with
+/// the role it needs; chunkservers the chunkserver link, about themselves only.
 pub fn authorize(peer: &Peer, request: &Request) -> Result<(), ErrorCode> {
     let forbidden = |reason: String| Err(ErrorCode::Forbidden { reason });
-    match (need(request), peer) {
-        (Need::Client(want), Peer::Client { role, .. }) if *role >= want => Ok(()),
-        (Need::Client(want), Peer::Client { .. }) => forbidden(format!(
-            "{} needs a {} key; {peer} may not",
-            request.name(),
-            want.as_str()
-        )),
-        (Need::Chunkserver, Peer::Chunkserver { id }) => {
-            let claimed = match request {
-                Request::Register { server, .. } | Request::Heartbeat { server, .. } => server,
-                _ => id,
+    match (request, peer) {
+        (Request::Master(r), Peer::Client { role, .. }) => {
+            let want = role_for(r);
+            if *role >= want {
+                Ok(())
+            } else {
+                forbidden(format!(
+                    "{} needs a {} key; {peer} may not",
+                    r.name(),
+                    want.as_str()
+                ))
+            }
+        }
+        (Request::Report(r), Peer::Chunkserver { id }) => {
+            let claimed = match r {
+                ChunkserverToMaster::Register { server, .. }
+                | ChunkserverToMaster::Heartbeat { server, .. } => server,
             };
             if claimed == id {
                 Ok(())
@@ -89,13 +78,14 @@ pub fn authorize(peer: &Peer, request: &Request) -> Result<(), ErrorCode> {
                 ))
             }
         }
-        (Need::Never, _) => Err(ErrorCode::BadRequest {
+        (Request::Master(_) | Request::Report(_), _) => {
+            forbidden(format!("{peer} may not send {}", request.name()))
+        }
+        _ => Err(ErrorCode::BadRequest {
             reason: format!("{} is not a master request", request.name()),
         }),
-        _ => forbidden(format!("{peer} may not send {}", request.name())),
     }
 }
-
 /// The key behind `credential`, and who its holder is once proven.
 pub fn lookup(
     ns: &Namespace,

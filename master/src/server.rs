@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dfs_protocol::ChunkserverToMaster;
 use dfs_protocol::{Body, ErrorCode, Frame, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -198,9 +199,14 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
                     master
                         .admit(&accepted.peer, &request)
                         .and_then(|()| match request {
-                            Request::Heartbeat { .. } if !registered => Err(ErrorCode::Forbidden {
-                                reason: "heartbeat before a registration on this connection".into(),
-                            }),
+                            Request::Report(ChunkserverToMaster::Heartbeat { .. })
+                                if !registered =>
+                            {
+                                Err(ErrorCode::Forbidden {
+                                    reason: "heartbeat before a registration on this connection"
+                                        .into(),
+                                })
+                            }
                             _ => Ok(()),
                         });
                 if let Err(code) = admitted {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use dfs_protocol::auth::{ops, ChunkToken, TokenKey};
 use dfs_protocol::{
     Accepted, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
-    ClusterSecret, ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport, Peer,
-    ReplicateOrder, Request, Response, ServerId, TrashInfo, UploadId,
+    ClientToMaster, ClusterSecret, ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport,
+    Peer, ReplicateOrder, Request, Response, ServerId, TrashInfo, UploadId,
 };
 use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,7 @@ use crate::oplog::OpLog;
 use crate::store::Store;
 
 mod append;
+mod chunkservers;
 mod keys;
 mod pages;
 use append::MasterLease;
@@ -42,6 +43,8 @@ const MAX_COPIES_PER_ROUND: usize = 256;
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Files listed in an fsck report.
 const MAX_FSCK_PROBLEMS: usize = 10_000;
+/// The longest a request waits for the operation log to be durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Balancing moves under way at once: balancing is gradual.
 const MAX_MOVES: usize = 4;
 
@@ -237,8 +240,20 @@ impl Master {
         }
     }
 
+    /// Waits until the log holds `seq` durably. A log that cannot confirm within
+    /// `DURABLE_WAIT` (a hung disk) answers `Unavailable`: the outcome is unknown to
+    /// the client, as after any timeout, and no request waits for ever.
     async fn durable(&self, seq: u64) -> Result<(), OpError> {
-        Ok(self.log.wait_durable(seq).await?)
+        match tokio::time::timeout(DURABLE_WAIT, self.log.wait_durable(seq)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ErrorCode::Unavailable {
+                reason: format!(
+                    "the operation log did not confirm within {}s",
+                    DURABLE_WAIT.as_secs()
+                ),
+            }
+            .into()),
+        }
     }
 
     /// Plans and applies a mutation under the lock, then waits for it to be durable.
@@ -284,16 +299,33 @@ impl Master {
         crate::access::authorize(peer, request)
     }
 
-    /// Answers one request from the peer authenticated on the connection.
+    /// Answers one request from the peer authenticated on the connection: each link
+    /// has its own handler, which cannot be handed another link's requests.
     pub async fn handle(&self, from: &Accepted, request: Request) -> Result<Response, OpError> {
+        match request {
+            Request::Master(r) => self.client_request(from, r).await,
+            Request::Report(r) => self.report(from, r).await,
+            other => Err(ErrorCode::BadRequest {
+                reason: format!("{} is not a master request", other.name()),
+            }
+            .into()),
+        }
+    }
+
+    /// A client's request (the client link).
+    async fn client_request(
+        &self,
+        from: &Accepted,
+        request: ClientToMaster,
+    ) -> Result<Response, OpError> {
         let now = now_secs();
         match request {
-            Request::Mkdir { path, parents } => {
+            ClientToMaster::Mkdir { path, parents } => {
                 self.mutate(|st| Ok((st.ns.plan_mkdir(&path, parents, now)?, ())))
                     .await?;
                 Ok(Response::Ok)
             }
-            Request::List { path } => {
+            ClientToMaster::List { path } => {
                 let entries = self
                     .read(|st| {
                         // One frame per answer: larger directories are listed in pages.
@@ -311,8 +343,10 @@ impl Master {
                     .await?;
                 Ok(Response::Listing { entries })
             }
-            Request::Stat { path } => Ok(Response::Stat(self.read(|st| stat(st, &path)).await?)),
-            Request::Delete {
+            ClientToMaster::Stat { path } => {
+                Ok(Response::Stat(self.read(|st| stat(st, &path)).await?))
+            }
+            ClientToMaster::Delete {
                 path,
                 recursive,
                 skip_trash,
@@ -327,12 +361,12 @@ impl Master {
                 .await?;
                 Ok(Response::Ok)
             }
-            Request::Rename { src, dst } => {
+            ClientToMaster::Rename { src, dst } => {
                 self.mutate(|st| Ok((Some(st.ns.plan_rename(&src, &dst)?), ())))
                     .await?;
                 Ok(Response::Ok)
             }
-            Request::TrashList => {
+            ClientToMaster::TrashList => {
                 let retention = self.config.trash_retention.as_secs();
                 let entries = self
                     .read(|st| {
@@ -351,12 +385,12 @@ impl Master {
                     .await?;
                 Ok(Response::TrashListing { entries })
             }
-            Request::TrashRestore { path } => {
+            ClientToMaster::TrashRestore { path } => {
                 self.mutate(|st| Ok((Some(st.ns.plan_restore(&path)?), ())))
                     .await?;
                 Ok(Response::Ok)
             }
-            Request::BeginPut {
+            ClientToMaster::BeginPut {
                 path,
                 replication,
                 overwrite,
@@ -383,7 +417,7 @@ impl Master {
                     replication,
                 })
             }
-            Request::AllocateChunk { upload } => {
+            ClientToMaster::AllocateChunk { upload } => {
                 let alloc = self
                     .mutate(|st| {
                         let exclude = st.ns.decommissioned().clone();
@@ -395,7 +429,7 @@ impl Master {
                 tracing::debug!(handle = %alloc.handle, replicas = ?alloc.replicas, "chunk allocated");
                 Ok(Response::ChunkAllocated(alloc))
             }
-            Request::CommitPut { upload, chunks } => {
+            ClientToMaster::CommitPut { upload, chunks } => {
                 self.mutate(|st| {
                     let m = st
                         .ns
@@ -418,7 +452,7 @@ impl Master {
                 .await?;
                 Ok(Response::Ok)
             }
-            Request::AbortPut { upload } => {
+            ClientToMaster::AbortPut { upload } => {
                 self.mutate(|st| {
                     let m = st
                         .ns
@@ -429,222 +463,43 @@ impl Master {
                 .await?;
                 Ok(Response::Ok)
             }
-            Request::Status => Ok(Response::Status(self.read(|st| Ok(self.status(st))).await?)),
-            Request::Register {
-                server,
-                addr,
-                capacity,
-                used,
-                chunks,
-                id_key,
-            } => {
-                let key = dfs_protocol::auth::unseal(&from.session, 0, "server key", &id_key);
-                let fingerprint = dfs_protocol::auth::fingerprint(&key);
-                let enrolled = self
-                    .read(|st| Ok(st.ns.server_key(&server).copied()))
-                    .await?;
-                match enrolled {
-                    Some(fp) if fp == fingerprint => {}
-                    Some(_) => {
-                        return Err(ErrorCode::AuthFailed {
-                            reason: format!(
-                                "chunkserver id {server} is enrolled with another server key: \
-                                 another server is using this id"
-                            ),
-                        }
-                        .into())
-                    }
-                    None => {
-                        self.mutate(|st| {
-                            // Two first registrations racing: the first one wins.
-                            if st.ns.server_key(&server).is_some() {
-                                return Ok((None, ()));
-                            }
-                            Ok((
-                                Some(Mutation::EnrollServer {
-                                    server,
-                                    fingerprint,
-                                }),
-                                (),
-                            ))
-                        })
-                        .await?;
-                        let won = self
-                            .read(|st| Ok(st.ns.server_key(&server).copied()))
-                            .await?;
-                        if won != Some(fingerprint) {
-                            return Err(ErrorCode::AuthFailed {
-                                reason: format!(
-                                    "chunkserver id {server} was just enrolled by another server"
-                                ),
-                            }
-                            .into());
-                        }
-                        tracing::info!(%server, %addr, "chunkserver enrolled");
-                    }
-                }
-                tracing::info!(%server, %addr, chunks = chunks.len(), "chunkserver registered");
-                let mut st = self.lock();
-                let now = Instant::now();
-                let keys = keys::table(&st.ns, &from.session);
-                st.key_epochs.insert(server, keys.epoch);
-                let mine = of_server(server);
-                let old: Vec<_> = st.stale.range(mine.clone()).copied().collect();
-                for k in old {
-                    st.stale.remove(&k);
-                }
-                let old: Vec<_> = st.garbage_at.range(mine).copied().collect();
-                for k in old {
-                    st.garbage_at.remove(&k);
-                }
-                st.orders.remove(&server);
-                for m in note_reports(&mut st, server, &chunks) {
-                    self.log_apply(&mut st, m)?;
-                }
-                st.map.register(server, addr, capacity, used, chunks, now);
-                Ok(Response::Registered { keys })
+            ClientToMaster::Status => {
+                Ok(Response::Status(self.read(|st| Ok(self.status(st))).await?))
             }
-            Request::Heartbeat {
-                server,
-                capacity,
-                used,
-                added,
-                removed,
-                corrupt,
-                load,
-                leases,
-                keys_epoch,
-            } => {
-                let mut guard = self.lock();
-                let st = &mut *guard;
-                let now = Instant::now();
-                if !st.map.is_registered(&server) {
-                    // Reports from a server this master does not know are ignored
-                    // until it registers with its full list.
-                    return Ok(Response::HeartbeatAck {
-                        reregister: true,
-                        delete: Vec::new(),
-                        replicate: Vec::new(),
-                        extended: Vec::new(),
-                        keys: None,
-                    });
-                }
-                for m in note_reports(st, server, &added) {
-                    self.log_apply(st, m)?;
-                }
-                let (extended, sizes) = st.renew_leases(server, &leases, self.config.lease);
-                for m in sizes {
-                    self.log_apply(st, m)?;
-                }
-                for h in &corrupt {
-                    // Only chunks a file references count; anything else is noise
-                    // that must not grow the set.
-                    if st.ns.chunk(h).is_none() {
-                        continue;
-                    }
-                    tracing::warn!(chunk = %h, %server, "replica reported damaged");
-                    let n = st.corrupt.entry(*h).or_default();
-                    *n = n.saturating_add(1);
-                }
-                let known =
-                    st.map
-                        .heartbeat(server, capacity, used, load, added, removed.clone(), now);
-                for h in &removed {
-                    st.stale.remove(&(server, *h));
-                    st.trims.remove(&(server, *h));
-                    st.garbage_at.remove(&(server, *h));
-                    if !st.map.is_held(h) {
-                        st.garbage.remove(h);
-                    }
-                }
-                // Everything below looks only at this server's own entries.
-                let (delete, replicate) = if known && st.safe_until.is_none() {
-                    let mut delete: Vec<ChunkHandle> = st
-                        .garbage_at
-                        .range(of_server(server))
-                        .map(|(_, h)| h)
-                        .filter(|h| {
-                            st.garbage.contains(h)
-                                && st.map.holds(&server, h)
-                                && !st.ns.is_referenced(h)
-                                && !st.pending.contains(h)
-                        })
-                        .take(MAX_DELETES_PER_HEARTBEAT)
-                        .copied()
-                        .collect();
-                    delete.extend(
-                        st.stale
-                            .range(of_server(server))
-                            .map(|(_, h)| *h)
-                            .take(MAX_DELETES_PER_HEARTBEAT),
-                    );
-                    // A trim goes out only while the chunk keeps enough replicas without it.
-                    let trims: Vec<ChunkHandle> =
-                        st.trims.range(of_server(server)).map(|(_, h)| *h).collect();
-                    for h in trims {
-                        let keeps = st.ns.chunk(&h).is_some_and(|meta| {
-                            let others = st
-                                .effective(&h, meta.version, now)
-                                .iter()
-                                .filter(|(id, _)| *id != server)
-                                .count();
-                            others >= usize::try_from(meta.replication).unwrap_or(usize::MAX)
-                        });
-                        if keeps {
-                            delete.push(h);
-                        } else {
-                            st.trims.remove(&(server, h));
-                        }
-                    }
-                    (delete, st.orders.remove(&server).unwrap_or_default())
-                } else {
-                    (Vec::new(), Vec::new())
-                };
-                st.key_epochs.insert(server, keys_epoch);
-                let keys =
-                    (keys_epoch != st.ns.keys_epoch()).then(|| keys::table(&st.ns, &from.session));
-                Ok(Response::HeartbeatAck {
-                    reregister: !known,
-                    delete,
-                    replicate,
-                    extended,
-                    keys,
-                })
-            }
-            Request::Fsck { path } => Ok(Response::Fsck(
+            ClientToMaster::Fsck { path } => Ok(Response::Fsck(
                 self.read(|st| fsck(st, &path, None, MAX_FSCK_PROBLEMS))
                     .await?
                     .0,
             )),
-            Request::FsckPage { path, after, limit } => {
+            ClientToMaster::FsckPage { path, after, limit } => {
                 let limit = pages::limit(limit);
                 let (report, next) = self
                     .read(|st| fsck(st, &path, after.as_deref(), limit))
                     .await?;
                 Ok(Response::FsckPage { report, next })
             }
-            Request::ListPage { path, after, limit } => {
+            ClientToMaster::ListPage { path, after, limit } => {
                 let limit = pages::limit(limit);
                 let (entries, next) = self
                     .read(|st| st.ns.list_page(&path, after.as_deref(), limit))
                     .await?;
                 Ok(Response::ListingPage { entries, next })
             }
-            Request::TrashPage { after, limit } => {
+            ClientToMaster::TrashPage { after, limit } => {
                 let retention = self.config.trash_retention.as_secs();
                 let (entries, next) = self
                     .read(|st| Ok(pages::trash(st, after, pages::limit(limit), retention)))
                     .await?;
                 Ok(Response::TrashPage { entries, next })
             }
-            Request::StatusPage { after, limit } => {
+            ClientToMaster::StatusPage { after, limit } => {
                 let limit = pages::limit(limit);
                 let (status, next) = self
                     .read(|st| Ok(pages::status(self.status(st), after.as_deref(), limit)))
                     .await?;
                 Ok(Response::StatusPage { status, next })
             }
-            Request::RetryChunk {
+            ClientToMaster::RetryChunk {
                 upload,
                 handle,
                 failed,
@@ -673,7 +528,7 @@ impl Master {
                     .await?;
                 Ok(Response::ChunkAllocated(alloc))
             }
-            Request::SetReplication { path, replication } => {
+            ClientToMaster::SetReplication { path, replication } => {
                 let max = crate::config::MAX_REPLICATION;
                 if !(1..=max).contains(&replication) {
                     return Err(ErrorCode::InvalidArgument {
@@ -685,7 +540,7 @@ impl Master {
                     .await?;
                 Ok(Response::Ok)
             }
-            Request::Decommission { addr, on } => {
+            ClientToMaster::Decommission { addr, on } => {
                 self.mutate(|st| {
                     let server =
                         st.map
@@ -701,7 +556,7 @@ impl Master {
                 tracing::info!(%addr, on, "decommission");
                 Ok(Response::Ok)
             }
-            Request::Balance { threshold_percent } => {
+            ClientToMaster::Balance { threshold_percent } => {
                 let mut st = self.lock();
                 if let Some(p) = threshold_percent {
                     if p > 100 {
@@ -714,7 +569,7 @@ impl Master {
                 }
                 Ok(Response::Balance(balance_report(&st, Instant::now())))
             }
-            Request::AppendTarget {
+            ClientToMaster::AppendTarget {
                 path,
                 create,
                 replication,
@@ -723,32 +578,17 @@ impl Master {
                 self.append_target(&path, create, replication, report)
                     .await?,
             )),
-            Request::CreateKey { name, role } => self.create_key(from, name, role).await,
-            Request::ListKeys => Ok(Response::Keys {
+            ClientToMaster::CreateKey { name, role } => self.create_key(from, name, role).await,
+            ClientToMaster::ListKeys => Ok(Response::Keys {
                 keys: self.read(|st| Ok(keys::list(&st.ns))).await?,
             }),
-            Request::RemoveKey { name } => {
+            ClientToMaster::RemoveKey { name } => {
                 self.mutate(|st| Ok((Some(keys::plan_remove(&st.ns, &name)?), ())))
                     .await?;
                 tracing::info!(key = %name, "client key removed");
                 self.keys_everywhere().await;
                 Ok(Response::Ok)
             }
-            other @ (Request::Hello { .. }
-            | Request::Auth { .. }
-            | Request::Proof { .. }
-            | Request::WriteChunk { .. }
-            | Request::WritePacket { .. }
-            | Request::ReadChunk { .. }
-            | Request::GrantLease { .. }
-            | Request::BumpVersion { .. }
-            | Request::TruncateChunk { .. }
-            | Request::Append { .. }
-            | Request::AppendForward { .. }
-            | Request::ChunkLength { .. }) => Err(ErrorCode::BadRequest {
-                reason: format!("{} is not a master request", other.name()),
-            }
-            .into()),
         }
     }
 

@@ -16,7 +16,9 @@ pub enum PeerKind {
     Chunkserver,
 }
 
-/// A request, sent by whoever opened the connection.
+/// A request, sent by whoever opened the connection: the handshake, then the
+/// requests of one link. Each link has its own type, so a server's handler for
+/// one link cannot even be handed another link's request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// First frame on every connection.
@@ -25,8 +27,26 @@ pub enum Request {
         version: u32,
         peer: PeerKind,
     },
+    /// Who the dialer claims to be, and its fresh nonce. Answered `Challenge`.
+    Auth {
+        credential: Credential,
+        nonce: [u8; 32],
+    },
+    /// The dialer's proof over the transcript. Answered `Authenticated`.
+    Proof {
+        proof: [u8; 32],
+    },
+    Master(ClientToMaster),
+    Report(ChunkserverToMaster),
+    Chunk(ChunkRequest),
+    Order(MasterOrder),
+    Peer(PeerOrder),
+}
 
-    // --- namespace (client -> master) ---
+/// Requests a client sends the master: the namespace, puts, appends, listings,
+/// cluster administration and keys. A client connection carries nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientToMaster {
     Mkdir {
         path: String,
         parents: bool,
@@ -44,8 +64,6 @@ pub enum Request {
         recursive: bool,
         skip_trash: bool,
     },
-
-    // --- writes (client -> master) ---
     /// Start a put. Nothing is visible until `CommitPut`.
     BeginPut {
         path: String,
@@ -65,64 +83,6 @@ pub enum Request {
         upload: UploadId,
     },
     Status,
-
-    // --- chunkserver -> master ---
-    /// Sent on every (re)connection with the full list of chunks held.
-    Register {
-        server: ServerId,
-        addr: String,
-        capacity: u64,
-        used: u64,
-        chunks: Vec<ChunkReport>,
-        /// The server's own key (kept in its data dir), sealed for this connection
-        /// (`auth::seal`, epoch 0, name "server key"): the master binds it to the id
-        /// at the first registration and requires it afterwards.
-        id_key: [u8; 32],
-    },
-    /// Periodic liveness and the changes to the chunk list since the last heartbeat.
-    Heartbeat {
-        server: ServerId,
-        capacity: u64,
-        used: u64,
-        added: Vec<ChunkReport>,
-        removed: Vec<ChunkHandle>,
-        /// Replicas found damaged (and quarantined) since the last heartbeat; they are
-        /// in `removed` too.
-        corrupt: Vec<ChunkHandle>,
-        /// Requests being served right now.
-        load: u32,
-        /// Append leases this server holds as primary and used lately: the master
-        /// extends those it still grants (see `HeartbeatAck::extended`).
-        leases: Vec<LeaseReport>,
-        /// The epoch of the client key table this server holds (0: none yet).
-        keys_epoch: u64,
-    },
-
-    // --- to chunkservers ---
-    /// Opens a pipelined chunk write; followed by `WritePacket` frames with the same
-    /// request id. The receiver forwards to `downstream[0]` with the rest of the chain.
-    WriteChunk {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        downstream: Vec<String>,
-        /// The master's permission to write this chunk at this version.
-        token: ChunkToken,
-    },
-    /// One packet of chunk data (the frame payload). `last` ends the chunk.
-    WritePacket {
-        last: bool,
-    },
-    /// Read `len` bytes at `offset`; answered by `ReadData` frames until `last`, which
-    /// cover the range widened to whole checksum blocks.
-    ReadChunk {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        offset: u64,
-        len: u64,
-        token: ChunkToken,
-    },
-
-    // --- namespace, continued (client -> master) ---
     /// Atomic move of a file or directory; into `dst` when that is a directory.
     Rename {
         src: String,
@@ -159,8 +119,6 @@ pub enum Request {
     Balance {
         threshold_percent: Option<u32>,
     },
-
-    // --- record append ---
     /// Client -> master: the chunk to append to at `path` and its primary. Creates
     /// an empty file when `create` and the path is free. `report` says why the last
     /// answer no longer works (the chunk is full, or its primary failed).
@@ -170,74 +128,6 @@ pub enum Request {
         replication: Option<u32>,
         report: Option<AppendReport>,
     },
-    /// Master -> primary: take a lease on `handle` at `version` (its replicas move
-    /// there from `from`; `None` creates an empty chunk). The primary moves the
-    /// `secondaries` too, brings every replica to the shortest one's length, and
-    /// answers `LeaseGranted`. `lease_ms == 0` only syncs the replicas (closing).
-    GrantLease {
-        handle: ChunkHandle,
-        from: Option<ChunkVersion>,
-        version: ChunkVersion,
-        secondaries: Vec<String>,
-        lease_ms: u64,
-        chunk_size: u64,
-        max_append: u64,
-        /// The master's order on `handle` at `version`; passed on to the secondaries.
-        token: ChunkToken,
-    },
-    /// Primary -> secondary: move the replica from `from` (or create it, when `None`)
-    /// to `version`; answered `ChunkSize` with the replica's length.
-    BumpVersion {
-        handle: ChunkHandle,
-        from: Option<ChunkVersion>,
-        version: ChunkVersion,
-        token: ChunkToken,
-    },
-    /// Primary -> secondary: cut the replica back to `size` (bytes past it were never
-    /// acknowledged).
-    TruncateChunk {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        size: u64,
-        token: ChunkToken,
-    },
-    /// Client -> primary: one record of `len` bytes, sent in the `WritePacket` frames
-    /// that follow under the same request id. Answered `Appended`.
-    Append {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        len: u64,
-        token: ChunkToken,
-    },
-    /// Primary -> secondary: records to write at `offset`, in `WritePacket` frames
-    /// that follow. Answered `ChunkSize` once durable.
-    AppendForward {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        offset: u64,
-        len: u64,
-        token: ChunkToken,
-    },
-    /// The length of a replica at `version` (a primary answers what it acknowledged).
-    ChunkLength {
-        handle: ChunkHandle,
-        version: ChunkVersion,
-        /// Permission to read (or an order) on the chunk at this version.
-        token: ChunkToken,
-    },
-
-    // --- authentication (every connection, right after `Hello`) ---
-    /// Who the dialer claims to be, and its fresh nonce. Answered `Challenge`.
-    Auth {
-        credential: Credential,
-        nonce: [u8; 32],
-    },
-    /// The dialer's proof over the transcript. Answered `Authenticated`.
-    Proof {
-        proof: [u8; 32],
-    },
-
-    // --- client keys (admin client -> master) ---
     /// Issue a new key; answered `KeyCreated`.
     CreateKey {
         name: String,
@@ -247,8 +137,6 @@ pub enum Request {
     RemoveKey {
         name: String,
     },
-
-    // --- listings in pages (client -> master) ---
     /// Up to `limit` entries of a directory after the name `after`, in name order.
     ListPage {
         path: String,
@@ -273,6 +161,237 @@ pub enum Request {
     },
 }
 
+impl ClientToMaster {
+    /// The variant's name, for logs and "unexpected reply" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientToMaster::Mkdir { .. } => "Mkdir",
+            ClientToMaster::List { .. } => "List",
+            ClientToMaster::Stat { .. } => "Stat",
+            ClientToMaster::Delete { .. } => "Delete",
+            ClientToMaster::BeginPut { .. } => "BeginPut",
+            ClientToMaster::AllocateChunk { .. } => "AllocateChunk",
+            ClientToMaster::CommitPut { .. } => "CommitPut",
+            ClientToMaster::AbortPut { .. } => "AbortPut",
+            ClientToMaster::Status => "Status",
+            ClientToMaster::Rename { .. } => "Rename",
+            ClientToMaster::TrashList => "TrashList",
+            ClientToMaster::TrashRestore { .. } => "TrashRestore",
+            ClientToMaster::Fsck { .. } => "Fsck",
+            ClientToMaster::RetryChunk { .. } => "RetryChunk",
+            ClientToMaster::SetReplication { .. } => "SetReplication",
+            ClientToMaster::Decommission { .. } => "Decommission",
+            ClientToMaster::Balance { .. } => "Balance",
+            ClientToMaster::AppendTarget { .. } => "AppendTarget",
+            ClientToMaster::CreateKey { .. } => "CreateKey",
+            ClientToMaster::ListKeys => "ListKeys",
+            ClientToMaster::RemoveKey { .. } => "RemoveKey",
+            ClientToMaster::ListPage { .. } => "ListPage",
+            ClientToMaster::TrashPage { .. } => "TrashPage",
+            ClientToMaster::FsckPage { .. } => "FsckPage",
+            ClientToMaster::StatusPage { .. } => "StatusPage",
+        }
+    }
+}
+
+impl From<ClientToMaster> for Request {
+    fn from(r: ClientToMaster) -> Request {
+        Request::Master(r)
+    }
+}
+
+/// What a chunkserver sends the master about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkserverToMaster {
+    /// Sent on every (re)connection with the full list of chunks held.
+    Register {
+        server: ServerId,
+        addr: String,
+        capacity: u64,
+        used: u64,
+        chunks: Vec<ChunkReport>,
+        /// The server's own key (kept in its data dir), sealed for this connection
+        /// (`auth::seal`, epoch 0, name "server key"): the master binds it to the id
+        /// at the first registration and requires it afterwards.
+        id_key: [u8; 32],
+    },
+    /// Periodic liveness and the changes to the chunk list since the last heartbeat.
+    Heartbeat {
+        server: ServerId,
+        capacity: u64,
+        used: u64,
+        added: Vec<ChunkReport>,
+        removed: Vec<ChunkHandle>,
+        /// Replicas found damaged (and quarantined) since the last heartbeat; they are
+        /// in `removed` too.
+        corrupt: Vec<ChunkHandle>,
+        /// Requests being served right now.
+        load: u32,
+        /// Append leases this server holds as primary and used lately: the master
+        /// extends those it still grants (see `HeartbeatAck::extended`).
+        leases: Vec<LeaseReport>,
+        /// The epoch of the client key table this server holds (0: none yet).
+        keys_epoch: u64,
+    },
+}
+
+impl ChunkserverToMaster {
+    /// The variant's name, for logs and "unexpected reply" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChunkserverToMaster::Register { .. } => "Register",
+            ChunkserverToMaster::Heartbeat { .. } => "Heartbeat",
+        }
+    }
+}
+
+impl From<ChunkserverToMaster> for Request {
+    fn from(r: ChunkserverToMaster) -> Request {
+        Request::Report(r)
+    }
+}
+
+/// Requests on chunk data a chunkserver serves: from clients, and from peers (a
+/// pipeline's next hop, a copy) and the master. Each carries a chunk token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkRequest {
+    /// Opens a pipelined chunk write; followed by `WritePacket` frames with the same
+    /// request id. The receiver forwards to `downstream[0]` with the rest of the chain.
+    WriteChunk {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        downstream: Vec<String>,
+        /// The master's permission to write this chunk at this version.
+        token: ChunkToken,
+    },
+    /// One packet of chunk data (the frame payload). `last` ends the chunk.
+    WritePacket { last: bool },
+    /// Read `len` bytes at `offset`; answered by `ReadData` frames until `last`, which
+    /// cover the range widened to whole checksum blocks.
+    ReadChunk {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        len: u64,
+        token: ChunkToken,
+    },
+    /// Client -> primary: one record of `len` bytes, sent in the `WritePacket` frames
+    /// that follow under the same request id. Answered `Appended`.
+    Append {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        len: u64,
+        token: ChunkToken,
+    },
+    /// The length of a replica at `version` (a primary answers what it acknowledged).
+    ChunkLength {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        /// Permission to read (or an order) on the chunk at this version.
+        token: ChunkToken,
+    },
+}
+
+impl ChunkRequest {
+    /// The variant's name, for logs and "unexpected reply" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChunkRequest::WriteChunk { .. } => "WriteChunk",
+            ChunkRequest::WritePacket { .. } => "WritePacket",
+            ChunkRequest::ReadChunk { .. } => "ReadChunk",
+            ChunkRequest::Append { .. } => "Append",
+            ChunkRequest::ChunkLength { .. } => "ChunkLength",
+        }
+    }
+}
+
+impl From<ChunkRequest> for Request {
+    fn from(r: ChunkRequest) -> Request {
+        Request::Chunk(r)
+    }
+}
+
+/// The master's orders to a chunkserver it dials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MasterOrder {
+    /// Master -> primary: take a lease on `handle` at `version` (its replicas move
+    /// there from `from`; `None` creates an empty chunk). The primary moves the
+    /// `secondaries` too, brings every replica to the shortest one's length, and
+    /// answers `LeaseGranted`. `lease_ms == 0` only syncs the replicas (closing).
+    GrantLease {
+        handle: ChunkHandle,
+        from: Option<ChunkVersion>,
+        version: ChunkVersion,
+        secondaries: Vec<String>,
+        lease_ms: u64,
+        chunk_size: u64,
+        max_append: u64,
+        /// The master's order on `handle` at `version`; passed on to the secondaries.
+        token: ChunkToken,
+    },
+}
+
+impl MasterOrder {
+    /// The variant's name, for logs and "unexpected reply" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MasterOrder::GrantLease { .. } => "GrantLease",
+        }
+    }
+}
+
+impl From<MasterOrder> for Request {
+    fn from(r: MasterOrder) -> Request {
+        Request::Order(r)
+    }
+}
+
+/// A primary's orders to the secondaries of its lease (chunkserver to chunkserver).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerOrder {
+    /// Primary -> secondary: move the replica from `from` (or create it, when `None`)
+    /// to `version`; answered `ChunkSize` with the replica's length.
+    BumpVersion {
+        handle: ChunkHandle,
+        from: Option<ChunkVersion>,
+        version: ChunkVersion,
+        token: ChunkToken,
+    },
+    /// Primary -> secondary: cut the replica back to `size` (bytes past it were never
+    /// acknowledged).
+    TruncateChunk {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        size: u64,
+        token: ChunkToken,
+    },
+    /// Primary -> secondary: records to write at `offset`, in `WritePacket` frames
+    /// that follow. Answered `ChunkSize` once durable.
+    AppendForward {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        len: u64,
+        token: ChunkToken,
+    },
+}
+
+impl PeerOrder {
+    /// The variant's name, for logs and "unexpected reply" errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerOrder::BumpVersion { .. } => "BumpVersion",
+            PeerOrder::TruncateChunk { .. } => "TruncateChunk",
+            PeerOrder::AppendForward { .. } => "AppendForward",
+        }
+    }
+}
+
+impl From<PeerOrder> for Request {
+    fn from(r: PeerOrder) -> Request {
+        Request::Peer(r)
+    }
+}
 /// Why a client asks the master for an append target again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppendReport {
@@ -612,44 +731,13 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::Hello { .. } => "Hello",
-            Request::Mkdir { .. } => "Mkdir",
-            Request::List { .. } => "List",
-            Request::Stat { .. } => "Stat",
-            Request::Delete { .. } => "Delete",
-            Request::BeginPut { .. } => "BeginPut",
-            Request::AllocateChunk { .. } => "AllocateChunk",
-            Request::CommitPut { .. } => "CommitPut",
-            Request::AbortPut { .. } => "AbortPut",
-            Request::Status => "Status",
-            Request::Register { .. } => "Register",
-            Request::Heartbeat { .. } => "Heartbeat",
-            Request::WriteChunk { .. } => "WriteChunk",
-            Request::WritePacket { .. } => "WritePacket",
-            Request::ReadChunk { .. } => "ReadChunk",
-            Request::Rename { .. } => "Rename",
-            Request::TrashList => "TrashList",
-            Request::TrashRestore { .. } => "TrashRestore",
-            Request::Fsck { .. } => "Fsck",
-            Request::RetryChunk { .. } => "RetryChunk",
-            Request::SetReplication { .. } => "SetReplication",
-            Request::Decommission { .. } => "Decommission",
-            Request::Balance { .. } => "Balance",
-            Request::AppendTarget { .. } => "AppendTarget",
-            Request::GrantLease { .. } => "GrantLease",
-            Request::BumpVersion { .. } => "BumpVersion",
-            Request::TruncateChunk { .. } => "TruncateChunk",
-            Request::Append { .. } => "Append",
-            Request::AppendForward { .. } => "AppendForward",
-            Request::ChunkLength { .. } => "ChunkLength",
             Request::Auth { .. } => "Auth",
             Request::Proof { .. } => "Proof",
-            Request::CreateKey { .. } => "CreateKey",
-            Request::ListKeys => "ListKeys",
-            Request::RemoveKey { .. } => "RemoveKey",
-            Request::ListPage { .. } => "ListPage",
-            Request::TrashPage { .. } => "TrashPage",
-            Request::FsckPage { .. } => "FsckPage",
-            Request::StatusPage { .. } => "StatusPage",
+            Request::Master(r) => r.name(),
+            Request::Report(r) => r.name(),
+            Request::Chunk(r) => r.name(),
+            Request::Order(r) => r.name(),
+            Request::Peer(r) => r.name(),
         }
     }
 }

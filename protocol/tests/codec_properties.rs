@@ -44,114 +44,127 @@ fn request() -> impl Strategy<Value = Request> {
             version,
             peer: PeerKind::Client
         }),
-        (".*", any::<bool>()).prop_map(|(path, parents)| Request::Mkdir { path, parents }),
-        ".*".prop_map(|path| Request::List { path }),
-        ".*".prop_map(|path| Request::Stat { path }),
+        (".*", any::<bool>())
+            .prop_map(|(path, parents)| Request::Master(ClientToMaster::Mkdir { path, parents })),
+        ".*".prop_map(|path| Request::Master(ClientToMaster::List { path })),
+        ".*".prop_map(|path| Request::Master(ClientToMaster::Stat { path })),
         (".*", any::<bool>(), any::<bool>()).prop_map(|(path, recursive, skip_trash)| {
-            Request::Delete {
+            Request::Master(ClientToMaster::Delete {
                 path,
                 recursive,
                 skip_trash,
-            }
+            })
         }),
-        (".*", ".*").prop_map(|(src, dst)| Request::Rename { src, dst }),
-        Just(Request::TrashList),
-        ".*".prop_map(|path| Request::Fsck { path }),
+        (".*", ".*").prop_map(|(src, dst)| Request::Master(ClientToMaster::Rename { src, dst })),
+        Just(Request::Master(ClientToMaster::TrashList)),
+        ".*".prop_map(|path| Request::Master(ClientToMaster::Fsck { path })),
         (
             any::<u128>(),
             handle(),
             proptest::collection::vec(".*", 0..3)
         )
             .prop_map(|(u, handle, failed)| {
-                Request::RetryChunk {
+                Request::Master(ClientToMaster::RetryChunk {
                     upload: UploadId(Uuid::from_u128(u)),
                     handle,
                     failed,
-                }
+                })
             }),
-        (".*", any::<u32>())
-            .prop_map(|(path, replication)| Request::SetReplication { path, replication }),
-        (".*", any::<bool>()).prop_map(|(addr, on)| Request::Decommission { addr, on }),
-        proptest::option::of(any::<u32>())
-            .prop_map(|threshold_percent| Request::Balance { threshold_percent }),
-        ".*".prop_map(|path| Request::TrashRestore { path }),
+        (".*", any::<u32>()).prop_map(|(path, replication)| Request::Master(
+            ClientToMaster::SetReplication { path, replication }
+        )),
+        (".*", any::<bool>())
+            .prop_map(|(addr, on)| Request::Master(ClientToMaster::Decommission { addr, on })),
+        proptest::option::of(any::<u32>()).prop_map(|threshold_percent| Request::Master(
+            ClientToMaster::Balance { threshold_percent }
+        )),
+        ".*".prop_map(|path| Request::Master(ClientToMaster::TrashRestore { path })),
         (".*", proptest::option::of(any::<u32>()), any::<bool>()).prop_map(
-            |(path, replication, overwrite)| Request::BeginPut {
+            |(path, replication, overwrite)| Request::Master(ClientToMaster::BeginPut {
                 path,
                 replication,
                 overwrite
-            }
+            })
         ),
-        any::<u128>().prop_map(|u| Request::AllocateChunk {
+        any::<u128>().prop_map(|u| Request::Master(ClientToMaster::AllocateChunk {
             upload: UploadId(Uuid::from_u128(u))
-        }),
+        })),
         (
             any::<u128>(),
             proptest::collection::vec((handle(), any::<u64>()), 0..20)
         )
-            .prop_map(|(u, chunks)| Request::CommitPut {
+            .prop_map(|(u, chunks)| Request::Master(ClientToMaster::CommitPut {
                 upload: UploadId(Uuid::from_u128(u)),
                 chunks: chunks
                     .into_iter()
                     .map(|(handle, size)| CommittedChunk { handle, size })
                     .collect()
-            }),
-        Just(Request::Status),
+            })),
+        Just(Request::Master(ClientToMaster::Status)),
         (
             any::<u128>(),
             ".*",
             any::<u64>(),
             proptest::collection::vec(report(), 0..20)
         )
-            .prop_map(|(id, addr, capacity, chunks)| Request::Register {
-                server: ServerId(Uuid::from_u128(id)),
-                addr,
-                capacity,
-                used: capacity / 2,
-                chunks,
-                id_key: [3; 32],
-            }),
+            .prop_map(|(id, addr, capacity, chunks)| Request::Report(
+                ChunkserverToMaster::Register {
+                    server: ServerId(Uuid::from_u128(id)),
+                    addr,
+                    capacity,
+                    used: capacity / 2,
+                    chunks,
+                    id_key: [3; 32],
+                }
+            )),
         (
             handle(),
             any::<u64>(),
             proptest::collection::vec(".*", 0..3),
             token()
         )
-            .prop_map(|(handle, v, downstream, token)| Request::WriteChunk {
-                handle,
-                version: ChunkVersion(v),
-                downstream,
-                token
-            }),
-        any::<bool>().prop_map(|last| Request::WritePacket { last }),
+            .prop_map(|(handle, v, downstream, token)| Request::Chunk(
+                ChunkRequest::WriteChunk {
+                    handle,
+                    version: ChunkVersion(v),
+                    downstream,
+                    token
+                }
+            )),
+        any::<bool>().prop_map(|last| Request::Chunk(ChunkRequest::WritePacket { last })),
         (handle(), any::<u64>(), any::<u64>(), any::<u64>(), token()).prop_map(
-            |(handle, v, offset, len, token)| Request::ReadChunk {
+            |(handle, v, offset, len, token)| Request::Chunk(ChunkRequest::ReadChunk {
                 handle,
                 version: ChunkVersion(v),
                 offset,
                 len,
                 token
-            }
+            })
         ),
         (".*", any::<[u8; 32]>()).prop_map(|(name, nonce)| Request::Auth {
             credential: Credential::Key { name },
             nonce
         }),
         any::<[u8; 32]>().prop_map(|proof| Request::Proof { proof }),
-        (".*", any::<bool>()).prop_map(|(name, admin)| Request::CreateKey {
-            name,
-            role: if admin { Role::Admin } else { Role::ReadOnly }
+        (".*", any::<bool>()).prop_map(|(name, admin)| Request::Master(
+            ClientToMaster::CreateKey {
+                name,
+                role: if admin { Role::Admin } else { Role::ReadOnly }
+            }
+        )),
+        Just(Request::Master(ClientToMaster::ListKeys)),
+        ".*".prop_map(|name| Request::Master(ClientToMaster::RemoveKey { name })),
+        (".*", proptest::option::of(".*"), any::<u32>()).prop_map(|(path, after, limit)| {
+            Request::Master(ClientToMaster::ListPage { path, after, limit })
         }),
-        Just(Request::ListKeys),
-        ".*".prop_map(|name| Request::RemoveKey { name }),
-        (".*", proptest::option::of(".*"), any::<u32>())
-            .prop_map(|(path, after, limit)| Request::ListPage { path, after, limit }),
         (proptest::option::of(any::<u64>()), any::<u32>())
-            .prop_map(|(after, limit)| Request::TrashPage { after, limit }),
-        (".*", proptest::option::of(".*"), any::<u32>())
-            .prop_map(|(path, after, limit)| Request::FsckPage { path, after, limit }),
-        (proptest::option::of(".*"), any::<u32>())
-            .prop_map(|(after, limit)| Request::StatusPage { after, limit }),
+            .prop_map(|(after, limit)| Request::Master(ClientToMaster::TrashPage { after, limit })),
+        (".*", proptest::option::of(".*"), any::<u32>()).prop_map(|(path, after, limit)| {
+            Request::Master(ClientToMaster::FsckPage { path, after, limit })
+        }),
+        (proptest::option::of(".*"), any::<u32>()).prop_map(|(after, limit)| Request::Master(
+            ClientToMaster::StatusPage { after, limit }
+        )),
         (
             ".*",
             any::<bool>(),
@@ -159,39 +172,43 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u64>(),
             proptest::option::of(".*")
         )
-            .prop_map(|(path, create, handle, v, addr)| Request::AppendTarget {
-                path,
-                create,
-                replication: None,
-                report: Some(AppendReport::Failed {
-                    handle,
-                    version: ChunkVersion(v),
-                    addr
-                }),
-            }),
+            .prop_map(|(path, create, handle, v, addr)| Request::Master(
+                ClientToMaster::AppendTarget {
+                    path,
+                    create,
+                    replication: None,
+                    report: Some(AppendReport::Failed {
+                        handle,
+                        version: ChunkVersion(v),
+                        addr
+                    }),
+                }
+            )),
         (
             handle(),
             any::<u64>(),
             proptest::collection::vec(".*", 0..3),
             token()
         )
-            .prop_map(|(handle, v, secondaries, token)| Request::GrantLease {
-                handle,
-                from: Some(ChunkVersion(v)),
-                version: ChunkVersion(v.wrapping_add(1)),
-                secondaries,
-                lease_ms: v,
-                chunk_size: 64 << 20,
-                max_append: 16 << 20,
-                token,
-            }),
+            .prop_map(|(handle, v, secondaries, token)| Request::Order(
+                MasterOrder::GrantLease {
+                    handle,
+                    from: Some(ChunkVersion(v)),
+                    version: ChunkVersion(v.wrapping_add(1)),
+                    secondaries,
+                    lease_ms: v,
+                    chunk_size: 64 << 20,
+                    max_append: 16 << 20,
+                    token,
+                }
+            )),
         (handle(), any::<u64>(), any::<u64>(), token()).prop_map(|(handle, v, len, token)| {
-            Request::Append {
+            Request::Chunk(ChunkRequest::Append {
                 handle,
                 version: ChunkVersion(v),
                 len,
                 token,
-            }
+            })
         }),
     ]
 }
@@ -477,8 +494,11 @@ fn encoder_refuses_a_payload_over_the_limit() {
         max_header: 1024,
         max_payload: 16,
     };
-    let f = Frame::request(RequestId(1), Request::WritePacket { last: true })
-        .with_payload(Bytes::from(vec![0u8; 17]));
+    let f = Frame::request(
+        RequestId(1),
+        Request::Chunk(ChunkRequest::WritePacket { last: true }),
+    )
+    .with_payload(Bytes::from(vec![0u8; 17]));
     assert!(matches!(
         encode_head(&f, limits),
         Err(CodecError::PayloadTooLarge { .. })
@@ -720,7 +740,7 @@ async fn requests_before_authentication_and_version_mismatch_are_refused() {
                 peer: PeerKind::Client,
             })
             .await?;
-        client.call(Request::Status).await
+        client.call(Request::Master(ClientToMaster::Status)).await
     };
     let (r, s) = tokio::join!(early, server.accept_handshake(lookup(&secret, &alice)));
     assert!(

@@ -20,6 +20,7 @@ use dfs_protocol::{
     AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, PeerKind, Request, Response,
     ServerId,
 };
+use dfs_protocol::{ChunkRequest, MasterOrder};
 
 use super::{now_secs, Master, State};
 use crate::error::OpError;
@@ -381,11 +382,11 @@ impl Master {
         let exchange = async {
             let mut conn =
                 dfs_protocol::net::dial(&addr, PeerKind::Client, &identity, limit).await?;
-            conn.call(Request::ChunkLength {
+            conn.call(Request::Chunk(ChunkRequest::ChunkLength {
                 handle,
                 version,
                 token,
-            })
+            }))
             .await
         };
         match tokio::time::timeout(limit, exchange).await {
@@ -463,7 +464,7 @@ impl Master {
                 chain
             };
             let (primary_id, primary) = chain[0].clone();
-            let request = Request::GrantLease {
+            let request = Request::Order(MasterOrder::GrantLease {
                 handle,
                 from: None,
                 version: ChunkVersion::FIRST,
@@ -472,7 +473,7 @@ impl Master {
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
                 token: self.tokens.token(handle, ChunkVersion::FIRST, ops::ORDER),
-            };
+            });
             let granted = self.call_grant(&primary, request).await;
             let granted_at = Instant::now();
             let result = match granted {
@@ -566,7 +567,7 @@ impl Master {
             // A fresh version per attempt: an attempt that failed half-way may have
             // moved some replicas, and must never share a version with this one.
             let next = ChunkVersion(version.0 + 1 + attempt);
-            let request = Request::GrantLease {
+            let request = Request::Order(MasterOrder::GrantLease {
                 handle,
                 from: Some(version),
                 version: next,
@@ -579,7 +580,7 @@ impl Master {
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
                 token: self.tokens.token(handle, next, ops::ORDER),
-            };
+            });
             let granted = self.call_grant(primary, request).await;
             let granted_at = Instant::now();
             let result = match granted {
