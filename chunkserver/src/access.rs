@@ -62,29 +62,12 @@ pub fn lookup(ctx: &Ctx, credential: &Credential) -> Result<([u8; 32], Peer), Er
     let secret = &ctx.config.secret;
     match credential {
         Credential::Key { name } => match ctx.keys.get(name) {
-            Some((key, role)) => Ok((
-                key,
-                Peer::Client {
-                    key: Some(name.clone()),
-                    role,
-                    fingerprint: fingerprint(&key),
-                },
-            )),
+            Some((key, role)) => Ok(Peer::key_holder(name, key, role)),
             None => Err(ErrorCode::AuthFailed {
                 reason: format!("unknown key '{name}'"),
             }),
         },
-        Credential::ClusterSecret => {
-            let key = secret.admin_key();
-            Ok((
-                key,
-                Peer::Client {
-                    key: None,
-                    role: Role::Admin,
-                    fingerprint: fingerprint(&key),
-                },
-            ))
-        }
+        Credential::ClusterSecret => Ok(Peer::cluster_admin(secret)),
         Credential::Chunkserver { id } => Ok((secret.server_key(), Peer::Chunkserver { id: *id })),
         Credential::Master => Ok((secret.server_key(), Peer::Master)),
     }

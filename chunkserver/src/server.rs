@@ -158,6 +158,11 @@ pub(crate) async fn stream_slot(ctx: &Ctx) -> Result<OwnedSemaphorePermit, Error
 /// How long a request waits for a stream place before it is refused as busy.
 const STREAM_WAIT: Duration = Duration::from_secs(5);
 
+/// Sends a one-frame answer.
+async fn answer(conn: &mut Conn, id: RequestId, response: Response) -> Result<(), ProtocolError> {
+    conn.reply(id, response).await.map_err(Into::into)
+}
+
 /// Serves one admitted request, by link: each link's handler takes only that
 /// link's requests. `Err` means the connection is unusable.
 async fn dispatch(
@@ -171,12 +176,8 @@ async fn dispatch(
         Request::Order(o) => master_link(ctx, conn, id, o).await,
         Request::Peer(o) => peer_link(ctx, conn, id, o).await,
         other => {
-            let code = ErrorCode::BadRequest {
-                reason: format!("{} is not a chunkserver request", other.name()),
-            };
-            conn.reply(id, Response::Error(code))
-                .await
-                .map_err(Into::into)
+            let reason = format!("{} is not a chunkserver request", other.name());
+            answer(conn, id, Response::Error(ErrorCode::BadRequest { reason })).await
         }
     }
 }
@@ -228,15 +229,11 @@ async fn chunk_link(
             handle, version, ..
         } => {
             let response = crate::append::chunk_length(ctx, handle, version).await;
-            conn.reply(id, response).await.map_err(Into::into)
+            answer(conn, id, response).await
         }
         ChunkRequest::WritePacket { .. } => {
-            let code = ErrorCode::BadRequest {
-                reason: "WritePacket outside a write or an append".into(),
-            };
-            conn.reply(id, Response::Error(code))
-                .await
-                .map_err(Into::into)
+            let reason = "WritePacket outside a write or an append".into();
+            answer(conn, id, Response::Error(ErrorCode::BadRequest { reason })).await
         }
     }
 }
@@ -274,7 +271,7 @@ async fn master_link(
                 .instrument(span)
                 .await
                 .unwrap_or_else(Response::Error);
-            conn.reply(id, response).await.map_err(Into::into)
+            answer(conn, id, response).await
         }
     }
 }
@@ -294,7 +291,7 @@ async fn peer_link(
             ..
         } => {
             let response = crate::append::bump(ctx, handle, from, version).await;
-            conn.reply(id, response).await.map_err(Into::into)
+            answer(conn, id, response).await
         }
         PeerOrder::TruncateChunk {
             handle,
@@ -303,7 +300,7 @@ async fn peer_link(
             ..
         } => {
             let response = crate::append::truncate(ctx, handle, version, size).await;
-            conn.reply(id, response).await.map_err(Into::into)
+            answer(conn, id, response).await
         }
         PeerOrder::AppendForward {
             handle,

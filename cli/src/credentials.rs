@@ -115,25 +115,8 @@ fn env_value(name: &str) -> Option<String> {
 }
 
 /// Writes a key or secret line to `path`, readable by its owner only, replacing
-/// what was there atomically (temp file, fsync, rename).
+/// what was there atomically.
 pub fn write_private(path: &Path, line: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+    dfs_master::secret::write_private(path, &format!("{line}\n"), true)?;
     Ok(())
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,22 +127,13 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = ClusterSecret::generate();
-        let master = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .to_string();
-        let mut master_proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["master", "--listen", &master, "--chunk-size", "8MiB"])
-            .args(["--safe-start", "1s", "--data"])
-            .arg(dir.path().join("master"))
-            .env("DFS_SECRET", secret.encode())
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("master");
+        let master = common::free_addr();
+        let mut master_proc = common::master_process(
+            &master,
+            &dir.path().join("master"),
+            &secret,
+            &["--chunk-size", "8MiB", "--safe-start", "1s"],
+        );
         let mut procs = Procs::start(&master, &secret, dir.path(), 3, &[]);
         let admin = Identity::cluster_admin(&secret);
         let client = Client::new(master.clone(), admin.clone());

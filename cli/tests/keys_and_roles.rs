@@ -309,38 +309,8 @@ async fn a_chunkserver_without_the_secret_cannot_join() {
 async fn dfs_up_then_client_verbs_with_no_flags() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let home = dir.path().join("home");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let master = format!("127.0.0.1:{port}");
-        let mut up = Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["up", "--chunkservers", "1", "--listen", &master, "--data"])
-            .arg(dir.path().join("data"))
-            .env_remove("DFS_SECRET")
-            .env_remove("DFS_KEY")
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("dfs up");
-        let key = home
-            .join("config/dfs/keys")
-            .join(format!("127.0.0.1_{port}.key"));
-        wait_until(
-            Duration::from_secs(30),
-            "dfs up to store its admin key",
-            || {
-                let key = key.clone();
-                async move { key.exists() }
-            },
-        )
-        .await;
+        let mut up = common::dfs_up(dir.path(), 1, &[]).await;
+        let (master, home) = (up.master.clone(), up.home.clone());
         let local = dir.path().join("hello.txt");
         std::fs::write(&local, b"hello, dfs\n").expect("write");
         let lp = local.to_str().expect("utf-8");
@@ -351,13 +321,16 @@ async fn dfs_up_then_client_verbs_with_no_flags() {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for f in [key.clone(), dir.path().join("data/master/cluster.secret")] {
+            let key = home
+                .join("config/dfs/keys")
+                .join(format!("{}.key", up.stem));
+            for f in [key, dir.path().join("data/master/cluster.secret")] {
                 let mode = std::fs::metadata(&f).expect("stat").permissions().mode();
                 assert_eq!(mode & 0o777, 0o600, "{}", f.display());
             }
         }
-        let _ = up.start_kill();
-        let _ = up.wait().await;
+        let _ = up.child.start_kill();
+        let _ = up.child.wait().await;
     })
     .await
 }

@@ -33,22 +33,10 @@ async fn ls_of_300k_entries_streams_in_pages() {
     let run = async {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = ClusterSecret::generate();
-        let master = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .to_string();
+        let master = common::free_addr();
         // No chunkservers: directories are metadata only.
-        let mut master_proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["master", "--listen", &master, "--data"])
-            .arg(dir.path().join("master"))
-            .env("DFS_SECRET", secret.encode())
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("master");
+        let mut master_proc =
+            common::master_process(&master, &dir.path().join("master"), &secret, &[]);
         let client = Client::new(master.clone(), Identity::cluster_admin(&secret));
         wait_until(Duration::from_secs(20), "the master", || async {
             client.status().await.is_ok()

@@ -5,12 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, data, wait_until};
+use common::{bounded, data};
 use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{Client, Identity, PutOptions};
 use dfs_protocol::net::{dial, Tls};
@@ -161,42 +160,8 @@ async fn without_tls_the_same_relay_reads_everything() {
 async fn dfs_up_tls_then_client_verbs_with_no_flags() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let home = dir.path().join("home");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let master = format!("127.0.0.1:{port}");
-        let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args([
-                "up",
-                "--tls",
-                "--chunkservers",
-                "2",
-                "--listen",
-                &master,
-                "--data",
-            ])
-            .arg(dir.path().join("data"))
-            .env_remove("DFS_SECRET")
-            .env_remove("DFS_KEY")
-            .env_remove("DFS_TLS_CA")
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("dfs up --tls");
-        let keys = home.join("config/dfs/keys");
-        let ca = keys.join(format!("127.0.0.1_{port}.ca.pem"));
-        wait_until(Duration::from_secs(30), "dfs up to store its CA", || {
-            let ca = ca.clone();
-            async move { ca.exists() }
-        })
-        .await;
+        let mut up = common::dfs_up(dir.path(), 2, &["--tls"]).await;
+        let (master, home) = (up.master.clone(), up.home.clone());
         let verb = |args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
                 .args(args)
@@ -227,8 +192,8 @@ async fn dfs_up_tls_then_client_verbs_with_no_flags() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let _ = up.start_kill();
-        let _ = up.wait().await;
+        let _ = up.child.start_kill();
+        let _ = up.child.wait().await;
     })
     .await
 }

@@ -1,8 +1,9 @@
 //! Listings, which the master answers in pages of bounded size: one page at a time
 //! (for callers that stream, like `dfs ls`), or all pages gathered.
 
-use dfs_protocol::ClientToMaster;
-use dfs_protocol::{ClusterStatus, DirEntry, FsckReport, Request, Response, TrashInfo};
+use dfs_protocol::{
+    ClientToMaster, ClusterStatus, DirEntry, FsckReport, Request, Response, TrashInfo,
+};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -10,7 +11,42 @@ use crate::error::ClientError;
 /// Entries asked for per page when gathering whole listings.
 const PAGE: u32 = 5_000;
 
+/// One page as gathering sees it: what the first page says besides its items (the
+/// totals of fsck and status), the items, and the cursor of the next page.
+type Page<H, T, C> = (H, Vec<T>, Option<C>);
+
 impl Client {
+    /// Asks for every page of a listing and gathers them: `ask` makes the request
+    /// for a cursor, `open` takes a page apart (or names the answer of the wrong
+    /// kind it got).
+    async fn gather<H, T, C>(
+        &self,
+        ask: impl Fn(Option<C>) -> ClientToMaster,
+        open: impl Fn(Response) -> Result<Page<H, T, C>, &'static str>,
+    ) -> Result<(H, Vec<T>), ClientError> {
+        let mut head = None;
+        let mut items = Vec::new();
+        let mut after = None;
+        loop {
+            let response = self.master_call(Request::Master(ask(after))).await?;
+            let (h, page, next) = open(response).map_err(|got| ClientError::Unexpected {
+                addr: self.master().to_string(),
+                got,
+            })?;
+            head.get_or_insert(h);
+            items.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let head = head.ok_or_else(|| ClientError::BadReply {
+            addr: self.master().to_string(),
+            reason: "no page in a listing".into(),
+        })?;
+        Ok((head, items))
+    }
+
     /// Up to `limit` entries of the directory at `path` after the name `after` (in
     /// name order), and the cursor for the next page (`None`: that was the last). A
     /// file lists as its one entry.
@@ -33,91 +69,60 @@ impl Client {
 
     /// A directory's entries (every page), or the one entry of a file.
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ClientError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let (entries, next) = self.list_page(path, after, PAGE).await?;
-            out.extend(entries);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        let ask = |after| ClientToMaster::ListPage {
+            path: path.to_string(),
+            after,
+            limit: PAGE,
+        };
+        let open = |r| match r {
+            Response::ListingPage { entries, next } => Ok(((), entries, next)),
+            other => Err(other.name()),
+        };
+        Ok(self.gather(ask, open).await?.1)
     }
 
     /// What the trash holds, oldest first.
     pub async fn trash_list(&self) -> Result<Vec<TrashInfo>, ClientError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let request = Request::Master(ClientToMaster::TrashPage { after, limit: PAGE });
-            match self.master_call(request).await? {
-                Response::TrashPage { entries, next } => {
-                    out.extend(entries);
-                    match next {
-                        Some(n) => after = Some(n),
-                        None => return Ok(out),
-                    }
-                }
-                other => return Err(self.unexpected(&other)),
-            }
-        }
+        let ask = |after| ClientToMaster::TrashPage { after, limit: PAGE };
+        let open = |r| match r {
+            Response::TrashPage { entries, next } => Ok(((), entries, next)),
+            other => Err(other.name()),
+        };
+        Ok(self.gather(ask, open).await?.1)
     }
 
     /// Replication and checksum health of every file at or below `path`, with every
     /// unhealthy file in path order.
     pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {
-        let mut all: Option<FsckReport> = None;
-        let mut after = None;
-        loop {
-            let request = Request::Master(ClientToMaster::FsckPage {
-                path: path.to_string(),
-                after,
-                limit: PAGE,
-            });
-            match self.master_call(request).await? {
-                Response::FsckPage { report, next } => {
-                    match all.as_mut() {
-                        None => all = Some(report),
-                        Some(a) => a.problems.extend(report.problems),
-                    }
-                    match next {
-                        Some(n) => after = Some(n),
-                        None => break,
-                    }
-                }
-                other => return Err(self.unexpected(&other)),
+        let ask = |after| ClientToMaster::FsckPage {
+            path: path.to_string(),
+            after,
+            limit: PAGE,
+        };
+        let open = |r| match r {
+            Response::FsckPage { mut report, next } => {
+                let problems = std::mem::take(&mut report.problems);
+                Ok((report, problems, next))
             }
-        }
-        all.ok_or_else(|| ClientError::BadReply {
-            addr: self.master().to_string(),
-            reason: "no fsck report".into(),
-        })
+            other => Err(other.name()),
+        };
+        let (mut report, problems) = self.gather(ask, open).await?;
+        report.problems = problems;
+        Ok(report)
     }
 
     /// The cluster: every chunkserver, capacity, use, and the totals.
     pub async fn status(&self) -> Result<ClusterStatus, ClientError> {
-        let mut all: Option<ClusterStatus> = None;
-        let mut after = None;
-        loop {
-            let request = Request::Master(ClientToMaster::StatusPage { after, limit: PAGE });
-            match self.master_call(request).await? {
-                Response::StatusPage { status, next } => {
-                    match all.as_mut() {
-                        None => all = Some(status),
-                        Some(a) => a.chunkservers.extend(status.chunkservers),
-                    }
-                    match next {
-                        Some(n) => after = Some(n),
-                        None => break,
-                    }
-                }
-                other => return Err(self.unexpected(&other)),
+        let ask = |after| ClientToMaster::StatusPage { after, limit: PAGE };
+        let open = |r| match r {
+            Response::StatusPage { mut status, next } => {
+                let servers = std::mem::take(&mut status.chunkservers);
+                Ok((status, servers, next))
             }
-        }
-        all.ok_or_else(|| ClientError::BadReply {
-            addr: self.master().to_string(),
-            reason: "no status".into(),
-        })
+            other => Err(other.name()),
+        };
+        let (mut status, servers) = self.gather(ask, open).await?;
+        status.chunkservers = servers;
+        Ok(status)
     }
 }

@@ -94,29 +94,12 @@ pub fn lookup(
 ) -> Result<([u8; 32], Peer), ErrorCode> {
     match credential {
         Credential::Key { name } => match ns.key(name) {
-            Some(record) => Ok((
-                record.secret,
-                Peer::Client {
-                    key: Some(name.clone()),
-                    role: record.role,
-                    fingerprint: fingerprint(&record.secret),
-                },
-            )),
+            Some(record) => Ok(Peer::key_holder(name, record.secret, record.role)),
             None => Err(ErrorCode::AuthFailed {
                 reason: format!("unknown key '{name}'"),
             }),
         },
-        Credential::ClusterSecret => {
-            let key = secret.admin_key();
-            Ok((
-                key,
-                Peer::Client {
-                    key: None,
-                    role: Role::Admin,
-                    fingerprint: fingerprint(&key),
-                },
-            ))
-        }
+        Credential::ClusterSecret => Ok(Peer::cluster_admin(secret)),
         Credential::Chunkserver { id } => Ok((secret.server_key(), Peer::Chunkserver { id: *id })),
         Credential::Master => Err(ErrorCode::AuthFailed {
             reason: "the master does not take connections from masters".into(),

@@ -37,15 +37,17 @@ pub fn load_or_create(data_dir: &Path) -> Result<(ClusterSecret, bool), MasterEr
         source,
     })?;
     let secret = ClusterSecret::generate();
-    write_private(&path, &format!("{}\n", secret.encode()))?;
+    write_private(&path, &format!("{}\n", secret.encode()), false)?;
     Ok((secret, true))
 }
 
 /// Writes `text` to `path` readable by its owner only, atomically (temp file, fsync,
-/// rename, fsync of the directory), never replacing an existing file.
-pub fn write_private(path: &Path, text: &str) -> Result<(), MasterError> {
+/// rename, fsync of the directory). Without `replace`, an existing file is never
+/// replaced (a secret must not be lost to a race); with it, it is, atomically.
+pub fn write_private(path: &Path, text: &str, replace: bool) -> Result<(), MasterError> {
     let io = |context: String| move |source| MasterError::Io { context, source };
     let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -61,9 +63,14 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), MasterError> {
         .and_then(|()| f.sync_all())
         .map_err(io(format!("write {}", tmp.display())))?;
     drop(f);
-    // A hard link fails if `path` exists: a secret is never silently replaced.
-    std::fs::hard_link(&tmp, path).map_err(io(format!("create {}", path.display())))?;
-    let _ = std::fs::remove_file(&tmp);
+    if replace {
+        std::fs::rename(&tmp, path).map_err(io(format!("create {}", path.display())))?;
+    } else {
+        // A hard link fails if `path` exists: a secret is never silently replaced.
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        linked.map_err(io(format!("create {}", path.display())))?;
+    }
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(format!("sync {}", dir.display())))?;

@@ -247,6 +247,33 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The holder of the client key `name` (secret `key`, role `role`), with the key
+    /// its proofs use: what a listener's lookup answers for `Credential::Key`.
+    pub fn key_holder(name: &str, key: [u8; KEY_LEN], role: Role) -> ([u8; KEY_LEN], Peer) {
+        (
+            key,
+            Peer::Client {
+                key: Some(name.to_string()),
+                role,
+                fingerprint: fingerprint(&key),
+            },
+        )
+    }
+
+    /// A holder of the cluster secret, who acts as admin: what a listener's lookup
+    /// answers for `Credential::ClusterSecret`.
+    pub fn cluster_admin(secret: &ClusterSecret) -> ([u8; KEY_LEN], Peer) {
+        let key = secret.admin_key();
+        (
+            key,
+            Peer::Client {
+                key: None,
+                role: Role::Admin,
+                fingerprint: fingerprint(&key),
+            },
+        )
+    }
+
     /// A client's role; servers are not clients.
     pub fn client_role(&self) -> Option<Role> {
         match self {

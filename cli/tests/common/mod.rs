@@ -64,6 +64,114 @@ pub fn on_disk(cluster: &LocalCluster, i: usize, handle: &dfs_protocol::ChunkHan
         .unwrap_or(false)
 }
 
+/// A loopback address with a port nothing listens on now (bound, learned, released).
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string()
+}
+
+/// `dfs up` as a process, with its own config dir (`home`), as a user runs it.
+#[derive(Debug)]
+pub struct Up {
+    pub child: tokio::process::Child,
+    /// The master's address.
+    pub master: String,
+    /// `127.0.0.1_PORT`: how the stored key and CA files for this master are named.
+    pub stem: String,
+    pub home: std::path::PathBuf,
+}
+
+/// Starts `dfs up` with `args` (and `--listen`, `--data DIR/data`) on a port whose
+/// following ports (its chunkservers') are free too, and waits until its admin key
+/// (and CA, with `--tls`) are stored. Fails with `dfs up`'s own error if it exits.
+pub async fn dfs_up(dir: &std::path::Path, chunkservers: u16, args: &[&str]) -> Up {
+    let home = dir.join("home");
+    for attempt in 0..5 {
+        let port = (0..20)
+            .find_map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+                let port = l.local_addr().ok()?.port();
+                let rest: Option<Vec<_>> = (1..=chunkservers)
+                    .map(|i| std::net::TcpListener::bind(("127.0.0.1", port.checked_add(i)?)).ok())
+                    .collect();
+                rest.map(|_| port)
+            })
+            .expect("a run of free ports");
+        let master = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("up-{attempt}.log"));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["up", "--listen", &master, "--data"])
+            .arg(dir.join("data"))
+            .args(["--chunkservers", &chunkservers.to_string()])
+            .args(args)
+            .env_remove("DFS_SECRET")
+            .env_remove("DFS_KEY")
+            .env_remove("DFS_TLS_CA")
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn dfs up");
+        let stem = format!("127.0.0.1_{port}");
+        let keys = home.join("config/dfs/keys");
+        let tls = args.contains(&"--tls");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = keys.join(format!("{stem}.key")).exists()
+                && (!tls || keys.join(format!("{stem}.ca.pem")).exists());
+            if ready {
+                return Up {
+                    child,
+                    master,
+                    stem,
+                    home,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                if err.contains("cannot listen") {
+                    break; // a port was taken meanwhile: another run of ports
+                }
+                panic!("dfs up exited ({status}): {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dfs up did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("dfs up found no free ports in 5 attempts");
+}
+
+/// A `dfs master` process on `addr` with data in `dir`, sharing `secret`, with
+/// `args` added; killed when dropped.
+pub fn master_process(
+    addr: &str,
+    dir: &std::path::Path,
+    secret: &dfs_client::ClusterSecret,
+    args: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["master", "--listen", addr, "--data"])
+        .arg(dir)
+        .args(args)
+        .env("DFS_SECRET", secret.encode())
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn master")
+}
+
 /// Chunkservers as real `dfs chunkserver` processes, so tests can SIGKILL them.
 #[derive(Debug)]
 pub struct Procs {
@@ -102,9 +210,9 @@ impl Procs {
 
     /// Starts one more chunkserver; returns its index.
     pub fn add(&mut self) -> usize {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
+        let port = free_addr()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
             .expect("free port");
         self.ports.push(port);
         self.procs.push(None);
