@@ -29,7 +29,10 @@ use tokio_util::sync::CancellationToken;
         One master keeps the namespace; chunkservers keep files as replicated, checksummed chunks.\n\
         Start a local cluster with `dfs up`, then use the client verbs from another terminal:\n\
         \n  dfs put ./photo.jpg /photos/photo.jpg\n  dfs ls -l /photos\n  dfs get /photos/photo.jpg ./copy.jpg\n\n\
-        Client verbs find the master from --master, else $DFS_MASTER, else 127.0.0.1:7070."
+        Client verbs find the master from --master, else $DFS_MASTER, else 127.0.0.1:7070.\n\
+        Every connection is authenticated: client verbs prove a key from --key-file, else\n\
+        $DFS_KEY, else $DFS_SECRET (the cluster secret: admin), else key_file in\n\
+        ~/.config/dfs/config.toml, else the admin key `dfs up` stored for the master."
 )]
 struct Cli {
     /// Address of the master, for client verbs and chunkservers.
@@ -42,7 +45,8 @@ struct Cli {
     )]
     master: String,
     /// A key file from `dfs key create`, for client verbs (else $DFS_KEY, else
-    /// $DFS_SECRET, else the key `dfs up` stored for this master).
+    /// $DFS_SECRET, else key_file in the config file, else the key `dfs up` stored for
+    /// this master).
     #[arg(long, global = true, value_name = "PATH")]
     key_file: Option<PathBuf>,
     /// Talk to the cluster over TLS, trusting the cluster CA in PATH (else the CA

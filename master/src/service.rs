@@ -43,6 +43,9 @@ const MAX_COPIES_PER_ROUND: usize = 256;
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Files listed in an fsck report.
 const MAX_FSCK_PROBLEMS: usize = 10_000;
+/// Unreferenced chunks tracked for deletion at once (reports beyond are learned
+/// again later): what peer input may grow the garbage set to.
+const MAX_GARBAGE: usize = 1_000_000;
 /// The longest a request waits for the operation log to be durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Balancing moves under way at once: balancing is gradual.
@@ -778,6 +781,7 @@ fn of_server(server: ServerId) -> std::ops::RangeInclusive<(ServerId, ChunkHandl
 /// we ordered -> done. Returns the adoptions of versions newer than the log to apply.
 fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Vec<Mutation> {
     let mut adopt = Vec::new();
+    let mut untracked = 0u64;
     for r in reports {
         match st.ns.chunk(&r.handle) {
             Some(meta) if r.version < meta.version => {
@@ -800,6 +804,11 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
             }
             Some(_) => {}
             None if st.ns.is_referenced(&r.handle) => {}
+            None if st.garbage.len() >= MAX_GARBAGE && !st.garbage.contains(&r.handle) => {
+                // Reports cannot grow the set without bound; the chunk is learned
+                // again at a later registration, once collection has made room.
+                untracked += 1;
+            }
             None => {
                 st.garbage.insert(r.handle);
                 st.garbage_at.insert((server, r.handle));
@@ -812,6 +821,9 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
                 st.trims.insert((from, r.handle));
             }
         }
+    }
+    if untracked > 0 {
+        tracing::warn!(%server, untracked, "garbage set full: reported chunks left for a later registration");
     }
     adopt
 }
