@@ -18,6 +18,8 @@ use crate::service::Master;
 
 /// How long a new connection has to prove itself; unauthenticated connections cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one request may take, whatever it waits for.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(300);
 /// How often trash expiry, upload expiry and garbage bookkeeping run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -218,7 +220,20 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
                     continue;
                 }
                 let span = tracing::debug_span!("request", id = %request_id, name);
-                match master.handle(&accepted, request).instrument(span).await {
+                // Every wait inside is bounded too (the log, chunkserver calls); this
+                // bounds their sum. Handlers are cancel-safe: state marks are guards.
+                let handled = tokio::time::timeout(
+                    REQUEST_DEADLINE,
+                    master.handle(&accepted, request).instrument(span),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ErrorCode::Unavailable {
+                        reason: format!("{name} took longer than {}s", REQUEST_DEADLINE.as_secs()),
+                    }
+                    .into())
+                });
+                match handled {
                     Ok(r @ Response::Registered { .. }) => {
                         registered = true;
                         r

@@ -31,6 +31,19 @@ const GRANT_ATTEMPTS: u64 = 3;
 /// Chunks settled per upkeep round.
 const SETTLE_PER_ROUND: usize = 16;
 
+/// Marks a chunk as being granted or created for as long as it lives, so that an
+/// abandoned request (a client gone, a deadline passed) never leaves it marked.
+struct Pending<'a> {
+    master: &'a Master,
+    handle: ChunkHandle,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.master.lock().pending.remove(&self.handle);
+    }
+}
+
 /// A lease as the master granted (or adopted) it.
 #[derive(Debug, Clone)]
 pub(super) struct MasterLease {
@@ -463,6 +476,10 @@ impl Master {
                 st.pending.insert(handle);
                 chain
             };
+            let _pending = Pending {
+                master: self,
+                handle,
+            };
             let (primary_id, primary) = chain[0].clone();
             let request = Request::Order(MasterOrder::GrantLease {
                 handle,
@@ -553,6 +570,10 @@ impl Master {
     ) -> Result<(ChunkVersion, String), OpError> {
         let mut failure = unavailable(format!("no live replica of chunk {handle}"));
         self.lock().pending.insert(handle);
+        let _pending = Pending {
+            master: self,
+            handle,
+        };
         for attempt in 0..GRANT_ATTEMPTS {
             let replicas: Vec<(ServerId, String)> = {
                 let st = self.lock();
