@@ -9,7 +9,7 @@ use dfs_protocol::auth::{fingerprint, ops, unix_now, unseal, Peer, Role};
 use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, Credential, ErrorCode, KeyTable, Request,
 };
-use dfs_protocol::{ChunkRequest, MasterOrder, PeerOrder};
+use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder, PeerOrder};
 
 use crate::ctx::Ctx;
 
@@ -130,12 +130,12 @@ fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &C
             ops::APPEND,
             token,
         ),
-        Request::Order(MasterOrder::GrantLease {
+        Request::Order(MasterOrder::GrantLease(LeaseGrant {
             handle,
             version,
             token,
             ..
-        }) => (Sender::Master, *handle, *version, ops::ORDER, token),
+        })) => (Sender::Master, *handle, *version, ops::ORDER, token),
         Request::Peer(PeerOrder::BumpVersion {
             handle,
             version,

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dfs_protocol::{
-    ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, LeaseReport, ProtocolError, Request,
-    RequestId, Response,
+    ChunkHandle, ChunkToken, ChunkVersion, ErrorCode, Frame, LeaseGrant, LeaseReport,
+    ProtocolError, Request, RequestId, Response,
 };
 use dfs_protocol::{ChunkRequest, PeerOrder};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -193,20 +193,6 @@ async fn call(
     }
 }
 
-/// A `GrantLease` from the master.
-#[derive(Debug)]
-pub struct Grant {
-    pub handle: ChunkHandle,
-    pub from: Option<ChunkVersion>,
-    pub version: ChunkVersion,
-    pub secondaries: Vec<String>,
-    pub lease_ms: u64,
-    pub chunk_size: u64,
-    pub max_append: u64,
-    /// The master's order, passed on to the secondaries.
-    pub token: ChunkToken,
-}
-
 /// Longest lease a grant may ask for.
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 /// Largest chunk size a grant may name.
@@ -214,8 +200,8 @@ const MAX_CHUNK_SIZE: u64 = 4 << 30;
 
 /// `GrantLease`: moves the replicas to `version`, evens their lengths out and, with
 /// a lease duration, starts taking appends. Answers the secondaries that made it.
-pub async fn grant(ctx: &Arc<Ctx>, g: Grant) -> Result<Response, ErrorCode> {
-    let Grant {
+pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode> {
+    let LeaseGrant {
         handle,
         from,
         version,

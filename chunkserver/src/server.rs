@@ -246,27 +246,9 @@ async fn master_link(
     order: MasterOrder,
 ) -> Result<(), ProtocolError> {
     match order {
-        MasterOrder::GrantLease {
-            handle,
-            from,
-            version,
-            secondaries,
-            lease_ms,
-            chunk_size,
-            max_append,
-            token,
-        } => {
-            let span = tracing::info_span!("grant", %handle, %version);
-            let grant = crate::append::Grant {
-                handle,
-                from,
-                version,
-                secondaries,
-                lease_ms,
-                chunk_size,
-                max_append,
-                token,
-            };
+        MasterOrder::GrantLease(grant) => {
+            let span =
+                tracing::info_span!("grant", handle = %grant.handle, version = %grant.version);
             let response = crate::append::grant(ctx, grant)
                 .instrument(span)
                 .await

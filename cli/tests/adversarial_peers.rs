@@ -17,7 +17,9 @@ use dfs_protocol::{
     ChunkHandle, ChunkToken, ChunkVersion, Credential, ErrorCode, Frame, PeerKind, ProtocolError,
     Request, Response, ServerId, HANDSHAKE_MAGIC, PROTOCOL_VERSION,
 };
-use dfs_protocol::{ChunkRequest, ChunkserverToMaster, ClientToMaster, MasterOrder, PeerOrder};
+use dfs_protocol::{
+    ChunkRequest, ChunkserverToMaster, ClientToMaster, LeaseGrant, MasterOrder, PeerOrder,
+};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -264,7 +266,7 @@ async fn clients_cannot_send_server_messages_nor_take_a_chunkserver_id() {
             .await
             .expect("dial");
         for request in [
-            Request::Order(MasterOrder::GrantLease {
+            Request::Order(MasterOrder::GrantLease(LeaseGrant {
                 handle: chunk.handle,
                 from: Some(chunk.version),
                 version: next,
@@ -273,7 +275,7 @@ async fn clients_cannot_send_server_messages_nor_take_a_chunkserver_id() {
                 chunk_size: 1 << 20,
                 max_append: 1 << 18,
                 token: order(next),
-            }),
+            })),
             Request::Peer(PeerOrder::BumpVersion {
                 handle: chunk.handle,
                 from: Some(chunk.version),

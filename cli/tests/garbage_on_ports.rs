@@ -5,7 +5,7 @@ mod common;
 
 use common::{bounded, cluster, data};
 use dfs_client::PutOptions;
-use dfs_protocol::{ChunkRequest, MasterOrder, PeerOrder};
+use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder, PeerOrder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -148,7 +148,7 @@ async fn hostile_append_requests_are_refused() {
             ),
             "{answer:?}"
         );
-        let grant = Request::Order(MasterOrder::GrantLease {
+        let grant = Request::Order(MasterOrder::GrantLease(LeaseGrant {
             handle,
             from: Some(version),
             version: ChunkVersion(2),
@@ -157,7 +157,7 @@ async fn hostile_append_requests_are_refused() {
             chunk_size: 1 << 20,
             max_append: 0,
             token: token(ChunkVersion(2), ops::ORDER),
-        });
+        }));
         let as_master = Identity::master(&secret);
         let mut master = dfs_protocol::net::dial(&addr, PeerKind::Client, &as_master, limit)
             .await

@@ -314,28 +314,31 @@ impl From<ChunkRequest> for Request {
 /// The master's orders to a chunkserver it dials.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MasterOrder {
-    /// Master -> primary: take a lease on `handle` at `version` (its replicas move
-    /// there from `from`; `None` creates an empty chunk). The primary moves the
-    /// `secondaries` too, brings every replica to the shortest one's length, and
-    /// answers `LeaseGranted`. `lease_ms == 0` only syncs the replicas (closing).
-    GrantLease {
-        handle: ChunkHandle,
-        from: Option<ChunkVersion>,
-        version: ChunkVersion,
-        secondaries: Vec<String>,
-        lease_ms: u64,
-        chunk_size: u64,
-        max_append: u64,
-        /// The master's order on `handle` at `version`; passed on to the secondaries.
-        token: ChunkToken,
-    },
+    GrantLease(LeaseGrant),
+}
+
+/// Master -> primary: take a lease on `handle` at `version` (its replicas move
+/// there from `from`; `None` creates an empty chunk). The primary moves the
+/// `secondaries` too, brings every replica to the shortest one's length, and
+/// answers `LeaseGranted`. `lease_ms == 0` only syncs the replicas (closing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub handle: ChunkHandle,
+    pub from: Option<ChunkVersion>,
+    pub version: ChunkVersion,
+    pub secondaries: Vec<String>,
+    pub lease_ms: u64,
+    pub chunk_size: u64,
+    pub max_append: u64,
+    /// The master's order on `handle` at `version`; passed on to the secondaries.
+    pub token: ChunkToken,
 }
 
 impl MasterOrder {
     /// The variant's name, for logs and "unexpected reply" errors.
     pub fn name(&self) -> &'static str {
         match self {
-            MasterOrder::GrantLease { .. } => "GrantLease",
+            MasterOrder::GrantLease(_) => "GrantLease",
         }
     }
 }

@@ -191,7 +191,7 @@ fn request() -> impl Strategy<Value = Request> {
             token()
         )
             .prop_map(|(handle, v, secondaries, token)| Request::Order(
-                MasterOrder::GrantLease {
+                MasterOrder::GrantLease(LeaseGrant {
                     handle,
                     from: Some(ChunkVersion(v)),
                     version: ChunkVersion(v.wrapping_add(1)),
@@ -200,7 +200,7 @@ fn request() -> impl Strategy<Value = Request> {
                     chunk_size: 64 << 20,
                     max_append: 16 << 20,
                     token,
-                }
+                })
             )),
         (handle(), any::<u64>(), any::<u64>(), token()).prop_map(|(handle, v, len, token)| {
             Request::Chunk(ChunkRequest::Append {

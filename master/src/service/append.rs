@@ -20,7 +20,7 @@ use dfs_protocol::{
     AppendLease, AppendReport, ChunkHandle, ChunkVersion, ErrorCode, PeerKind, Request, Response,
     ServerId,
 };
-use dfs_protocol::{ChunkRequest, MasterOrder};
+use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder};
 
 use super::{now_secs, Master, State};
 use crate::error::OpError;
@@ -481,7 +481,7 @@ impl Master {
                 handle,
             };
             let (primary_id, primary) = chain[0].clone();
-            let request = Request::Order(MasterOrder::GrantLease {
+            let request = Request::Order(MasterOrder::GrantLease(LeaseGrant {
                 handle,
                 from: None,
                 version: ChunkVersion::FIRST,
@@ -490,7 +490,7 @@ impl Master {
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
                 token: self.tokens.token(handle, ChunkVersion::FIRST, ops::ORDER),
-            });
+            }));
             let granted = self.call_grant(&primary, request).await;
             let granted_at = Instant::now();
             let result = match granted {
@@ -588,7 +588,7 @@ impl Master {
             // A fresh version per attempt: an attempt that failed half-way may have
             // moved some replicas, and must never share a version with this one.
             let next = ChunkVersion(version.0 + 1 + attempt);
-            let request = Request::Order(MasterOrder::GrantLease {
+            let request = Request::Order(MasterOrder::GrantLease(LeaseGrant {
                 handle,
                 from: Some(version),
                 version: next,
@@ -601,7 +601,7 @@ impl Master {
                 chunk_size: self.config.chunk_size,
                 max_append: self.config.max_append(),
                 token: self.tokens.token(handle, next, ops::ORDER),
-            });
+            }));
             let granted = self.call_grant(primary, request).await;
             let granted_at = Instant::now();
             let result = match granted {
