@@ -42,6 +42,8 @@ pub struct ClusterOptions {
     pub forget_dead_after: Duration,
     /// Every link over TLS with the files in this dir (`dfs tls init`).
     pub tls: Option<PathBuf>,
+    /// A fault knob: holds the master's operation log writes while closed.
+    pub sync_gate: Option<std::sync::Arc<dfs_master::oplog::SyncGate>>,
 }
 
 impl ClusterOptions {
@@ -65,6 +67,7 @@ impl ClusterOptions {
             lease: Duration::from_secs(5),
             forget_dead_after: Duration::from_secs(24 * 3600),
             tls: None,
+            sync_gate: None,
         }
     }
 }
@@ -166,6 +169,7 @@ impl LocalCluster {
         config.secret = Some(self.secret.clone());
         config.forget_dead_after = o.forget_dead_after;
         config.tls = self.tls.clone();
+        config.sync_gate = o.sync_gate.clone();
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

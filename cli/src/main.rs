@@ -811,6 +811,7 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         lease: Duration::from_secs(60),
         forget_dead_after: Duration::from_secs(24 * 3600),
         tls: None,
+        sync_gate: None,
     };
     let mut options = options;
     if a.tls {

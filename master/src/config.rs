@@ -50,6 +50,8 @@ pub struct MasterConfig {
     pub forget_dead_after: Duration,
     /// Serve (and dial chunkservers) over TLS with these settings.
     pub tls: Option<dfs_protocol::net::Tls>,
+    /// A test's fault knob: holds the operation log's writes while closed.
+    pub sync_gate: Option<std::sync::Arc<crate::oplog::SyncGate>>,
 }
 
 impl MasterConfig {
@@ -72,6 +74,7 @@ impl MasterConfig {
             idle_timeout: Duration::from_secs(300),
             forget_dead_after: Duration::from_secs(24 * 3600),
             tls: None,
+            sync_gate: None,
         }
     }
 

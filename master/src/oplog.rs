@@ -231,9 +231,48 @@ struct Pending {
     bytes_written: u64,
 }
 
+/// A fault knob for tests: while closed, the log's writer holds its next write and
+/// fsync, so mutations stay applied in memory but not durable for as long as a test
+/// needs to look at what the master does meanwhile.
+#[derive(Debug, Default)]
+pub struct SyncGate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl SyncGate {
+    /// Holds every write and fsync from now on.
+    pub fn close(&self) {
+        *self.lock() = true;
+    }
+
+    /// Lets them go.
+    pub fn open(&self) {
+        *self.lock() = false;
+        self.opened.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait_open(&self) {
+        let mut closed = self.lock();
+        while *closed {
+            closed = self
+                .opened
+                .wait(closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    gate: Mutex<Option<Arc<SyncGate>>>,
     pending: Mutex<Pending>,
     wake: Condvar,
     durable: watch::Sender<u64>,
@@ -268,6 +307,7 @@ impl OpLog {
         let (durable, _) = watch::channel(last);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            gate: Mutex::new(None),
             pending: Mutex::new(Pending {
                 buf: Vec::new(),
                 last_seq: last,
@@ -290,6 +330,15 @@ impl OpLog {
             shared,
             writer: Some(writer),
         })
+    }
+
+    /// Puts writes and fsyncs behind `gate` (a test's fault knob).
+    pub fn set_gate(&self, gate: Arc<SyncGate>) {
+        *self
+            .shared
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(gate);
     }
 
     /// Queues record `seq` (which must follow the previous one) for the next group commit.
@@ -395,6 +444,14 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
             }
             (std::mem::take(&mut p.buf), p.last_seq)
         };
+        let gate = shared
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(gate) = gate {
+            gate.wait_open();
+        }
         let result = file.write_all(&batch).and_then(|_| file.sync_data());
         if let Err(e) = result {
             let msg = format!("writing {}: {e}", shared.dir.display());

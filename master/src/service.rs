@@ -60,6 +60,11 @@ struct State {
     /// The same garbage by the server holding it, so a heartbeat finds its own
     /// deletions without scanning all garbage.
     garbage_at: BTreeSet<(ServerId, ChunkHandle)>,
+    /// Chunks freed by logged mutations that are not durable yet, by the sequence
+    /// number of the record that frees them: they become garbage only once it is, so
+    /// a crash that takes the record back finds its file's chunks still there.
+    freeing: std::collections::VecDeque<(u64, Vec<ChunkHandle>)>,
+    freeing_set: HashSet<ChunkHandle>,
     /// Until when (at the latest) the master is in safe mode after its start.
     safe_until: Option<Instant>,
     /// Chunks with a replica reported damaged, until they are fully replicated again.
@@ -144,6 +149,9 @@ impl Master {
         log: OpLog,
         fatal: CancellationToken,
     ) -> Master {
+        if let Some(gate) = &config.sync_gate {
+            log.set_gate(gate.clone());
+        }
         let map = ChunkMap::new(config.dead_after);
         let safe_until = Some(Instant::now() + config.safe_start);
         let balance_threshold = config.balance_threshold;
@@ -170,6 +178,8 @@ impl Master {
                 copying: HashMap::new(),
                 trims: BTreeSet::new(),
                 garbage_at: BTreeSet::new(),
+                freeing: Default::default(),
+                freeing_set: HashSet::new(),
                 moves: HashMap::new(),
                 balance_threshold,
                 leases: HashMap::new(),
@@ -226,11 +236,11 @@ impl Master {
             Ok(applied) => {
                 for h in &applied.freed {
                     st.leases.remove(h);
-                    for (server, _) in st.map.holders(h) {
-                        st.garbage_at.insert((server, *h));
-                    }
                 }
-                st.garbage.extend(applied.freed);
+                if !applied.freed.is_empty() {
+                    st.freeing_set.extend(applied.freed.iter().copied());
+                    st.freeing.push_back((seq, applied.freed));
+                }
                 tracing::debug!(seq, mutation = m.name(), "applied");
                 Ok(seq)
             }
@@ -239,6 +249,26 @@ impl Master {
                 tracing::error!(seq, error = %e, "applying a logged mutation failed; stopping the master");
                 self.fatal.cancel();
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Chunks whose freeing record is now durable become garbage (deletable).
+    fn release_freed(&self, st: &mut State) {
+        let durable = self.log.durable_seq();
+        while st.freeing.front().is_some_and(|(seq, _)| *seq <= durable) {
+            let Some((_, freed)) = st.freeing.pop_front() else {
+                break;
+            };
+            for h in freed {
+                st.freeing_set.remove(&h);
+                if st.ns.is_referenced(&h) {
+                    continue;
+                }
+                for (server, _) in st.map.holders(&h) {
+                    st.garbage_at.insert((server, h));
+                }
+                st.garbage.insert(h);
             }
         }
     }
@@ -716,6 +746,7 @@ impl Master {
                 seq = self.log_apply(st, m)?;
             }
             let instant = Instant::now();
+            self.release_freed(st);
             self.update_safe_mode(st, instant);
             if st.safe_until.is_none() {
                 let State {
@@ -804,6 +835,8 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
             }
             Some(_) => {}
             None if st.ns.is_referenced(&r.handle) => {}
+            // Freed by a record not yet durable: garbage once it is.
+            None if st.freeing_set.contains(&r.handle) => {}
             None if st.garbage.len() >= MAX_GARBAGE && !st.garbage.contains(&r.handle) => {
                 // Reports cannot grow the set without bound; the chunk is learned
                 // again at a later registration, once collection has made room.

@@ -146,6 +146,7 @@ impl Master {
                         st.garbage.remove(h);
                     }
                 }
+                self.release_freed(st);
                 // Everything below looks only at this server's own entries.
                 let (delete, replicate) = if known && st.safe_until.is_none() {
                     let mut delete: Vec<ChunkHandle> = st
