@@ -151,6 +151,7 @@ impl ChunkStore {
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut index = Index::default();
         let mut chunk_files = Vec::new();
+        let mut unreadable = std::collections::HashSet::new();
         let entries =
             fs::read_dir(&dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
         for entry in entries {
@@ -175,8 +176,11 @@ impl ChunkStore {
                             .insert(handle, Entry::new(meta.version, meta.len));
                     }
                     Ok(_) | Err(_) => {
-                        // Never served; the master re-replicates what it misses.
-                        tracing::warn!(file = %name, "unreadable meta file: chunk dropped");
+                        // Never served (the master re-replicates what it misses), and
+                        // never deleted either: a newer build or a human may still
+                        // read it. Both files go to quarantine below.
+                        tracing::warn!(file = %name, "unreadable meta file: chunk quarantined");
+                        unreadable.insert(handle);
                     }
                 }
             } else if let Some(stem) = name.strip_suffix(".chunk") {
@@ -185,8 +189,27 @@ impl ChunkStore {
                 }
             }
         }
+        if !unreadable.is_empty() {
+            let qdir = dir.with_file_name("quarantine");
+            fs::create_dir_all(&qdir)
+                .map_err(|e| StoreError::io(format!("create {}", qdir.display()), e))?;
+            for handle in &unreadable {
+                let stamp = uuid::Uuid::new_v4();
+                // Meta first, as in `quarantine`: a chunk file left alone is uncommitted.
+                for name in [meta_name(*handle), chunk_name(*handle)] {
+                    let to = qdir.join(format!("{stamp}.{name}"));
+                    match fs::rename(dir.join(&name), &to) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(StoreError::io(format!("quarantine {name}"), e));
+                        }
+                    }
+                }
+            }
+        }
         for (handle, path) in chunk_files {
-            if !index.chunks.contains_key(&handle) {
+            if !index.chunks.contains_key(&handle) && !unreadable.contains(&handle) {
                 tracing::info!(%handle, "removing a chunk file without its meta");
                 let _ = fs::remove_file(path);
             }

@@ -318,3 +318,44 @@ fn an_append_over_a_damaged_last_block_is_refused() {
     );
     assert_eq!(store.get(&h), Some((ChunkVersion::FIRST, 70_000)));
 }
+
+/// Issue 11, hole 8: a meta file this build cannot read (here: a newer format, as
+/// after a downgrade) is never a reason to delete a replica. At start both files go
+/// to quarantine, where a newer build or a human can still use them.
+#[test]
+fn an_unreadable_meta_file_is_quarantined_at_start_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = vec![5u8; 100_000];
+    let (h, chunk_bytes, meta_path, chunk_path) = {
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        let h = write(&store, &data, 65_536);
+        let chunk_path = store.chunk_path(h);
+        let meta_path = chunk_path.with_extension("meta");
+        (
+            h,
+            std::fs::read(&chunk_path).unwrap(),
+            meta_path,
+            chunk_path,
+        )
+    };
+    // Format 2, with a valid checksum: well-formed, just not ours.
+    let meta = std::fs::read(&meta_path).unwrap();
+    let mut body = meta[..meta.len() - 32].to_vec();
+    body[0] = 2;
+    let mut newer = body.clone();
+    newer.extend_from_slice(blake3::hash(&body).as_bytes());
+    std::fs::write(&meta_path, &newer).unwrap();
+
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+    assert_eq!(store.get(&h), None, "not served");
+    assert!(
+        !chunk_path.exists() && !meta_path.exists(),
+        "out of the chunk dir"
+    );
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(store.quarantine_dir())
+        .expect("a quarantine dir")
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(kept.contains(&chunk_bytes), "the chunk's bytes are kept");
+    assert!(kept.contains(&newer), "its meta file too");
+}
