@@ -1013,13 +1013,22 @@ async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
     if target.is_dir() {
         target.push(base_name(&stat.path).context("cannot name the local file")?);
     }
-    // Written beside the target and renamed at the end: never a half-written file at `target`.
+    // Written beside the target and renamed at the end: never a half-written file at
+    // `target`. The temp name is unguessable and created exclusively (O_EXCL: never
+    // through a symlink someone planted), fsynced before the rename, and removed on
+    // any failure, Ctrl-C and SIGTERM included.
     let file_name = target
         .file_name()
         .and_then(|n| n.to_str())
         .with_context(|| format!("{local}: not a file name"))?;
-    let tmp = target.with_file_name(format!(".{file_name}.dfs-partial-{}", std::process::id()));
-    let file = tokio::fs::File::create(&tmp)
+    let tmp = target.with_file_name(format!(
+        ".{file_name}.dfs-partial-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
         .await
         .with_context(|| format!("{}: cannot create", tmp.display()))?;
     let progress = bar(Some(stat.size), false);
@@ -1027,14 +1036,30 @@ async fn get(client: &Client, remote: &str, local: &str) -> anyhow::Result<()> {
         tokio::io::BufWriter::with_capacity(1 << 20, file),
         progress.clone(),
     );
-    let result = async {
+    let transfer = async {
         client.get(remote, &mut writer).await?;
-        writer.shutdown().await.context("closing the local file")?;
+        writer.flush().await.context("writing the local file")?;
+        writer
+            .get_mut()
+            .get_mut()
+            .sync_all()
+            .await
+            .context("syncing the local file")?;
         tokio::fs::rename(&tmp, &target)
             .await
-            .with_context(|| format!("{}: cannot write", target.display()))
-    }
-    .await;
+            .with_context(|| format!("{}: cannot write", target.display()))?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename itself durable too; a failure here loses nothing already there.
+            if let Ok(d) = tokio::fs::File::open(dir).await {
+                let _ = d.sync_all().await;
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let result = tokio::select! {
+        r = transfer => r,
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
     progress.finish_and_clear();
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;

@@ -41,6 +41,11 @@ impl<T> Metered<T> {
     pub fn new(inner: T, bar: ProgressBar) -> Self {
         Metered { inner, bar }
     }
+
+    /// The wrapped reader or writer.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {

@@ -81,3 +81,112 @@ async fn garbage_waits_for_the_freeing_record_to_be_durable() {
     })
     .await
 }
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+/// Issue 11, hole 10 (get): `dfs get` writes to an unguessable temp name beside the
+/// target, created exclusively, and leaves nothing behind when interrupted mid-way,
+/// here by Ctrl-C while every chunkserver is frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_get_leaves_no_partial_file() {
+    use rustix::process::Signal;
+    bounded(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut o = dfs_cli::cluster::ClusterOptions::for_tests(dir.path());
+        o.chunkservers = 0;
+        let cluster = dfs_cli::cluster::LocalCluster::start(o)
+            .await
+            .expect("master");
+        let master = cluster.master_addr().to_string();
+        let mut procs = common::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]);
+        cluster
+            .wait_for_chunkservers(3, Duration::from_secs(30))
+            .await
+            .expect("chunkservers");
+        let c = cluster.client();
+        c.put("/big", &data(4 << 20, 2)[..], PutOptions::default())
+            .await
+            .expect("put");
+
+        // Frozen chunkservers: the get creates its temp file, then waits for data.
+        let pids: Vec<u32> = (0..3).filter_map(|i| procs.pid(i)).collect();
+        for &p in &pids {
+            signal(p, Signal::STOP);
+        }
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir_all(&out_dir).expect("out dir");
+        let get = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["get", "/big"])
+            .arg(out_dir.join("big"))
+            .env("DFS_MASTER", &master)
+            .env("DFS_SECRET", cluster.secret().encode())
+            .env_remove("DFS_KEY")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dfs get");
+        let partial = || {
+            std::fs::read_dir(&out_dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with(".big.dfs-partial-"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        wait_until(Duration::from_secs(20), "the temp file", || {
+            let found = !partial().is_empty();
+            async move { found }
+        })
+        .await;
+        let name = partial().remove(0);
+        let suffix = name.trim_start_matches(".big.dfs-partial-");
+        assert!(
+            suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
+            "an unguessable temp name: {name}"
+        );
+        signal(get.id().expect("pid"), Signal::INT);
+        let out = tokio::time::timeout(Duration::from_secs(20), get.wait_with_output())
+            .await
+            .expect("dfs get stops on Ctrl-C")
+            .expect("wait");
+        for &p in &pids {
+            signal(p, Signal::CONT);
+        }
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(partial().is_empty(), "no partial file left behind");
+        assert!(!out_dir.join("big").exists(), "no target either");
+
+        // Thawed, the same get completes.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["get", "/big"])
+            .arg(out_dir.join("big"))
+            .env("DFS_MASTER", &master)
+            .env("DFS_SECRET", cluster.secret().encode())
+            .env_remove("DFS_KEY")
+            .output()
+            .await
+            .expect("dfs get");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::read(out_dir.join("big")).expect("read") == data(4 << 20, 2));
+        assert!(partial().is_empty());
+        procs.kill_all().await;
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
