@@ -6,6 +6,7 @@
 //! - [`config`]: the config file (`config.toml`, `--config`).
 //! - [`credentials`]: where client verbs and servers find keys and the cluster secret.
 //! - [`tls`]: the cluster CA and certificates (`dfs tls init`), loading them.
+//! - [`unchanged`]: a local file checked at its end to be the file it was at its start.
 //! - [`units`]: parsing sizes (`64MiB`) and durations (`500ms`) from the command line.
 //! - [`progress`]: a progress bar around a reader or writer, shown only on a terminal.
 //! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
@@ -16,4 +17,5 @@ pub mod credentials;
 pub mod output;
 pub mod progress;
 pub mod tls;
+pub mod unchanged;
 pub mod units;

@@ -915,7 +915,16 @@ async fn put(
         overwrite: force,
     };
     let (input, progress) = local_input(local).await?;
-    let result = client.put(&remote, input, options).await;
+    let result = if local == "-" {
+        client.put(&remote, input, options).await
+    } else {
+        // A file that changes while it is read fails the put before its commit.
+        let before = tokio::fs::metadata(local)
+            .await
+            .with_context(|| format!("{local}: cannot stat"))?;
+        let input = dfs_cli::unchanged::Unchanged::new(input, PathBuf::from(local), &before);
+        client.put(&remote, input, options).await
+    };
     progress.finish_and_clear();
     result?;
     Ok(())

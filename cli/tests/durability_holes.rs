@@ -190,3 +190,75 @@ async fn an_interrupted_get_leaves_no_partial_file() {
     })
     .await
 }
+
+/// Bytes process `pid` has read so far (`/proc/PID/io`, `rchar`).
+fn read_so_far(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("rchar: ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 11, hole 10 (put): a local file that changes while `dfs put` reads it
+/// fails the put, and nothing is stored: before, a mix of old and new bytes was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changing_during_put_fails_it_and_stores_nothing() {
+    bounded(async {
+        let (dir, cluster) = cluster_with(|_| {}).await;
+        let local = dir.path().join("growing.bin");
+        std::fs::write(&local, data(48 << 20, 3)).expect("write");
+        let put = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["put"])
+            .arg(&local)
+            .arg("/growing.bin")
+            .env("DFS_MASTER", cluster.master_addr().to_string())
+            .env("DFS_SECRET", cluster.secret().encode())
+            .env_remove("DFS_KEY")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dfs put");
+        let pid = put.id().expect("pid");
+        // Once the put is well into the file (and far from its end), the file grows.
+        wait_until(Duration::from_secs(30), "the put to read 4 MiB", || {
+            let n = read_so_far(pid);
+            async move { n >= 4 << 20 }
+        })
+        .await;
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&local)
+                .expect("open");
+            f.write_all(b"written while the put was reading")
+                .expect("append");
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), put.wait_with_output())
+            .await
+            .expect("the put ends")
+            .expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a changed file must not be stored");
+        assert!(err.contains("changed while it was being read"), "{err}");
+        let c = cluster.client();
+        assert!(
+            matches!(
+                c.stat("/growing.bin").await,
+                Err(dfs_client::ClientError::Remote(
+                    dfs_client::ErrorCode::NotFound { .. }
+                ))
+            ),
+            "nothing visible"
+        );
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
