@@ -82,6 +82,19 @@ async fn garbage_waits_for_the_freeing_record_to_be_durable() {
     .await
 }
 
+/// `dfs` as a user runs it against the master at `master`, with the cluster secret.
+fn dfs(master: &str, secret: &dfs_client::ClusterSecret) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"));
+    c.env("DFS_MASTER", master)
+        .env("DFS_SECRET", secret.encode())
+        .env_remove("DFS_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
 fn signal(pid: u32, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
     rustix::process::kill_process(pid, sig).expect("signal");
@@ -118,16 +131,9 @@ async fn an_interrupted_get_leaves_no_partial_file() {
         }
         let out_dir = dir.path().join("out");
         std::fs::create_dir_all(&out_dir).expect("out dir");
-        let get = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+        let get = dfs(&master, cluster.secret())
             .args(["get", "/big"])
             .arg(out_dir.join("big"))
-            .env("DFS_MASTER", &master)
-            .env("DFS_SECRET", cluster.secret().encode())
-            .env_remove("DFS_KEY")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("dfs get");
         let partial = || {
@@ -169,12 +175,9 @@ async fn an_interrupted_get_leaves_no_partial_file() {
         assert!(!out_dir.join("big").exists(), "no target either");
 
         // Thawed, the same get completes.
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+        let out = dfs(&master, cluster.secret())
             .args(["get", "/big"])
             .arg(out_dir.join("big"))
-            .env("DFS_MASTER", &master)
-            .env("DFS_SECRET", cluster.secret().encode())
-            .env_remove("DFS_KEY")
             .output()
             .await
             .expect("dfs get");
@@ -212,17 +215,10 @@ async fn a_file_changing_during_put_fails_it_and_stores_nothing() {
         let (dir, cluster) = cluster_with(|_| {}).await;
         let local = dir.path().join("growing.bin");
         std::fs::write(&local, data(48 << 20, 3)).expect("write");
-        let put = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["put"])
+        let put = dfs(&cluster.master_addr().to_string(), cluster.secret())
+            .arg("put")
             .arg(&local)
             .arg("/growing.bin")
-            .env("DFS_MASTER", cluster.master_addr().to_string())
-            .env("DFS_SECRET", cluster.secret().encode())
-            .env_remove("DFS_KEY")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("dfs put");
         let pid = put.id().expect("pid");
