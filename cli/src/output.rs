@@ -1,5 +1,5 @@
 //! Renderings of `ls`, `stat` and `status`: plain text for people, and the `--json`
-//! shapes of DESIGN.md (fields may be added, never renamed).
+//! shapes written in docs/operations.md (fields may be added, never renamed).
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};

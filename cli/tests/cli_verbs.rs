@@ -1,5 +1,5 @@
 //! The built `dfs` binary against a real cluster: stdin and stdout, the verbs, the
-//! `--json` shapes of DESIGN.md, and one-line errors with a non-zero exit.
+//! `--json` shapes of docs/operations.md, and one-line errors with a non-zero exit.
 
 mod common;
 
