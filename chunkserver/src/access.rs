@@ -13,8 +13,26 @@ use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder, PeerOrder};
 
 use crate::ctx::Ctx;
 
-/// Client keys by name: (secret, role).
-type Keys = HashMap<String, ([u8; 32], Role)>;
+/// A client key as a chunkserver holds it; the fingerprint is kept so that checking a
+/// connection's key on every request costs a lookup, not a hash.
+#[derive(Clone, Copy)]
+struct HeldKey {
+    secret: [u8; 32],
+    role: Role,
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for HeldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: a `Ctx` may be logged.
+        f.debug_struct("HeldKey")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client keys by name.
+type Keys = HashMap<String, HeldKey>;
 
 /// The client keys and the epoch of the master's table they came from.
 #[derive(Debug, Default)]
@@ -38,7 +56,12 @@ impl KeyStore {
             .iter()
             .map(|k| {
                 let secret = unseal(session, table.epoch, &k.name, &k.sealed);
-                (k.name.clone(), (secret, k.role))
+                let held = HeldKey {
+                    secret,
+                    role: k.role,
+                    fingerprint: fingerprint(&secret),
+                };
+                (k.name.clone(), held)
             })
             .collect();
         *self
@@ -47,7 +70,7 @@ impl KeyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = (table.epoch, keys);
     }
 
-    fn get(&self, name: &str) -> Option<([u8; 32], Role)> {
+    fn get(&self, name: &str) -> Option<HeldKey> {
         self.inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -62,7 +85,7 @@ pub fn lookup(ctx: &Ctx, credential: &Credential) -> Result<([u8; 32], Peer), Er
     let secret = &ctx.config.secret;
     match credential {
         Credential::Key { name } => match ctx.keys.get(name) {
-            Some((key, role)) => Ok(Peer::key_holder(name, key, role)),
+            Some(k) => Ok(Peer::key_holder(name, k.secret, k.role)),
             None => Err(ErrorCode::AuthFailed {
                 reason: format!("unknown key '{name}'"),
             }),
@@ -169,7 +192,7 @@ pub fn admit(ctx: &Ctx, peer: &Peer, request: &Request) -> Result<(), ErrorCode>
     } = peer
     {
         match ctx.keys.get(name) {
-            Some((key, _)) if fingerprint(&key) == *fp => {}
+            Some(k) if k.fingerprint == *fp => {}
             _ => {
                 return Err(ErrorCode::AuthFailed {
                     reason: format!("key '{name}' was removed"),

@@ -84,8 +84,6 @@ struct State {
     leases: HashMap<ChunkHandle, MasterLease>,
     /// Chunks being granted a lease or created for appends: not garbage, not adopted.
     pending: HashSet<ChunkHandle>,
-    /// Signs the chunk tokens handed out with locations and orders.
-    tokens: Minter,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
 }
@@ -127,7 +125,8 @@ pub struct Master {
     store: Store,
     log: OpLog,
     secret: ClusterSecret,
-    /// Signs chunk tokens without taking the state lock.
+    /// Signs the chunk tokens handed out with locations and orders (immutable, so
+    /// outside the state lock).
     tokens: Minter,
     state: Mutex<State>,
     /// Cancelled when the store fails under a mutation: the master must stop.
@@ -164,9 +163,8 @@ impl Master {
             config,
             log,
             secret,
-            tokens: tokens.clone(),
+            tokens,
             state: Mutex::new(State {
-                tokens,
                 key_epochs: HashMap::new(),
                 ns,
                 map,
@@ -376,9 +374,9 @@ impl Master {
                     .await?;
                 Ok(Response::Listing { entries })
             }
-            ClientToMaster::Stat { path } => {
-                Ok(Response::Stat(self.read(|st| stat(st, &path)).await?))
-            }
+            ClientToMaster::Stat { path } => Ok(Response::Stat(
+                self.read(|st| stat(st, &self.tokens, &path)).await?,
+            )),
             ClientToMaster::Delete {
                 path,
                 recursive,
@@ -658,7 +656,7 @@ impl Master {
                 handle,
                 version,
                 replicas,
-                token: st.tokens.token(handle, version, ops::WRITE),
+                token: self.tokens.token(handle, version, ops::WRITE),
             },
         ))
     }
@@ -769,9 +767,9 @@ impl Master {
                         }
                     }
                 }
-                schedule_repairs(st, instant);
+                schedule_repairs(st, &self.tokens, instant);
                 schedule_trims(st, instant);
-                schedule_moves(st, instant);
+                schedule_moves(st, &self.tokens, instant);
             }
             seq
         };
@@ -863,7 +861,7 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
 
 /// Orders copies for chunks below their replication, those with fewest live replicas
 /// first, at most a few per target, from a random live replica.
-fn schedule_repairs(st: &mut State, now: Instant) {
+fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     // A copy is given up after a while, or at once when its target died.
     let State { copying, map, .. } = st;
     copying.retain(|_, (target, at)| {
@@ -923,7 +921,7 @@ fn schedule_repairs(st: &mut State, now: Instant) {
             continue;
         };
         tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
-        order_copy(st, h, meta, source, target, now);
+        order_copy(st, tokens, h, meta, source, target, now);
         *per_target.entry(target).or_default() += 1;
         scheduled += 1;
     }
@@ -965,7 +963,7 @@ fn schedule_trims(st: &mut State, now: Instant) {
 /// One balancing move per round while the spread of disk use is above the threshold:
 /// a chunk from the fullest live server is copied to the emptiest, then trimmed from
 /// the fullest.
-fn schedule_moves(st: &mut State, now: Instant) {
+fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
     if st.moves.len() >= MAX_MOVES {
         return;
     }
@@ -1003,20 +1001,21 @@ fn schedule_moves(st: &mut State, now: Instant) {
         return;
     };
     tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
-    order_copy(st, h, meta, source, to, now);
+    order_copy(st, tokens, h, meta, source, to, now);
     st.moves.insert(h, from);
 }
 
 /// Queues a copy of `h` from `source` for `target`'s next heartbeat.
 fn order_copy(
     st: &mut State,
+    tokens: &Minter,
     h: ChunkHandle,
     meta: ChunkMeta,
     source: String,
     target: ServerId,
     now: Instant,
 ) {
-    let token = st.tokens.token(h, meta.version, ops::READ);
+    let token = tokens.token(h, meta.version, ops::READ);
     st.orders.entry(target).or_default().push(ReplicateOrder {
         handle: h,
         version: meta.version,
@@ -1126,7 +1125,7 @@ fn fsck(
     Ok((report, next))
 }
 
-fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {
+fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {
     let (path, inode) = st.ns.stat(path)?;
     let now = Instant::now();
     let chunks = inode
@@ -1143,7 +1142,7 @@ fn stat(st: &State, path: &str) -> Result<FileStat, OpError> {
                 .collect(),
             open: st.ns.open_chain(&c.handle).is_some(),
             primary: st.lease(&c.handle, c.version).map(|l| l.addr.clone()),
-            token: st.tokens.token(c.handle, c.version, ops::READ),
+            token: tokens.token(c.handle, c.version, ops::READ),
         })
         .collect();
     Ok(FileStat {
