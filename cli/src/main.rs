@@ -914,16 +914,14 @@ async fn put(
         replication,
         overwrite: force,
     };
-    let (input, progress) = local_input(local).await?;
-    let result = if local == "-" {
-        client.put(&remote, input, options).await
-    } else {
-        // A file that changes while it is read fails the put before its commit.
-        let before = tokio::fs::metadata(local)
-            .await
-            .with_context(|| format!("{local}: cannot stat"))?;
-        let input = dfs_cli::unchanged::Unchanged::new(input, PathBuf::from(local), &before);
-        client.put(&remote, input, options).await
+    let (input, progress, opened) = local_input(local).await?;
+    let result = match opened {
+        None => client.put(&remote, input, options).await,
+        Some(before) => {
+            // A file that changes while it is read fails the put before its commit.
+            let input = dfs_cli::unchanged::Unchanged::new(input, PathBuf::from(local), &before);
+            client.put(&remote, input, options).await
+        }
     };
     progress.finish_and_clear();
     result?;
@@ -931,17 +929,20 @@ async fn put(
 }
 
 /// LOCAL ('-' for stdin) as an input metered by a progress bar (sized for a file).
+/// For a file, also its metadata as opened.
 async fn local_input(
     local: &str,
 ) -> anyhow::Result<(
     Metered<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
     indicatif::ProgressBar,
+    Option<std::fs::Metadata>,
 )> {
     if local == "-" {
         let progress = bar(None, false);
         return Ok((
             Metered::new(Box::new(tokio::io::stdin()), progress.clone()),
             progress,
+            None,
         ));
     }
     let file = tokio::fs::File::open(local)
@@ -955,7 +956,11 @@ async fn local_input(
         bail!("{local}: is a directory");
     }
     let progress = bar(Some(meta.len()), false);
-    Ok((Metered::new(Box::new(file), progress.clone()), progress))
+    Ok((
+        Metered::new(Box::new(file), progress.clone()),
+        progress,
+        Some(meta),
+    ))
 }
 
 async fn append(
@@ -968,7 +973,7 @@ async fn append(
         create: true,
         replication,
     };
-    let (input, progress) = local_input(local).await?;
+    let (input, progress, _) = local_input(local).await?;
     let result = client.append(remote, input, options).await;
     progress.finish_and_clear();
     result?;
