@@ -5,6 +5,7 @@
 //! - [`config`]: `ChunkserverConfig` and its validation.
 //! - [`identity`]: the server id kept in the data dir, and the data dir lock.
 //! - [`store`]: chunk and checksum files on disk (blocking; used via the blocking pool).
+//! - [`failpoint`]: named steps inside the store's writes, where tests inject faults.
 //! - [`ctx`]: what every handler and background task shares.
 //! - [`access`]: client keys pushed by the master; who may send what; chunk tokens.
 //! - [`server`]: accept loop, authentication, dispatch.
@@ -21,6 +22,7 @@ pub mod append;
 pub mod config;
 pub mod ctx;
 pub mod error;
+pub mod failpoint;
 pub mod heartbeat;
 pub mod identity;
 pub mod net;

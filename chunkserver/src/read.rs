@@ -54,23 +54,22 @@ pub(crate) async fn read_chunk(
                 }
             }
         })();
-        if let (Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })), Some(len)) =
-            (&result, seen)
-        {
-            if !store.unchanged(&handle, version, len) {
-                // Appended to or cut back under us: a race, not damage.
-                result = Err(ErrorCode::Unavailable {
-                    reason: format!("chunk {handle} changed during the read; read it again"),
+        if let Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })) = &result {
+            match store.quarantine_damaged(handle, version, seen) {
+                Ok(true) => {}
+                // Bumped, appended to or cut back under us: a race, not damage.
+                Ok(false) => {
+                    result = Err(ErrorCode::Unavailable {
+                        reason: format!("chunk {handle} changed during the read; read it again"),
+                    }
+                    .into());
                 }
-                .into());
-            }
-        }
-        if let Err(e) = result {
-            if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
-                if let Err(q) = store.quarantine(handle) {
+                Err(q) => {
                     tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
                 }
             }
+        }
+        if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
     });

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dfs_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::ctx::Ctx;
-use crate::error::StoreError;
+use crate::store::Scrub;
 
 /// Pause after a pass that found nothing to verify.
 const IDLE_PASS_PAUSE: Duration = Duration::from_secs(5);
@@ -30,19 +29,15 @@ pub async fn scrubber(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             let started = tokio::time::Instant::now();
             let result = tokio::task::spawn_blocking(move || store.verify(handle)).await;
             let bytes = match result {
-                Ok(Ok(len)) => {
+                Ok(Ok(Scrub::Clean(len))) => {
                     verified_any = true;
                     len
                 }
-                Ok(Err(StoreError::Refused(ErrorCode::ChecksumMismatch { offset, .. }))) => {
-                    tracing::warn!(%handle, offset, "scrubber found a damaged replica");
-                    if let Err(e) = ctx.store.quarantine(handle) {
-                        tracing::error!(%handle, error = %e, "could not quarantine a damaged replica");
-                    }
+                Ok(Ok(Scrub::Damaged(offset))) => {
+                    tracing::warn!(%handle, offset, "scrubber found a damaged replica: quarantined");
                     0
                 }
-                // Deleted or replaced meanwhile: nothing to do.
-                Ok(Err(StoreError::Refused(_))) => 0,
+                Ok(Ok(Scrub::Changed)) => 0,
                 Ok(Err(e)) => {
                     tracing::error!(%handle, error = %e, "scrubbing failed");
                     0

@@ -10,10 +10,18 @@
 //! Damaged replicas are moved to `<data>/quarantine/` (never served again, kept for a
 //! human to look at) and reported to the master, which replaces them.
 //!
-//! A chunk is written under temporary names, both files are fsynced, the chunk file is
-//! renamed first and the meta file last, then the directory is fsynced: the meta file's
-//! presence is the commit point. At start only meta files are read (no rehash); a chunk
-//! file without its meta is a crashed write and is removed.
+//! A chunk is written under temporary names, both files are fsynced, an older (stale)
+//! version held here is retired by removing its meta, the chunk file is renamed first
+//! and the meta file last, then the directory is fsynced: the meta file's presence is
+//! the commit point. An append that rewrites an unacknowledged tail cuts the meta back
+//! before touching those bytes. So no meta file ever describes bytes that are not on
+//! disk; `tests/store_crash.rs` kills a process at every step to show it. At start only
+//! meta files are read (no rehash); a chunk file without its meta is a crashed write
+//! and is removed.
+//!
+//! Every change to a chunk's files or index entry, and every reader's open, holds the
+//! chunk's stripe lock, so a reader never pairs one version's index entry with another
+//! version's meta file, and damage is only declared on a replica that did not move.
 //!
 //! Every method here blocks; callers run them on the blocking pool.
 
@@ -29,6 +37,7 @@ use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, CHECKSUM_B
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::failpoint::{Failpoints, Step};
 
 const META_FORMAT: u8 = 1;
 /// A chunk is never longer than this, whatever the client sends.
@@ -92,8 +101,22 @@ pub struct ChunkStore {
     capacity: u64,
     index: Arc<Mutex<Index>>,
     /// Serialise changes to one chunk's files (bumps, appends, truncations): a chunk
-    /// hashes to one stripe.
+    /// hashes to one stripe. Everything that moves a chunk's files or its index entry
+    /// holds it, and so does opening a reader, so a reader never pairs an index entry
+    /// with another version's meta file.
     stripes: Arc<[Mutex<()>; STRIPES]>,
+    failpoints: Failpoints,
+}
+
+/// What the scrubber found in one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrub {
+    /// Every block verified; this many bytes.
+    Clean(u64),
+    /// Appended to, cut back, replaced or deleted meanwhile: verified another time.
+    Changed,
+    /// Damaged at this offset, and quarantined.
+    Damaged(u64),
 }
 
 const STRIPES: usize = 64;
@@ -225,6 +248,7 @@ impl ChunkStore {
             capacity,
             index: Arc::new(Mutex::new(index)),
             stripes: Arc::new(std::array::from_fn(|_| Mutex::new(()))),
+            failpoints: Failpoints::default(),
         })
     }
 
@@ -232,6 +256,17 @@ impl ChunkStore {
         self.index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The failure injection hooks of this store (and its clones), for tests.
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
+    }
+
+    fn hit(&self, step: Step) -> Result<(), StoreError> {
+        self.failpoints
+            .hit(step)
+            .map_err(|e| StoreError::io(format!("{step:?}"), e))
     }
 
     pub fn capacity(&self) -> u64 {
@@ -345,6 +380,7 @@ impl ChunkStore {
         handle: ChunkHandle,
         version: ChunkVersion,
     ) -> Result<ChunkReader, StoreError> {
+        let _g = self.stripe(&handle);
         let entry = {
             let mut idx = self.lock();
             let e = idx
@@ -402,6 +438,7 @@ impl ChunkStore {
 
     /// Deletes a chunk (at any version).
     pub fn delete(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
+        let _g = self.stripe(&handle);
         let removed = self.unindex(handle, false);
         if removed {
             // Meta first: without it the chunk is no longer committed, even if we crash here.
@@ -420,6 +457,30 @@ impl ChunkStore {
     /// Takes a damaged replica out of service: its files move to `quarantine/`, it
     /// leaves the index, and the next heartbeat reports it removed and corrupt.
     pub fn quarantine(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
+        let _g = self.stripe(&handle);
+        self.quarantine_locked(handle)
+    }
+
+    /// Quarantines a replica found damaged at `version` (and, when known, `len`), unless
+    /// it moved on meanwhile: a checksum error on a replica that was bumped, appended
+    /// to, cut back or replaced under the reader is a race, not damage. Returns whether
+    /// it was quarantined.
+    pub fn quarantine_damaged(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        len: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _g = self.stripe(&handle);
+        match self.get(&handle) {
+            Some((v, l)) if v == version && len.is_none_or(|len| len == l) => {
+                self.quarantine_locked(handle)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn quarantine_locked(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
         if !self.unindex(handle, true) {
             return Ok(false);
         }
@@ -445,21 +506,36 @@ impl ChunkStore {
         self.dir.with_file_name("quarantine")
     }
 
-    /// Reads a whole chunk, verifying every block. Blocking; used by the scrubber.
-    pub fn verify(&self, handle: ChunkHandle) -> Result<u64, StoreError> {
-        let version = self
-            .get(&handle)
-            .map(|(v, _)| v)
-            .ok_or(ErrorCode::UnknownChunk { handle })?;
-        let mut reader = self.open_reader_quietly(handle, version)?;
+    /// Reads a whole chunk, verifying every block, and quarantines it when damaged.
+    /// Blocking; used by the scrubber.
+    pub fn verify(&self, handle: ChunkHandle) -> Result<Scrub, StoreError> {
+        let Some((version, _)) = self.get(&handle) else {
+            return Ok(Scrub::Changed);
+        };
+        let damaged = |offset: u64, len: Option<u64>| -> Result<Scrub, StoreError> {
+            Ok(if self.quarantine_damaged(handle, version, len)? {
+                Scrub::Damaged(offset)
+            } else {
+                Scrub::Changed
+            })
+        };
+        let mut reader = match self.open_reader_quietly(handle, version) {
+            Ok(r) => r,
+            Err(StoreError::Refused(ErrorCode::ChecksumMismatch { offset, .. })) => {
+                return damaged(offset, None)
+            }
+            Err(StoreError::Refused(_)) => return Ok(Scrub::Changed),
+            Err(e) => return Err(e),
+        };
         let len = reader.len();
         let mut pos = 0;
         while pos < len {
             let n = (len - pos).min(1 << 20);
             match reader.read_blocks(pos, n) {
                 Ok(_) => {}
-                // Appended to or cut back meanwhile: not damage; verified another time.
-                Err(_) if !self.unchanged(&handle, version, len) => return Ok(0),
+                Err(StoreError::Refused(ErrorCode::ChecksumMismatch { offset, .. })) => {
+                    return damaged(offset, Some(len))
+                }
                 Err(e) => return Err(e),
             }
             pos += n;
@@ -467,7 +543,7 @@ impl ChunkStore {
         if let Some(e) = self.lock().chunks.get_mut(&handle) {
             e.scrubbed = Some(Instant::now());
         }
-        Ok(len)
+        Ok(Scrub::Clean(len))
     }
 
     /// Like `open_reader`, but without marking the chunk busy (the scrubber's reads
@@ -546,9 +622,11 @@ impl ChunkStore {
             f.write_all(&encode_meta(meta)?)
                 .and_then(|_| f.sync_data())
                 .map_err(|e| StoreError::io(format!("write {}", tmp.display()), e))?;
+            self.hit(Step::MetaTmpWritten)?;
             let path = self.dir.join(meta_name(meta.handle));
             fs::rename(&tmp, &path)
                 .map_err(|e| StoreError::io(format!("rename to {}", path.display()), e))?;
+            self.hit(Step::MetaRenamed)?;
             sync_dir(&self.dir)
         })();
         if result.is_err() {
@@ -623,7 +701,7 @@ impl ChunkStore {
         let _g = self.stripe(&handle);
         match (self.get(&handle), from) {
             (Some((have, len)), _) if have == version => Ok(len),
-            (None, None) => self.create(handle, version)?.commit(),
+            (None, None) => self.create(handle, version)?.commit_locked(),
             (Some((have, _)), Some(from)) if have >= from && have < version => {
                 let mut meta = self.read_meta(handle, have)?;
                 meta.version = version;
@@ -697,6 +775,17 @@ impl ChunkStore {
         self.reserve(grow)?;
         let result = (|| {
             let mut hasher = self.hasher_at(&meta, offset)?;
+            if meta.len > offset {
+                // The bytes past `offset` are about to be overwritten: the meta must stop
+                // claiming them first, or a crash in between leaves checksums for bytes
+                // that are no longer on disk.
+                self.write_meta(&ChunkMeta {
+                    handle,
+                    version,
+                    len: offset,
+                    blocks: hasher.clone().finish(),
+                })?;
+            }
             let path = self.dir.join(chunk_name(handle));
             let ctx = || format!("write {}", path.display());
             let file = OpenOptions::new()
@@ -710,7 +799,9 @@ impl ChunkStore {
                 hasher.update(p);
                 at += p.len() as u64;
             }
+            self.hit(Step::AppendDataWritten)?;
             file.sync_data().map_err(|e| StoreError::io(ctx(), e))?;
+            self.hit(Step::AppendDataSynced)?;
             self.write_meta(&ChunkMeta {
                 handle,
                 version,
@@ -811,7 +902,20 @@ impl ChunkWriter {
     }
 
     /// Makes the chunk durable and visible; returns its length.
-    pub fn commit(mut self) -> Result<u64, StoreError> {
+    pub fn commit(self) -> Result<u64, StoreError> {
+        let store = self.store.clone();
+        let _g = store.stripe(&self.handle);
+        self.commit_locked()
+    }
+
+    /// `commit`, for a caller that holds the chunk's stripe lock.
+    ///
+    /// Data and meta are fsynced under temp names; an older version held here is then
+    /// retired (its meta removed, durably), and only then do the files take their
+    /// final names, data first and meta last. A crash at any point leaves the old
+    /// replica whole, or nothing, or the new replica whole; never a meta file that
+    /// describes another write's data.
+    fn commit_locked(mut self) -> Result<u64, StoreError> {
         let blocks = std::mem::replace(&mut self.hasher, BlockHasher::new(Vec::new())).finish();
         let file = self.file.take().ok_or_else(|| {
             StoreError::io("commit twice", std::io::Error::other("writer closed"))
@@ -819,7 +923,21 @@ impl ChunkWriter {
         file.sync_all()
             .map_err(|e| StoreError::io(format!("fsync {}", self.tmp_chunk.display()), e))?;
         drop(file);
-        let dir = &self.store.dir;
+        let store = self.store.clone();
+        store.hit(Step::CommitDataSynced)?;
+        let dir = &store.dir;
+        if let Some((have, _)) = store.get(&self.handle) {
+            // Another write of this chunk committed while this one ran.
+            if have >= self.version {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!(
+                        "chunk {} already exists here at version {have}",
+                        self.handle
+                    ),
+                }
+                .into());
+            }
+        }
         let meta = ChunkMeta {
             handle: self.handle,
             version: self.version,
@@ -827,32 +945,56 @@ impl ChunkWriter {
             blocks,
         };
         let tmp_meta = dir.join(format!("{}.{}.meta.tmp", self.handle, uuid::Uuid::new_v4()));
+        let chunk_path = dir.join(chunk_name(self.handle));
+        let mut renamed = (false, false);
         let result = (|| {
             let mut f = File::create(&tmp_meta)
                 .map_err(|e| StoreError::io(format!("create {}", tmp_meta.display()), e))?;
             f.write_all(&encode_meta(&meta)?)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| StoreError::io(format!("write {}", tmp_meta.display()), e))?;
-            let chunk_path = dir.join(chunk_name(self.handle));
+            store.hit(Step::CommitMetaWritten)?;
+            if store.unindex(self.handle, false) {
+                // The older version is stale (the master moved the chunk past it): its
+                // meta goes before its data file is replaced.
+                let old_meta = dir.join(meta_name(self.handle));
+                match fs::remove_file(&old_meta) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(StoreError::io(format!("remove {}", old_meta.display()), e))
+                    }
+                }
+                sync_dir(dir)?;
+                store.hit(Step::CommitOldRetired)?;
+            }
             fs::rename(&self.tmp_chunk, &chunk_path)
                 .map_err(|e| StoreError::io(format!("rename to {}", chunk_path.display()), e))?;
+            renamed.0 = true;
+            store.hit(Step::CommitChunkRenamed)?;
             let meta_path = dir.join(meta_name(self.handle));
             fs::rename(&tmp_meta, &meta_path)
                 .map_err(|e| StoreError::io(format!("rename to {}", meta_path.display()), e))?;
+            renamed.1 = true;
+            store.hit(Step::CommitMetaRenamed)?;
             sync_dir(dir)
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp_meta);
-            let _ = fs::remove_file(dir.join(chunk_name(self.handle)));
+            // Only files this write put in place, meta first (the commit point): an
+            // older replica's files were never touched unless retired above.
+            if renamed.1 {
+                let _ = fs::remove_file(dir.join(meta_name(self.handle)));
+            }
+            if renamed.0 {
+                let _ = fs::remove_file(&chunk_path);
+            }
+            // Otherwise `Drop` removes the temp data file.
             return Err(e);
         }
         self.done = true;
-        let mut idx = self.store.lock();
+        let mut idx = store.lock();
         idx.reserved = idx.reserved.saturating_sub(self.reserved);
-        if let Some(old) = idx.chunks.get(&self.handle).copied() {
-            // The renames above replaced an older version's files.
-            idx.used = idx.used.saturating_sub(old.len);
-        }
         idx.used += self.len;
         idx.chunks
             .insert(self.handle, Entry::new(self.version, self.len));

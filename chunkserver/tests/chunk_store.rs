@@ -1,6 +1,7 @@
 //! The chunk store on a real temp dir: round trips across reopen, crash leftovers,
 //! corruption never returned as data, capacity.
 
+use dfs_chunkserver::failpoint::Step;
 use dfs_chunkserver::store::ChunkStore;
 use dfs_chunkserver::StoreError;
 use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode};
@@ -358,4 +359,96 @@ fn an_unreadable_meta_file_is_quarantined_at_start_never_deleted() {
         .collect();
     assert!(kept.contains(&chunk_bytes), "the chunk's bytes are kept");
     assert!(kept.contains(&newer), "its meta file too");
+}
+
+/// Hole 3: a reader or the scrubber that opens a chunk while a bump has renamed the
+/// new meta file into place, but not yet moved the index, must not take the healthy
+/// replica for a damaged one.
+#[test]
+fn a_read_or_scrub_racing_a_bump_never_quarantines_the_replica() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    for scrub in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).expect("open");
+        let data = bytes(200_000, 5);
+        let h = write(&store, &data, 65_536);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(1);
+        let rx = Arc::new(Mutex::new(rx));
+        let early: Arc<Mutex<Option<String>>> = Arc::default();
+        let (racer, hook_rx, hook_early) = (store.clone(), rx.clone(), early.clone());
+        store.failpoints().set(Some(Arc::new(move |step| {
+            if step == Step::MetaRenamed {
+                let (racer, tx) = (racer.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let outcome = if scrub {
+                        format!("{:?}", racer.verify(h))
+                    } else {
+                        match racer.open_reader(h, ChunkVersion::FIRST) {
+                            Ok(_) => "opened".to_string(),
+                            Err(e) => format!("{e:?}"),
+                        }
+                    };
+                    let _ = tx.send(outcome);
+                });
+                // The racer either waits for the bump to finish or answers at once;
+                // an answer now is what it saw between the rename and the index move.
+                let got = hook_rx
+                    .lock()
+                    .expect("rx")
+                    .recv_timeout(Duration::from_millis(300));
+                *hook_early.lock().expect("early") = got.ok();
+            }
+            Ok(())
+        })));
+        store
+            .bump(h, Some(ChunkVersion::FIRST), ChunkVersion(2))
+            .expect("bump");
+        store.failpoints().set(None);
+        let outcome = early.lock().expect("early").take().unwrap_or_else(|| {
+            rx.lock()
+                .expect("rx")
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the racer answers once the bump is done")
+        });
+        assert!(
+            !outcome.contains("ChecksumMismatch") && !outcome.contains("Damaged"),
+            "scrub={scrub}: {outcome}"
+        );
+        assert_eq!(store.get(&h), Some((ChunkVersion(2), 200_000)));
+        assert_eq!(read_at(&store, h, ChunkVersion(2)).expect("read"), data);
+        assert!(store.take_changes().corrupt.is_empty());
+    }
+}
+
+/// Hole 7: a commit of a newer version that fails before its files are in place
+/// leaves the older replica whole (the error path used to remove `<handle>.chunk`,
+/// whoever had put it there).
+#[test]
+fn a_failed_commit_never_destroys_the_older_replica() {
+    use std::sync::Arc;
+    for fail_at in [Step::CommitDataSynced, Step::CommitMetaWritten] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ChunkStore::open(dir.path(), Some(1 << 30)).expect("open");
+        let old = bytes(150_000, 7);
+        let h = write(&store, &old, 65_536);
+        let mut w = store.create(h, ChunkVersion(2)).expect("create v2");
+        w.write(&bytes(120_000, 8)).expect("write");
+        store.failpoints().set(Some(Arc::new(move |step| {
+            if step == fail_at {
+                Err(std::io::Error::other("injected disk error"))
+            } else {
+                Ok(())
+            }
+        })));
+        assert!(w.commit().is_err(), "{fail_at:?}");
+        store.failpoints().set(None);
+        assert_eq!(store.get(&h), Some((ChunkVersion::FIRST, 150_000)));
+        assert_eq!(read_all(&store, h).expect("old replica"), old);
+        let reopened = ChunkStore::open(dir.path(), Some(1 << 30)).expect("reopen");
+        assert_eq!(
+            read_all(&reopened, h).expect("old replica after restart"),
+            old
+        );
+    }
 }
