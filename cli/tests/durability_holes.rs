@@ -258,3 +258,76 @@ async fn a_file_changing_during_put_fails_it_and_stores_nothing() {
     })
     .await
 }
+
+/// Replica addresses of `path`'s first chunk, as the master reports them, and its version.
+async fn first_chunk(c: &dfs_client::Client, path: &str) -> (dfs_protocol::ChunkVersion, usize) {
+    match c.stat(path).await {
+        Ok(s) => s
+            .chunks
+            .first()
+            .map(|ch| (ch.version, ch.replicas.len()))
+            .unwrap_or((dfs_protocol::ChunkVersion(0), 0)),
+        Err(_) => (dfs_protocol::ChunkVersion(0), 0),
+    }
+}
+
+/// Issue 11, hole 4: the master crashed after a lease grant moved every replica to a
+/// new version and before it logged the grant. The first replica to register again
+/// is adopted at the new version; the others, reporting the same version later, must
+/// join it, not be called off-chain and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_of_an_adopted_version_is_kept() {
+    bounded(async {
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.safe_start = Duration::from_millis(300);
+        })
+        .await;
+        let c = cluster.client();
+        let body = data(3000, 4);
+        c.put("/log", &body[..], PutOptions::default())
+            .await
+            .expect("put");
+        let (v1, _) = first_chunk(&c, "/log").await;
+        let handle = c.stat("/log").await.expect("stat").chunks[0].handle;
+
+        // What the lost grant left: every replica one version ahead of the log.
+        for i in 0..3 {
+            cluster.stop_chunkserver(i).await.expect("stop");
+        }
+        cluster.stop_master().await.expect("stop master");
+        let v2 = dfs_protocol::ChunkVersion(v1.0 + 1);
+        for i in 0..3 {
+            let dir = cluster.chunkserver_data_dir(i).expect("dir").to_path_buf();
+            let store = dfs_chunkserver::store::ChunkStore::open(&dir, None).expect("store");
+            store.bump(handle, Some(v1), v2).expect("bump");
+        }
+        cluster.restart_master().await.expect("master");
+        cluster.restart_chunkserver(0).await.expect("cs 0");
+        wait_until(
+            Duration::from_secs(30),
+            "the new version adopted",
+            || async { first_chunk(&c, "/log").await.0 == v2 },
+        )
+        .await;
+        cluster.restart_chunkserver(1).await.expect("cs 1");
+        cluster.restart_chunkserver(2).await.expect("cs 2");
+        wait_until(
+            Duration::from_secs(30),
+            "all three replicas current",
+            || async { first_chunk(&c, "/log").await == (v2, 3) },
+        )
+        .await;
+        // And they stay: no deletion order comes for them.
+        let beat = cluster.options().heartbeat;
+        for _ in 0..WATCHED_BEATS {
+            tokio::time::sleep(beat).await;
+            assert_eq!(first_chunk(&c, "/log").await, (v2, 3));
+            assert!((0..3).all(|i| on_disk(&cluster, i, &handle)));
+        }
+        let mut back = Vec::new();
+        c.get("/log", &mut back).await.expect("get");
+        assert_eq!(back, body);
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

@@ -84,6 +84,10 @@ struct State {
     leases: HashMap<ChunkHandle, MasterLease>,
     /// Chunks being granted a lease or created for appends: not garbage, not adopted.
     pending: HashSet<ChunkHandle>,
+    /// Versions adopted from replicas newer than the log (a grant the master did not
+    /// live to log): every holder that reports such a version was moved by that grant,
+    /// and joins the chain instead of being called stale. Dropped once the chunk moves on.
+    adopted: HashMap<ChunkHandle, ChunkVersion>,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
 }
@@ -182,6 +186,7 @@ impl Master {
                 balance_threshold,
                 leases: HashMap::new(),
                 pending: HashSet::new(),
+                adopted: HashMap::new(),
             }),
             fatal,
             grants: Mutex::new(HashMap::new()),
@@ -744,6 +749,10 @@ impl Master {
                 seq = self.log_apply(st, m)?;
             }
             let instant = Instant::now();
+            let State { adopted, ns, .. } = &mut *st;
+            adopted.retain(|h, v| {
+                ns.open_chain(h).is_some() && ns.chunk(h).is_some_and(|m| m.version == *v)
+            });
             self.release_freed(st);
             self.update_safe_mode(st, instant);
             if st.safe_until.is_none() {
@@ -818,15 +827,35 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
                 st.stale.insert((server, r.handle));
             }
             Some(meta) if r.version > meta.version => {
-                adopt.extend(st.adoption(server, r));
+                if let Some(m) = st.adoption(server, r) {
+                    st.adopted.insert(r.handle, r.version);
+                    adopt.push(m);
+                }
             }
-            Some(_)
+            Some(meta)
                 if st
                     .ns
                     .open_chain(&r.handle)
                     .is_some_and(|c| !c.contains(&server)) =>
             {
-                if !st.pending.contains(&r.handle) {
+                if st.adopted.get(&r.handle) == Some(&r.version) && !st.pending.contains(&r.handle)
+                {
+                    // Moved by the same lost grant as the replica adopted first.
+                    let mut chain = st
+                        .ns
+                        .open_chain(&r.handle)
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default();
+                    chain.push(server);
+                    tracing::info!(chunk = %r.handle, %server, version = %r.version, "another replica of an adopted version joins the chain");
+                    adopt.push(Mutation::SetChunk {
+                        handle: r.handle,
+                        version: r.version,
+                        size: meta.size,
+                        open: Some(chain),
+                        mtime: now_secs(),
+                    });
+                } else if !st.pending.contains(&r.handle) {
                     tracing::info!(chunk = %r.handle, %server, "replica off its open chunk's chain");
                     st.stale.insert((server, r.handle));
                 }
