@@ -331,3 +331,140 @@ async fn every_replica_of_an_adopted_version_is_kept() {
     })
     .await
 }
+
+/// Writes `body` as chunk `alloc` through the chain it names, as the client library
+/// does, and waits for the head's confirmation.
+async fn write_chain(
+    alloc: &dfs_protocol::ChunkAllocation,
+    chain: &[String],
+    identity: &dfs_protocol::Identity,
+    body: &[u8],
+) {
+    use dfs_protocol::{ChunkRequest, Frame, PeerKind, Request, Response};
+    let limit = Duration::from_secs(10);
+    let mut conn = dfs_protocol::net::dial(&chain[0], PeerKind::Client, identity, limit)
+        .await
+        .expect("dial the head");
+    let id = conn.next_request_id();
+    let open = Frame::request(
+        id,
+        Request::Chunk(ChunkRequest::WriteChunk {
+            handle: alloc.handle,
+            version: alloc.version,
+            downstream: chain[1..].to_vec(),
+            token: alloc.token,
+        }),
+    );
+    conn.send(&open).await.expect("open");
+    let packet = Frame::request(id, Request::Chunk(ChunkRequest::WritePacket { last: true }))
+        .with_payload(bytes::Bytes::copy_from_slice(body));
+    conn.send(&packet).await.expect("packet");
+    let (reply, _) = conn.recv_response(id, "WriteChunk").await.expect("written");
+    assert!(matches!(reply, Response::ChunkWritten { .. }), "{reply:?}");
+}
+
+/// Issue 11, hole 5: a put that failed over to a new chain leaves a whole replica at
+/// the old version on a live chunkserver (here: the head it blamed). At commit that
+/// replica is stale and deleted, so `fsck` is healthy again within heartbeats, not
+/// only once that server happens to register again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_over_put_leaves_no_stale_replica_behind() {
+    use dfs_protocol::{ClientToMaster, PeerKind, Request, Response};
+    bounded(async {
+        let (_dir, cluster) = cluster_with(|o| {
+            o.chunkservers = 4;
+            o.safe_start = Duration::from_millis(200);
+        })
+        .await;
+        let c = cluster.client();
+        wait_until(Duration::from_secs(20), "safe mode to end", || async {
+            matches!(c.status().await, Ok(s) if !s.safe_mode)
+        })
+        .await;
+        let identity = dfs_protocol::Identity::cluster_admin(cluster.secret());
+        let limit = Duration::from_secs(10);
+        let mut master = dfs_protocol::net::dial(
+            &cluster.master_addr().to_string(),
+            PeerKind::Client,
+            &identity,
+            limit,
+        )
+        .await
+        .expect("dial master");
+        let mut call =
+            async |r: ClientToMaster| master.call(Request::Master(r)).await.expect("call");
+        let Response::PutStarted { upload, .. } = call(ClientToMaster::BeginPut {
+            path: "/f".into(),
+            replication: None,
+            overwrite: false,
+        })
+        .await
+        else {
+            panic!("no upload")
+        };
+        let Response::ChunkAllocated(first) = call(ClientToMaster::AllocateChunk { upload }).await
+        else {
+            panic!("no allocation")
+        };
+        let body = data(5000, 6);
+        // Only the head got the whole chunk; the client blamed it and failed over.
+        let head = first.replicas[0].clone();
+        write_chain(&first, &first.replicas[..1], &identity, &body).await;
+        let Response::ChunkAllocated(second) = call(ClientToMaster::RetryChunk {
+            upload,
+            handle: first.handle,
+            failed: vec![head.clone()],
+        })
+        .await
+        else {
+            panic!("no new chain")
+        };
+        assert!(second.version > first.version && !second.replicas.contains(&head));
+        write_chain(&second, &second.replicas, &identity, &body).await;
+        // The head has reported its replica before the commit.
+        wait_until(
+            Duration::from_secs(20),
+            "the head to report its replica",
+            || async {
+                c.status().await.is_ok_and(|s| {
+                    s.chunkservers
+                        .iter()
+                        .any(|cs| cs.addr == head && cs.chunks == 1)
+                })
+            },
+        )
+        .await;
+        let committed = call(ClientToMaster::CommitPut {
+            upload,
+            chunks: vec![dfs_protocol::CommittedChunk {
+                handle: first.handle,
+                size: body.len() as u64,
+            }],
+        })
+        .await;
+        assert!(matches!(committed, Response::Ok), "{committed:?}");
+
+        let head_index = cluster
+            .chunkserver_addrs()
+            .iter()
+            .position(|a| a.to_string() == head)
+            .expect("head index");
+        wait_until(
+            Duration::from_secs(20),
+            "fsck healthy and the old replica gone",
+            || async {
+                let healthy = c
+                    .fsck("/")
+                    .await
+                    .is_ok_and(|r| r.stale == 0 && r.problems.is_empty());
+                healthy && !on_disk(&cluster, head_index, &first.handle)
+            },
+        )
+        .await;
+        let mut back = Vec::new();
+        c.get("/f", &mut back).await.expect("get");
+        assert_eq!(back, body);
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
