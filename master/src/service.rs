@@ -31,6 +31,8 @@ mod append;
 mod chunkservers;
 mod keys;
 mod pages;
+#[cfg(test)]
+mod tests;
 use append::MasterLease;
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
@@ -73,8 +75,8 @@ struct State {
     stale: BTreeSet<(ServerId, ChunkHandle)>,
     /// Copy orders waiting for their target's next heartbeat.
     orders: HashMap<ServerId, Vec<ReplicateOrder>>,
-    /// Copies under way: chunk -> (target, when ordered).
-    copying: HashMap<ChunkHandle, (ServerId, Instant)>,
+    /// Copies under way: chunk -> the copy ordered.
+    copying: HashMap<ChunkHandle, Copying>,
     /// Extra replicas to delete (over-replication, the old side of a balancing move).
     trims: BTreeSet<(ServerId, ChunkHandle)>,
     /// Balancing moves under way: chunk -> the server it moves off.
@@ -90,6 +92,15 @@ struct State {
     adopted: HashMap<ChunkHandle, ChunkVersion>,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
+}
+
+/// A copy ordered to `target` of a chunk at `version`: done only when the target
+/// reports exactly that version (a replica at any other is not the copy ordered).
+#[derive(Debug, Clone, Copy)]
+struct Copying {
+    target: ServerId,
+    version: ChunkVersion,
+    at: Instant,
 }
 
 /// Signs chunk tokens that expire `ttl` seconds after they are made.
@@ -883,11 +894,20 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
                 st.garbage_at.insert((server, r.handle));
             }
         }
-        if st.copying.get(&r.handle).is_some_and(|(t, _)| *t == server) {
-            st.copying.remove(&r.handle);
-            // A balancing move: the copy landed, the old side goes.
-            if let Some(from) = st.moves.remove(&r.handle) {
-                st.trims.insert((from, r.handle));
+        if let Some(copy) = st.copying.get(&r.handle).copied() {
+            if copy.target == server {
+                st.copying.remove(&r.handle);
+                let from = st.moves.remove(&r.handle);
+                if r.version == copy.version {
+                    // A balancing move: the copy landed, the old side goes.
+                    if let Some(from) = from {
+                        st.trims.insert((from, r.handle));
+                    }
+                } else {
+                    // Another version than ordered (the chunk moved on, or the target
+                    // held an old one): not the copy; repair looks at it afresh.
+                    tracing::info!(chunk = %r.handle, %server, have = %r.version, ordered = %copy.version, "a copy target reported another version than ordered");
+                }
             }
         }
     }
@@ -902,8 +922,8 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
 fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     // A copy is given up after a while, or at once when its target died.
     let State { copying, map, .. } = st;
-    copying.retain(|_, (target, at)| {
-        now.saturating_duration_since(*at) < COPY_TIMEOUT && map.is_alive(target, now)
+    copying.retain(|_, c| {
+        now.saturating_duration_since(c.at) < COPY_TIMEOUT && map.is_alive(&c.target, now)
     });
     let State { copying, moves, .. } = st;
     moves.retain(|h, _| copying.contains_key(h));
@@ -929,8 +949,8 @@ fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     }
     needy.sort();
     let mut per_target: HashMap<ServerId, usize> = HashMap::new();
-    for (target, _) in st.copying.values() {
-        *per_target.entry(*target).or_default() += 1;
+    for c in st.copying.values() {
+        *per_target.entry(c.target).or_default() += 1;
     }
     let mut scheduled = 0;
     for (_, h) in needy {
@@ -1061,7 +1081,14 @@ fn order_copy(
         source,
         token,
     });
-    st.copying.insert(h, (target, now));
+    st.copying.insert(
+        h,
+        Copying {
+            target,
+            version: meta.version,
+            at: now,
+        },
+    );
 }
 
 fn balance_report(st: &State, now: Instant) -> BalanceReport {
