@@ -237,26 +237,32 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
     let limit = ctx.config.io_timeout;
     let connect = ctx.config.connect_timeout;
     let identity = &ctx.identity;
+    let bump = |from| {
+        Request::Peer(PeerOrder::BumpVersion {
+            handle,
+            from,
+            version,
+            token,
+        })
+    };
     let bumps = secondaries.iter().map(|addr| async move {
         let mut conn = dial(identity, addr, connect).await?;
-        match call(
-            &mut conn,
-            Request::Peer(PeerOrder::BumpVersion {
-                handle,
-                from,
-                version,
-                token,
-            }),
-            limit,
-        )
-        .await?
-        {
+        let (answer, fresh) = match call(&mut conn, bump(from), limit).await {
+            // Not held there: a fresh replica the master added to bring the chunk back
+            // to its replication. It starts empty and is filled below.
+            Err(ProtocolError::Remote(ErrorCode::UnknownChunk { .. })) if from.is_some() => {
+                (call(&mut conn, bump(None), limit).await?, true)
+            }
+            other => (other?, false),
+        };
+        match answer {
             Response::ChunkSize { size } => Ok((
                 Secondary {
                     addr: addr.clone(),
                     conn,
                 },
                 size,
+                fresh,
             )),
             other => Err(ProtocolError::Unexpected {
                 got: other.name(),
@@ -265,15 +271,19 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
         }
     });
     let mut joined = Vec::new();
+    let mut fresh = Vec::new();
     for (addr, r) in secondaries
         .iter()
         .zip(futures::future::join_all(bumps).await)
     {
         match r {
-            Ok(ok) => joined.push(ok),
+            Ok((s, _, true)) => fresh.push(s),
+            Ok((s, len, false)) => joined.push((s, len)),
             Err(e) => tracing::warn!(%handle, %addr, error = %e, "secondary left out of the lease"),
         }
     }
+    // Every acknowledged byte is on every replica that held the chunk: the shortest
+    // of those is the length to keep. Fresh replicas are filled to it, never cut to 0.
     let size = joined.iter().map(|(_, s)| *s).fold(own, u64::min);
     if own > size {
         let store = ctx.store.clone();
@@ -297,6 +307,17 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
             }
         }
         kept.push(s);
+    }
+    for mut s in fresh {
+        match fill(&ctx.store, &mut s.conn, token, size, limit).await {
+            Ok(()) => {
+                tracing::info!(%handle, %version, size, addr = %s.addr, "fresh replica filled");
+                kept.push(s);
+            }
+            Err(e) => {
+                tracing::warn!(%handle, addr = %s.addr, error = %e, "fresh replica could not be filled; left out")
+            }
+        }
     }
     let addrs: Vec<String> = kept.iter().map(|s| s.addr.clone()).collect();
     tracing::info!(%handle, %version, size, secondaries = ?addrs, lease_ms, "lease granted");
@@ -478,6 +499,40 @@ impl Appender {
         remote.into_iter().collect::<Result<Vec<()>, ErrorCode>>()?;
         Ok(())
     }
+}
+
+/// Bytes of a fresh replica's fill sent per forwarded batch: within every budget.
+const FILL_BATCH: u64 = 8 << 20;
+
+/// Copies this replica's first `size` bytes (verified as read) to an empty secondary,
+/// batch by batch, each durable there before the next is read.
+async fn fill(
+    store: &ChunkStore,
+    conn: &mut Conn,
+    token: ChunkToken,
+    size: u64,
+    limit: Duration,
+) -> Result<(), ProtocolError> {
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(FILL_BATCH);
+        let store = store.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            store
+                .open_reader(token.handle, token.version)
+                .and_then(|mut r| r.read(at, n))
+        })
+        .await
+        .map_err(|e| ProtocolError::Remote(blocking_failed(e)))?
+        .map_err(|e| ProtocolError::Remote(e.to_code()))?;
+        let pieces: Vec<Bytes> = (0..data.len())
+            .step_by(dfs_protocol::PACKET_SIZE)
+            .map(|i| data.slice(i..(i + dfs_protocol::PACKET_SIZE).min(data.len())))
+            .collect();
+        forward(conn, token, at, at + n, &pieces, limit).await?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Sends a batch to one secondary and waits until it is durable there.

@@ -468,3 +468,132 @@ async fn a_failed_over_put_leaves_no_stale_replica_behind() {
     })
     .await
 }
+
+/// Issue 11, hole 2: a file being appended to loses a replica of its open chunk. The
+/// lease that follows is granted on fresh replicas too (filled from the primary), so
+/// the chunk is back at its replication while it is still open and appended to;
+/// before, it stayed on the replicas left for as long as the file was busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_chunk_that_loses_a_replica_is_refilled_while_open() {
+    heal_open_chunk(4, false).await;
+}
+
+/// Issue 11, hole 2: with no spare server when the replica is lost, the lease goes
+/// to the two left; once a server is back (its stale copy deleted), the master
+/// refills the open chunk while its lease runs, instead of when it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_chunk_is_refilled_once_a_server_is_free_again() {
+    heal_open_chunk(3, true).await;
+}
+
+async fn heal_open_chunk(chunkservers: usize, bring_back: bool) {
+    use dfs_client::AppendOptions;
+    bounded(async {
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.chunkservers = chunkservers;
+            o.chunk_size = 64 << 20;
+            o.safe_start = Duration::from_millis(200);
+        })
+        .await;
+        let c = cluster.client();
+        wait_until(Duration::from_secs(20), "safe mode to end", || async {
+            matches!(c.status().await, Ok(s) if !s.safe_mode && s.chunkservers.len() == chunkservers)
+        })
+        .await;
+        let record = |i: u32| bytes::Bytes::from(format!("record {i:06} {}\n", "x".repeat(200)));
+        let mut acked = Vec::new();
+        for i in 0..20 {
+            c.append_record("/log", record(i), AppendOptions::default())
+                .await
+                .expect("append");
+            acked.push(i);
+        }
+        let chunk = c.stat("/log").await.expect("stat").chunks[0].clone();
+        assert!(chunk.open);
+        assert_eq!(chunk.replicas.len(), 3);
+        let primary = chunk.primary.clone().expect("a primary");
+        let addrs: Vec<String> = cluster
+            .chunkserver_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let lost = chunk
+            .replicas
+            .iter()
+            .find(|a| **a != primary)
+            .cloned()
+            .expect("a secondary");
+        let lost_index = addrs.iter().position(|a| *a == lost).expect("index");
+        cluster.stop_chunkserver(lost_index).await.expect("stop");
+        if bring_back {
+            // The lease moves to the two replicas left: no other server to add.
+            c.append_record("/log", record(20), AppendOptions::default())
+                .await
+                .expect("append");
+            acked.push(20);
+            let now = c.stat("/log").await.expect("stat").chunks[0].clone();
+            assert_eq!(now.replicas.len(), 2, "{:?}", now.replicas);
+            cluster.restart_chunkserver(lost_index).await.expect("restart");
+        }
+
+        // The file stays busy: appends go on while we wait for the chunk to heal.
+        let mut i = 21;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let healed = loop {
+            c.append_record("/log", record(i), AppendOptions::default())
+                .await
+                .expect("append while a replica is down");
+            acked.push(i);
+            i += 1;
+            let now = c.stat("/log").await.expect("stat").chunks[0].clone();
+            // Back at three, on a server that did not hold this version before.
+            if now.replicas.len() == 3 && now.version > chunk.version {
+                break now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the open chunk stayed on {:?}",
+                now.replicas
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(healed.open, "healed while still open");
+        for _ in 0..5 {
+            c.append_record("/log", record(i), AppendOptions::default())
+                .await
+                .expect("append");
+            acked.push(i);
+            i += 1;
+        }
+
+        // The fresh replica holds every acknowledged record: read it alone.
+        let fresh: Vec<String> = if bring_back {
+            vec![lost.clone()]
+        } else {
+            healed
+                .replicas
+                .iter()
+                .filter(|a| !chunk.replicas.contains(a))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(fresh.len(), 1, "{:?} vs {:?}", healed.replicas, chunk.replicas);
+        assert!(healed.replicas.contains(&fresh[0]));
+        for (j, a) in addrs.iter().enumerate() {
+            if *a != fresh[0] {
+                cluster.stop_chunkserver(j).await.expect("stop");
+            }
+        }
+        let mut back = Vec::new();
+        c.get("/log", &mut back).await.expect("get from the fresh replica");
+        let text = String::from_utf8(back).expect("text");
+        for i in acked {
+            assert!(
+                text.contains(&format!("record {i:06} ")),
+                "acknowledged record {i} missing"
+            );
+        }
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

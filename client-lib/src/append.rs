@@ -251,7 +251,11 @@ impl Client {
     async fn send_record(&self, lease: &AppendLease, record: &Bytes) -> Result<u64, Miss> {
         let addr = lease.primary.as_str();
         let opts = &self.inner.options;
-        let failed = |e: ClientError| Miss::Retry(Some(addr.to_string()), e);
+        // A dial failure, a timeout or a reset says nothing about which replica failed
+        // (the primary may be alive and merely unreachable from here): the master is
+        // told the lease failed, and finds a dead primary itself when it grants again.
+        // Only a replica the primary saw fail (`ReplicaFailed`) is named.
+        let failed = |e: ClientError| Miss::Retry(None, e);
         let mut conn = self
             .inner
             .pool

@@ -110,7 +110,7 @@ pub async fn run(
 }
 
 /// Trash expiry, idle uploads, garbage bookkeeping, safe-mode deadline, settling
-/// appended chunks whose lease ended.
+/// appended chunks whose lease ended, refilling open chunks that lost replicas.
 async fn upkeep(master: Arc<Master>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -125,6 +125,10 @@ async fn upkeep(master: Arc<Master>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = master.settle_open_chunks() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = master.refill_open_chunks() => {}
         }
     }
 }

@@ -90,6 +90,8 @@ struct State {
     /// live to log): every holder that reports such a version was moved by that grant,
     /// and joins the chain instead of being called stale. Dropped once the chunk moves on.
     adopted: HashMap<ChunkHandle, ChunkVersion>,
+    /// Open chunks a refill grant was last tried on, and when (one try per lease period).
+    refilled: HashMap<ChunkHandle, Instant>,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
 }
@@ -198,6 +200,7 @@ impl Master {
                 leases: HashMap::new(),
                 pending: HashSet::new(),
                 adopted: HashMap::new(),
+                refilled: HashMap::new(),
             }),
             fatal,
             grants: Mutex::new(HashMap::new()),

@@ -101,6 +101,57 @@ impl State {
             .filter(|l| l.version == version && l.expires > Instant::now())
     }
 
+    /// Live servers to add to a chunk held by `have` current replicas so that it
+    /// reaches its file's replication at its next grant: none of them holds the chunk
+    /// at any version, is excluded or is being decommissioned. As many as can be found.
+    fn fresh_replicas(
+        &mut self,
+        h: &ChunkHandle,
+        have: usize,
+        exclude: &HashSet<ServerId>,
+        now: Instant,
+    ) -> Vec<(ServerId, String)> {
+        let Some(meta) = self.ns.chunk(h).copied() else {
+            return Vec::new();
+        };
+        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+        let mut out: HashSet<ServerId> = exclude.clone();
+        out.extend(self.ns.decommissioned().iter().copied());
+        out.extend(self.map.holders(h).into_iter().map(|(s, _)| s));
+        let mut n = want.saturating_sub(have);
+        while n > 0 {
+            let chunk_size = meta.size.max(1);
+            if let Ok(chosen) =
+                self.map
+                    .place(u32::try_from(n).unwrap_or(u32::MAX), chunk_size, now, &out)
+            {
+                return chosen;
+            }
+            n -= 1;
+        }
+        Vec::new()
+    }
+
+    /// Open chunks with a lease whose chain is shorter than their replication while
+    /// more servers live: a new grant (keeping the primary) adds fresh replicas now,
+    /// instead of when the lease of a busy file finally lapses.
+    fn short_open_chunks(&self, now: Instant) -> Vec<(u64, ChunkHandle, ChunkVersion)> {
+        let alive = self.map.alive_count(now);
+        let gone = self.ns.decommissioned();
+        self.ns
+            .open_chunks()
+            .filter(|(h, _)| !self.pending.contains(*h) && !self.refilled.contains_key(*h))
+            .filter_map(|(h, _)| {
+                let meta = self.ns.chunk(h)?;
+                let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+                let have = self.current(h, meta.version, now).len();
+                let spare = alive.saturating_sub(gone.len());
+                (have > 0 && have < want && spare > have).then_some((meta.ino, *h, meta.version))
+            })
+            .take(SETTLE_PER_ROUND)
+            .collect()
+    }
+
     /// After a grant on `chain`, every other holder of `h` is stale.
     fn fence(&mut self, h: ChunkHandle, version: ChunkVersion, chain: &[ServerId]) {
         self.map.record_chain(h, version, chain);
@@ -575,16 +626,35 @@ impl Master {
             handle,
         };
         for attempt in 0..GRANT_ATTEMPTS {
-            let replicas: Vec<(ServerId, String)> = {
-                let st = self.lock();
-                st.current(&handle, version, Instant::now())
+            let (replicas, fresh) = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let mut replicas: Vec<(ServerId, String)> = st
+                    .current(&handle, version, now)
                     .into_iter()
                     .filter(|(id, _)| !exclude.contains(id))
-                    .collect()
+                    .collect();
+                // The primary keeps its role when it can: its appenders carry on.
+                if let Some(held) = st.leases.get(&handle).map(|l| l.primary) {
+                    if let Some(i) = replicas.iter().position(|(id, _)| *id == held) {
+                        replicas[..=i].rotate_right(1);
+                    }
+                }
+                let fresh = if replicas.is_empty() {
+                    Vec::new()
+                } else {
+                    st.fresh_replicas(&handle, replicas.len(), &exclude, now)
+                };
+                (replicas, fresh)
             };
             let Some(((primary_id, primary), rest)) = replicas.split_first() else {
                 break;
             };
+            if !fresh.is_empty() {
+                tracing::info!(%handle, fresh = ?fresh.iter().map(|(_, a)| a).collect::<Vec<_>>(), "adding replicas to an under-replicated chunk at its grant");
+            }
+            let rest: Vec<(ServerId, String)> = rest.iter().chain(&fresh).cloned().collect();
+            let rest = &rest[..];
             // A fresh version per attempt: an attempt that failed half-way may have
             // moved some replicas, and must never share a version with this one.
             let next = ChunkVersion(version.0 + 1 + attempt);
@@ -661,6 +731,48 @@ impl Master {
         }
         self.lock().pending.remove(&handle);
         Err(failure)
+    }
+
+    /// Brings open chunks back to their replication while their lease runs: a new
+    /// grant that keeps the primary and fills fresh replicas from it.
+    pub async fn refill_open_chunks(&self) {
+        let short = {
+            let mut st = self.lock();
+            let now = Instant::now();
+            if st.safe_until.is_some() || now < self.started + self.config.lease {
+                return;
+            }
+            // One try per chunk per lease period: a fresh server that keeps failing
+            // must not turn every upkeep round into a new grant.
+            let pause = self.config.lease.max(Duration::from_secs(1));
+            st.refilled
+                .retain(|_, at| now.saturating_duration_since(*at) < pause);
+            st.short_open_chunks(now)
+        };
+        for (ino, handle, version) in short {
+            let lock = self.grant_lock(ino);
+            let _held = lock.lock().await;
+            let still = {
+                let mut st = self.lock();
+                let still = st.ns.chunk(&handle).is_some_and(|m| m.version == version)
+                    && st.ns.open_chain(&handle).is_some()
+                    // Without a lease the chunk is settled instead, which refills too.
+                    && st.lease(&handle, version).is_some();
+                if still {
+                    st.refilled.insert(handle, Instant::now());
+                }
+                still
+            };
+            if !still {
+                continue;
+            }
+            match self.grant(handle, version, HashSet::new(), true).await {
+                Ok((v, _)) => {
+                    tracing::info!(%handle, version = %v, "under-replicated open chunk refilled")
+                }
+                Err(e) => tracing::info!(%handle, error = %e, "open chunk not refilled yet"),
+            }
+        }
     }
 
     /// Settles open chunks whose lease is over: their replicas are cut to one length
