@@ -44,6 +44,9 @@ pub struct ClusterOptions {
     pub tls: Option<PathBuf>,
     /// A fault knob: holds the master's operation log writes while closed.
     pub sync_gate: Option<std::sync::Arc<dfs_master::oplog::SyncGate>>,
+    /// The master's clock: the machine's when `None`, else a test's manual one,
+    /// which every (re)start of the master reads.
+    pub clock: Option<dfs_master::clock::Clock>,
 }
 
 impl ClusterOptions {
@@ -68,6 +71,7 @@ impl ClusterOptions {
             forget_dead_after: Duration::from_secs(24 * 3600),
             tls: None,
             sync_gate: None,
+            clock: None,
         }
     }
 }
@@ -170,6 +174,9 @@ impl LocalCluster {
         config.forget_dead_after = o.forget_dead_after;
         config.tls = self.tls.clone();
         config.sync_gate = o.sync_gate.clone();
+        if let Some(clock) = &o.clock {
+            config.clock = clock.clone();
+        }
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -812,6 +812,7 @@ async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         forget_dead_after: Duration::from_secs(24 * 3600),
         tls: None,
         sync_gate: None,
+        clock: None,
     };
     let mut options = options;
     if a.tls {

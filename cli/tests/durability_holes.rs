@@ -597,3 +597,153 @@ async fn heal_open_chunk(chunkservers: usize, bring_back: bool) {
     })
     .await
 }
+
+/// Upkeep rounds (one a second) watched while nothing may happen.
+const WATCHED_UPKEEPS: u32 = 3;
+
+/// Issue 11, hole 9: trash purge and upload expiry go by the master's monotonic
+/// clock. A wall clock stepped forward by weeks while the master runs purges nothing
+/// and aborts no put in flight; the same time passing on the monotonic clock does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_step_purges_no_trash_and_aborts_no_put() {
+    use dfs_protocol::{ClientToMaster, PeerKind, Request, Response};
+    bounded(async {
+        let clock = dfs_master::clock::Clock::manual(1_700_000_000);
+        let (_dir, cluster) = cluster_with(|o| {
+            o.clock = Some(clock.clone());
+            o.safe_start = Duration::ZERO;
+            o.trash_retention = Duration::from_secs(3600);
+        })
+        .await;
+        let c = cluster.client();
+        c.put("/old", &data(1000, 7)[..], PutOptions::default())
+            .await
+            .expect("put");
+        c.remove("/old", false, false).await.expect("rm to trash");
+        // A put in flight: begun, not committed.
+        let identity = dfs_protocol::Identity::cluster_admin(cluster.secret());
+        let mut master = dfs_protocol::net::dial(
+            &cluster.master_addr().to_string(),
+            PeerKind::Client,
+            &identity,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("dial");
+        let begun = master
+            .call(Request::Master(ClientToMaster::BeginPut {
+                path: "/new".into(),
+                replication: None,
+                overwrite: false,
+            }))
+            .await
+            .expect("begin");
+        let Response::PutStarted { upload, .. } = begun else {
+            panic!("{begun:?}")
+        };
+
+        clock.step_wall(60 * 86_400);
+        for _ in 0..WATCHED_UPKEEPS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(c.trash_list().await.expect("trash").len(), 1, "trash kept");
+        }
+        let commit = master
+            .call(Request::Master(ClientToMaster::CommitPut {
+                upload,
+                chunks: Vec::new(),
+            }))
+            .await;
+        assert!(
+            matches!(commit, Ok(Response::Ok)),
+            "the put in flight lives: {commit:?}"
+        );
+
+        // An hour passing for real (on the monotonic clock) does purge.
+        clock.advance(Duration::from_secs(3601));
+        wait_until(Duration::from_secs(20), "the trash purged", || async {
+            c.trash_list().await.is_ok_and(|t| t.is_empty())
+        })
+        .await;
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
+
+/// Issue 11, hole 9: liveness reads the master's clock, so a test can pause it and
+/// move it: a stopped chunkserver stays alive while the clock stands still, and is
+/// dead as soon as the clock passes `dead_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_follows_a_clock_the_test_drives() {
+    bounded(async {
+        let clock = dfs_master::clock::Clock::manual(1_700_000_000);
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.clock = Some(clock.clone());
+            o.safe_start = Duration::ZERO;
+            o.dead_after = Duration::from_secs(10);
+        })
+        .await;
+        let c = cluster.client();
+        let gone = cluster.chunkserver_addrs()[0].to_string();
+        cluster.stop_chunkserver(0).await.expect("stop");
+        let alive = |s: &dfs_protocol::ClusterStatus, addr: &str| {
+            s.chunkservers.iter().any(|cs| cs.addr == addr && cs.alive)
+        };
+        // Stopped, but no time passes: still alive, for as long as the test likes.
+        for _ in 0..WATCHED_BEATS {
+            tokio::time::sleep(cluster.options().heartbeat).await;
+            assert!(alive(&c.status().await.expect("status"), &gone));
+        }
+        clock.advance(Duration::from_secs(11));
+        wait_until(
+            Duration::from_secs(10),
+            "the others to heartbeat again",
+            || async {
+                c.status().await.is_ok_and(|s| {
+                    s.chunkservers
+                        .iter()
+                        .filter(|cs| cs.addr != gone)
+                        .all(|cs| cs.alive)
+                })
+            },
+        )
+        .await;
+        let s = c.status().await.expect("status");
+        assert!(!alive(&s, &gone), "dead once the clock passed dead_after");
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
+
+/// Issue 11, hole 9: the master logs clock floors, so a wall clock stepped back
+/// across a restart never takes file times back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_stepped_back_across_a_restart_keeps_times_monotonic() {
+    bounded(async {
+        let clock = dfs_master::clock::Clock::manual(1_700_000_000);
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.clock = Some(clock.clone());
+            o.safe_start = Duration::ZERO;
+        })
+        .await;
+        let c = cluster.client();
+        c.put("/before", &data(10, 1)[..], PutOptions::default())
+            .await
+            .expect("put");
+        let before = c.stat("/before").await.expect("stat").mtime;
+        clock.step_wall(-30 * 86_400);
+        cluster.restart_master().await.expect("restart");
+        wait_until(Duration::from_secs(20), "the chunkservers back", || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.chunkservers.iter().filter(|cs| cs.alive).count() == 3)
+        })
+        .await;
+        c.put("/after", &data(10, 2)[..], PutOptions::default())
+            .await
+            .expect("put");
+        let after = c.stat("/after").await.expect("stat").mtime;
+        assert!(after >= before, "{after} < {before}");
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

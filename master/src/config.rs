@@ -52,6 +52,8 @@ pub struct MasterConfig {
     pub tls: Option<dfs_protocol::net::Tls>,
     /// A test's fault knob: holds the operation log's writes while closed.
     pub sync_gate: Option<std::sync::Arc<crate::oplog::SyncGate>>,
+    /// The clock the master reads: the machine's, or a test's manual one.
+    pub clock: crate::clock::Clock,
 }
 
 impl MasterConfig {
@@ -75,6 +77,7 @@ impl MasterConfig {
             forget_dead_after: Duration::from_secs(24 * 3600),
             tls: None,
             sync_gate: None,
+            clock: crate::clock::Clock::system(),
         }
     }
 

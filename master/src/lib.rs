@@ -10,12 +10,14 @@
 //! - [`access`]: who may send what: handshake key lookup, roles per request.
 //! - [`secret`]: the cluster secret: configured, or generated in the data dir.
 //! - [`chunkmap`]: chunkservers, replica locations (not persisted), placement.
+//! - [`clock`]: monotonic time and cluster seconds, with logged floors; drivable by tests.
 //! - [`service`]: the answer to each request.
 //! - [`recovery`]: start-up: open the store, replay the log, checkpoint.
 //! - [`server`]: `run`: accept loop, upkeep and checkpoint tasks, shutdown.
 
 pub mod access;
 pub mod chunkmap;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod mutation;
@@ -32,7 +34,8 @@ pub use config::MasterConfig;
 pub use error::MasterError;
 pub use server::run;
 
-/// Seconds since the Unix epoch, for file times shown to users (never for liveness).
+/// Seconds since the Unix epoch, for the root's time in a new store (the running
+/// master reads its [`clock::Clock`]).
 pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

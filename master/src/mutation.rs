@@ -116,6 +116,8 @@ pub enum Mutation {
         server: ServerId,
         fingerprint: [u8; 32],
     },
+    /// Cluster seconds reached: after a restart the clock starts no lower.
+    ClockFloor { secs: u64 },
 }
 
 impl Mutation {
@@ -139,6 +141,7 @@ impl Mutation {
             Mutation::CreateKey { .. } => "create-key",
             Mutation::RemoveKey { .. } => "remove-key",
             Mutation::EnrollServer { .. } => "enroll-server",
+            Mutation::ClockFloor { .. } => "clock-floor",
         }
     }
 

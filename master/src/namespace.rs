@@ -67,6 +67,8 @@ pub struct Namespace {
     keys_epoch: u64,
     /// Enrolled chunkservers: the fingerprint of the key each proves its id with.
     server_keys: HashMap<ServerId, [u8; 32]>,
+    /// The highest cluster seconds logged (see `crate::clock`).
+    clock_floor: u64,
 }
 
 fn not_found(comps: &[String]) -> OpError {
@@ -128,7 +130,9 @@ impl Namespace {
         let open = store.open_chunks()?.into_iter().collect();
         let keys = store.keys()?.into_iter().collect();
         let server_keys = store.server_keys()?.into_iter().collect();
+        let clock_floor = store.clock_floor()?;
         Ok(Namespace {
+            clock_floor,
             server_keys,
             keys,
             // Any value that differs from what chunkservers hold makes them reload.
@@ -172,6 +176,11 @@ impl Namespace {
     }
 
     /// The fingerprint of the key chunkserver `server` enrolled with.
+    /// The highest cluster seconds logged: a restarted master's clock starts there at least.
+    pub fn clock_floor(&self) -> u64 {
+        self.clock_floor
+    }
+
     pub fn server_key(&self, server: &ServerId) -> Option<&[u8; 32]> {
         self.server_keys.get(server)
     }
@@ -1162,6 +1171,12 @@ impl Namespace {
             } => {
                 txn.put_server_key(*server, fingerprint);
                 self.server_keys.insert(*server, *fingerprint);
+            }
+            Mutation::ClockFloor { secs } => {
+                if *secs > self.clock_floor {
+                    self.clock_floor = *secs;
+                    txn.set_clock_floor(*secs);
+                }
             }
             Mutation::Decommission { server, on } => {
                 txn.set_decommissioned(*server, *on);

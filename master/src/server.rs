@@ -55,6 +55,11 @@ pub async fn run(
         .map_err(|e| MasterError::Task(e.to_string()))??
     };
     let master = Arc::new(master);
+    // Before anything is served: times shown from now on never fall below it.
+    master
+        .log_clock_floor()
+        .await
+        .map_err(|e| MasterError::Task(format!("clock floor: {e}")))?;
     tracing::info!(addr = ?listener.local_addr().ok(), "master listening");
 
     let tracker = TaskTracker::new();

@@ -20,6 +20,7 @@ use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunkmap::ChunkMap;
+use crate::clock::Clock;
 use crate::config::MasterConfig;
 use crate::error::OpError;
 use crate::mutation::Mutation;
@@ -50,6 +51,8 @@ const MAX_FSCK_PROBLEMS: usize = 10_000;
 const MAX_GARBAGE: usize = 1_000_000;
 /// The longest a request waits for the operation log to be durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
+/// Cluster seconds between two clock floors in the log.
+const CLOCK_FLOOR_EVERY: u64 = 60;
 /// Balancing moves under way at once: balancing is gradual.
 const MAX_MOVES: usize = 4;
 
@@ -90,6 +93,10 @@ struct State {
     /// live to log): every holder that reports such a version was moved by that grant,
     /// and joins the chain instead of being called stale. Dropped once the chunk moves on.
     adopted: HashMap<ChunkHandle, ChunkVersion>,
+    /// The master's clock (see [`Clock`]), here so state methods read the same time.
+    clock: Clock,
+    /// Cluster seconds of the last clock floor logged.
+    floor_logged: u64,
     /// Open chunks a refill grant was last tried on, and when (one try per lease period).
     refilled: HashMap<ChunkHandle, Instant>,
     /// The key table epoch each chunkserver last said it holds.
@@ -151,10 +158,8 @@ pub struct Master {
     /// One lock per file with an append lease being granted.
     grants: Mutex<HashMap<u64, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     started: Instant,
-}
-
-pub(crate) fn now_secs() -> u64 {
-    crate::now_secs()
+    /// Monotonic time and cluster seconds (the same clock as the state's).
+    clock: Clock,
 }
 
 impl Master {
@@ -169,7 +174,9 @@ impl Master {
             log.set_gate(gate.clone());
         }
         let map = ChunkMap::new(config.dead_after);
-        let safe_until = Some(Instant::now() + config.safe_start);
+        let clock = config.clock.restarted();
+        clock.raise_floor(ns.clock_floor());
+        let safe_until = Some(clock.now() + config.safe_start);
         let balance_threshold = config.balance_threshold;
         let tokens = Minter {
             key: secret.token_key(),
@@ -182,6 +189,8 @@ impl Master {
             secret,
             tokens,
             state: Mutex::new(State {
+                clock: clock.clone(),
+                floor_logged: 0,
                 key_epochs: HashMap::new(),
                 ns,
                 map,
@@ -204,7 +213,8 @@ impl Master {
             }),
             fatal,
             grants: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
         }
     }
 
@@ -368,7 +378,7 @@ impl Master {
         from: &Accepted,
         request: ClientToMaster,
     ) -> Result<Response, OpError> {
-        let now = now_secs();
+        let now = self.clock.secs();
         match request {
             ClientToMaster::Mkdir { path, parents } => {
                 self.mutate(|st| Ok((st.ns.plan_mkdir(&path, parents, now)?, ())))
@@ -626,7 +636,7 @@ impl Master {
                     }
                     st.balance_threshold = f64::from(p) / 100.0;
                 }
-                Ok(Response::Balance(balance_report(&st, Instant::now())))
+                Ok(Response::Balance(balance_report(&st, self.clock.now())))
             }
             ClientToMaster::AppendTarget {
                 path,
@@ -669,7 +679,7 @@ impl Master {
         let chosen = st.map.place(
             replication,
             self.config.chunk_size,
-            Instant::now(),
+            self.clock.now(),
             &exclude,
         )?;
         let (ids, replicas): (Vec<ServerId>, Vec<String>) = chosen.into_iter().unzip();
@@ -705,7 +715,7 @@ impl Master {
     }
 
     fn status(&self, st: &State) -> ClusterStatus {
-        let now = Instant::now();
+        let now = self.clock.now();
         let under_replicated = st
             .ns
             .chunks()
@@ -758,7 +768,7 @@ impl Master {
     /// Periodic upkeep: purge expired trash, abandon idle uploads, forget garbage no
     /// server holds, end safe mode at its deadline.
     pub async fn maintain(&self) -> Result<(), OpError> {
-        let now = now_secs();
+        let now = self.clock.secs();
         let seq = {
             let mut guard = self.lock();
             let st = &mut *guard;
@@ -771,7 +781,11 @@ impl Master {
                 tracing::info!(mutation = m.name(), "upkeep");
                 seq = self.log_apply(st, m)?;
             }
-            let instant = Instant::now();
+            if now >= st.floor_logged.saturating_add(CLOCK_FLOOR_EVERY) {
+                seq = self.log_apply(st, Mutation::ClockFloor { secs: now })?;
+                st.floor_logged = now;
+            }
+            let instant = self.clock.now();
             let State { adopted, ns, .. } = &mut *st;
             adopted.retain(|h, v| {
                 ns.open_chain(h).is_some() && ns.chunk(h).is_some_and(|m| m.version == *v)
@@ -806,6 +820,17 @@ impl Master {
             seq
         };
         self.durable(seq).await
+    }
+
+    /// Logs the cluster seconds reached now as a floor (see [`Clock`]) and waits
+    /// until it is durable.
+    pub async fn log_clock_floor(&self) -> Result<(), OpError> {
+        let secs = self.clock.secs();
+        self.mutate(|st| {
+            st.floor_logged = secs;
+            Ok((Some(Mutation::ClockFloor { secs }), ()))
+        })
+        .await
     }
 
     /// Makes the store durable up to the current log position and drops the log
@@ -876,7 +901,7 @@ fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Ve
                         version: r.version,
                         size: meta.size,
                         open: Some(chain),
-                        mtime: now_secs(),
+                        mtime: st.clock.secs(),
                     });
                 } else if !st.pending.contains(&r.handle) {
                     tracing::info!(chunk = %r.handle, %server, "replica off its open chunk's chain");
@@ -1124,7 +1149,7 @@ fn fsck(
     limit: usize,
 ) -> Result<(FsckReport, Option<String>), OpError> {
     let mut page: std::collections::BTreeMap<String, FileHealth> = Default::default();
-    let now = Instant::now();
+    let now = st.clock.now();
     let files = st.ns.files_under(path)?;
     let mut report = FsckReport {
         path: path.to_string(),
@@ -1195,7 +1220,7 @@ fn fsck(
 
 fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {
     let (path, inode) = st.ns.stat(path)?;
-    let now = Instant::now();
+    let now = st.clock.now();
     let chunks = inode
         .chunks
         .iter()

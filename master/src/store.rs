@@ -29,6 +29,7 @@ pub const ROOT: u64 = 1;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
+const CLOCK_FLOOR_KEY: &[u8] = b"mclock_floor";
 
 /// A client key: its role and secret (the master must hold the secret to check
 /// proofs; the data dir also holds the cluster secret, so it is protected anyway).
@@ -234,6 +235,10 @@ impl Txn {
         self.insert(NEXT_INODE_KEY, next.to_be_bytes().to_vec());
     }
 
+    pub fn set_clock_floor(&mut self, secs: u64) {
+        self.insert(CLOCK_FLOOR_KEY, secs.to_be_bytes().to_vec());
+    }
+
     /// Records that the log is applied up to `seq`, in the same batch as its effects.
     pub fn set_applied(&mut self, seq: u64) {
         self.insert(APPLIED_KEY, seq.to_be_bytes().to_vec());
@@ -375,6 +380,14 @@ impl Store {
                 key: "mnext_inode".into(),
                 reason: "missing".into(),
             }),
+        }
+    }
+
+    /// The last clock floor logged (0 for none).
+    pub fn clock_floor(&self) -> Result<u64, StoreError> {
+        match self.tree.get(CLOCK_FLOOR_KEY)? {
+            Some(v) => u64_value(CLOCK_FLOOR_KEY, &v),
+            None => Ok(0),
         }
     }
 

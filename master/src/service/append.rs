@@ -22,7 +22,7 @@ use dfs_protocol::{
 };
 use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder};
 
-use super::{now_secs, Master, State};
+use super::{Master, State};
 use crate::error::OpError;
 use crate::mutation::Mutation;
 
@@ -98,7 +98,7 @@ impl State {
     pub(super) fn lease(&self, h: &ChunkHandle, version: ChunkVersion) -> Option<&MasterLease> {
         self.leases
             .get(h)
-            .filter(|l| l.version == version && l.expires > Instant::now())
+            .filter(|l| l.version == version && l.expires > self.clock.now())
     }
 
     /// Live servers to add to a chunk held by `have` current replicas so that it
@@ -171,7 +171,7 @@ impl State {
         reports: &[dfs_protocol::LeaseReport],
         duration: Duration,
     ) -> (Vec<ChunkHandle>, Vec<Mutation>) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut extended = Vec::new();
         let mut sizes = Vec::new();
         for r in reports {
@@ -218,7 +218,7 @@ impl State {
                     version: r.version,
                     size: r.size,
                     open: Some(chain),
-                    mtime: now_secs(),
+                    mtime: self.clock.secs(),
                 });
             }
         }
@@ -254,7 +254,7 @@ impl State {
             version: r.version,
             size: meta.size,
             open: Some(chain),
-            mtime: now_secs(),
+            mtime: self.clock.secs(),
         })
     }
 }
@@ -287,7 +287,7 @@ impl Master {
             }
             .into());
         }
-        let now = now_secs();
+        let now = self.clock.secs();
         let ino = self
             .mutate(|st| {
                 let (ino, m) = st.ns.plan_append_file(path, create, replication, now)?;
@@ -512,7 +512,7 @@ impl Master {
                 out.extend(st.ns.decommissioned().iter().copied());
                 let placed =
                     st.map
-                        .place(replication, self.config.chunk_size, Instant::now(), &out);
+                        .place(replication, self.config.chunk_size, self.clock.now(), &out);
                 let chain = match placed {
                     // Just started: the chunkservers have not all registered yet.
                     Err(ErrorCode::NotEnoughServers { wanted, alive })
@@ -543,7 +543,7 @@ impl Master {
                 token: self.tokens.token(handle, ChunkVersion::FIRST, ops::ORDER),
             }));
             let granted = self.call_grant(&primary, request).await;
-            let granted_at = Instant::now();
+            let granted_at = self.clock.now();
             let result = match granted {
                 Ok((_, secondaries)) => {
                     let mut ids = vec![primary_id];
@@ -566,7 +566,7 @@ impl Master {
                             seal,
                             handle,
                             chain: ids.clone(),
-                            mtime: now_secs(),
+                            mtime: self.clock.secs(),
                         };
                         self.log_apply(st, m)?;
                         st.fence(handle, ChunkVersion::FIRST, &ids);
@@ -628,7 +628,7 @@ impl Master {
         for attempt in 0..GRANT_ATTEMPTS {
             let (replicas, fresh) = {
                 let mut st = self.lock();
-                let now = Instant::now();
+                let now = self.clock.now();
                 let mut replicas: Vec<(ServerId, String)> = st
                     .current(&handle, version, now)
                     .into_iter()
@@ -673,7 +673,7 @@ impl Master {
                 token: self.tokens.token(handle, next, ops::ORDER),
             }));
             let granted = self.call_grant(primary, request).await;
-            let granted_at = Instant::now();
+            let granted_at = self.clock.now();
             let result = match granted {
                 Ok((size, secondaries)) => {
                     let mut ids = vec![*primary_id];
@@ -694,7 +694,7 @@ impl Master {
                             version: next,
                             size,
                             open: lease.then(|| ids.clone()),
-                            mtime: now_secs(),
+                            mtime: self.clock.secs(),
                         };
                         self.log_apply(st, m)?;
                         st.fence(handle, next, &ids);
@@ -738,7 +738,7 @@ impl Master {
     pub async fn refill_open_chunks(&self) {
         let short = {
             let mut st = self.lock();
-            let now = Instant::now();
+            let now = self.clock.now();
             if st.safe_until.is_some() || now < self.started + self.config.lease {
                 return;
             }
@@ -759,7 +759,7 @@ impl Master {
                     // Without a lease the chunk is settled instead, which refills too.
                     && st.lease(&handle, version).is_some();
                 if still {
-                    st.refilled.insert(handle, Instant::now());
+                    st.refilled.insert(handle, self.clock.now());
                 }
                 still
             };
@@ -780,7 +780,7 @@ impl Master {
     pub async fn settle_open_chunks(&self) {
         let due: Vec<(u64, ChunkHandle, ChunkVersion)> = {
             let st = self.lock();
-            let now = Instant::now();
+            let now = self.clock.now();
             // After a start, primaries get a lease duration to report the leases they hold.
             if st.safe_until.is_some() || now < self.started + self.config.lease {
                 return;
@@ -798,7 +798,7 @@ impl Master {
             let _held = lock.lock().await;
             let still = {
                 let st = self.lock();
-                let now = Instant::now();
+                let now = self.clock.now();
                 st.ns.open_chain(&handle).is_some()
                     && st.ns.chunk(&handle).is_some_and(|m| m.version == version)
                     && st.leases.get(&handle).is_none_or(|l| l.expires <= now)

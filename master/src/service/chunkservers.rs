@@ -3,8 +3,6 @@
 //! registered; the answers carry its deletions, copy orders, lease extensions and
 //! the client key table.
 
-use std::time::Instant;
-
 use dfs_protocol::{Accepted, ChunkHandle, ChunkserverToMaster, ErrorCode, Response};
 
 use super::{keys, note_reports, of_server, Master, MAX_DELETES_PER_HEARTBEAT};
@@ -74,7 +72,7 @@ impl Master {
                 }
                 tracing::info!(%server, %addr, chunks = chunks.len(), "chunkserver registered");
                 let mut st = self.lock();
-                let now = Instant::now();
+                let now = self.clock.now();
                 let keys = keys::table(&st.ns, &from.session);
                 st.key_epochs.insert(server, keys.epoch);
                 let mine = of_server(server);
@@ -106,7 +104,7 @@ impl Master {
             } => {
                 let mut guard = self.lock();
                 let st = &mut *guard;
-                let now = Instant::now();
+                let now = self.clock.now();
                 if !st.map.is_registered(&server) {
                     // Reports from a server this master does not know are ignored
                     // until it registers with its full list.

@@ -1,12 +1,12 @@
 //! Client keys: issuing, listing and removing them (logged like the namespace), and
 //! the table of them that chunkservers receive, sealed for each connection.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dfs_protocol::auth::{seal, valid_key_name, SealedKey, MAX_KEY_NAME};
 use dfs_protocol::{Accepted, ClientKey, ErrorCode, KeyInfo, KeyTable, Response, Role, ServerId};
 
-use super::{now_secs, Master};
+use super::Master;
 use crate::error::OpError;
 use crate::mutation::Mutation;
 use crate::namespace::Namespace;
@@ -62,13 +62,13 @@ impl Master {
     /// removed one nowhere, once `dfs key` returns. A server that does not catch up
     /// in time is logged; it gets the table with its next heartbeat all the same.
     pub(super) async fn keys_everywhere(&self) {
-        let deadline = Instant::now() + KEY_PROPAGATION;
+        let deadline = self.clock.now() + KEY_PROPAGATION;
         loop {
             let behind: Vec<ServerId> = {
                 let st = self.lock();
                 let epoch = st.ns.keys_epoch();
                 st.map
-                    .live(Instant::now())
+                    .live(self.clock.now())
                     .filter(|id| st.key_epochs.get(id) != Some(&epoch))
                     .copied()
                     .collect()
@@ -76,7 +76,7 @@ impl Master {
             if behind.is_empty() {
                 return;
             }
-            if Instant::now() >= deadline {
+            if self.clock.now() >= deadline {
                 tracing::warn!(
                     ?behind,
                     "chunkservers have not picked up the key change yet"
@@ -109,7 +109,7 @@ impl Master {
         let record = KeyRecord {
             role,
             secret: *key.secret.as_bytes(),
-            created: now_secs(),
+            created: self.clock.secs(),
         };
         self.mutate(|st| {
             if st.ns.key(&name).is_some() {
