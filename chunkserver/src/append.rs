@@ -27,6 +27,7 @@ use dfs_protocol::{
 };
 use dfs_protocol::{ChunkRequest, PeerOrder};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use crate::ctx::Ctx;
 use crate::net::{dial, Conn};
@@ -353,7 +354,7 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
             sealed: false,
             token,
         };
-        tokio::spawn(task.run(rx));
+        ctx.tasks.spawn(task.run(rx, ctx.stop.clone()));
         ctx.leases.replace(handle, Some(lease));
     }
     Ok(Response::LeaseGranted {
@@ -380,8 +381,17 @@ struct Appender {
 }
 
 impl Appender {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.recv().await {
+    /// Takes batches until the lease ends or the server stops; records still queued
+    /// then are answered with an error when `rx` drops.
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
             let mut bytes = first.len;
             let mut batch = vec![first];
             while bytes < BATCH_BYTES {
@@ -393,7 +403,12 @@ impl Appender {
                     Err(_) => break,
                 }
             }
-            self.batch(batch).await;
+            // A secondary that stops reading cannot hold shutdown past the grace.
+            let grace = dfs_protocol::grace::SHUTDOWN_GRACE;
+            let done = dfs_protocol::grace::until_stopped(self.batch(batch), &stop, grace);
+            if done.await.is_none() {
+                return;
+            }
         }
     }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use dfs_protocol::auth::TokenKey;
 use dfs_protocol::{Identity, ReplicateOrder};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access::KeyStore;
 use crate::config::ChunkserverConfig;
@@ -38,6 +40,11 @@ pub struct Ctx {
     pub token_key: TokenKey,
     /// Client keys, as the master last pushed them.
     pub keys: KeyStore,
+    /// The server's task tree: tasks started by a request (an append lease's
+    /// appender) live here, so shutdown waits for them.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server stops.
+    pub stop: CancellationToken,
 }
 
 /// Counts a request as load while it is alive.

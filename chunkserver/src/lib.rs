@@ -91,7 +91,12 @@ pub async fn run(
     };
     let token_key = config.secret.token_key();
     let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+    // Stops everything below: the caller's shutdown, or the master refusing us.
+    let stop = shutdown.child_token();
+    let tracker = TaskTracker::new();
     let ctx = Arc::new(ctx::Ctx {
+        tasks: tracker.clone(),
+        stop: stop.clone(),
         store,
         identity,
         id_key,
@@ -105,9 +110,6 @@ pub async fn run(
         leases: Default::default(),
         append_budget: Arc::new(tokio::sync::Semaphore::new(append::APPEND_BUDGET as usize)),
     });
-    // Stops everything below: the caller's shutdown, or the master refusing us.
-    let stop = shutdown.child_token();
-    let tracker = TaskTracker::new();
     let beats = tracker.spawn(heartbeat::heartbeat_loop(
         ctx.clone(),
         id,

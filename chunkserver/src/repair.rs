@@ -74,15 +74,22 @@ pub async fn replicator(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let ctx = ctx.clone();
+        let stop = shutdown.clone();
         let span = tracing::info_span!("copy", handle = %order.handle, version = %order.version, source = %order.source);
         tracker.spawn(
             async move {
                 let _permit = permit;
-                match copy(&ctx, &order).await {
-                    Ok(size) => tracing::info!(size, "replica copied"),
-                    Err(e) => {
+                let copied = dfs_protocol::grace::until_stopped(
+                    copy(&ctx, &order),
+                    &stop,
+                    dfs_protocol::grace::SHUTDOWN_GRACE,
+                );
+                match copied.await {
+                    Some(Ok(size)) => tracing::info!(size, "replica copied"),
+                    Some(Err(e)) => {
                         tracing::warn!(error = %e, "replica copy failed; the master will retry")
                     }
+                    None => tracing::info!("replica copy cut at shutdown"),
                 }
             }
             .instrument(span),

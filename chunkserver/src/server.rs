@@ -23,7 +23,8 @@ use crate::stream::read_packets;
 /// connections cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves connections on `listener` until `shutdown`; in-flight requests run to completion.
+/// Serves connections on `listener` until `shutdown`; a request in flight then has
+/// `SHUTDOWN_GRACE` to finish before its connection is dropped.
 pub async fn accept_loop(
     ctx: Arc<Ctx>,
     listener: TcpListener,
@@ -52,7 +53,15 @@ pub async fn accept_loop(
         tracker.spawn(
             async move {
                 let _permit = permit;
-                serve(ctx, stream, token).await;
+                let stop = token.clone();
+                let served = dfs_protocol::grace::until_stopped(
+                    serve(ctx, stream, token),
+                    &stop,
+                    dfs_protocol::grace::SHUTDOWN_GRACE,
+                );
+                if served.await.is_none() {
+                    tracing::info!("connection cut at shutdown");
+                }
             }
             .instrument(tracing::info_span!("conn", %peer)),
         );

@@ -91,7 +91,15 @@ pub async fn run(
         tracker.spawn(
             async move {
                 let _permit = permit;
-                serve(master, stream, token).await;
+                let stop = token.clone();
+                let served = dfs_protocol::grace::until_stopped(
+                    serve(master, stream, token),
+                    &stop,
+                    dfs_protocol::grace::SHUTDOWN_GRACE,
+                );
+                if served.await.is_none() {
+                    tracing::info!("connection cut at shutdown");
+                }
             }
             .instrument(tracing::info_span!("conn", %peer)),
         );

@@ -10,6 +10,7 @@
 //! - [`conn`]: a framed connection over any byte stream, request/reply and handshake.
 //!
 //! - [`net`] (feature `net`): TCP framing and dialing with the handshake.
+//! - [`grace`] (feature `net`): bounded shutdown of connection tasks.
 //!
 //! Without `net` nothing here touches a socket; `docs/protocol.md` is the written spec.
 
@@ -18,6 +19,8 @@ pub mod checksum;
 pub mod conn;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "net")]
+pub mod grace;
 pub mod ids;
 pub mod message;
 #[cfg(feature = "net")]

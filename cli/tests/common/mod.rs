@@ -226,6 +226,11 @@ impl Procs {
         self.procs[i].as_ref().and_then(|c| c.id())
     }
 
+    /// Chunkserver `i`'s process, while it runs (to signal or wait for it).
+    pub fn child_mut(&mut self, i: usize) -> Option<&mut tokio::process::Child> {
+        self.procs[i].as_mut()
+    }
+
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports[i])
     }
