@@ -4,12 +4,9 @@
 //! another's id. Every attempt is refused with a clear error, and the cluster goes
 //! on serving.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, cluster, data, wait_until};
 use dfs_client::{ClientKey, ClusterSecret, Identity, PutOptions, Role};
 use dfs_protocol::auth::{self, ops, SecretBytes, Side};
 use dfs_protocol::net::{dial, framed, TcpConn};
@@ -20,6 +17,7 @@ use dfs_protocol::{
 use dfs_protocol::{
     ChunkRequest, ChunkserverToMaster, ClientToMaster, LeaseGrant, MasterOrder, PeerOrder,
 };
+use dfs_testkit::{bounded, cluster, data, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -541,7 +539,7 @@ async fn forged_tampered_expired_and_cross_chunk_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_dead_chunkservers_are_forgotten() {
     bounded(async {
-        let (_dir, mut cluster) = common::cluster_with(|o| {
+        let (_dir, mut cluster) = dfs_testkit::cluster_with(|o| {
             o.chunkservers = 4;
             o.dead_after = Duration::from_millis(500);
             o.forget_dead_after = Duration::from_secs(2);

@@ -2,13 +2,11 @@
 //! SIGTERM whatever their peers do; here a peer that asked for a lot and stopped
 //! reading. Before, shutdown waited for that peer's send deadline, or for ever.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{bounded, cluster_with, data, free_addr, master_process, wait_until, Procs};
 use dfs_client::PutOptions;
 use dfs_protocol::{ChunkRequest, ClientToMaster, Frame, PeerKind, Request};
+use dfs_testkit::{bounded, cluster_with, data, free_addr, master_process, wait_until, Procs};
 
 /// What the grace period and a clean stop may take together, well below the 30 s a
 /// blocked send may wait for its deadline.

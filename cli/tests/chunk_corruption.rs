@@ -3,17 +3,15 @@
 //! through the client: always the right bytes or a clear error, never wrong bytes; the
 //! bad replica is replaced within a bounded time and fsck is healthy again.
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{bounded, cluster_with, data, wait_until, CHUNK};
 use dfs_chunkserver::store::ChunkStore;
 use dfs_cli::cluster::LocalCluster;
 use dfs_client::{Client, ClientError, FileStat, PutOptions};
 use dfs_protocol::{ChunkHandle, ChunkVersion};
+use dfs_testkit::{bounded, cluster_with, data, wait_until, CHUNK};
 
 /// Two full chunks and a third of 100,000 bytes: one full block and a partial one.
 const SIZE: usize = 2 * CHUNK + 100_000;

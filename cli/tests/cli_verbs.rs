@@ -1,11 +1,9 @@
 //! The built `dfs` binary against a real cluster: stdin and stdout, the verbs, the
 //! `--json` shapes of docs/operations.md, and one-line errors with a non-zero exit.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::{bounded, cluster, data, CHUNK};
+use dfs_testkit::{bounded, cluster, data, CHUNK};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -427,7 +425,7 @@ async fn fsck_exit_status_and_json() {
             std::fs::write(&p, b).unwrap();
         }
         failed_with(&dfs(&m, &["cat", "/d/f"], None).await, "checksum");
-        common::wait_until(
+        dfs_testkit::wait_until(
             std::time::Duration::from_secs(10),
             "fsck to see it",
             || async { dfs(&m, &["fsck", "/"], None).await.code != 0 },
@@ -448,7 +446,7 @@ async fn fsck_exit_status_and_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setrep_balance_and_decommission_verbs() {
     bounded(async {
-        let (_dir, cluster) = common::cluster_with(|o| o.chunkservers = 4).await;
+        let (_dir, cluster) = dfs_testkit::cluster_with(|o| o.chunkservers = 4).await;
         let m = target(&cluster);
         ok(&dfs(&m, &["put", "-", "/f"], Some(&data(3 * CHUNK, 9))).await);
         ok(&dfs(&m, &["setrep", "-w", "2", "/f"], None).await);

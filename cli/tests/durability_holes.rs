@@ -1,14 +1,12 @@
 //! Durability holes that only odd failure schedules reach, each shown by a test that
 //! failed before its fix.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bounded, cluster_with, data, on_disk, wait_until};
 use dfs_client::PutOptions;
 use dfs_master::oplog::SyncGate;
+use dfs_testkit::{bounded, cluster_with, data, on_disk, wait_until};
 
 /// Heartbeat intervals watched while nothing may happen.
 const WATCHED_BEATS: u32 = 10;
@@ -114,7 +112,7 @@ async fn an_interrupted_get_leaves_no_partial_file() {
             .await
             .expect("master");
         let master = cluster.master_addr().to_string();
-        let mut procs = common::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]);
+        let mut procs = dfs_testkit::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]);
         cluster
             .wait_for_chunkservers(3, Duration::from_secs(30))
             .await
@@ -743,6 +741,73 @@ async fn a_wall_clock_stepped_back_across_a_restart_keeps_times_monotonic() {
             .expect("put");
         let after = c.stat("/after").await.expect("stat").mtime;
         assert!(after >= before, "{after} < {before}");
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}
+
+/// Issue 11, hole 2: a client that cannot reach the primary (here: partitioned from
+/// it, while the primary serves everyone else) blames no replica. The master hands
+/// the lease to another replica of the full chain; the primary is neither dropped
+/// nor deleted, and the append goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_from_the_primary_blames_no_replica() {
+    use dfs_client::{AppendOptions, Client, ClientOptions, Routes};
+    use dfs_testkit::{Direction, FaultProxy};
+    bounded(async {
+        let (_dir, cluster) = cluster_with(|o| {
+            o.safe_start = Duration::from_millis(200);
+        })
+        .await;
+        let c = cluster.client();
+        let record = |s: &str| bytes::Bytes::from(s.to_string());
+        c.append_record("/log", record("first\n"), AppendOptions::default())
+            .await
+            .expect("append");
+        let before = c.stat("/log").await.expect("stat").chunks[0].clone();
+        let primary = before.primary.clone().expect("a primary");
+
+        let proxy = FaultProxy::start(&primary).await;
+        proxy.partition(Direction::Both);
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(2),
+            routes: Routes::new([(primary.clone(), proxy.addr().to_string())]),
+            ..ClientOptions::default()
+        };
+        let cut_off = Client::with_options(
+            cluster.master_addr().to_string(),
+            dfs_protocol::Identity::cluster_admin(cluster.secret()),
+            options,
+        );
+        cut_off
+            .append_record("/log", record("second\n"), AppendOptions::default())
+            .await
+            .expect("the append goes through another primary");
+
+        let after = c.stat("/log").await.expect("stat").chunks[0].clone();
+        assert_eq!(after.replicas.len(), 3, "{:?}", after.replicas);
+        assert!(
+            after.replicas.contains(&primary),
+            "the old primary stays on the chain"
+        );
+        assert_ne!(after.primary.as_deref(), Some(primary.as_str()));
+        let index = cluster
+            .chunkserver_addrs()
+            .iter()
+            .position(|a| a.to_string() == primary)
+            .expect("index");
+        for _ in 0..WATCHED_BEATS {
+            tokio::time::sleep(cluster.options().heartbeat).await;
+            assert!(
+                on_disk(&cluster, index, &before.handle),
+                "the old primary's replica stays"
+            );
+        }
+        let mut back = Vec::new();
+        c.get("/log", &mut back).await.expect("get");
+        assert_eq!(back, b"first\nsecond\n");
+        proxy.stop().await;
         cluster.shutdown().await.expect("shutdown");
     })
     .await

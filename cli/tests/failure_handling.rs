@@ -3,14 +3,12 @@
 //! replicas are trimmed, single-replica chunks are repaired first, a decommissioned
 //! server drains, and an empty server gets its share.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{bounded, data, wait_until, Procs, CHUNK};
 use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{Client, PutOptions};
+use dfs_testkit::{bounded, data, wait_until, Procs, CHUNK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEAD_AFTER: Duration = Duration::from_secs(2);

@@ -1,11 +1,9 @@
 //! Servers survive garbage, half frames, wrong versions and oversized lengths on their
 //! ports, and keep serving real clients afterwards.
 
-mod common;
-
-use common::{bounded, cluster, data};
 use dfs_client::PutOptions;
 use dfs_protocol::{ChunkRequest, LeaseGrant, MasterOrder, PeerOrder};
+use dfs_testkit::{bounded, cluster, data};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

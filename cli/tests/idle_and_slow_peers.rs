@@ -2,17 +2,15 @@
 //! connections, fifty slow readers and fifty slow writers each, while a real client
 //! keeps working. Server memory (RSS) is measured before and during the attack.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bounded, data, wait_until, Procs};
 use dfs_client::{Client, ClusterSecret, Identity, PutOptions};
 use dfs_protocol::auth::{ops, unix_now};
 use dfs_protocol::net::{dial, TcpConn};
 use dfs_protocol::{ChunkHandle, ChunkToken, ChunkVersion, Frame, PeerKind, Request};
 use dfs_protocol::{ChunkRequest, ClientToMaster};
+use dfs_testkit::{bounded, data, wait_until, Procs};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -127,8 +125,8 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = ClusterSecret::generate();
-        let master = common::free_addr();
-        let mut master_proc = common::master_process(
+        let master = dfs_testkit::free_addr();
+        let mut master_proc = dfs_testkit::master_process(
             &master,
             &dir.path().join("master"),
             &secret,

@@ -2,13 +2,11 @@
 //! trying every mutation, no credentials at all, a chunkserver with a wrong or no
 //! secret, and `dfs up`'s two-command quickstart with no flags.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::{bounded, cluster, wait_until};
+use dfs_testkit::{bounded, cluster, wait_until};
 use tokio::process::Command;
 
 /// `dfs ARGS` against `master` with exactly the credential environment `env`
@@ -309,7 +307,7 @@ async fn a_chunkserver_without_the_secret_cannot_join() {
 async fn dfs_up_then_client_verbs_with_no_flags() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut up = common::dfs_up(dir.path(), 1, &[]).await;
+        let mut up = dfs_testkit::dfs_up(dir.path(), 1, &[]).await;
         let (master, home) = (up.master.clone(), up.home.clone());
         let local = dir.path().join("hello.txt");
         std::fs::write(&local, b"hello, dfs\n").expect("write");

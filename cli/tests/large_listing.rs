@@ -1,14 +1,12 @@
 //! `dfs ls` of a directory with 300,000 entries: answered in pages, printed as they
 //! come, in bounded memory on the master and in the `dfs` process.
 
-mod common;
-
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::wait_until;
 use dfs_client::{Client, ClusterSecret, Identity};
+use dfs_testkit::wait_until;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ENTRIES: usize = 300_000;
@@ -33,10 +31,10 @@ async fn ls_of_300k_entries_streams_in_pages() {
     let run = async {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = ClusterSecret::generate();
-        let master = common::free_addr();
+        let master = dfs_testkit::free_addr();
         // No chunkservers: directories are metadata only.
         let mut master_proc =
-            common::master_process(&master, &dir.path().join("master"), &secret, &[]);
+            dfs_testkit::master_process(&master, &dir.path().join("master"), &secret, &[]);
         let client = Client::new(master.clone(), Identity::cluster_admin(&secret));
         wait_until(Duration::from_secs(20), "the master", || async {
             client.status().await.is_ok()

@@ -2,16 +2,14 @@
 //! namespace, restart it, and check that every acknowledged mutation survived and that
 //! every visible file reads back whole (no file without its chunks, no half file).
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bounded, data, wait_until};
 use dfs_client::{Client, ClientError, ErrorCode, PutOptions};
+use dfs_testkit::{bounded, data, wait_until};
 use rand::Rng;
 use tokio::process::{Child, Command};
 

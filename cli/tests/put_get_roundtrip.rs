@@ -1,15 +1,13 @@
 //! Files of every interesting size survive a round trip byte for byte, on three
 //! distinct chunkservers per chunk, and a put is invisible until it completes.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use common::{bounded, cluster, data, CHUNK};
 use dfs_client::{ClientError, ErrorCode, FileKind, PutOptions};
+use dfs_testkit::{bounded, cluster, data, CHUNK};
 use tokio::io::{AsyncRead, ReadBuf};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,17 +6,15 @@
 //! of all that and the payload), so the file can be parsed back: any torn or
 //! interleaved record, or padding, breaks the parse.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, data, wait_until, Procs};
 use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{AppendOptions, Client};
+use dfs_testkit::{bounded, data, wait_until, Procs};
 use rand::{Rng, SeedableRng};
 
 const MAGIC: u32 = 0xA99E_4D01;
@@ -189,7 +187,7 @@ fn small_chunks(o: &mut ClusterOptions) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appenders_land_every_record_exactly_once() {
     bounded(async {
-        let (_dir, cluster) = common::cluster_with(small_chunks).await;
+        let (_dir, cluster) = dfs_testkit::cluster_with(small_chunks).await;
         let c = cluster.client();
         let max = (CHUNK_SIZE / 4) as usize;
         assert_eq!(
@@ -236,7 +234,7 @@ async fn concurrent_appenders_land_every_record_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn separate_dfs_processes_append_concurrently() {
     bounded(async {
-        let (dir, cluster) = common::cluster_with(small_chunks).await;
+        let (dir, cluster) = dfs_testkit::cluster_with(small_chunks).await;
         let master = cluster.master_addr().to_string();
         let max = (CHUNK_SIZE / 4) as usize;
         let mut tasks = Vec::new();
@@ -329,7 +327,7 @@ async fn a_chunkserver_killed_midway_loses_no_acknowledged_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dfs_append_creates_and_tail_follows() {
     bounded(async {
-        let (dir, cluster) = common::cluster_with(small_chunks).await;
+        let (dir, cluster) = dfs_testkit::cluster_with(small_chunks).await;
         let master = cluster.master_addr().to_string();
         let secret = cluster.secret().encode();
         let dfs = |args: &[&str]| {
@@ -420,7 +418,7 @@ async fn dfs_append_creates_and_tail_follows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_go_on_across_a_master_restart() {
     bounded(async {
-        let (_dir, mut cluster) = common::cluster_with(|o| {
+        let (_dir, mut cluster) = dfs_testkit::cluster_with(|o| {
             small_chunks(o);
             o.lease = Duration::from_secs(2);
             o.safe_start = Duration::from_millis(500);

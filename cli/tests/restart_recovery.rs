@@ -1,11 +1,9 @@
 //! Stopping and restarting the master and the chunkservers loses nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{bounded, cluster, data, CHUNK};
 use dfs_client::PutOptions;
+use dfs_testkit::{bounded, cluster, data, CHUNK};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_file_reads_back_after_the_whole_cluster_restarts() {

@@ -2,18 +2,16 @@
 //! with certificates from `dfs tls init`; what crosses the wire is not readable; a
 //! plain client or one trusting another CA is refused; `dfs up --tls` needs no flags.
 
-mod common;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bounded, data};
 use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{Client, Identity, PutOptions};
 use dfs_protocol::net::{dial, Tls};
 use dfs_protocol::PeerKind;
+use dfs_testkit::{bounded, data};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -143,7 +141,7 @@ async fn a_tls_cluster_serves_and_hides_what_it_carries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tls_the_same_relay_reads_everything() {
     bounded(async {
-        let (_dir, cluster) = common::cluster().await;
+        let (_dir, cluster) = dfs_testkit::cluster().await;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let relay = recording_relay(cluster.master_addr().to_string(), seen.clone()).await;
         let c = Client::new(relay, Identity::cluster_admin(cluster.secret()));
@@ -160,7 +158,7 @@ async fn without_tls_the_same_relay_reads_everything() {
 async fn dfs_up_tls_then_client_verbs_with_no_flags() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut up = common::dfs_up(dir.path(), 2, &["--tls"]).await;
+        let mut up = dfs_testkit::dfs_up(dir.path(), 2, &["--tls"]).await;
         let (master, home) = (up.master.clone(), up.home.clone());
         let verb = |args: &[&str]| {
             std::process::Command::new(env!("CARGO_BIN_EXE_dfs"))

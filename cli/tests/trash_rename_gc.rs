@@ -2,14 +2,12 @@
 //! really leave the disks when nothing references them, never while something does,
 //! and not at all while the master is in safe mode.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{bounded, cluster, cluster_with, data, on_disk, wait_until, CHUNK};
 use dfs_chunkserver::store::ChunkStore;
 use dfs_client::{Client, ClientError, ErrorCode, PutOptions};
 use dfs_protocol::{ChunkHandle, ChunkVersion};
+use dfs_testkit::{bounded, cluster, cluster_with, data, on_disk, wait_until, CHUNK};
 
 async fn read(client: &Client, path: &str) -> Vec<u8> {
     let mut out = Vec::new();

@@ -1,10 +1,8 @@
 //! Writes that cannot complete fail with a clear cause and leave nothing visible.
 //! (Retrying on a new chain is the failure-handling issue; here the put must fail cleanly.)
 
-mod common;
-
-use common::{bounded, cluster, cluster_with, data, CHUNK};
 use dfs_client::{ClientError, ErrorCode, PutOptions};
+use dfs_testkit::{bounded, cluster, cluster_with, data, CHUNK};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_down_in_the_chain_fails_the_put_naming_it() {
@@ -55,7 +53,7 @@ async fn a_full_chunkserver_refuses_with_no_space() {
             Err(ClientError::Remote(ErrorCode::NotFound { .. }))
         ));
         // The chunks the failed put did store are garbage now and leave every disk.
-        common::wait_until(
+        dfs_testkit::wait_until(
             std::time::Duration::from_secs(15),
             "the failed put's chunks to go",
             || async {

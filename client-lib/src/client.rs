@@ -27,6 +27,24 @@ pub struct ClientOptions {
     pub read_parallelism: usize,
     /// Size of each ranged read; memory in flight is at most parallelism x this.
     pub read_unit: u64,
+    /// Addresses to dial instead of those the master hands out (a client outside a
+    /// NAT or port forward, or a test's fault proxy in front of a server).
+    pub routes: Routes,
+}
+
+/// `address -> address to dial instead`; empty by default.
+#[derive(Clone, Debug, Default)]
+pub struct Routes(Arc<std::collections::HashMap<String, String>>);
+
+impl Routes {
+    pub fn new(routes: impl IntoIterator<Item = (String, String)>) -> Routes {
+        Routes(Arc::new(routes.into_iter().collect()))
+    }
+
+    /// Where to dial to reach `addr`.
+    pub fn resolve<'a>(&'a self, addr: &'a str) -> &'a str {
+        self.0.get(addr).map_or(addr, String::as_str)
+    }
 }
 
 impl Default for ClientOptions {
@@ -36,6 +54,7 @@ impl Default for ClientOptions {
             io_timeout: Duration::from_secs(60),
             read_parallelism: 4,
             read_unit: 4 << 20,
+            routes: Routes::default(),
         }
     }
 }
@@ -122,11 +141,12 @@ impl Client {
         identity: Identity,
         options: ClientOptions,
     ) -> Client {
+        let routes = options.routes.clone();
         Client {
             inner: Arc::new(Inner {
                 master: master.into(),
                 options,
-                pool: Pool::new(identity),
+                pool: Pool::new(identity, routes),
                 leases: Default::default(),
             }),
         }

@@ -29,7 +29,7 @@ pub mod listing;
 pub mod pool;
 
 pub use append::AppendOptions;
-pub use client::{Client, ClientOptions, PutOptions};
+pub use client::{Client, ClientOptions, PutOptions, Routes};
 pub use dfs_protocol::{
     BalanceReport, ChunkInfo, ClientKey, ClusterSecret, ClusterStatus, DirEntry, ErrorCode,
     FileHealth, FileKind, FileStat, FsckReport, Identity, KeyInfo, Role, ServerStatus, TrashInfo,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dfs_protocol::{Identity, PeerKind};
 
+use crate::client::Routes;
 use crate::error::ClientError;
 
 pub type Conn = dfs_protocol::net::TcpConn;
@@ -16,14 +17,16 @@ const MAX_IDLE_PER_ADDR: usize = 16;
 #[derive(Debug)]
 pub struct Pool {
     identity: Identity,
+    routes: Routes,
     idle: Mutex<HashMap<String, Vec<Conn>>>,
 }
 
 impl Pool {
-    /// A pool whose connections prove `identity`.
-    pub fn new(identity: Identity) -> Pool {
+    /// A pool whose connections prove `identity`, dialing through `routes`.
+    pub fn new(identity: Identity, routes: Routes) -> Pool {
         Pool {
             identity,
+            routes,
             idle: Mutex::default(),
         }
     }
@@ -42,7 +45,12 @@ impl Pool {
         // The dial's own timeout error is reported as ours, with the address.
         match tokio::time::timeout(
             timeout,
-            dfs_protocol::net::dial(addr, PeerKind::Client, &self.identity, timeout + timeout),
+            dfs_protocol::net::dial(
+                self.routes.resolve(addr),
+                PeerKind::Client,
+                &self.identity,
+                timeout + timeout,
+            ),
         )
         .await
         {

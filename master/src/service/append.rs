@@ -69,7 +69,18 @@ enum Plan {
         version: ChunkVersion,
         exclude: HashSet<ServerId>,
         file_offset: u64,
+        /// A client's lease failed: another replica becomes primary if it can.
+        failed: bool,
     },
+}
+
+/// Who takes the lease at a grant, among the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Primary {
+    /// The current primary, if it is among them.
+    Keep,
+    /// Any other one first (the current primary last).
+    Move,
 }
 
 fn unavailable(reason: String) -> OpError {
@@ -319,8 +330,11 @@ impl Master {
                 version,
                 exclude,
                 file_offset,
+                failed,
             } => {
-                let (version, primary) = self.grant(handle, version, exclude, true).await?;
+                let primary = if failed { Primary::Move } else { Primary::Keep };
+                let (version, primary) =
+                    self.grant(handle, version, exclude, true, primary).await?;
                 Ok(self.lease_answer(handle, version, primary, file_offset))
             }
         }
@@ -368,6 +382,7 @@ impl Master {
         };
         let before: u64 = before.iter().map(|c| c.size).sum();
         let mut exclude = HashSet::new();
+        let mut failed = false;
         match report {
             Some(AppendReport::Full {
                 handle,
@@ -393,9 +408,11 @@ impl Master {
                 addr,
             }) if *handle == last.handle && *version == last.version => {
                 tracing::info!(chunk = %handle, failed = ?addr, "append failed; new lease");
-                // Without an address the primary lost its lease (it restarted, or the
-                // lease lapsed): it is still a good replica.
+                // Without an address the client could not finish with the primary (it
+                // restarted, its lease lapsed, or it is unreachable from that client):
+                // still a good replica, but another one takes the lease if it can.
                 exclude.extend(addr.as_deref().and_then(|a| st.map.by_addr(a)));
+                failed = true;
             }
             _ => {
                 if let Some(l) = st.lease(&last.handle, last.version) {
@@ -421,6 +438,7 @@ impl Master {
             version: last.version,
             exclude,
             file_offset: before,
+            failed,
         })
     }
 
@@ -618,6 +636,7 @@ impl Master {
         version: ChunkVersion,
         mut exclude: HashSet<ServerId>,
         lease: bool,
+        primary_role: Primary,
     ) -> Result<(ChunkVersion, String), OpError> {
         let mut failure = unavailable(format!("no live replica of chunk {handle}"));
         self.lock().pending.insert(handle);
@@ -634,10 +653,14 @@ impl Master {
                     .into_iter()
                     .filter(|(id, _)| !exclude.contains(id))
                     .collect();
-                // The primary keeps its role when it can: its appenders carry on.
+                // The primary keeps its role when it can (its appenders carry on), or
+                // hands it on after a client's lease failed (that client may not reach it).
                 if let Some(held) = st.leases.get(&handle).map(|l| l.primary) {
                     if let Some(i) = replicas.iter().position(|(id, _)| *id == held) {
-                        replicas[..=i].rotate_right(1);
+                        match primary_role {
+                            Primary::Keep => replicas[..=i].rotate_right(1),
+                            Primary::Move => replicas[i..].rotate_left(1),
+                        }
                     }
                 }
                 let fresh = if replicas.is_empty() {
@@ -766,7 +789,10 @@ impl Master {
             if !still {
                 continue;
             }
-            match self.grant(handle, version, HashSet::new(), true).await {
+            match self
+                .grant(handle, version, HashSet::new(), true, Primary::Keep)
+                .await
+            {
                 Ok((v, _)) => {
                     tracing::info!(%handle, version = %v, "under-replicated open chunk refilled")
                 }
@@ -806,7 +832,10 @@ impl Master {
             if !still {
                 continue;
             }
-            match self.grant(handle, version, HashSet::new(), false).await {
+            match self
+                .grant(handle, version, HashSet::new(), false, Primary::Keep)
+                .await
+            {
                 Ok((v, _)) => tracing::info!(%handle, version = %v, "open chunk settled"),
                 Err(e) => tracing::info!(%handle, error = %e, "open chunk not settled yet"),
             }

@@ -1,0 +1,34 @@
+//! The dfs test kit: what every integration test and cluster bench builds on.
+//!
+//! Real parts only: real TCP on 127.0.0.1, real sled, real files in temp dirs, and
+//! real masters and chunkservers, as tasks in the test's process or as `dfs`
+//! processes. On top of them, knobs per node:
+//! - [`cluster`]: an in-process cluster (`cluster`, `cluster_with`), with graceful
+//!   stop and restart of each node, a controllable [`Clock`] and a [`SyncGate`] on
+//!   the master's log;
+//! - [`procs`]: masters and chunkservers as processes: kill -9, SIGTERM, restart,
+//!   freeze (SIGSTOP) and thaw; `dfs up` as a user runs it;
+//! - [`proxy`]: a fault proxy between any two nodes, or the client and a node:
+//!   partition (both ways or one way), delay, dropped connections, resets;
+//! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
+//! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests.
+//!
+//! Loops are bounded and waits are for conditions; nothing is left behind: temp dirs
+//! are removed, processes are killed when dropped, proxies stop with their owner.
+
+pub mod cluster;
+pub mod data;
+pub mod disk;
+pub mod procs;
+pub mod proxy;
+pub mod wait;
+
+pub use cluster::{cluster, cluster_with, free_addr, runtime_cluster};
+pub use data::{data, CHUNK};
+pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+pub use dfs_master::clock::Clock;
+pub use dfs_master::oplog::SyncGate;
+pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
+pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
+pub use proxy::{Direction, FaultProxy};
+pub use wait::{bounded, bounded_for, wait_until};

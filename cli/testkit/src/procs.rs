@@ -1,0 +1,339 @@
+//! Masters and chunkservers as real `dfs` processes, so tests can kill -9, SIGTERM,
+//! freeze (SIGSTOP) and thaw them; and `dfs up` as a user runs it. Every child is
+//! killed when its handle drops.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dfs_protocol::ClusterSecret;
+use rustix::process::Signal;
+
+/// The `dfs` binary: `$DFS_BIN`, else `dfs` beside the test binary's own directory
+/// (`target/<profile>/deps/..`), where cargo builds it for integration tests.
+pub fn dfs_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DFS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let bin = profile_dir.join("dfs");
+    assert!(
+        bin.exists(),
+        "no dfs binary at {}: build it (cargo build -p dfs-cli) or set DFS_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+/// SIGSTOP: the process keeps its sockets but answers nothing.
+pub fn freeze(pid: u32) {
+    signal(pid, Signal::STOP);
+}
+
+/// SIGCONT after [`freeze`].
+pub fn thaw(pid: u32) {
+    signal(pid, Signal::CONT);
+}
+
+fn quiet(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
+    cmd.env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+}
+
+/// A `dfs master` process on `addr` with data in `dir`, sharing `secret`, with
+/// `args` added; killed when dropped.
+pub fn master_process(
+    addr: &str,
+    dir: &Path,
+    secret: &ClusterSecret,
+    args: &[&str],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(dfs_bin());
+    cmd.args(["master", "--listen", addr, "--data"])
+        .arg(dir)
+        .args(args)
+        .env("DFS_SECRET", secret.encode());
+    quiet(&mut cmd).spawn().expect("spawn master")
+}
+
+/// A master process that keeps its address and data dir across kills and restarts.
+#[derive(Debug)]
+pub struct MasterProc {
+    pub addr: String,
+    dir: PathBuf,
+    secret: ClusterSecret,
+    args: Vec<String>,
+    child: Option<tokio::process::Child>,
+    frozen: bool,
+}
+
+impl MasterProc {
+    pub fn start(dir: &Path, secret: &ClusterSecret, args: &[&str]) -> MasterProc {
+        let mut m = MasterProc {
+            addr: crate::free_addr(),
+            dir: dir.to_path_buf(),
+            secret: secret.clone(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            frozen: false,
+        };
+        m.restart();
+        m
+    }
+
+    /// Starts the master again (after a kill) on the same address and data.
+    pub fn restart(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = Some(master_process(&self.addr, &self.dir, &self.secret, &args));
+        self.frozen = false;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    /// kill -9: no flush, no goodbye.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        self.frozen = false;
+    }
+
+    pub fn freeze(&mut self) {
+        if let Some(pid) = self.pid() {
+            freeze(pid);
+            self.frozen = true;
+        }
+    }
+
+    pub fn thaw(&mut self) {
+        if let Some(pid) = self.pid() {
+            thaw(pid);
+        }
+        self.frozen = false;
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+}
+
+/// Chunkservers as real `dfs chunkserver` processes, so tests can SIGKILL and freeze them.
+#[derive(Debug)]
+pub struct Procs {
+    master: String,
+    secret: String,
+    dir: PathBuf,
+    ports: Vec<u16>,
+    procs: Vec<Option<tokio::process::Child>>,
+    args: Vec<String>,
+}
+
+impl Procs {
+    /// Starts `n` chunkservers (each on a fixed free port, so a restart keeps its
+    /// address) against `master`, sharing `secret`, with `args` added to every
+    /// command line.
+    pub fn start(
+        master: &str,
+        secret: &ClusterSecret,
+        dir: &Path,
+        n: usize,
+        args: &[&str],
+    ) -> Procs {
+        let mut p = Procs {
+            master: master.to_string(),
+            secret: secret.encode(),
+            dir: dir.to_path_buf(),
+            ports: Vec::new(),
+            procs: Vec::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        for _ in 0..n {
+            p.add();
+        }
+        p
+    }
+
+    /// Starts one more chunkserver; returns its index.
+    pub fn add(&mut self) -> usize {
+        let port = crate::free_addr()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("free port");
+        self.ports.push(port);
+        self.procs.push(None);
+        let i = self.ports.len() - 1;
+        self.spawn(i);
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// The process id of chunkserver `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().and_then(|c| c.id())
+    }
+
+    /// Chunkserver `i`'s process, while it runs (to signal or wait for it).
+    pub fn child_mut(&mut self, i: usize) -> Option<&mut tokio::process::Child> {
+        self.procs[i].as_mut()
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("proc-cs{i}"))
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    /// (Re)starts chunkserver `i` on its address and data dir.
+    pub fn spawn(&mut self, i: usize) {
+        let mut cmd = tokio::process::Command::new(dfs_bin());
+        cmd.args([
+            "chunkserver",
+            "--listen",
+            &self.addr(i),
+            "--master",
+            &self.master,
+        ])
+        .args(["--heartbeat", "100ms"])
+        .arg("--data")
+        .arg(self.data_dir(i))
+        .args(&self.args)
+        .env("DFS_SECRET", &self.secret);
+        self.procs[i] = Some(quiet(&mut cmd).spawn().expect("spawn chunkserver"));
+    }
+
+    /// SIGKILL: no goodbye, no flush.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    pub async fn kill_all(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i).await;
+        }
+    }
+
+    pub fn freeze(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            freeze(pid);
+        }
+    }
+
+    pub fn thaw(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            thaw(pid);
+        }
+    }
+}
+
+/// `dfs up` as a process, with its own config dir (`home`), as a user runs it.
+#[derive(Debug)]
+pub struct Up {
+    pub child: tokio::process::Child,
+    /// The master's address.
+    pub master: String,
+    /// `127.0.0.1_PORT`: how the stored key and CA files for this master are named.
+    pub stem: String,
+    pub home: PathBuf,
+}
+
+/// Starts `dfs up` with `args` (and `--listen`, `--data DIR/data`) on a port whose
+/// following ports (its chunkservers') are free too, and waits until its admin key
+/// (and CA, with `--tls`) are stored. Fails with `dfs up`'s own error if it exits.
+pub async fn dfs_up(dir: &Path, chunkservers: u16, args: &[&str]) -> Up {
+    let home = dir.join("home");
+    for attempt in 0..5 {
+        let port = (0..20)
+            .find_map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+                let port = l.local_addr().ok()?.port();
+                let rest: Option<Vec<_>> = (1..=chunkservers)
+                    .map(|i| std::net::TcpListener::bind(("127.0.0.1", port.checked_add(i)?)).ok())
+                    .collect();
+                rest.map(|_| port)
+            })
+            .expect("a run of free ports");
+        let master = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("up-{attempt}.log"));
+        let mut child = tokio::process::Command::new(dfs_bin())
+            .args(["up", "--listen", &master, "--data"])
+            .arg(dir.join("data"))
+            .args(["--chunkservers", &chunkservers.to_string()])
+            .args(args)
+            .env_remove("DFS_SECRET")
+            .env_remove("DFS_KEY")
+            .env_remove("DFS_TLS_CA")
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn dfs up");
+        let stem = format!("127.0.0.1_{port}");
+        let keys = home.join("config/dfs/keys");
+        let tls = args.contains(&"--tls");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = keys.join(format!("{stem}.key")).exists()
+                && (!tls || keys.join(format!("{stem}.ca.pem")).exists());
+            if ready {
+                return Up {
+                    child,
+                    master,
+                    stem,
+                    home,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                if err.contains("cannot listen") {
+                    break; // a port was taken meanwhile: another run of ports
+                }
+                panic!("dfs up exited ({status}): {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dfs up did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("dfs up found no free ports in 5 attempts");
+}
