@@ -812,3 +812,48 @@ async fn a_client_cut_off_from_the_primary_blames_no_replica() {
     })
     .await
 }
+
+/// Issue 11, hole 1: a failed operation-log write is fatal: the mutation is not
+/// acknowledged, and the master stops instead of serving a state it cannot make
+/// durable. Restarted, it holds everything acknowledged and takes mutations again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_write_stops_the_master_and_loses_nothing_acknowledged() {
+    bounded(async {
+        let gate = Arc::new(SyncGate::default());
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.sync_gate = Some(gate.clone());
+        })
+        .await;
+        let c = cluster.client();
+        c.mkdir("/kept", false).await.expect("mkdir");
+        gate.fail_writes();
+        assert!(
+            c.mkdir("/never", false).await.is_err(),
+            "a mutation the log could not take is not acknowledged"
+        );
+        // The master stopped on its own: it ends with the log failure.
+        let stopped = tokio::time::timeout(Duration::from_secs(30), cluster.stop_master())
+            .await
+            .expect("the master stops");
+        let err = stopped.expect_err("the master reports the failure");
+        assert!(format!("{err:#}").contains("operation log"), "{err:#}");
+
+        let mut o = cluster.options().clone();
+        o.sync_gate = None;
+        *cluster.options_mut() = o;
+        cluster.restart_master().await.expect("restart");
+        wait_until(Duration::from_secs(20), "the restarted master", || async {
+            c.status().await.is_ok()
+        })
+        .await;
+        assert!(c.stat("/kept").await.is_ok(), "acknowledged: kept");
+        // `/never` was answered with an error, so its outcome is unknown to the
+        // client (as after a timeout): either is right. The restarted master's store
+        // and log agree, and it takes mutations again.
+        c.mkdir("/after", false)
+            .await
+            .expect("mkdir after the restart");
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

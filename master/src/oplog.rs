@@ -238,12 +238,24 @@ struct Pending {
 pub struct SyncGate {
     closed: Mutex<bool>,
     opened: Condvar,
+    /// Every write fails from now on, as on a disk that went bad.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl SyncGate {
     /// Holds every write and fsync from now on.
     pub fn close(&self) {
         *self.lock() = true;
+    }
+
+    /// Makes every later write fail with an I/O error (a disk gone bad).
+    pub fn fail_writes(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Lets them go.
@@ -449,10 +461,16 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let mut injected = false;
         if let Some(gate) = gate {
             gate.wait_open();
+            injected = gate.failing();
         }
-        let result = file.write_all(&batch).and_then(|_| file.sync_data());
+        let result = if injected {
+            Err(std::io::Error::other("write failure injected by a test"))
+        } else {
+            file.write_all(&batch).and_then(|_| file.sync_data())
+        };
         if let Err(e) = result {
             let msg = format!("writing {}: {e}", shared.dir.display());
             tracing::error!(error = %msg, "operation log write failed; no mutation can be acknowledged");

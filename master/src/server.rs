@@ -30,10 +30,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
     config.validate()?;
-    // Cancelled by a fatal store error too: everything below stops the same way.
+    // Cancelled by the caller, or by `fatal` (a store or log failure): everything
+    // below stops the same way, and `fatal` tells which it was.
     let stop = shutdown.child_token();
+    let fatal = CancellationToken::new();
     let master = {
-        let stop = stop.clone();
+        let fatal = fatal.clone();
         tokio::task::spawn_blocking(move || -> Result<Master, MasterError> {
             let secret = match config.secret.clone() {
                 Some(s) => s,
@@ -49,7 +51,7 @@ pub async fn run(
                 }
             };
             let (ns, log) = recovery::recover(&config.data_dir)?;
-            Ok(Master::new(config, secret, ns, log, stop))
+            Ok(Master::new(config, secret, ns, log, fatal))
         })
         .await
         .map_err(|e| MasterError::Task(e.to_string()))??
@@ -63,6 +65,15 @@ pub async fn run(
     tracing::info!(addr = ?listener.local_addr().ok(), "master listening");
 
     let tracker = TaskTracker::new();
+    tracker.spawn({
+        let (fatal, stop) = (fatal.clone(), stop.clone());
+        async move {
+            tokio::select! {
+                _ = fatal.cancelled() => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        }
+    });
     tracker.spawn(upkeep(master.clone(), stop.clone()));
     tracker.spawn(checkpoints(master.clone(), stop.clone()));
     let permits = Arc::new(Semaphore::new(master.max_connections()));
@@ -111,11 +122,11 @@ pub async fn run(
         .checkpoint()
         .await
         .map_err(|e| MasterError::Task(format!("final checkpoint: {e}")))?;
-    let failed = !shutdown.is_cancelled();
+    let failed = fatal.is_cancelled();
     drop(master);
     if failed {
         return Err(MasterError::Task(
-            "stopped after a metadata store failure".into(),
+            "stopped after an operation log or metadata store failure".into(),
         ));
     }
     tracing::info!("master stopped");

@@ -258,7 +258,10 @@ impl Master {
     /// Appends `m` to the log and applies it; returns its sequence number.
     fn log_apply(&self, st: &mut State, m: Mutation) -> Result<u64, OpError> {
         let seq = st.ns.applied() + 1;
-        self.log.append(seq, &m.encode()?)?;
+        if let Err(e) = self.log.append(seq, &m.encode()?) {
+            self.log_failed(&e);
+            return Err(e.into());
+        }
         match st.ns.apply(seq, &m) {
             Ok(applied) => {
                 for h in &applied.freed {
@@ -277,6 +280,20 @@ impl Master {
                 self.fatal.cancel();
                 Err(e.into())
             }
+        }
+    }
+
+    /// The operation log cannot take records any more: nothing can be acknowledged,
+    /// and the state in memory may hold mutations that will never be durable. The
+    /// master stops (fail-stop) rather than limp on; a restart replays what is durable.
+    fn log_failed(&self, e: &crate::oplog::LogError) {
+        // A record too large is this request's problem, not the log's.
+        if matches!(e, crate::oplog::LogError::TooLarge(_)) {
+            return;
+        }
+        if !self.fatal.is_cancelled() {
+            tracing::error!(error = %e, "the operation log failed; stopping the master");
+            self.fatal.cancel();
         }
     }
 
@@ -305,7 +322,11 @@ impl Master {
     /// the client, as after any timeout, and no request waits for ever.
     async fn durable(&self, seq: u64) -> Result<(), OpError> {
         match tokio::time::timeout(DURABLE_WAIT, self.log.wait_durable(seq)).await {
-            Ok(r) => Ok(r?),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.log_failed(&e);
+                Err(e.into())
+            }
             Err(_) => Err(ErrorCode::Unavailable {
                 reason: format!(
                     "the operation log did not confirm within {}s",
