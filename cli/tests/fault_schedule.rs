@@ -430,20 +430,9 @@ async fn run(seed: u64) {
     );
 }
 
-fn seeds() -> Vec<u64> {
-    let var = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let first = var("DFS_SCHEDULE_SEED", 1);
-    (first..first + var("DFS_SCHEDULE_SEEDS", 50)).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_bytes_survive_a_random_fault_schedule() {
-    let seeds = seeds();
+    let seeds: Vec<u64> = dfs_testkit::seeds("DFS_SCHEDULE", 50).collect();
     let started = std::time::Instant::now();
     for pair in seeds.chunks(2) {
         let runs = pair

@@ -354,20 +354,9 @@ async fn run(seed: u64) {
     master.kill().await;
 }
 
-fn seeds() -> std::ops::Range<u64> {
-    let var = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let first = var("DFS_LIN_SEED", 1);
-    first..first + var("DFS_LIN_SEEDS", 3)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_namespace_is_linearizable_under_faults() {
-    for seed in seeds() {
+    for seed in dfs_testkit::seeds("DFS_LIN", 3) {
         bounded_for(Duration::from_secs(300), run(seed)).await;
     }
 }

@@ -11,7 +11,8 @@
 //! - [`proxy`]: a fault proxy between any two nodes, or the client and a node:
 //!   partition (both ways or one way), delay, dropped connections, resets;
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
-//! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests.
+//! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
+//! - [`seeds`]: the seeds a randomized test runs, from the environment.
 //!
 //! Loops are bounded and waits are for conditions; nothing is left behind: temp dirs
 //! are removed, processes are killed when dropped, proxies stop with their owner.
@@ -21,6 +22,7 @@ pub mod data;
 pub mod disk;
 pub mod procs;
 pub mod proxy;
+pub mod seeds;
 pub mod wait;
 
 pub use cluster::{cluster, cluster_with, free_addr, runtime_cluster};
@@ -31,4 +33,5 @@ pub use dfs_master::oplog::SyncGate;
 pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
 pub use proxy::{Direction, FaultProxy};
+pub use seeds::seeds;
 pub use wait::{bounded, bounded_for, wait_until};
