@@ -39,7 +39,7 @@ async fn a_chunkserver_stops_in_bounded_time_with_a_peer_that_stopped_reading() 
         })
         .await;
         let master = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 1, &[]);
+        let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 1, &[]).await;
         cluster
             .wait_for_chunkservers(1, Duration::from_secs(30))
             .await

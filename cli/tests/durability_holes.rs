@@ -106,13 +106,10 @@ async fn an_interrupted_get_leaves_no_partial_file() {
     use rustix::process::Signal;
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut o = dfs_cli::cluster::ClusterOptions::for_tests(dir.path());
-        o.chunkservers = 0;
-        let cluster = dfs_cli::cluster::LocalCluster::start(o)
-            .await
-            .expect("master");
+        let cluster = dfs_testkit::cluster_in(dir.path(), |o| o.chunkservers = 0).await;
         let master = cluster.master_addr().to_string();
-        let mut procs = dfs_testkit::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]);
+        let mut procs =
+            dfs_testkit::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]).await;
         cluster
             .wait_for_chunkservers(3, Duration::from_secs(30))
             .await

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+use dfs_cli::cluster::LocalCluster;
 use dfs_client::{Client, PutOptions};
 use dfs_testkit::{bounded, data, wait_until, Procs, CHUNK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,11 +15,12 @@ const DEAD_AFTER: Duration = Duration::from_secs(2);
 
 /// A master alone (in-process), quick to declare chunkservers dead.
 async fn master(dir: &std::path::Path) -> LocalCluster {
-    let mut o = ClusterOptions::for_tests(dir);
-    o.chunkservers = 0;
-    o.dead_after = DEAD_AFTER;
-    o.safe_start = Duration::from_millis(500);
-    LocalCluster::start(o).await.expect("master")
+    dfs_testkit::cluster_in(dir, |o| {
+        o.chunkservers = 0;
+        o.dead_after = DEAD_AFTER;
+        o.safe_start = Duration::from_millis(500);
+    })
+    .await
 }
 
 /// A master and `n` chunkserver processes (with `args`), all registered.
@@ -32,7 +33,8 @@ async fn setup(n: usize, args: &[&str]) -> (tempfile::TempDir, LocalCluster, Pro
         dir.path(),
         n,
         args,
-    );
+    )
+    .await;
     cluster
         .wait_for_chunkservers(n, Duration::from_secs(30))
         .await

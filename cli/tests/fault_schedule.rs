@@ -370,14 +370,16 @@ async fn run(seed: u64) {
             "--lease",
             "3s",
         ],
-    );
+    )
+    .await;
     let procs = Procs::start(
         &master.addr,
         &secret,
         dir.path(),
         CHUNKSERVERS,
         &["--scrub-idle", "500ms"],
-    );
+    )
+    .await;
     let mut proxies = Vec::new();
     for i in 0..CHUNKSERVERS {
         proxies.push(FaultProxy::start(&procs.addr(i)).await);

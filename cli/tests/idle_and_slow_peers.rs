@@ -132,7 +132,7 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
             &secret,
             &["--chunk-size", "8MiB", "--safe-start", "1s"],
         );
-        let mut procs = Procs::start(&master, &secret, dir.path(), 3, &[]);
+        let mut procs = Procs::start(&master, &secret, dir.path(), 3, &[]).await;
         let admin = Identity::cluster_admin(&secret);
         let client = Client::new(master.clone(), admin.clone());
         wait_until(Duration::from_secs(30), "three chunkservers", || async {

@@ -38,20 +38,12 @@ fn dfs() -> Command {
 }
 
 fn start_master(addr: &str, dir: &std::path::Path) -> Child {
-    dfs()
-        .args([
-            "master",
-            "--listen",
-            addr,
-            "--chunk-size",
-            "1MiB",
-            "--safe-start",
-            "2s",
-        ])
-        .arg("--data")
-        .arg(dir)
-        .spawn()
-        .expect("spawn master")
+    dfs_testkit::master_process(
+        addr,
+        dir,
+        secret(),
+        &["--chunk-size", "1MiB", "--safe-start", "2s"],
+    )
 }
 
 fn content(client: u64, i: u64) -> Vec<u8> {

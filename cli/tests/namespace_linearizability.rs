@@ -220,8 +220,9 @@ async fn run(seed: u64) {
             "--dead-after",
             "2s",
         ],
-    );
-    let mut procs = Procs::start(&master.addr, &secret, dir.path(), 4, &[]);
+    )
+    .await;
+    let mut procs = Procs::start(&master.addr, &secret, dir.path(), 4, &[]).await;
     let admin = client(&master.addr, &secret);
     wait_until(Duration::from_secs(30), "the cluster", || async {
         admin

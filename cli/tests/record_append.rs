@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
+use dfs_cli::cluster::ClusterOptions;
 use dfs_client::{AppendOptions, Client};
 use dfs_testkit::{bounded, data, wait_until, Procs};
 use rand::{Rng, SeedableRng};
@@ -277,15 +277,16 @@ async fn separate_dfs_processes_append_concurrently() {
 async fn a_chunkserver_killed_midway_loses_no_acknowledged_record() {
     bounded(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut o = ClusterOptions::for_tests(dir.path());
-        o.chunkservers = 0;
-        o.chunk_size = CHUNK_SIZE;
-        o.dead_after = Duration::from_secs(2);
-        o.safe_start = Duration::from_millis(500);
-        o.lease = Duration::from_secs(2);
-        let cluster = LocalCluster::start(o).await.expect("master");
+        let cluster = dfs_testkit::cluster_in(dir.path(), |o| {
+            o.chunkservers = 0;
+            o.chunk_size = CHUNK_SIZE;
+            o.dead_after = Duration::from_secs(2);
+            o.safe_start = Duration::from_millis(500);
+            o.lease = Duration::from_secs(2);
+        })
+        .await;
         let master = cluster.master_addr().to_string();
-        let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 4, &[]);
+        let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 4, &[]).await;
         cluster
             .wait_for_chunkservers(4, Duration::from_secs(30))
             .await

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 use dfs_client::{Client, Identity, PutOptions};
 use dfs_protocol::net::{dial, Tls};
 use dfs_protocol::PeerKind;
@@ -81,11 +80,8 @@ async fn a_tls_cluster_serves_and_hides_what_it_carries() {
             .output()
             .expect("dfs tls init");
         assert!(!again.status.success(), "an existing CA is never replaced");
-        let mut options = ClusterOptions::for_tests(&o);
-        options.tls = Some(tls_dir.clone());
-        let cluster = LocalCluster::start(options)
-            .await
-            .expect("a TLS cluster starts");
+        let cluster =
+            dfs_testkit::cluster_in(&o, |options| options.tls = Some(tls_dir.clone())).await;
 
         // Writes go through the three-replica pipeline (chunkserver to chunkserver),
         // appends through the primary to its secondaries: all TLS.

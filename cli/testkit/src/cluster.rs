@@ -22,6 +22,16 @@ pub async fn cluster_with(
     (dir, cluster)
 }
 
+/// A cluster in `dir`, which the test owns (and may share with process nodes).
+pub async fn cluster_in(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut ClusterOptions),
+) -> LocalCluster {
+    let mut options = ClusterOptions::for_tests(dir);
+    tweak(&mut options);
+    LocalCluster::start(options).await.expect("cluster starts")
+}
+
 /// For benches, which run outside a runtime: a multi-threaded runtime, a temp dir
 /// and a cluster started in it.
 pub fn runtime_cluster(
@@ -35,10 +45,33 @@ pub fn runtime_cluster(
     (rt, dir, cluster)
 }
 
-/// A loopback address with a port nothing listens on now (bound, learned, released).
+/// Ports handed out for servers the test starts later: below Linux's ephemeral range
+/// (32768 and up by default), so no outgoing connection of any test takes one
+/// between the check here and the server's own bind.
+const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback address with a port nothing listens on now (bound, checked, released),
+/// for a server started afterwards. Two tests may still pick the same one: servers
+/// the kit starts as processes are restarted on another port if theirs is taken.
 pub fn free_addr() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(SERVER_PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .to_string()
+}
+
+/// A loopback port for [`free_addr`]'s use by the kit.
+pub(crate) fn free_port() -> u16 {
+    free_addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a port")
 }

@@ -25,7 +25,7 @@ pub mod proxy;
 pub mod seeds;
 pub mod wait;
 
-pub use cluster::{cluster, cluster_with, free_addr, runtime_cluster};
+pub use cluster::{cluster, cluster_in, cluster_with, free_addr, runtime_cluster};
 pub use data::{data, CHUNK};
 pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 pub use dfs_master::clock::Clock;

@@ -80,7 +80,9 @@ pub struct MasterProc {
 }
 
 impl MasterProc {
-    pub fn start(dir: &Path, secret: &ClusterSecret, args: &[&str]) -> MasterProc {
+    /// Starts a master on a free port and waits until it listens (on another port if
+    /// another test took this one first).
+    pub async fn start(dir: &Path, secret: &ClusterSecret, args: &[&str]) -> MasterProc {
         let mut m = MasterProc {
             addr: crate::free_addr(),
             dir: dir.to_path_buf(),
@@ -89,8 +91,16 @@ impl MasterProc {
             child: None,
             frozen: false,
         };
-        m.restart();
-        m
+        for _ in 0..5 {
+            m.restart();
+            let child = m.child.as_mut().expect("just started");
+            if listening(&m.addr, child).await {
+                return m;
+            }
+            m.kill().await;
+            m.addr = crate::free_addr();
+        }
+        panic!("dfs master did not start on any of 5 ports");
     }
 
     /// Starts the master again (after a kill) on the same address and data.
@@ -151,7 +161,8 @@ impl Procs {
     /// Starts `n` chunkservers (each on a fixed free port, so a restart keeps its
     /// address) against `master`, sharing `secret`, with `args` added to every
     /// command line.
-    pub fn start(
+    /// Waits until each listens (see [`Procs::wait_listening`]).
+    pub async fn start(
         master: &str,
         secret: &ClusterSecret,
         dir: &Path,
@@ -169,20 +180,36 @@ impl Procs {
         for _ in 0..n {
             p.add();
         }
+        p.wait_listening().await;
         p
     }
 
     /// Starts one more chunkserver; returns its index.
     pub fn add(&mut self) -> usize {
-        let port = crate::free_addr()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("free port");
-        self.ports.push(port);
+        self.ports.push(crate::cluster::free_port());
         self.procs.push(None);
         let i = self.ports.len() - 1;
         self.spawn(i);
         i
+    }
+
+    /// Waits until every running chunkserver listens; one whose port another test
+    /// took first is moved to a new port (before it ever registered).
+    pub async fn wait_listening(&mut self) {
+        for i in 0..self.ports.len() {
+            for _ in 0..5 {
+                let addr = self.addr(i);
+                let Some(child) = self.procs[i].as_mut() else {
+                    break;
+                };
+                if listening(&addr, child).await {
+                    break;
+                }
+                self.kill(i).await;
+                self.ports[i] = crate::cluster::free_port();
+                self.spawn(i);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -258,6 +285,22 @@ impl Procs {
             thaw(pid);
         }
     }
+}
+
+/// Whether the server `child` runs listens on `addr` within 20 s (`false` at once if
+/// it exited: its port was taken).
+async fn listening(addr: &str, child: &mut tokio::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// `dfs up` as a process, with its own config dir (`home`), as a user runs it.
