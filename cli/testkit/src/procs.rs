@@ -155,6 +155,8 @@ pub struct Procs {
     ports: Vec<u16>,
     procs: Vec<Option<tokio::process::Child>>,
     args: Vec<String>,
+    /// `--advertise` per server, when it sits behind a proxy.
+    advertise: Vec<Option<String>>,
 }
 
 impl Procs {
@@ -176,6 +178,7 @@ impl Procs {
             ports: Vec::new(),
             procs: Vec::new(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            advertise: Vec::new(),
         };
         for _ in 0..n {
             p.add();
@@ -188,6 +191,7 @@ impl Procs {
     pub fn add(&mut self) -> usize {
         self.ports.push(crate::cluster::free_port());
         self.procs.push(None);
+        self.advertise.push(None);
         let i = self.ports.len() - 1;
         self.spawn(i);
         i
@@ -255,9 +259,31 @@ impl Procs {
         .args(["--heartbeat", "100ms"])
         .arg("--data")
         .arg(self.data_dir(i))
+        .args(
+            self.advertise[i]
+                .iter()
+                .flat_map(|a| ["--advertise", a.as_str()]),
+        )
         .args(&self.args)
         .env("DFS_SECRET", &self.secret);
         self.procs[i] = Some(quiet(&mut cmd).spawn().expect("spawn chunkserver"));
+    }
+
+    /// Puts chunkserver `i` behind a fault proxy: it is restarted advertising the
+    /// proxy's address, so everything that dials it (the master's orders, the other
+    /// chunkservers' pipelines and copies, clients) goes through the proxy, while
+    /// what it dials itself (heartbeats to the master, its own forwards) does not.
+    pub async fn behind_proxy(&mut self, i: usize) -> crate::FaultProxy {
+        let proxy = crate::FaultProxy::start(&self.addr(i)).await;
+        self.advertise[i] = Some(proxy.addr().to_string());
+        self.kill(i).await;
+        self.spawn(i);
+        proxy
+    }
+
+    /// The address chunkserver `i` tells others to dial.
+    pub fn advertised(&self, i: usize) -> String {
+        self.advertise[i].clone().unwrap_or_else(|| self.addr(i))
     }
 
     /// SIGKILL: no goodbye, no flush.
