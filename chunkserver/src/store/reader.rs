@@ -1,0 +1,176 @@
+//! Verified reads of one chunk: every block checked against its stored checksum.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode, CHECKSUM_BLOCK};
+
+use super::meta::{chunk_name, decode_meta, meta_name, ChunkMeta};
+use super::ChunkStore;
+use crate::error::StoreError;
+
+impl ChunkStore {
+    /// Opens a chunk for verified reads at exactly `version`.
+    pub fn open_reader(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkReader, StoreError> {
+        let _g = self.stripe(&handle);
+        let entry = {
+            let mut idx = self.lock();
+            let e = idx
+                .chunks
+                .get_mut(&handle)
+                .ok_or(ErrorCode::UnknownChunk { handle })?;
+            e.touched = Instant::now();
+            *e
+        };
+        if entry.version != version {
+            return Err(ErrorCode::StaleVersion {
+                handle,
+                have: entry.version,
+                want: version,
+            }
+            .into());
+        }
+        let meta_path = self.dir.join(meta_name(handle));
+        // A file of an indexed chunk gone from disk is damage, like a flipped bit.
+        let damaged = |e: std::io::Error, path: &Path| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                tracing::warn!(%handle, file = %path.display(), "chunk file missing");
+                StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+            } else {
+                StoreError::io(format!("read {}", path.display()), e)
+            }
+        };
+        let bytes = fs::read(&meta_path).map_err(|e| damaged(e, &meta_path))?;
+        let meta = decode_meta(&bytes)
+            .ok()
+            .filter(|m| m.handle == handle && m.version == version)
+            .ok_or_else(|| {
+                tracing::warn!(%handle, "meta file damaged");
+                StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+            })?;
+        let path = self.dir.join(chunk_name(handle));
+        let file = File::open(&path).map_err(|e| damaged(e, &path))?;
+        Ok(ChunkReader { handle, meta, file })
+    }
+
+    /// Like `open_reader`, but without marking the chunk busy (the scrubber's reads
+    /// must not keep a chunk from looking idle).
+    pub(super) fn open_reader_quietly(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkReader, StoreError> {
+        let touched = self.lock().chunks.get(&handle).map(|e| e.touched);
+        let reader = self.open_reader(handle, version);
+        if let (Some(t), Some(e)) = (touched, self.lock().chunks.get_mut(&handle)) {
+            e.touched = t;
+        }
+        reader
+    }
+}
+
+/// Reads of one chunk, verified block by block against its stored checksums.
+#[derive(Debug)]
+pub struct ChunkReader {
+    handle: ChunkHandle,
+    meta: ChunkMeta,
+    file: File,
+}
+
+impl ChunkReader {
+    pub fn len(&self) -> u64 {
+        self.meta.len
+    }
+
+    pub fn version(&self) -> ChunkVersion {
+        self.meta.version
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.len == 0
+    }
+
+    /// `len` bytes at `offset`, after verifying every block they touch. A mismatch
+    /// is an error, never data.
+    pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let blocks = self.read_blocks(offset, len)?;
+        let start = (offset - blocks.offset) as usize;
+        Ok(blocks.data.slice(start..start + len as usize))
+    }
+
+    /// The whole checksum blocks that cover `len` bytes at `offset`, verified, with
+    /// their checksums (for the reader to verify again end to end).
+    pub fn read_blocks(&mut self, offset: u64, len: u64) -> Result<Blocks, StoreError> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.meta.len)
+            .ok_or_else(|| ErrorCode::BadRequest {
+                reason: format!(
+                    "range {offset}+{len} is beyond the end of chunk {} ({} bytes)",
+                    self.handle, self.meta.len
+                ),
+            })?;
+        let first = offset / CHECKSUM_BLOCK;
+        if len == 0 {
+            return Ok(Blocks {
+                offset: first * CHECKSUM_BLOCK,
+                data: Bytes::new(),
+                checksums: Vec::new(),
+            });
+        }
+        let last = (end - 1) / CHECKSUM_BLOCK;
+        let start = first * CHECKSUM_BLOCK;
+        let stop = ((last + 1) * CHECKSUM_BLOCK).min(self.meta.len);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let ctx = || format!("read chunk {}", self.handle);
+        self.file
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| StoreError::io(ctx(), e))?;
+        if let Err(e) = self.file.read_exact(&mut buf) {
+            // A chunk file shorter than its meta says: damaged on disk.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Err(ErrorCode::ChecksumMismatch {
+                    handle: self.handle,
+                    offset: start,
+                }
+                .into());
+            }
+            return Err(StoreError::io(ctx(), e));
+        }
+        let range = first as usize..=last as usize;
+        let checksums = self
+            .meta
+            .blocks
+            .get(range)
+            .map(<[[u8; 32]]>::to_vec)
+            .unwrap_or_default();
+        if let Err(bad) = dfs_protocol::checksum::verify_blocks(&buf, &checksums) {
+            return Err(ErrorCode::ChecksumMismatch {
+                handle: self.handle,
+                offset: start + bad as u64 * CHECKSUM_BLOCK,
+            }
+            .into());
+        }
+        Ok(Blocks {
+            offset: start,
+            data: Bytes::from(buf),
+            checksums,
+        })
+    }
+}
+
+/// Verified whole blocks of a chunk.
+#[derive(Debug, Clone)]
+pub struct Blocks {
+    /// Chunk offset of the first byte (a multiple of the checksum block).
+    pub offset: u64,
+    pub data: Bytes,
+    pub checksums: Vec<[u8; 32]>,
+}
