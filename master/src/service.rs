@@ -5,6 +5,11 @@
 //! apply order); the lock is released and the reply waits for the log's group commit
 //! to cover it. Reads also wait until what they saw is durable, so nobody is shown a
 //! state that a crash could take back.
+//!
+//! Files: this one holds the state, the client requests and upkeep; `chunkservers`
+//! registrations, heartbeats and what reports mean; `replication` repair, trims,
+//! balancing; `report` fsck and stat; `append` leases and record append; `keys`
+//! client keys; `pages` paged listings.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -12,11 +17,10 @@ use std::time::{Duration, Instant};
 
 use dfs_protocol::auth::{ops, ChunkToken, TokenKey};
 use dfs_protocol::{
-    Accepted, BalanceReport, ChunkAllocation, ChunkHandle, ChunkInfo, ChunkReport, ChunkVersion,
-    ClientToMaster, ClusterSecret, ClusterStatus, ErrorCode, FileHealth, FileStat, FsckReport,
-    Peer, ReplicateOrder, Request, Response, ServerId, TrashInfo, UploadId,
+    Accepted, ChunkAllocation, ChunkHandle, ChunkVersion, ClientToMaster, ClusterSecret,
+    ClusterStatus, ErrorCode, Peer, ReplicateOrder, Request, Response, ServerId, TrashInfo,
+    UploadId,
 };
-use rand::seq::IndexedRandom;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunkmap::ChunkMap;
@@ -24,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::MasterConfig;
 use crate::error::OpError;
 use crate::mutation::Mutation;
-use crate::namespace::{ChunkMeta, Namespace};
+use crate::namespace::Namespace;
 use crate::oplog::OpLog;
 use crate::store::Store;
 
@@ -32,29 +36,20 @@ mod append;
 mod chunkservers;
 mod keys;
 mod pages;
+mod replication;
+mod report;
 #[cfg(test)]
 mod tests;
 use append::MasterLease;
+use replication::{balance_report, schedule_moves, schedule_repairs, schedule_trims, Copying};
+use report::{fsck, stat, MAX_FSCK_PROBLEMS};
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
 const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
-/// Copies one chunkserver receives at once.
-const MAX_COPIES_PER_TARGET: usize = 4;
-/// Copies scheduled per upkeep round.
-const MAX_COPIES_PER_ROUND: usize = 256;
-/// A copy not reported done by then is forgotten and scheduled again.
-const COPY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Files listed in an fsck report.
-const MAX_FSCK_PROBLEMS: usize = 10_000;
-/// Unreferenced chunks tracked for deletion at once (reports beyond are learned
-/// again later): what peer input may grow the garbage set to.
-const MAX_GARBAGE: usize = 1_000_000;
 /// The longest a request waits for the operation log to be durable.
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Cluster seconds between two clock floors in the log.
 const CLOCK_FLOOR_EVERY: u64 = 60;
-/// Balancing moves under way at once: balancing is gradual.
-const MAX_MOVES: usize = 4;
 
 #[derive(Debug)]
 struct State {
@@ -101,15 +96,6 @@ struct State {
     refilled: HashMap<ChunkHandle, Instant>,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
-}
-
-/// A copy ordered to `target` of a chunk at `version`: done only when the target
-/// reports exactly that version (a replica at any other is not the copy ordered).
-#[derive(Debug, Clone, Copy)]
-struct Copying {
-    target: ServerId,
-    version: ChunkVersion,
-    at: Instant,
 }
 
 /// Signs chunk tokens that expire `ttl` seconds after they are made.
@@ -880,391 +866,4 @@ impl Master {
 /// The key range of `server`'s entries in a set keyed by (server, chunk).
 fn of_server(server: ServerId) -> std::ops::RangeInclusive<(ServerId, ChunkHandle)> {
     (server, ChunkHandle(uuid::Uuid::nil()))..=(server, ChunkHandle(uuid::Uuid::max()))
-}
-
-/// Sorts reported chunks: nothing references it -> garbage candidate (whether it is
-/// deleted is decided later, outside safe mode, against the chunk table again); an
-/// older version than the file's, or off the chain of an open chunk -> stale; a copy
-/// we ordered -> done. Returns the adoptions of versions newer than the log to apply.
-fn note_reports(st: &mut State, server: ServerId, reports: &[ChunkReport]) -> Vec<Mutation> {
-    let mut adopt = Vec::new();
-    let mut untracked = 0u64;
-    for r in reports {
-        match st.ns.chunk(&r.handle) {
-            Some(meta) if r.version < meta.version => {
-                tracing::info!(chunk = %r.handle, %server, have = %r.version, want = %meta.version, "stale replica");
-                st.stale.insert((server, r.handle));
-            }
-            Some(meta) if r.version > meta.version => {
-                if let Some(m) = st.adoption(server, r) {
-                    st.adopted.insert(r.handle, r.version);
-                    adopt.push(m);
-                }
-            }
-            Some(meta)
-                if st
-                    .ns
-                    .open_chain(&r.handle)
-                    .is_some_and(|c| !c.contains(&server)) =>
-            {
-                if st.adopted.get(&r.handle) == Some(&r.version) && !st.pending.contains(&r.handle)
-                {
-                    // Moved by the same lost grant as the replica adopted first.
-                    let mut chain = st
-                        .ns
-                        .open_chain(&r.handle)
-                        .map(<[_]>::to_vec)
-                        .unwrap_or_default();
-                    chain.push(server);
-                    tracing::info!(chunk = %r.handle, %server, version = %r.version, "another replica of an adopted version joins the chain");
-                    adopt.push(Mutation::SetChunk {
-                        handle: r.handle,
-                        version: r.version,
-                        size: meta.size,
-                        open: Some(chain),
-                        mtime: st.clock.secs(),
-                    });
-                } else if !st.pending.contains(&r.handle) {
-                    tracing::info!(chunk = %r.handle, %server, "replica off its open chunk's chain");
-                    st.stale.insert((server, r.handle));
-                }
-            }
-            Some(_) => {}
-            None if st.ns.is_referenced(&r.handle) => {}
-            // Freed by a record not yet durable: garbage once it is.
-            None if st.freeing_set.contains(&r.handle) => {}
-            None if st.garbage.len() >= MAX_GARBAGE && !st.garbage.contains(&r.handle) => {
-                // Reports cannot grow the set without bound; the chunk is learned
-                // again at a later registration, once collection has made room.
-                untracked += 1;
-            }
-            None => {
-                st.garbage.insert(r.handle);
-                st.garbage_at.insert((server, r.handle));
-            }
-        }
-        if let Some(copy) = st.copying.get(&r.handle).copied() {
-            if copy.target == server {
-                st.copying.remove(&r.handle);
-                let from = st.moves.remove(&r.handle);
-                if r.version == copy.version {
-                    // A balancing move: the copy landed, the old side goes.
-                    if let Some(from) = from {
-                        st.trims.insert((from, r.handle));
-                    }
-                } else {
-                    // Another version than ordered (the chunk moved on, or the target
-                    // held an old one): not the copy; repair looks at it afresh.
-                    tracing::info!(chunk = %r.handle, %server, have = %r.version, ordered = %copy.version, "a copy target reported another version than ordered");
-                }
-            }
-        }
-    }
-    if untracked > 0 {
-        tracing::warn!(%server, untracked, "garbage set full: reported chunks left for a later registration");
-    }
-    adopt
-}
-
-/// Orders copies for chunks below their replication, those with fewest live replicas
-/// first, at most a few per target, from a random live replica.
-fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
-    // A copy is given up after a while, or at once when its target died.
-    let State { copying, map, .. } = st;
-    copying.retain(|_, c| {
-        now.saturating_duration_since(c.at) < COPY_TIMEOUT && map.is_alive(&c.target, now)
-    });
-    let State { copying, moves, .. } = st;
-    moves.retain(|h, _| copying.contains_key(h));
-    let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
-    let mut healed = Vec::new();
-    for (h, meta) in st.ns.chunks() {
-        if st.ns.open_chain(h).is_some() {
-            // Its length moves; it is copied once settled.
-            continue;
-        }
-        let live = st.effective(h, meta.version, now).len();
-        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
-        if live >= want {
-            if st.corrupt.contains_key(h) {
-                healed.push(*h);
-            }
-        } else if live > 0 && !st.copying.contains_key(h) {
-            needy.push((live, *h));
-        }
-    }
-    for h in healed {
-        st.corrupt.remove(&h);
-    }
-    needy.sort();
-    let mut per_target: HashMap<ServerId, usize> = HashMap::new();
-    for c in st.copying.values() {
-        *per_target.entry(c.target).or_default() += 1;
-    }
-    let mut scheduled = 0;
-    for (_, h) in needy {
-        if scheduled >= MAX_COPIES_PER_ROUND {
-            break;
-        }
-        let Some(meta) = st.ns.chunk(&h).copied() else {
-            continue;
-        };
-        let sources = st.map.replicas(&h, meta.version, now);
-        let Some((_, source)) = sources.choose(&mut rand::rng()).cloned() else {
-            continue;
-        };
-        let mut exclude: HashSet<ServerId> =
-            st.map.holders(&h).into_iter().map(|(s, _)| s).collect();
-        exclude.extend(
-            per_target
-                .iter()
-                .filter(|(_, n)| **n >= MAX_COPIES_PER_TARGET)
-                .map(|(s, _)| *s),
-        );
-        let Ok(chosen) = st.map.place(1, meta.size, now, &exclude) else {
-            continue;
-        };
-        let Some((target, _)) = chosen.into_iter().next() else {
-            continue;
-        };
-        tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
-        order_copy(st, tokens, h, meta, source, target, now);
-        *per_target.entry(target).or_default() += 1;
-        scheduled += 1;
-    }
-}
-
-/// Marks extra replicas of over-replicated chunks for deletion: on the fullest servers.
-fn schedule_trims(st: &mut State, now: Instant) {
-    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
-    let usage: HashMap<ServerId, f64> = st.map.usage(now).into_iter().collect();
-    let mut new = Vec::new();
-    for (h, meta) in st.ns.chunks() {
-        if pending.contains(h)
-            || st.copying.contains_key(h)
-            || st.moves.contains_key(h)
-            || st.ns.open_chain(h).is_some()
-        {
-            continue;
-        }
-        let mut eff = st.effective(h, meta.version, now);
-        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
-        if eff.len() <= want {
-            continue;
-        }
-        eff.sort_by(|a, b| {
-            let ua = usage.get(&a.0).copied().unwrap_or(0.0);
-            let ub = usage.get(&b.0).copied().unwrap_or(0.0);
-            ub.total_cmp(&ua)
-        });
-        for (id, _) in eff.iter().take(eff.len() - want) {
-            new.push((*id, *h));
-        }
-    }
-    for t in new {
-        tracing::info!(chunk = %t.1, server = ?st.map.addr(&t.0), "trimming an extra replica");
-        st.trims.insert(t);
-    }
-}
-
-/// One balancing move per round while the spread of disk use is above the threshold:
-/// a chunk from the fullest live server is copied to the emptiest, then trimmed from
-/// the fullest.
-fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
-    if st.moves.len() >= MAX_MOVES {
-        return;
-    }
-    let gone = st.ns.decommissioned();
-    let usage: Vec<(ServerId, f64)> = st
-        .map
-        .usage(now)
-        .into_iter()
-        .filter(|(id, _)| !gone.contains(id))
-        .collect();
-    let (Some(full), Some(empty)) = (
-        usage.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
-        usage.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
-    ) else {
-        return;
-    };
-    if full.1 - empty.1 <= st.balance_threshold {
-        return;
-    }
-    let (from, to) = (full.0, empty.0);
-    let Some(source) = st.map.addr(&from).map(str::to_string) else {
-        return;
-    };
-    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
-    let pick = st.map.chunks_of(&from).find_map(|(h, v)| {
-        let meta = st.ns.chunk(h)?;
-        let movable = meta.version == *v
-            && st.ns.open_chain(h).is_none()
-            && !st.map.holds(&to, h)
-            && !st.copying.contains_key(h)
-            && !pending.contains(h);
-        movable.then_some((*h, *meta))
-    });
-    let Some((h, meta)) = pick else {
-        return;
-    };
-    tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
-    order_copy(st, tokens, h, meta, source, to, now);
-    st.moves.insert(h, from);
-}
-
-/// Queues a copy of `h` from `source` for `target`'s next heartbeat.
-fn order_copy(
-    st: &mut State,
-    tokens: &Minter,
-    h: ChunkHandle,
-    meta: ChunkMeta,
-    source: String,
-    target: ServerId,
-    now: Instant,
-) {
-    let token = tokens.token(h, meta.version, ops::READ);
-    st.orders.entry(target).or_default().push(ReplicateOrder {
-        handle: h,
-        version: meta.version,
-        size: meta.size,
-        source,
-        token,
-    });
-    st.copying.insert(
-        h,
-        Copying {
-            target,
-            version: meta.version,
-            at: now,
-        },
-    );
-}
-
-fn balance_report(st: &State, now: Instant) -> BalanceReport {
-    let gone = st.ns.decommissioned();
-    let mut servers: Vec<(String, f64)> = st
-        .map
-        .usage(now)
-        .into_iter()
-        .filter(|(id, _)| !gone.contains(id))
-        .filter_map(|(id, u)| Some((st.map.addr(&id)?.to_string(), u)))
-        .collect();
-    servers.sort_by(|a, b| a.0.cmp(&b.0));
-    let max = servers.iter().map(|s| s.1).fold(f64::MIN, f64::max);
-    let min = servers.iter().map(|s| s.1).fold(f64::MAX, f64::min);
-    BalanceReport {
-        spread: if servers.is_empty() { 0.0 } else { max - min },
-        servers,
-        threshold: st.balance_threshold,
-        moving: st.moves.len() as u64,
-    }
-}
-
-/// The health of every file at or below `path`, with the unhealthy files after the
-/// path `after` (at most `limit` of them, in path order) and the cursor of the next
-/// page. Memory stays proportional to `limit` whatever the number of problems.
-fn fsck(
-    st: &State,
-    path: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<(FsckReport, Option<String>), OpError> {
-    let mut page: std::collections::BTreeMap<String, FileHealth> = Default::default();
-    let now = st.clock.now();
-    let files = st.ns.files_under(path)?;
-    let mut report = FsckReport {
-        path: path.to_string(),
-        files: files.len() as u64,
-        chunks: 0,
-        missing: 0,
-        under_replicated: 0,
-        corrupt: 0,
-        stale: 0,
-        over_replicated: 0,
-        safe_mode: st.safe_until.is_some(),
-        problems: Vec::new(),
-    };
-    for (path, inode) in files {
-        let mut health = FileHealth {
-            path,
-            chunks: inode.chunks.len() as u64,
-            missing: 0,
-            under_replicated: 0,
-            corrupt: 0,
-            stale: 0,
-        };
-        for c in &inode.chunks {
-            let all = st.map.replicas(&c.handle, c.version, now).len() as u64;
-            let live = st.effective(&c.handle, c.version, now).len() as u64;
-            if all == 0 {
-                health.missing += 1;
-            } else if live < u64::from(inode.replication) {
-                health.under_replicated += 1;
-            } else if live > u64::from(inode.replication) {
-                report.over_replicated += 1;
-            }
-            if st.corrupt.contains_key(&c.handle) {
-                health.corrupt += 1;
-            }
-            // A stale replica on a dead server is harmless: deleted when it returns.
-            if st
-                .map
-                .holders(&c.handle)
-                .iter()
-                .any(|(s, v)| *v < c.version && st.map.is_alive(s, now))
-            {
-                health.stale += 1;
-            }
-        }
-        report.chunks += health.chunks;
-        report.missing += health.missing;
-        report.under_replicated += health.under_replicated;
-        report.corrupt += health.corrupt;
-        report.stale += health.stale;
-        let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
-        if sick && after.is_none_or(|a| health.path.as_str() > a) {
-            page.insert(health.path.clone(), health);
-            if page.len() > limit.saturating_add(1) {
-                page.pop_last();
-            }
-        }
-    }
-    let next = if page.len() > limit {
-        page.pop_last();
-        page.keys().next_back().cloned()
-    } else {
-        None
-    };
-    report.problems = page.into_values().collect();
-    Ok((report, next))
-}
-
-fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {
-    let (path, inode) = st.ns.stat(path)?;
-    let now = st.clock.now();
-    let chunks = inode
-        .chunks
-        .iter()
-        .map(|c| ChunkInfo {
-            handle: c.handle,
-            version: c.version,
-            size: c.size,
-            replicas: st
-                .current(&c.handle, c.version, now)
-                .into_iter()
-                .map(|(_, addr)| addr)
-                .collect(),
-            open: st.ns.open_chain(&c.handle).is_some(),
-            primary: st.lease(&c.handle, c.version).map(|l| l.addr.clone()),
-            token: tokens.token(c.handle, c.version, ops::READ),
-        })
-        .collect();
-    Ok(FileStat {
-        path,
-        kind: inode.kind,
-        size: inode.size,
-        replication: inode.replication,
-        mtime: inode.mtime,
-        chunks,
-    })
 }

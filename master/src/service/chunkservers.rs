@@ -3,9 +3,11 @@
 //! registered; the answers carry its deletions, copy orders, lease extensions and
 //! the client key table.
 
-use dfs_protocol::{Accepted, ChunkHandle, ChunkserverToMaster, ErrorCode, Response};
+use dfs_protocol::{
+    Accepted, ChunkHandle, ChunkReport, ChunkserverToMaster, ErrorCode, Response, ServerId,
+};
 
-use super::{keys, note_reports, of_server, Master, MAX_DELETES_PER_HEARTBEAT};
+use super::{keys, of_server, Master, State, MAX_DELETES_PER_HEARTBEAT};
 use crate::error::OpError;
 use crate::mutation::Mutation;
 
@@ -201,4 +203,96 @@ impl Master {
             }
         }
     }
+}
+
+/// Unreferenced chunks tracked for deletion at once (reports beyond are learned
+/// again later): what peer input may grow the garbage set to.
+const MAX_GARBAGE: usize = 1_000_000;
+
+/// Sorts reported chunks: nothing references it -> garbage candidate (whether it is
+/// deleted is decided later, outside safe mode, against the chunk table again); an
+/// older version than the file's, or off the chain of an open chunk -> stale; a copy
+/// we ordered -> done. Returns the adoptions of versions newer than the log to apply.
+pub(super) fn note_reports(
+    st: &mut State,
+    server: ServerId,
+    reports: &[ChunkReport],
+) -> Vec<Mutation> {
+    let mut adopt = Vec::new();
+    let mut untracked = 0u64;
+    for r in reports {
+        match st.ns.chunk(&r.handle) {
+            Some(meta) if r.version < meta.version => {
+                tracing::info!(chunk = %r.handle, %server, have = %r.version, want = %meta.version, "stale replica");
+                st.stale.insert((server, r.handle));
+            }
+            Some(meta) if r.version > meta.version => {
+                if let Some(m) = st.adoption(server, r) {
+                    st.adopted.insert(r.handle, r.version);
+                    adopt.push(m);
+                }
+            }
+            Some(meta)
+                if st
+                    .ns
+                    .open_chain(&r.handle)
+                    .is_some_and(|c| !c.contains(&server)) =>
+            {
+                if st.adopted.get(&r.handle) == Some(&r.version) && !st.pending.contains(&r.handle)
+                {
+                    // Moved by the same lost grant as the replica adopted first.
+                    let mut chain = st
+                        .ns
+                        .open_chain(&r.handle)
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default();
+                    chain.push(server);
+                    tracing::info!(chunk = %r.handle, %server, version = %r.version, "another replica of an adopted version joins the chain");
+                    adopt.push(Mutation::SetChunk {
+                        handle: r.handle,
+                        version: r.version,
+                        size: meta.size,
+                        open: Some(chain),
+                        mtime: st.clock.secs(),
+                    });
+                } else if !st.pending.contains(&r.handle) {
+                    tracing::info!(chunk = %r.handle, %server, "replica off its open chunk's chain");
+                    st.stale.insert((server, r.handle));
+                }
+            }
+            Some(_) => {}
+            None if st.ns.is_referenced(&r.handle) => {}
+            // Freed by a record not yet durable: garbage once it is.
+            None if st.freeing_set.contains(&r.handle) => {}
+            None if st.garbage.len() >= MAX_GARBAGE && !st.garbage.contains(&r.handle) => {
+                // Reports cannot grow the set without bound; the chunk is learned
+                // again at a later registration, once collection has made room.
+                untracked += 1;
+            }
+            None => {
+                st.garbage.insert(r.handle);
+                st.garbage_at.insert((server, r.handle));
+            }
+        }
+        if let Some(copy) = st.copying.get(&r.handle).copied() {
+            if copy.target == server {
+                st.copying.remove(&r.handle);
+                let from = st.moves.remove(&r.handle);
+                if r.version == copy.version {
+                    // A balancing move: the copy landed, the old side goes.
+                    if let Some(from) = from {
+                        st.trims.insert((from, r.handle));
+                    }
+                } else {
+                    // Another version than ordered (the chunk moved on, or the target
+                    // held an old one): not the copy; repair looks at it afresh.
+                    tracing::info!(chunk = %r.handle, %server, have = %r.version, ordered = %copy.version, "a copy target reported another version than ordered");
+                }
+            }
+        }
+    }
+    if untracked > 0 {
+        tracing::warn!(%server, untracked, "garbage set full: reported chunks left for a later registration");
+    }
+    adopt
 }

@@ -8,7 +8,9 @@ use dfs_protocol::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{note_reports, order_copy, Master};
+use super::chunkservers::note_reports;
+use super::replication::order_copy;
+use super::Master;
 use crate::config::MasterConfig;
 use crate::mutation::Mutation;
 

@@ -1,0 +1,225 @@
+//! Keeping chunks at their replication: repair copies for chunks below it (fewest
+//! replicas first), trims for chunks above it, balancing moves between the fullest
+//! and the emptiest servers, and the balance report.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use dfs_protocol::auth::ops;
+use dfs_protocol::{BalanceReport, ChunkHandle, ChunkVersion, ReplicateOrder, ServerId};
+use rand::seq::IndexedRandom;
+
+use super::{Minter, State};
+use crate::namespace::ChunkMeta;
+
+/// Copies one chunkserver receives at once.
+const MAX_COPIES_PER_TARGET: usize = 4;
+/// Copies scheduled per upkeep round.
+const MAX_COPIES_PER_ROUND: usize = 256;
+/// A copy not reported done by then is forgotten and scheduled again.
+const COPY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Balancing moves under way at once: balancing is gradual.
+const MAX_MOVES: usize = 4;
+
+/// A copy ordered to `target` of a chunk at `version`: done only when the target
+/// reports exactly that version (a replica at any other is not the copy ordered).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Copying {
+    pub(super) target: ServerId,
+    pub(super) version: ChunkVersion,
+    pub(super) at: Instant,
+}
+
+/// Orders copies for chunks below their replication, those with fewest live replicas
+/// first, at most a few per target, from a random live replica.
+pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
+    // A copy is given up after a while, or at once when its target died.
+    let State { copying, map, .. } = st;
+    copying.retain(|_, c| {
+        now.saturating_duration_since(c.at) < COPY_TIMEOUT && map.is_alive(&c.target, now)
+    });
+    let State { copying, moves, .. } = st;
+    moves.retain(|h, _| copying.contains_key(h));
+    let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
+    let mut healed = Vec::new();
+    for (h, meta) in st.ns.chunks() {
+        if st.ns.open_chain(h).is_some() {
+            // Its length moves; it is copied once settled.
+            continue;
+        }
+        let live = st.effective(h, meta.version, now).len();
+        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+        if live >= want {
+            if st.corrupt.contains_key(h) {
+                healed.push(*h);
+            }
+        } else if live > 0 && !st.copying.contains_key(h) {
+            needy.push((live, *h));
+        }
+    }
+    for h in healed {
+        st.corrupt.remove(&h);
+    }
+    needy.sort();
+    let mut per_target: HashMap<ServerId, usize> = HashMap::new();
+    for c in st.copying.values() {
+        *per_target.entry(c.target).or_default() += 1;
+    }
+    let mut scheduled = 0;
+    for (_, h) in needy {
+        if scheduled >= MAX_COPIES_PER_ROUND {
+            break;
+        }
+        let Some(meta) = st.ns.chunk(&h).copied() else {
+            continue;
+        };
+        let sources = st.map.replicas(&h, meta.version, now);
+        let Some((_, source)) = sources.choose(&mut rand::rng()).cloned() else {
+            continue;
+        };
+        let mut exclude: HashSet<ServerId> =
+            st.map.holders(&h).into_iter().map(|(s, _)| s).collect();
+        exclude.extend(
+            per_target
+                .iter()
+                .filter(|(_, n)| **n >= MAX_COPIES_PER_TARGET)
+                .map(|(s, _)| *s),
+        );
+        let Ok(chosen) = st.map.place(1, meta.size, now, &exclude) else {
+            continue;
+        };
+        let Some((target, _)) = chosen.into_iter().next() else {
+            continue;
+        };
+        tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
+        order_copy(st, tokens, h, meta, source, target, now);
+        *per_target.entry(target).or_default() += 1;
+        scheduled += 1;
+    }
+}
+
+/// Marks extra replicas of over-replicated chunks for deletion: on the fullest servers.
+pub(super) fn schedule_trims(st: &mut State, now: Instant) {
+    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
+    let usage: HashMap<ServerId, f64> = st.map.usage(now).into_iter().collect();
+    let mut new = Vec::new();
+    for (h, meta) in st.ns.chunks() {
+        if pending.contains(h)
+            || st.copying.contains_key(h)
+            || st.moves.contains_key(h)
+            || st.ns.open_chain(h).is_some()
+        {
+            continue;
+        }
+        let mut eff = st.effective(h, meta.version, now);
+        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
+        if eff.len() <= want {
+            continue;
+        }
+        eff.sort_by(|a, b| {
+            let ua = usage.get(&a.0).copied().unwrap_or(0.0);
+            let ub = usage.get(&b.0).copied().unwrap_or(0.0);
+            ub.total_cmp(&ua)
+        });
+        for (id, _) in eff.iter().take(eff.len() - want) {
+            new.push((*id, *h));
+        }
+    }
+    for t in new {
+        tracing::info!(chunk = %t.1, server = ?st.map.addr(&t.0), "trimming an extra replica");
+        st.trims.insert(t);
+    }
+}
+
+/// One balancing move per round while the spread of disk use is above the threshold:
+/// a chunk from the fullest live server is copied to the emptiest, then trimmed from
+/// the fullest.
+pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
+    if st.moves.len() >= MAX_MOVES {
+        return;
+    }
+    let gone = st.ns.decommissioned();
+    let usage: Vec<(ServerId, f64)> = st
+        .map
+        .usage(now)
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .collect();
+    let (Some(full), Some(empty)) = (
+        usage.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+        usage.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+    ) else {
+        return;
+    };
+    if full.1 - empty.1 <= st.balance_threshold {
+        return;
+    }
+    let (from, to) = (full.0, empty.0);
+    let Some(source) = st.map.addr(&from).map(str::to_string) else {
+        return;
+    };
+    let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
+    let pick = st.map.chunks_of(&from).find_map(|(h, v)| {
+        let meta = st.ns.chunk(h)?;
+        let movable = meta.version == *v
+            && st.ns.open_chain(h).is_none()
+            && !st.map.holds(&to, h)
+            && !st.copying.contains_key(h)
+            && !pending.contains(h);
+        movable.then_some((*h, *meta))
+    });
+    let Some((h, meta)) = pick else {
+        return;
+    };
+    tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
+    order_copy(st, tokens, h, meta, source, to, now);
+    st.moves.insert(h, from);
+}
+
+/// Queues a copy of `h` from `source` for `target`'s next heartbeat.
+pub(super) fn order_copy(
+    st: &mut State,
+    tokens: &Minter,
+    h: ChunkHandle,
+    meta: ChunkMeta,
+    source: String,
+    target: ServerId,
+    now: Instant,
+) {
+    let token = tokens.token(h, meta.version, ops::READ);
+    st.orders.entry(target).or_default().push(ReplicateOrder {
+        handle: h,
+        version: meta.version,
+        size: meta.size,
+        source,
+        token,
+    });
+    st.copying.insert(
+        h,
+        Copying {
+            target,
+            version: meta.version,
+            at: now,
+        },
+    );
+}
+
+pub(super) fn balance_report(st: &State, now: Instant) -> BalanceReport {
+    let gone = st.ns.decommissioned();
+    let mut servers: Vec<(String, f64)> = st
+        .map
+        .usage(now)
+        .into_iter()
+        .filter(|(id, _)| !gone.contains(id))
+        .filter_map(|(id, u)| Some((st.map.addr(&id)?.to_string(), u)))
+        .collect();
+    servers.sort_by(|a, b| a.0.cmp(&b.0));
+    let max = servers.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    let min = servers.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    BalanceReport {
+        spread: if servers.is_empty() { 0.0 } else { max - min },
+        servers,
+        threshold: st.balance_threshold,
+        moving: st.moves.len() as u64,
+    }
+}
