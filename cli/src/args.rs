@@ -1,0 +1,370 @@
+//! The `dfs` command line: every verb, flag and default as clap parses them. The
+//! names here are a public contract: add, never rename.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dfs_cli::units::{parse_duration, parse_size};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dfs",
+    version,
+    about = "dfs: a GFS-style distributed file system",
+    long_about = "dfs: a GFS-style distributed file system.\n\n\
+        One master keeps the namespace; chunkservers keep files as replicated, checksummed chunks.\n\
+        Start a local cluster with `dfs up`, then use the client verbs from another terminal:\n\
+        \n  dfs put ./photo.jpg /photos/photo.jpg\n  dfs ls -l /photos\n  dfs get /photos/photo.jpg ./copy.jpg\n\n\
+        Client verbs find the master from --master, else $DFS_MASTER, else 127.0.0.1:7070.\n\
+        Every connection is authenticated: client verbs prove a key from --key-file, else\n\
+        $DFS_KEY, else $DFS_SECRET (the cluster secret: admin), else key_file in\n\
+        ~/.config/dfs/config.toml, else the admin key `dfs up` stored for the master."
+)]
+pub(crate) struct Cli {
+    /// Address of the master, for client verbs and chunkservers.
+    #[arg(
+        long,
+        global = true,
+        env = "DFS_MASTER",
+        default_value = "127.0.0.1:7070",
+        value_name = "ADDR"
+    )]
+    pub(crate) master: String,
+    /// A key file from `dfs key create`, for client verbs (else $DFS_KEY, else
+    /// $DFS_SECRET, else key_file in the config file, else the key `dfs up` stored for
+    /// this master).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Talk to the cluster over TLS, trusting the cluster CA in PATH (else the CA
+    /// `dfs up --tls` stored for this master, if any).
+    #[arg(long, global = true, env = "DFS_TLS_CA", value_name = "PATH")]
+    pub(crate) tls_ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a master: the namespace and the chunk map.
+    Master(MasterArgs),
+    /// Run a chunkserver that stores chunks for the master at --master.
+    Chunkserver(ChunkserverArgs),
+    /// Run a whole local cluster (a master and chunkservers) in this process; Ctrl-C stops it.
+    Up(UpArgs),
+    /// Store LOCAL (a file, or '-' for stdin) at REMOTE; visible only once complete.
+    Put {
+        local: String,
+        /// Remote path; a trailing '/' or an existing directory keeps LOCAL's file name.
+        remote: String,
+        /// Replicas per chunk (the cluster's default if not given).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+        /// Replace REMOTE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch REMOTE into LOCAL (a file or directory, or '-' for stdout).
+    Get { remote: String, local: String },
+    /// Write REMOTE to stdout.
+    Cat { remote: String },
+    /// Append LOCAL (a file, or '-' for stdin) to REMOTE, creating REMOTE if missing.
+    ///
+    /// The input is cut into records of the cluster's max append size (a quarter of
+    /// the chunk size unless the master says otherwise). Each record lands whole,
+    /// never interleaved with other appenders' records; records of one `dfs append`
+    /// keep their order. After a failure a record may appear twice, never torn.
+    Append {
+        local: String,
+        remote: String,
+        /// Replicas per chunk if REMOTE is created (the cluster's default if not given).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+    },
+    /// Print the end of REMOTE; with -f, keep printing what is appended to it.
+    Tail {
+        remote: String,
+        /// Follow: wait for appends and print them as they arrive (Ctrl-C stops).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How much of the end to print first.
+        #[arg(short = 'c', long = "bytes", default_value = "1KiB", value_parser = parse_size, value_name = "SIZE")]
+        bytes: u64,
+        /// With -f, how often to look for new data.
+        #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+        interval: Duration,
+    },
+    /// List a directory (default /).
+    Ls {
+        /// Long format: kind, size, modification time.
+        #[arg(short = 'l')]
+        long: bool,
+        /// List subdirectories recursively.
+        #[arg(short = 'R')]
+        recursive: bool,
+        path: Option<String>,
+        /// Print JSON: [{"name","kind","size"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; no error if it exists.
+        #[arg(short = 'p')]
+        parents: bool,
+        path: String,
+    },
+    /// Remove a file, or a directory with -r; it goes to the trash unless --skip-trash.
+    Rm {
+        /// Remove a directory and everything below it.
+        #[arg(short = 'r')]
+        recursive: bool,
+        /// Delete for good at once instead of moving to the trash.
+        #[arg(long)]
+        skip_trash: bool,
+        path: String,
+    },
+    /// Move or rename SRC to DST atomically (into DST if it is a directory).
+    Mv { src: String, dst: String },
+    /// List or restore what rm moved to the trash.
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
+    },
+    /// Show a file's or directory's metadata: size, replication, chunks and replicas.
+    Stat {
+        path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check replication and checksum health of the files at or below PATH (default /);
+    /// exits non-zero when anything is missing, under-replicated, corrupt or stale.
+    Fsck {
+        path: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the replication of PATH (a file, or every file below a directory).
+    Setrep {
+        /// Wait until every chunk has exactly N live replicas.
+        #[arg(short = 'w')]
+        wait: bool,
+        replication: u32,
+        path: String,
+    },
+    /// Drain the chunkserver at ADDR: its chunks are copied elsewhere; `dfs status`
+    /// shows when it is safe to stop it.
+    Decommission {
+        addr: String,
+        /// Take it back into service instead.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Show how evenly disk use is spread and what the (automatic) balancer is doing.
+    Balance {
+        /// Even out while fullest and emptiest differ by more than PCT percentage points.
+        #[arg(long, value_name = "PCT")]
+        threshold: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the cluster: chunkservers, capacity, usage, file and chunk counts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue, list and remove client keys (admin only).
+    ///
+    /// A key is one line; clients take it from $DFS_KEY or --key-file. Read-only keys
+    /// may list, stat, get and check; read-write keys (the default) may also change
+    /// files; admin keys may also decommission, balance and manage keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Make the TLS files of a cluster: a self-signed cluster CA and a server
+    /// certificate signed by it.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TlsCommand {
+    /// Write ca.pem, ca.key, server.pem and server.key to DIR (never replacing a CA).
+    ///
+    /// Start servers with `--tls DIR` (copy server.pem, server.key and ca.pem to each
+    /// server); give clients ca.pem (`--tls-ca` or $DFS_TLS_CA). The server
+    /// certificate names localhost, 127.0.0.1 and ::1, and every --name.
+    Init {
+        dir: PathBuf,
+        /// A host name or IP address servers are dialed at (repeat for each).
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCommand {
+    /// Issue a key called NAME and print it (one line: keep it secret).
+    Create {
+        name: String,
+        /// The key may only read.
+        #[arg(long, conflicts_with = "admin")]
+        read_only: bool,
+        /// The key may do everything, also manage keys.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys: names, roles, creation times (never secrets).
+    Ls {
+        /// Print JSON: [{"name","role","created"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove key NAME: it stops working at once, also on open connections.
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TrashCommand {
+    /// List the trash: original path, size, when removed, when purged.
+    Ls {
+        /// Print JSON: [{"path","kind","size","deleted_at","expires_at"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the most recently removed entry that was at PATH back there.
+    Restore { path: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MasterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub(crate) listen: SocketAddr,
+    /// Directory for the master's metadata.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: PathBuf,
+    /// Default replicas per chunk.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub(crate) replication: u32,
+    /// Size files are cut into chunks at.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) chunk_size: u64,
+    /// A chunkserver silent this long is dead.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) dead_after: Duration,
+    /// Address clients should dial, if it differs from --listen (informational for the master).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<String>,
+    /// How long removed entries stay in the trash; 0 deletes at once.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) trash_retention: Duration,
+    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) safe_start: Duration,
+    /// Balance while disk use of the fullest and emptiest chunkservers differs by more
+    /// than this many percentage points.
+    #[arg(long, default_value_t = 10, value_name = "PCT")]
+    pub(crate) balance_threshold: u32,
+    /// Largest record appended atomically (default: a quarter of --chunk-size).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) max_append: Option<u64>,
+    /// How long an append lease lasts unless its primary's heartbeats extend it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) lease: Duration,
+    /// File holding the cluster secret (else $DFS_SECRET, else DIR/cluster.secret, created on first start).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Serve, and dial chunkservers, over TLS with the files `dfs tls init` wrote to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tls: Option<PathBuf>,
+    /// A config file (TOML: secret_file, tls); flags and environment come first.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// How long chunk tokens handed out with locations stay valid.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) token_ttl: Duration,
+    /// A chunkserver dead this long is forgotten: no longer listed by `dfs status`.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) forget_dead_after: Duration,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ChunkserverArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7071", value_name = "ADDR")]
+    pub(crate) listen: SocketAddr,
+    /// Directory for chunks and this server's identity.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: PathBuf,
+    /// Bytes this server may store (default: what it holds plus the disk's free space).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) capacity: Option<u64>,
+    /// Interval between heartbeats to the master.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) heartbeat: Duration,
+    /// Address the master, clients and other chunkservers should dial (default: --listen).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<String>,
+    /// Bytes per second the background scrubber may verify; 0 turns it off.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) scrub_rate: u64,
+    /// A chunk untouched this long counts as idle and may be scrubbed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) scrub_idle: Duration,
+    /// Bytes per second that chunk copies (repair, re-replication, balancing) may pull.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) replication_rate: u64,
+    /// Serve, and dial the master and peers, over TLS with the files in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tls: Option<PathBuf>,
+    /// A config file (TOML: secret_file, tls); flags and environment come first.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// File holding the cluster secret (else $DFS_SECRET; the master wrote it to its data dir).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) secret_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UpArgs {
+    /// Directory for every node's data.
+    #[arg(long, default_value = "./dfs-data", value_name = "DIR")]
+    pub(crate) data: PathBuf,
+    /// Number of chunkservers.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub(crate) chunkservers: usize,
+    /// Master address (default: --master); chunkservers take the following ports.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Default replicas per chunk (default: 3, or fewer with fewer chunkservers).
+    #[arg(long, value_name = "N")]
+    pub(crate) replication: Option<u32>,
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) chunk_size: u64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) dead_after: Duration,
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) heartbeat: Duration,
+    /// Per-chunkserver capacity (default: the disk's free space).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) capacity: Option<u64>,
+    /// How long removed entries stay in the trash; 0 deletes at once.
+    #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) trash_retention: Duration,
+    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) safe_start: Duration,
+    /// Every link over TLS: makes a cluster CA in DIR/tls on first use, and stores
+    /// the CA where client verbs for this master find it.
+    #[arg(long)]
+    pub(crate) tls: bool,
+}
