@@ -82,6 +82,17 @@ pub(crate) enum Command {
         #[arg(long, value_name = "N")]
         replication: Option<u32>,
     },
+    /// Print the start of REMOTE: its first lines (-n, 10 by default) or bytes (-c).
+    /// Only what is printed is read.
+    Head {
+        remote: String,
+        /// Print the first SIZE bytes.
+        #[arg(short = 'c', long = "bytes", value_parser = parse_size, value_name = "SIZE", conflicts_with = "lines")]
+        bytes: Option<u64>,
+        /// Print the first N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<u64>,
+    },
     /// Print the end of REMOTE; with -f, keep printing what is appended to it.
     Tail {
         remote: String,
@@ -124,6 +135,55 @@ pub(crate) enum Command {
         #[arg(long)]
         skip_trash: bool,
         path: String,
+    },
+    /// Remove an empty directory (a file or a directory with entries is refused).
+    Rmdir { path: String },
+    /// Show the bytes stored at or below each entry of PATH (default /), or with -s
+    /// their total. Bytes are file sizes, before replication.
+    #[command(disable_help_flag = true)]
+    Du {
+        /// One line: the total for PATH.
+        #[arg(short = 's')]
+        summarize: bool,
+        /// Sizes in KiB, MiB, GiB.
+        #[arg(short = 'h')]
+        human: bool,
+        path: Option<String>,
+        /// Print JSON: [{"path","size"}].
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Show the cluster's capacity, what is used and what is free, over the live
+    /// chunkservers (replicas included).
+    #[command(disable_help_flag = true)]
+    Df {
+        /// Sizes in KiB, MiB, GiB, TiB.
+        #[arg(short = 'h')]
+        human: bool,
+        /// Print JSON: {"capacity","used","available","chunkservers"}.
+        #[arg(long)]
+        json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Count the directories (PATH itself included), files and bytes at or below PATH
+    /// (default /).
+    Count {
+        path: Option<String>,
+        /// Print JSON: {"path","dirs","files","bytes"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show PATH (default /) and everything below it as a tree.
+    Tree {
+        path: Option<String>,
+        /// Descend at most DEPTH levels.
+        #[arg(short = 'L', value_name = "DEPTH")]
+        depth: Option<usize>,
     },
     /// Move or rename SRC to DST atomically (into DST if it is a directory).
     Mv { src: String, dst: String },

@@ -169,6 +169,33 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
+        Command::Head {
+            remote,
+            bytes,
+            lines,
+        } => cmd::transfer::head(&client, &remote, bytes, lines).await,
+        Command::Rmdir { path } => cmd::namespace::rmdir(&client, &path).await,
+        Command::Du {
+            summarize,
+            human,
+            path,
+            json,
+            help: _,
+        } => {
+            let path = path.as_deref().unwrap_or("/");
+            cmd::namespace::du(&client, path, summarize, human, json).await
+        }
+        Command::Df {
+            human,
+            json,
+            help: _,
+        } => cmd::admin::df(&client, human, json).await,
+        Command::Count { path, json } => {
+            cmd::namespace::count(&client, path.as_deref().unwrap_or("/"), json).await
+        }
+        Command::Tree { path, depth } => {
+            cmd::namespace::tree(&client, path.as_deref().unwrap_or("/"), depth).await
+        }
         Command::Rm {
             recursive,
             skip_trash,

@@ -363,6 +363,83 @@ pub fn balance_plain(r: &BalanceReport) -> String {
     out
 }
 
+/// `dfs count --json`: `{"path","dirs","files","bytes"}`.
+pub fn count_json(path: &str, s: &dfs_client::Summary) -> Value {
+    json!({"path": path, "dirs": s.dirs, "files": s.files, "bytes": s.bytes})
+}
+
+/// `dfs count`: directories, files, bytes and the path, as `hdfs dfs -count` lays them out.
+pub fn count_plain(path: &str, s: &dfs_client::Summary) -> String {
+    format!("{:>12} {:>12} {:>16} {path}\n", s.dirs, s.files, s.bytes)
+}
+
+/// `dfs du --json`: `[{"path","size"}]`.
+pub fn du_json(rows: &[(String, u64)]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|(path, size)| json!({"path": path, "size": size}))
+            .collect(),
+    )
+}
+
+/// `dfs du`: a size and a path per line.
+pub fn du_plain(rows: &[(String, u64)], human: bool) -> String {
+    let mut out = String::new();
+    for (path, size) in rows {
+        let size = if human {
+            crate::units::human_size(*size)
+        } else {
+            size.to_string()
+        };
+        out.push_str(&format!("{size:>12}  {path}\n"));
+    }
+    out
+}
+
+/// Capacity, use and what is free, over the live chunkservers.
+fn df_totals(s: &ClusterStatus) -> (u64, u64, u64, usize) {
+    let live: Vec<_> = s.chunkservers.iter().filter(|c| c.alive).collect();
+    let capacity: u64 = live.iter().map(|c| c.capacity).sum();
+    let used: u64 = live.iter().map(|c| c.used).sum();
+    (capacity, used, capacity.saturating_sub(used), live.len())
+}
+
+/// `dfs df --json`: `{"capacity","used","available","chunkservers"}`.
+pub fn df_json(s: &ClusterStatus) -> Value {
+    let (capacity, used, available, live) = df_totals(s);
+    json!({"capacity": capacity, "used": used, "available": available, "chunkservers": live})
+}
+
+/// `dfs df`: one header line and one line of figures.
+pub fn df_plain(s: &ClusterStatus, human: bool) -> String {
+    let (capacity, used, available, live) = df_totals(s);
+    let show = |n: u64| {
+        if human {
+            crate::units::human_size(n)
+        } else {
+            n.to_string()
+        }
+    };
+    let pct = if capacity == 0 {
+        0
+    } else {
+        used.saturating_mul(100).div_ceil(capacity)
+    };
+    format!(
+        "{:>14} {:>14} {:>14} {:>5} {:>12}\n{:>14} {:>14} {:>14} {:>4}% {:>12}\n",
+        "capacity",
+        "used",
+        "available",
+        "use",
+        "chunkservers",
+        show(capacity),
+        show(used),
+        show(available),
+        pct,
+        live
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

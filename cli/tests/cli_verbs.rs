@@ -495,3 +495,150 @@ async fn setrep_balance_and_decommission_verbs() {
     })
     .await
 }
+
+/// Issue 12's first verbs: head, rmdir, count, du, df and tree, with their error
+/// cases and `--json` shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_rmdir_count_du_df_and_tree() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let m = target(&cluster);
+        let lines: Vec<u8> = (0..100)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let big = data(2 * CHUNK + 777, 12);
+        ok(&dfs(&m, &["mkdir", "-p", "/d/sub"], None).await);
+        ok(&dfs(&m, &["mkdir", "/d/empty"], None).await);
+        ok(&dfs(&m, &["put", "-", "/d/lines"], Some(&lines)).await);
+        ok(&dfs(&m, &["put", "-", "/d/sub/big"], Some(&big)).await);
+
+        // head: lines by default, -n, -c across chunks; errors in one line.
+        let head = ok(&dfs(&m, &["head", "/d/lines"], None).await)
+            .stdout
+            .clone();
+        assert_eq!(
+            head,
+            &lines[..lines
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .nth(9)
+                .map(|(i, _)| i + 1)
+                .unwrap_or(0)]
+        );
+        assert_eq!(
+            ok(&dfs(&m, &["head", "-n", "2", "/d/lines"], None).await).stdout,
+            b"line 0\nline 1\n"
+        );
+        assert_eq!(
+            ok(&dfs(&m, &["head", "-n", "1000", "/d/lines"], None).await).stdout,
+            lines
+        );
+        let c = CHUNK + 10;
+        assert_eq!(
+            ok(&dfs(&m, &["head", "-c", &c.to_string(), "/d/sub/big"], None).await).stdout,
+            &big[..c]
+        );
+        failed_with(&dfs(&m, &["head", "/d"], None).await, "/d: is a directory");
+        failed_with(
+            &dfs(&m, &["head", "/nope"], None).await,
+            "/nope: no such file or directory",
+        );
+
+        // count and du: exact figures, plain and JSON.
+        let count = json(&dfs(&m, &["count", "/d", "--json"], None).await);
+        assert_eq!(count["path"], "/d");
+        assert_eq!(count["dirs"], 3, "/d, /d/sub, /d/empty");
+        assert_eq!(count["files"], 2);
+        assert_eq!(count["bytes"], (lines.len() + big.len()) as u64);
+        let plain = String::from_utf8_lossy(&ok(&dfs(&m, &["count", "/d"], None).await).stdout)
+            .into_owned();
+        let fields: Vec<&str> = plain.split_whitespace().collect();
+        assert_eq!(
+            fields,
+            ["3", "2", &(lines.len() + big.len()).to_string(), "/d"]
+        );
+        let du = json(&dfs(&m, &["du", "/d", "--json"], None).await);
+        let rows: Vec<(String, u64)> = du
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["path"].as_str().expect("path").to_string(),
+                    r["size"].as_u64().expect("size"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("/d/empty".to_string(), 0),
+                ("/d/lines".to_string(), lines.len() as u64),
+                ("/d/sub".to_string(), big.len() as u64)
+            ]
+        );
+        let total = json(&dfs(&m, &["du", "-s", "/d", "--json"], None).await);
+        assert_eq!(total[0]["size"], (lines.len() + big.len()) as u64);
+        let human =
+            String::from_utf8_lossy(&ok(&dfs(&m, &["du", "-s", "-h", "/d"], None).await).stdout)
+                .into_owned();
+        assert!(human.contains("MiB") && human.contains("/d"), "{human}");
+        failed_with(
+            &dfs(&m, &["du", "/nope"], None).await,
+            "/nope: no such file or directory",
+        );
+
+        // df: figures that add up, over the three live chunkservers.
+        let df = json(&dfs(&m, &["df", "--json"], None).await);
+        let (cap, used, avail) = (
+            df["capacity"].as_u64().expect("capacity"),
+            df["used"].as_u64().expect("used"),
+            df["available"].as_u64().expect("available"),
+        );
+        assert!(cap > 0 && used <= cap && avail == cap - used, "{df}");
+        assert_eq!(df["chunkservers"], 3);
+        let plain =
+            String::from_utf8_lossy(&ok(&dfs(&m, &["df", "-h"], None).await).stdout).into_owned();
+        assert!(
+            plain.contains("available") && plain.contains("iB"),
+            "{plain}"
+        );
+
+        // tree: every entry, drawn, and the totals; -L stops descending.
+        let tree =
+            String::from_utf8_lossy(&ok(&dfs(&m, &["tree", "/d"], None).await).stdout).into_owned();
+        assert_eq!(
+            tree,
+            "/d\n├── empty/\n├── lines\n└── sub/\n    └── big\n\n2 directories, 2 files\n"
+        );
+        let shallow =
+            String::from_utf8_lossy(&ok(&dfs(&m, &["tree", "-L", "1", "/d"], None).await).stdout)
+                .into_owned();
+        assert!(
+            !shallow.contains("big") && shallow.contains("sub/"),
+            "{shallow}"
+        );
+
+        // rmdir: only an empty directory.
+        failed_with(
+            &dfs(&m, &["rmdir", "/d"], None).await,
+            "/d: directory not empty",
+        );
+        failed_with(
+            &dfs(&m, &["rmdir", "/d/lines"], None).await,
+            "/d/lines: not a directory",
+        );
+        failed_with(
+            &dfs(&m, &["rmdir", "/nope"], None).await,
+            "/nope: no such file or directory",
+        );
+        ok(&dfs(&m, &["rmdir", "/d/empty"], None).await);
+        failed_with(
+            &dfs(&m, &["stat", "/d/empty"], None).await,
+            "no such file or directory",
+        );
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

@@ -575,15 +575,26 @@ impl Client {
 
     /// Writes the file at `path` from byte `start` on to `writer`; returns the number
     /// of bytes written (none when `start` is at or past the end).
-    pub async fn get_from<W>(
+    pub async fn get_from<W>(&self, path: &str, start: u64, writer: W) -> Result<u64, ClientError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        self.get_range(path, start, u64::MAX, writer).await
+    }
+
+    /// Writes at most `len` bytes of the file at `path`, from byte `start`, to
+    /// `writer`; returns the number written. Only those bytes are read.
+    pub async fn get_range<W>(
         &self,
         path: &str,
         start: u64,
+        len: u64,
         mut writer: W,
     ) -> Result<u64, ClientError>
     where
         W: AsyncWrite + Unpin,
     {
+        let end = start.saturating_add(len);
         let stat = self.stat(path).await?;
         if stat.kind == FileKind::Dir {
             return Err(ErrorCode::IsADirectory { path: stat.path }.into());
@@ -594,9 +605,10 @@ impl Client {
         for chunk in stat.chunks {
             let chunk = Arc::new(chunk);
             let mut offset = start.saturating_sub(chunk_start);
+            let stop = end.saturating_sub(chunk_start).min(chunk.size);
             chunk_start += chunk.size;
-            while offset < chunk.size {
-                let len = unit_len.min(chunk.size - offset);
+            while offset < stop {
+                let len = unit_len.min(stop - offset);
                 units.push(Unit {
                     index: units.len(),
                     chunk: chunk.clone(),

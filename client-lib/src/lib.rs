@@ -35,3 +35,4 @@ pub use dfs_protocol::{
     FileHealth, FileKind, FileStat, FsckReport, Identity, KeyInfo, Role, ServerStatus, TrashInfo,
 };
 pub use error::ClientError;
+pub use listing::Summary;

@@ -2,11 +2,19 @@
 //! (for callers that stream, like `dfs ls`), or all pages gathered.
 
 use dfs_protocol::{
-    ClientToMaster, ClusterStatus, DirEntry, FsckReport, Request, Response, TrashInfo,
+    ClientToMaster, ClusterStatus, DirEntry, FileKind, FsckReport, Request, Response, TrashInfo,
 };
 
 use crate::client::Client;
 use crate::error::ClientError;
+
+/// What a subtree holds (`dfs count`, `dfs du`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub dirs: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
 
 /// Entries asked for per page when gathering whole listings.
 const PAGE: u32 = 5_000;
@@ -93,6 +101,43 @@ impl Client {
 
     /// Replication and checksum health of every file at or below `path`, with every
     /// unhealthy file in path order.
+    /// What is at or below `path`: directories (`path` itself included when it is
+    /// one), files and their bytes. Walks the tree page by page, depth first, so
+    /// memory is one page plus the directories still to visit.
+    pub async fn summary(&self, path: &str) -> Result<Summary, ClientError> {
+        let stat = self.stat(path).await?;
+        let mut sum = Summary::default();
+        if stat.kind == FileKind::File {
+            sum.files = 1;
+            sum.bytes = stat.size;
+            return Ok(sum);
+        }
+        let mut dirs = vec![stat.path];
+        while let Some(dir) = dirs.pop() {
+            sum.dirs += 1;
+            let mut after = None;
+            loop {
+                let (page, next) = self.list_page(&dir, after, PAGE).await?;
+                for e in page {
+                    match e.kind {
+                        FileKind::Dir => {
+                            dirs.push(format!("{}/{}", dir.trim_end_matches('/'), e.name))
+                        }
+                        FileKind::File => {
+                            sum.files += 1;
+                            sum.bytes = sum.bytes.saturating_add(e.size);
+                        }
+                    }
+                }
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Ok(sum)
+    }
+
     pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {
         let ask = |after| ClientToMaster::FsckPage {
             path: path.to_string(),

@@ -32,3 +32,13 @@ pub(crate) async fn key(client: &Client, command: KeyCommand) -> anyhow::Result<
         KeyCommand::Rm { name } => Ok(client.remove_key(&name).await?),
     }
 }
+
+/// `dfs df`: capacity, use and free space over the live chunkservers.
+pub(crate) async fn df(client: &Client, human: bool, json: bool) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    if json {
+        print_json(&output::df_json(&status))
+    } else {
+        print_text(&output::df_plain(&status, human))
+    }
+}

@@ -1,9 +1,9 @@
 //! The verbs' bodies, by kind; `main.rs` parses and dispatches.
 //!
 //! - `server` has `master`, `chunkserver` and `up`;
-//! - `transfer` has `put`, `get`, `append` and `tail`;
-//! - `namespace` has `ls`;
-//! - `admin` has `key`.
+//! - `transfer` has `put`, `get`, `append`, `tail` and `head`;
+//! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
+//! - `admin` has `key` and `df`.
 
 use std::io::Write as _;
 

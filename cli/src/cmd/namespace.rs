@@ -3,7 +3,7 @@
 use dfs_cli::output;
 use dfs_client::{Client, DirEntry, FileKind};
 
-use crate::cmd::print_text;
+use crate::cmd::{print_json, print_text};
 
 /// Entries asked for per page: `ls` prints each page as it comes, so memory stays
 /// bounded however large the directory.
@@ -78,4 +78,126 @@ pub(crate) fn join_rel(rel: &str, name: &str) -> String {
     } else {
         format!("{rel}/{name}")
     }
+}
+
+/// `dfs rmdir`: removes `path` if it is an empty directory.
+pub(crate) async fn rmdir(client: &Client, path: &str) -> anyhow::Result<()> {
+    let stat = client.stat(path).await?;
+    if stat.kind != FileKind::Dir {
+        anyhow::bail!("{}: not a directory", stat.path);
+    }
+    // Not recursive: the master refuses a directory that has entries.
+    client.remove(&stat.path, false, true).await?;
+    Ok(())
+}
+
+/// `dfs count`.
+pub(crate) async fn count(client: &Client, path: &str, json: bool) -> anyhow::Result<()> {
+    let s = client.summary(path).await?;
+    if json {
+        print_json(&output::count_json(path, &s))
+    } else {
+        print_text(&output::count_plain(path, &s))
+    }
+}
+
+/// `dfs du`: the total of `path`, or of each of its entries.
+pub(crate) async fn du(
+    client: &Client,
+    path: &str,
+    summarize: bool,
+    human: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let stat = client.stat(path).await?;
+    let mut rows = Vec::new();
+    if summarize || stat.kind == FileKind::File {
+        rows.push((stat.path.clone(), client.summary(&stat.path).await?.bytes));
+    } else {
+        let mut after = None;
+        loop {
+            let (page, next) = client.list_page(&stat.path, after, LS_PAGE).await?;
+            for e in page {
+                let child = join_path(&stat.path, &e.name);
+                let size = match e.kind {
+                    FileKind::File => e.size,
+                    FileKind::Dir => client.summary(&child).await?.bytes,
+                };
+                rows.push((child, size));
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    if json {
+        print_json(&output::du_json(&rows))
+    } else {
+        print_text(&output::du_plain(&rows, human))
+    }
+}
+
+/// `dfs tree`: `path` and what is below it, depth first, at most `depth` levels. Each
+/// level being printed holds its directory's listing.
+pub(crate) async fn tree(client: &Client, path: &str, depth: Option<usize>) -> anyhow::Result<()> {
+    struct Level {
+        dir: String,
+        entries: std::vec::IntoIter<DirEntry>,
+        left: usize,
+        prefix: String,
+    }
+    let stat = client.stat(path).await?;
+    print_text(&format!("{}\n", stat.path))?;
+    let (mut dirs, mut files) = (0u64, 0u64);
+    let mut stack = Vec::new();
+    if stat.kind == FileKind::Dir {
+        let entries = client.list(&stat.path).await?;
+        stack.push(Level {
+            left: entries.len(),
+            entries: entries.into_iter(),
+            dir: stat.path.clone(),
+            prefix: String::new(),
+        });
+    }
+    while let Some(top) = stack.last_mut() {
+        let Some(e) = top.entries.next() else {
+            stack.pop();
+            continue;
+        };
+        top.left -= 1;
+        let last = top.left == 0;
+        let (branch, carry) = if last {
+            ("└── ", "    ")
+        } else {
+            ("├── ", "│   ")
+        };
+        let prefix = format!("{}{carry}", top.prefix);
+        let child = join_path(&top.dir, &e.name);
+        if e.kind == FileKind::Dir {
+            dirs += 1;
+            print_text(&format!("{}{branch}{}/\n", top.prefix, e.name))?;
+            if depth.is_none_or(|d| stack.len() < d) {
+                let entries = client.list(&child).await?;
+                stack.push(Level {
+                    left: entries.len(),
+                    entries: entries.into_iter(),
+                    dir: child,
+                    prefix,
+                });
+            }
+        } else {
+            files += 1;
+            print_text(&format!("{}{branch}{}\n", top.prefix, e.name))?;
+        }
+    }
+    print_text(&format!(
+        "\n{dirs} director{}, {files} file{}\n",
+        if dirs == 1 { "y" } else { "ies" },
+        if files == 1 { "" } else { "s" }
+    ))
+}
+
+fn join_path(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
 }

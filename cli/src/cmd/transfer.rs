@@ -206,3 +206,44 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
     }
     result
 }
+
+/// How much `head -n` reads at a time while looking for the end of its lines.
+const HEAD_STEP: u64 = 64 << 10;
+
+/// `dfs head`: the first `bytes` bytes, else the first `lines` lines (10), of `remote`.
+pub(crate) async fn head(
+    client: &Client,
+    remote: &str,
+    bytes: Option<u64>,
+    lines: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut out = tokio::io::stdout();
+    if let Some(n) = bytes {
+        client.get_range(remote, 0, n, &mut out).await?;
+        return Ok(());
+    }
+    let want = lines.unwrap_or(10);
+    let mut seen = 0u64;
+    let mut at = 0u64;
+    while seen < want {
+        let mut piece = Vec::new();
+        let got = client.get_range(remote, at, HEAD_STEP, &mut piece).await?;
+        let mut cut = piece.len();
+        for (i, b) in piece.iter().enumerate() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == want {
+                    cut = i + 1;
+                    break;
+                }
+            }
+        }
+        out.write_all(&piece[..cut]).await?;
+        if got < HEAD_STEP {
+            break;
+        }
+        at += got;
+    }
+    out.flush().await?;
+    Ok(())
+}
