@@ -107,6 +107,7 @@ pub(crate) enum Command {
         interval: Duration,
     },
     /// List a directory (default /).
+    #[command(disable_help_flag = true)]
     Ls {
         /// Long format: kind, size, modification time.
         #[arg(short = 'l')]
@@ -114,10 +115,19 @@ pub(crate) enum Command {
         /// List subdirectories recursively.
         #[arg(short = 'R')]
         recursive: bool,
+        /// With -l, sizes in KiB, MiB, GiB.
+        #[arg(short = 'h')]
+        human: bool,
+        /// List PATH itself, not its entries.
+        #[arg(short = 'd')]
+        directory: bool,
         path: Option<String>,
         /// Print JSON: [{"name","kind","size"}].
         #[arg(long)]
         json: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
     /// Create a directory.
     Mkdir {

@@ -156,17 +156,20 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
         Command::Ls {
             long,
             recursive,
+            human,
+            directory,
             path,
             json,
+            help: _,
         } => {
-            cmd::namespace::ls(
-                &client,
-                path.as_deref().unwrap_or("/"),
+            let view = cmd::namespace::LsView {
                 long,
                 recursive,
+                human,
+                directory,
                 json,
-            )
-            .await
+            };
+            cmd::namespace::ls(&client, path.as_deref().unwrap_or("/"), view).await
         }
         Command::Mkdir { parents, path } => Ok(client.mkdir(&path, parents).await?),
         Command::Head {

@@ -63,16 +63,21 @@ pub fn ls_json(entries: &[DirEntry]) -> Value {
 }
 
 /// One name per line; `long` adds kind, size and time. Directories end in `/`.
-pub fn ls_plain(entries: &[DirEntry], long: bool) -> String {
+pub fn ls_plain(entries: &[DirEntry], long: bool, human: bool) -> String {
     let mut out = String::new();
     for e in entries {
         let slash = if e.kind == FileKind::Dir { "/" } else { "" };
         if long {
+            let size = if human {
+                crate::units::human_size(e.size)
+            } else {
+                e.size.to_string()
+            };
             let _ = writeln!(
                 out,
                 "{:<4} {:>14} {}  {}{}",
                 e.kind.as_str(),
-                e.size,
+                size,
                 time(e.mtime),
                 e.name,
                 slash

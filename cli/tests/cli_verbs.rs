@@ -620,6 +620,24 @@ async fn head_rmdir_count_du_df_and_tree() {
             "{shallow}"
         );
 
+        // ls -d lists the path itself; -h shows sizes for people.
+        assert_eq!(
+            String::from_utf8_lossy(&ok(&dfs(&m, &["ls", "-d", "/d"], None).await).stdout),
+            "/d/\n"
+        );
+        let me = json(&dfs(&m, &["ls", "-d", "/d/sub/big", "--json"], None).await);
+        assert_eq!(me[0]["name"], "/d/sub/big");
+        assert_eq!(me[0]["kind"], "file");
+        assert_eq!(me[0]["size"], big.len() as u64);
+        let long = String::from_utf8_lossy(
+            &ok(&dfs(&m, &["ls", "-l", "-h", "/d/sub"], None).await).stdout,
+        )
+        .into_owned();
+        assert!(long.contains("2.0 MiB") && long.contains("big"), "{long}");
+        assert!(ok(&dfs(&m, &["ls", "--help"], None).await)
+            .stdout
+            .starts_with(b"List a directory"));
+
         // rmdir: only an empty directory.
         failed_with(
             &dfs(&m, &["rmdir", "/d"], None).await,

@@ -9,13 +9,39 @@ use crate::cmd::{print_json, print_text};
 /// bounded however large the directory.
 const LS_PAGE: u32 = 5_000;
 
-pub(crate) async fn ls(
-    client: &Client,
-    path: &str,
-    long: bool,
-    recursive: bool,
-    json: bool,
-) -> anyhow::Result<()> {
+/// How `ls` shows what it lists.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LsView {
+    pub(crate) long: bool,
+    pub(crate) recursive: bool,
+    pub(crate) human: bool,
+    /// PATH itself, not its entries (`-d`).
+    pub(crate) directory: bool,
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn ls(client: &Client, path: &str, view: LsView) -> anyhow::Result<()> {
+    let LsView {
+        long,
+        recursive,
+        human,
+        directory,
+        json,
+    } = view;
+    if directory {
+        let stat = client.stat(path).await?;
+        let me = [DirEntry {
+            name: path.to_string(),
+            kind: stat.kind,
+            size: stat.size,
+            mtime: stat.mtime,
+        }];
+        return if json {
+            print_json(&output::ls_json(&me))
+        } else {
+            print_text(&output::ls_plain(&me, long, human))
+        };
+    }
     let mut array = output::JsonArray::default();
     // Depth-first like `ls -R`; an explicit stack keeps deep trees off the call stack.
     let root = path.trim_end_matches('/').to_string();
@@ -55,7 +81,7 @@ pub(crate) async fn ls(
             if json {
                 print_text(&array.items(&output::ls_json(&page))?)?;
             } else {
-                print_text(&output::ls_plain(&page, long))?;
+                print_text(&output::ls_plain(&page, long, human))?;
             }
             match next {
                 Some(n) => after = Some(n),
