@@ -146,6 +146,12 @@ pub(crate) enum Command {
         skip_trash: bool,
         path: String,
     },
+    /// Set the modification time of each PATH to now, creating an empty file where
+    /// nothing is (the parent must exist).
+    Touch {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Remove an empty directory (a file or a directory with entries is refused).
     Rmdir { path: String },
     /// Show the bytes stored at or below each entry of PATH (default /), or with -s

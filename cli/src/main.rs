@@ -178,6 +178,12 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             lines,
         } => cmd::transfer::head(&client, &remote, bytes, lines).await,
         Command::Rmdir { path } => cmd::namespace::rmdir(&client, &path).await,
+        Command::Touch { paths } => {
+            for path in paths {
+                client.touch(&path).await?;
+            }
+            Ok(())
+        }
         Command::Du {
             summarize,
             human,

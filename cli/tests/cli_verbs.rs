@@ -660,3 +660,54 @@ async fn head_rmdir_count_du_df_and_tree() {
     })
     .await
 }
+
+/// `dfs touch`: creates empty files, moves the modification time of what exists
+/// (files and directories) to now on the master's clock, refuses a missing parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touch_creates_and_moves_times() {
+    bounded(async {
+        let clock = dfs_testkit::Clock::manual(1_700_000_000);
+        let (_dir, cluster) = dfs_testkit::cluster_with(|o| o.clock = Some(clock.clone())).await;
+        let m = target(&cluster);
+        ok(&dfs(&m, &["touch", "/new", "/other"], None).await);
+        let stat = json(&dfs(&m, &["stat", "/new", "--json"], None).await);
+        assert_eq!(stat["kind"], "file");
+        assert_eq!(stat["size"], 0);
+        assert_eq!(ok(&dfs(&m, &["cat", "/new"], None).await).stdout, b"");
+        let before = stat["mtime"].as_u64().expect("mtime");
+
+        ok(&dfs(&m, &["put", "--force", "-", "/new"], Some(b"kept")).await);
+        ok(&dfs(&m, &["mkdir", "/dir"], None).await);
+        clock.advance(std::time::Duration::from_secs(100));
+        // The jump leaves every chunkserver's last heartbeat 100 s old: wait for the next.
+        let c = cluster.client();
+        dfs_testkit::wait_until(std::time::Duration::from_secs(20), "heartbeats", || async {
+            c.status()
+                .await
+                .is_ok_and(|s| s.chunkservers.iter().all(|cs| cs.alive))
+        })
+        .await;
+        ok(&dfs(&m, &["touch", "/new", "/dir"], None).await);
+        let stat = json(&dfs(&m, &["stat", "/new", "--json"], None).await);
+        assert_eq!(stat["mtime"].as_u64(), Some(before + 100));
+        assert_eq!(
+            ok(&dfs(&m, &["cat", "/new"], None).await).stdout,
+            b"kept",
+            "content untouched"
+        );
+        let dir = json(&dfs(&m, &["stat", "/dir", "--json"], None).await);
+        assert_eq!(dir["mtime"].as_u64(), Some(before + 100));
+
+        failed_with(
+            &dfs(&m, &["touch", "/missing/x"], None).await,
+            "/missing: no such file or directory",
+        );
+        assert_ne!(
+            dfs(&m, &["touch"], None).await.code,
+            0,
+            "a path is required"
+        );
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await
+}

@@ -235,6 +235,15 @@ impl Client {
     }
 
     /// Moves `src` to `dst` atomically, or into `dst` when that is a directory.
+    /// Sets the modification time of `path` to now, creating an empty file there
+    /// when nothing is.
+    pub async fn touch(&self, path: &str) -> Result<(), ClientError> {
+        self.master_ok(Request::Master(ClientToMaster::Touch {
+            path: path.to_string(),
+        }))
+        .await
+    }
+
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         self.master_ok(Request::Master(ClientToMaster::Rename {
             src: src.to_string(),

@@ -37,7 +37,8 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::AbortPut { .. }
         | ClientToMaster::RetryChunk { .. }
         | ClientToMaster::SetReplication { .. }
-        | ClientToMaster::AppendTarget { .. } => Role::ReadWrite,
+        | ClientToMaster::AppendTarget { .. }
+        | ClientToMaster::Touch { .. } => Role::ReadWrite,
         ClientToMaster::Decommission { .. }
         | ClientToMaster::Balance {
             threshold_percent: Some(_),

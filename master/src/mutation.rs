@@ -118,6 +118,8 @@ pub enum Mutation {
     },
     /// Cluster seconds reached: after a restart the clock starts no lower.
     ClockFloor { secs: u64 },
+    /// `ino`'s modification time set (`dfs touch`).
+    SetTimes { ino: u64, mtime: u64 },
 }
 
 impl Mutation {
@@ -142,6 +144,7 @@ impl Mutation {
             Mutation::RemoveKey { .. } => "remove-key",
             Mutation::EnrollServer { .. } => "enroll-server",
             Mutation::ClockFloor { .. } => "clock-floor",
+            Mutation::SetTimes { .. } => "set-times",
         }
     }
 

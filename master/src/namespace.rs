@@ -273,6 +273,24 @@ impl Namespace {
         }
     }
 
+    /// `dfs touch`: the modification time of what is at `raw` set to `now`, or an
+    /// empty file (at `replication`) created there.
+    pub fn plan_touch(&self, raw: &str, replication: u32, now: u64) -> Result<Mutation, OpError> {
+        let comps = path::components(raw)?;
+        match self.resolve(&comps) {
+            Ok((ino, _)) => Ok(Mutation::SetTimes { ino, mtime: now }),
+            Err(OpError::Client(ErrorCode::NotFound { .. })) => {
+                match self.plan_append_file(raw, true, replication, now)? {
+                    (_, Some(m)) => Ok(m),
+                    // Not there a moment ago, there now: only under the same lock, so
+                    // this is not reached; a touch of it is what was asked.
+                    (ino, None) => Ok(Mutation::SetTimes { ino, mtime: now }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Rewrites file `ino` after `change` edited its chunk list.
     fn update_file(
         &mut self,
@@ -1171,6 +1189,11 @@ impl Namespace {
             } => {
                 txn.put_server_key(*server, fingerprint);
                 self.server_keys.insert(*server, *fingerprint);
+            }
+            Mutation::SetTimes { ino, mtime } => {
+                let mut inode = self.inode(*ino)?.clone();
+                inode.mtime = *mtime;
+                self.put_inode(&mut txn, *ino, inode)?;
             }
             Mutation::ClockFloor { secs } => {
                 if *secs > self.clock_floor {

@@ -658,6 +658,12 @@ impl Master {
             ClientToMaster::ListKeys => Ok(Response::Keys {
                 keys: self.read(|st| Ok(keys::list(&st.ns))).await?,
             }),
+            ClientToMaster::Touch { path } => {
+                let replication = self.config.replication;
+                self.mutate(|st| Ok((Some(st.ns.plan_touch(&path, replication, now)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
             ClientToMaster::RemoveKey { name } => {
                 self.mutate(|st| Ok((Some(keys::plan_remove(&st.ns, &name)?), ())))
                     .await?;

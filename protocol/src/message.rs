@@ -159,6 +159,11 @@ pub enum ClientToMaster {
         after: Option<String>,
         limit: u32,
     },
+    /// Sets the modification time of `path` to now, creating an empty file (at the
+    /// cluster's replication) when nothing is there; answered `Ok`.
+    Touch {
+        path: String,
+    },
 }
 
 impl ClientToMaster {
@@ -190,6 +195,7 @@ impl ClientToMaster {
             ClientToMaster::TrashPage { .. } => "TrashPage",
             ClientToMaster::FsckPage { .. } => "FsckPage",
             ClientToMaster::StatusPage { .. } => "StatusPage",
+            ClientToMaster::Touch { .. } => "Touch",
         }
     }
 }

@@ -154,6 +154,7 @@ fn request() -> impl Strategy<Value = Request> {
         )),
         Just(Request::Master(ClientToMaster::ListKeys)),
         ".*".prop_map(|name| Request::Master(ClientToMaster::RemoveKey { name })),
+        ".*".prop_map(|path| Request::Master(ClientToMaster::Touch { path })),
         (".*", proptest::option::of(".*"), any::<u32>()).prop_map(|(path, after, limit)| {
             Request::Master(ClientToMaster::ListPage { path, after, limit })
         }),
