@@ -510,16 +510,10 @@ impl Master {
                     let seq = self.log_apply(st, m)?;
                     for c in chains {
                         if chunks.iter().any(|k| k.handle == c.handle) {
-                            st.map.record_chain(c.handle, c.version, &c.chain);
                             // A chain the write failed over from may have left a whole
                             // replica at an older version: stale now, as after a grant,
                             // not only once its server registers again.
-                            for (server, v) in st.map.holders(&c.handle) {
-                                if v < c.version {
-                                    tracing::info!(chunk = %c.handle, %server, have = %v, want = %c.version, "stale replica left by a failed-over write");
-                                    st.stale.insert((server, c.handle));
-                                }
-                            }
+                            st.fence(c.handle, c.version, &c.chain);
                         }
                     }
                     tracing::debug!(seq, %upload, chunks = chunks.len(), "file committed");

@@ -163,8 +163,8 @@ impl State {
             .collect()
     }
 
-    /// After a grant on `chain`, every other holder of `h` is stale.
-    fn fence(&mut self, h: ChunkHandle, version: ChunkVersion, chain: &[ServerId]) {
+    /// After a grant or a put's commit on `chain`, every other holder of `h` is stale.
+    pub(super) fn fence(&mut self, h: ChunkHandle, version: ChunkVersion, chain: &[ServerId]) {
         self.map.record_chain(h, version, chain);
         for (server, _) in self.map.holders(&h) {
             if !chain.contains(&server) {
