@@ -528,18 +528,26 @@ async fn fill(
     size: u64,
     limit: Duration,
 ) -> Result<(), ProtocolError> {
+    let blocking = |e| ProtocolError::Remote(blocking_failed(e));
+    let refused = |e: crate::error::StoreError| ProtocolError::Remote(e.to_code());
+    // One reader for the whole fill: the replica does not change before the lease.
+    let store = store.clone();
+    let mut reader =
+        tokio::task::spawn_blocking(move || store.open_reader(token.handle, token.version))
+            .await
+            .map_err(blocking)?
+            .map_err(refused)?;
     let mut at = 0;
     while at < size {
         let n = (size - at).min(FILL_BATCH);
-        let store = store.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            store
-                .open_reader(token.handle, token.version)
-                .and_then(|mut r| r.read(at, n))
+        let (back, data) = tokio::task::spawn_blocking(move || {
+            let data = reader.read(at, n);
+            (reader, data)
         })
         .await
-        .map_err(|e| ProtocolError::Remote(blocking_failed(e)))?
-        .map_err(|e| ProtocolError::Remote(e.to_code()))?;
+        .map_err(blocking)?;
+        reader = back;
+        let data = data.map_err(refused)?;
         let pieces: Vec<Bytes> = (0..data.len())
             .step_by(dfs_protocol::PACKET_SIZE)
             .map(|i| data.slice(i..(i + dfs_protocol::PACKET_SIZE).min(data.len())))
