@@ -170,7 +170,6 @@ pub(crate) async fn tree(client: &Client, path: &str, depth: Option<usize>) -> a
     struct Level {
         dir: String,
         entries: std::vec::IntoIter<DirEntry>,
-        left: usize,
         prefix: String,
     }
     let stat = client.stat(path).await?;
@@ -178,43 +177,42 @@ pub(crate) async fn tree(client: &Client, path: &str, depth: Option<usize>) -> a
     let (mut dirs, mut files) = (0u64, 0u64);
     let mut stack = Vec::new();
     if stat.kind == FileKind::Dir {
-        let entries = client.list(&stat.path).await?;
+        let entries = client.list(&stat.path).await?.into_iter();
         stack.push(Level {
-            left: entries.len(),
-            entries: entries.into_iter(),
             dir: stat.path.clone(),
+            entries,
             prefix: String::new(),
         });
     }
-    while let Some(top) = stack.last_mut() {
+    while !stack.is_empty() {
+        let level = stack.len();
+        let Some(top) = stack.last_mut() else { break };
         let Some(e) = top.entries.next() else {
             stack.pop();
             continue;
         };
-        top.left -= 1;
-        let last = top.left == 0;
-        let (branch, carry) = if last {
+        let (branch, carry) = if top.entries.len() == 0 {
             ("└── ", "    ")
         } else {
             ("├── ", "│   ")
         };
-        let prefix = format!("{}{carry}", top.prefix);
-        let child = join_path(&top.dir, &e.name);
-        if e.kind == FileKind::Dir {
-            dirs += 1;
-            print_text(&format!("{}{branch}{}/\n", top.prefix, e.name))?;
-            if depth.is_none_or(|d| stack.len() < d) {
-                let entries = client.list(&child).await?;
-                stack.push(Level {
-                    left: entries.len(),
-                    entries: entries.into_iter(),
-                    dir: child,
-                    prefix,
-                });
-            }
-        } else {
+        let is_dir = e.kind == FileKind::Dir;
+        let slash = if is_dir { "/" } else { "" };
+        print_text(&format!("{}{branch}{}{slash}\n", top.prefix, e.name))?;
+        if !is_dir {
             files += 1;
-            print_text(&format!("{}{branch}{}\n", top.prefix, e.name))?;
+            continue;
+        }
+        dirs += 1;
+        if depth.is_none_or(|d| level < d) {
+            let dir = join_path(&top.dir, &e.name);
+            let prefix = format!("{}{carry}", top.prefix);
+            let entries = client.list(&dir).await?.into_iter();
+            stack.push(Level {
+                dir,
+                entries,
+                prefix,
+            });
         }
     }
     print_text(&format!(
