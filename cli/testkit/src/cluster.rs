@@ -16,9 +16,7 @@ pub async fn cluster_with(
     tweak: impl FnOnce(&mut ClusterOptions),
 ) -> (tempfile::TempDir, LocalCluster) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut options = ClusterOptions::for_tests(dir.path());
-    tweak(&mut options);
-    let cluster = LocalCluster::start(options).await.expect("cluster starts");
+    let cluster = cluster_in(dir.path(), tweak).await;
     (dir, cluster)
 }
 
