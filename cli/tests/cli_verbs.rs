@@ -289,13 +289,10 @@ async fn namespace_verbs_and_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_usage_and_unreachable_master() {
     bounded(async {
-        // a port nothing listens on: bind, learn it, release it
+        // A port nothing listens on, below the ephemeral range, so no other test's
+        // server (in-process clusters bind port 0) takes it meanwhile.
         let free = Target {
-            master: std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string(),
+            master: dfs_testkit::free_addr(),
             secret: dfs_client::ClusterSecret::generate().encode(),
         };
         failed_with(
