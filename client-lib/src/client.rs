@@ -120,6 +120,9 @@ impl ChunkWrite {
     }
 }
 
+/// Times a get reads on with fresh metadata after its chunks moved to a new version.
+const MAX_VERSION_MOVES: u32 = 3;
+
 /// One ranged read of a get.
 #[derive(Clone, Debug)]
 struct Unit {
@@ -603,16 +606,62 @@ impl Client {
     where
         W: AsyncWrite + Unpin,
     {
-        let end = start.saturating_add(len);
-        let stat = self.stat(path).await?;
-        if stat.kind == FileKind::Dir {
-            return Err(ErrorCode::IsADirectory { path: stat.path }.into());
+        let mut done = 0u64;
+        let mut moved_on = 0;
+        loop {
+            let stat = self.stat(path).await?;
+            if stat.kind == FileKind::Dir {
+                return Err(ErrorCode::IsADirectory { path: stat.path }.into());
+            }
+            let from = start.saturating_add(done);
+            let left = len.saturating_sub(done);
+            match self
+                .read_stat_range(&stat, from, left, &mut writer, &mut done)
+                .await
+            {
+                // Every replica refused the version we asked for: if the chunk moved
+                // to a new version meanwhile (a lease grant, a settle), read on from
+                // where we are with fresh metadata; anything else is the answer.
+                Err(e @ ClientError::NoReplica { .. }) if moved_on < MAX_VERSION_MOVES => {
+                    let now = self.stat(path).await?;
+                    let moved = now
+                        .chunks
+                        .iter()
+                        .zip(&stat.chunks)
+                        .any(|(a, b)| a.handle == b.handle && a.version != b.version);
+                    if !moved {
+                        return Err(e);
+                    }
+                    moved_on += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    writer.flush().await.map_err(ClientError::Output)?;
+                    return Ok(done);
+                }
+            }
         }
+    }
+
+    /// Writes `len` bytes from `start` of the file `stat` describes to `writer`,
+    /// counting what was written in `done` (also when it fails part-way).
+    async fn read_stat_range<W>(
+        &self,
+        stat: &FileStat,
+        start: u64,
+        len: u64,
+        writer: &mut W,
+        done: &mut u64,
+    ) -> Result<(), ClientError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let end = start.saturating_add(len);
         let unit_len = self.inner.options.read_unit.max(1);
         let mut units = Vec::new();
         let mut chunk_start = 0u64;
-        for chunk in stat.chunks {
-            let chunk = Arc::new(chunk);
+        for chunk in &stat.chunks {
+            let chunk = Arc::new(chunk.clone());
             let mut offset = start.saturating_sub(chunk_start);
             let stop = end.saturating_sub(chunk_start).min(chunk.size);
             chunk_start += chunk.size;
@@ -629,15 +678,13 @@ impl Client {
         }
         let mut pieces = futures::stream::iter(units.into_iter().map(|u| self.read_unit(u)))
             .buffered(self.inner.options.read_parallelism.max(1));
-        let mut total = 0u64;
         while let Some(parts) = pieces.try_next().await? {
             for part in parts {
                 writer.write_all(&part).await.map_err(ClientError::Output)?;
-                total += part.len() as u64;
+                *done += part.len() as u64;
             }
         }
-        writer.flush().await.map_err(ClientError::Output)?;
-        Ok(total)
+        Ok(())
     }
 
     /// Reads one range, trying each replica in turn (starting at a different one per
