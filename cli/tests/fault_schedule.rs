@@ -267,6 +267,25 @@ impl Run {
         }
     }
 
+    /// Reads `path` whole, retrying while the cluster settles (a replica found damaged
+    /// is replaced, an open chunk is settled at a new version): `Some(true)` and its
+    /// bytes, `Some(false)` when it is not there, `None` when it stays unreadable. A
+    /// wrong answer is never retried away: the caller compares the bytes.
+    async fn read_after_healing(&self, path: &str) -> (Option<bool>, Vec<u8>) {
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got.clear();
+            match self.admin.get(path, &mut got).await {
+                Ok(_) => return (Some(true), got),
+                Err(dfs_client::ClientError::Remote(dfs_client::ErrorCode::NotFound {
+                    ..
+                })) => return (Some(false), got),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        (None, got)
+    }
+
     /// Heals everything and checks every acknowledged byte, then waits for fsck.
     async fn verify(&mut self) {
         self.heal_transient();
@@ -286,26 +305,7 @@ impl Run {
         .await;
         let files = self.files.clone();
         for (path, known) in &files {
-            let mut got = Vec::new();
-            let mut found = None;
-            // Reads are retried while the cluster settles (a replica found damaged
-            // is replaced); a wrong answer is never accepted.
-            for _ in 0..100 {
-                got.clear();
-                match self.admin.get(path, &mut got).await {
-                    Ok(_) => {
-                        found = Some(true);
-                        break;
-                    }
-                    Err(dfs_client::ClientError::Remote(dfs_client::ErrorCode::NotFound {
-                        ..
-                    })) => {
-                        found = Some(false);
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
+            let (found, got) = self.read_after_healing(path).await;
             match found {
                 Some(true) if got == known.bytes => {}
                 Some(true) => self.fail(format!("{path}: other bytes than acknowledged")),
@@ -315,9 +315,9 @@ impl Run {
             }
         }
         if !self.acked.is_empty() {
-            let mut log = Vec::new();
-            if let Err(e) = self.admin.get(LOG, &mut log).await {
-                self.fail(format!("the log is unreadable after healing: {e}"));
+            let (found, log) = self.read_after_healing(LOG).await;
+            if found != Some(true) {
+                self.fail(format!("the log is unreadable after healing ({found:?})"));
             }
             match parse_log(&log) {
                 Ok(ids) => {
