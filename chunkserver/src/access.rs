@@ -117,6 +117,12 @@ fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &C
             version,
             token,
             ..
+        })
+        | Request::Chunk(ChunkRequest::CopyFrom {
+            handle,
+            version,
+            token,
+            ..
         }) => (
             Sender::ClientOrPeer(Role::ReadWrite),
             *handle,
@@ -131,6 +137,11 @@ fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &C
             ..
         })
         | Request::Chunk(ChunkRequest::ChunkLength {
+            handle,
+            version,
+            token,
+        })
+        | Request::Chunk(ChunkRequest::Digest {
             handle,
             version,
             token,

@@ -102,3 +102,41 @@ pub(crate) async fn read_chunk(
     let _ = producer.await;
     Ok(())
 }
+
+/// The length of the replica `handle` at `version` and the blake3 of its content,
+/// every block verified on the way (a damaged replica is quarantined, as on a read).
+pub(crate) async fn digest(
+    ctx: &Ctx,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+) -> Result<(u64, [u8; 32]), ErrorCode> {
+    let store = ctx.store.clone();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut seen = None;
+        let result = (|| {
+            let mut reader = store.open_reader(handle, version)?;
+            let len = reader.len();
+            seen = Some(len);
+            let mut hasher = blake3::Hasher::new();
+            let mut pos = 0;
+            while pos < len {
+                let n = (len - pos).min(PACKET_SIZE as u64);
+                let blocks = reader.read_blocks(pos, n)?;
+                hasher.update(&blocks.data);
+                pos += n;
+            }
+            Ok::<_, StoreError>((len, *hasher.finalize().as_bytes()))
+        })();
+        if let Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })) = &result {
+            if let Err(q) = store.quarantine_damaged(handle, version, seen) {
+                tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
+            }
+        }
+        result
+    })
+    .await
+    .map_err(|e| ErrorCode::Unavailable {
+        reason: format!("digest task: {e}"),
+    })?;
+    hashed.map_err(|e| e.to_code())
+}

@@ -1,6 +1,7 @@
-//! Copying chunks from other replicas at the master's order (repair and
-//! re-replication). The copy is pulled with an ordinary verified read, checked again
-//! block by block here, and committed like any other chunk write.
+//! Copying chunks from other replicas: at the master's order (repair and
+//! re-replication), and into a new chunk at a client's request (a server-side
+//! `dfs cp`). The copy is pulled with an ordinary verified read, checked again block
+//! by block here, and committed like any other chunk write.
 
 use std::sync::Arc;
 
@@ -99,10 +100,41 @@ pub async fn replicator(
     tracker.wait().await;
 }
 
-/// Pulls one chunk from `order.source`.
+/// Pulls one chunk from `order.source`, paced with the other repairs.
 pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
     if ctx.store.get(&order.handle).is_some() {
         return Ok(order.size);
+    }
+    copy_into(
+        ctx,
+        order,
+        order.handle,
+        order.version,
+        Some(&ctx.copy_pace),
+    )
+    .await
+}
+
+/// Pulls the chunk `order` names and stores its bytes as the replica `handle` at
+/// `version` (the same chunk for a repair, a new one for a client's copy).
+pub async fn copy_into(
+    ctx: &Ctx,
+    order: &ReplicateOrder,
+    handle: dfs_protocol::ChunkHandle,
+    version: dfs_protocol::ChunkVersion,
+    pace: Option<&Pace>,
+) -> Result<u64, ErrorCode> {
+    if handle != order.handle {
+        match ctx.store.get(&handle) {
+            // A retried request whose first try got through.
+            Some((v, size)) if v == version && size == order.size => return Ok(size),
+            Some(_) => {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!("chunk {handle} already exists here"),
+                })
+            }
+            None => {}
+        }
     }
     let unavailable = |what: String| ErrorCode::Unavailable { reason: what };
     let mut conn = dial(&ctx.identity, &order.source, ctx.config.connect_timeout)
@@ -125,7 +157,7 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
 
     let (tx, rx) = mpsc::channel::<Piece>(COPY_QUEUE);
     let store = ctx.store.clone();
-    let (handle, version) = (order.handle, order.version);
+    let source = order.handle;
     let writer = tokio::task::spawn_blocking(move || disk_writer(store, handle, version, rx));
     let mut expect = 0u64;
     let streamed = async {
@@ -153,12 +185,14 @@ pub async fn copy(ctx: &Ctx, order: &ReplicateOrder) -> Result<u64, ErrorCode> {
             // The source verified before sending; verify again for what the wire did.
             checksum::verify_blocks(&frame.payload, &checksums).map_err(|b| {
                 ErrorCode::ChecksumMismatch {
-                    handle,
+                    handle: source,
                     offset: offset + b as u64 * dfs_protocol::CHECKSUM_BLOCK,
                 }
             })?;
             expect += frame.payload.len() as u64;
-            ctx.copy_pace.take(frame.payload.len() as u64).await;
+            if let Some(pace) = pace {
+                pace.take(frame.payload.len() as u64).await;
+            }
             tx.send(Piece::Data(frame.payload))
                 .await
                 .map_err(|_| unavailable("local write stopped".into()))?;

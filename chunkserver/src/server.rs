@@ -240,6 +240,37 @@ async fn chunk_link(
             let response = crate::append::chunk_length(ctx, handle, version).await;
             answer(conn, id, response).await
         }
+        ChunkRequest::CopyFrom {
+            handle,
+            version,
+            source,
+            ..
+        } => {
+            let span = tracing::info_span!("copy-from", %handle, %version, from = %source.handle, source = %source.source);
+            let response = match stream_slot(ctx).await {
+                Ok(_slot) => crate::repair::copy_into(ctx, &source, handle, version, None)
+                    .instrument(span)
+                    .await
+                    .map(|size| Response::ChunkWritten { handle, size })
+                    .unwrap_or_else(Response::Error),
+                Err(busy) => Response::Error(busy),
+            };
+            answer(conn, id, response).await
+        }
+        ChunkRequest::Digest {
+            handle, version, ..
+        } => {
+            let span = tracing::debug_span!("digest", %handle, %version);
+            let response = match stream_slot(ctx).await {
+                Ok(_slot) => crate::read::digest(ctx, handle, version)
+                    .instrument(span)
+                    .await
+                    .map(|(size, digest)| Response::ChunkDigest { size, digest })
+                    .unwrap_or_else(Response::Error),
+                Err(busy) => Response::Error(busy),
+            };
+            answer(conn, id, response).await
+        }
         ChunkRequest::WritePacket { .. } => {
             let reason = "WritePacket outside a write or an append".into();
             answer(conn, id, Response::Error(ErrorCode::BadRequest { reason })).await

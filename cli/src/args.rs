@@ -41,6 +41,9 @@ pub(crate) struct Cli {
     /// `dfs up --tls` stored for this master, if any).
     #[arg(long, global = true, env = "DFS_TLS_CA", value_name = "PATH")]
     pub(crate) tls_ca: Option<PathBuf>,
+    /// No progress bars (they are shown only when stderr is a terminal anyway).
+    #[arg(short = 'q', long, global = true)]
+    pub(crate) quiet: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -54,19 +57,90 @@ pub(crate) enum Command {
     /// Run a whole local cluster (a master and chunkservers) in this process; Ctrl-C stops it.
     Up(UpArgs),
     /// Store LOCAL (a file, or '-' for stdin) at REMOTE; visible only once complete.
+    ///
+    /// With several LOCALs, or -r for directories, REMOTE is a directory (created if
+    /// missing) and the files are stored several at a time (--parallel). A file that
+    /// fails is reported and the rest go on; the exit status says whether all did.
     Put {
-        local: String,
+        /// Files (or with -r directories) to store; '-' is stdin.
+        #[arg(required = true, num_args = 1.., value_name = "LOCAL")]
+        local: Vec<String>,
         /// Remote path; a trailing '/' or an existing directory keeps LOCAL's file name.
         remote: String,
+        /// Store directories and everything below them.
+        #[arg(short = 'r', long)]
+        recursive: bool,
         /// Replicas per chunk (the cluster's default if not given).
         #[arg(long, value_name = "N")]
         replication: Option<u32>,
         /// Replace REMOTE if it exists.
         #[arg(long)]
         force: bool,
+        /// Files transferred at once with -r or several LOCALs.
+        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: u32,
     },
     /// Fetch REMOTE into LOCAL (a file or directory, or '-' for stdout).
-    Get { remote: String, local: String },
+    ///
+    /// With several REMOTEs, or -r for directories, LOCAL is a directory (created if
+    /// missing). Each file appears whole under its name or not at all.
+    Get {
+        /// Files (or with -r directories) to fetch.
+        #[arg(required = true, num_args = 1.., value_name = "REMOTE")]
+        remote: Vec<String>,
+        local: String,
+        /// Fetch directories and everything below them.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Files transferred at once with -r or several REMOTEs.
+        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: u32,
+    },
+    /// Copy SRC to DST inside the cluster: the chunkservers copy the chunks among
+    /// themselves, so no bytes pass through this machine (unless --through-client).
+    ///
+    /// DST (or with several SRCs, DST/name) must not exist unless --force; an existing
+    /// directory DST receives SRC under its name. DST appears whole or not at all, with
+    /// SRC's replication unless --replication.
+    Cp {
+        /// Files (or with -r directories) to copy.
+        #[arg(required = true, num_args = 1.., value_name = "SRC")]
+        src: Vec<String>,
+        dst: String,
+        /// Copy directories and everything below them.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Replicas per chunk of the copies (default: each source's).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+        /// Replace files that exist at the destination.
+        #[arg(long)]
+        force: bool,
+        /// Read the sources and write the copies through this client instead.
+        #[arg(long)]
+        through_client: bool,
+        /// Files copied at once.
+        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: u32,
+    },
+    /// Print each file's checksum: a blake3 composed from its chunks' blake3, which the
+    /// chunkservers compute, so two copies compare without downloading either.
+    ///
+    /// With --local, the same checksum of local files (cut at the cluster's chunk
+    /// size, or --chunk-size), to check a file in the cluster against its source.
+    Checksum {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// PATHs are local files.
+        #[arg(long)]
+        local: bool,
+        /// With --local: the chunk size to cut at (default: ask the master).
+        #[arg(long, value_parser = parse_size, value_name = "SIZE", requires = "local")]
+        chunk_size: Option<u64>,
+        /// Print JSON: [{"path","algorithm","checksum","size","chunks","chunk_size"}].
+        #[arg(long)]
+        json: bool,
+    },
     /// Write REMOTE to stdout.
     Cat { remote: String },
     /// Append LOCAL (a file, or '-' for stdin) to REMOTE, creating REMOTE if missing.

@@ -21,6 +21,7 @@ use cmd::{print_json, print_text};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    dfs_cli::progress::set_quiet(cli.quiet);
     let server = matches!(
         cli.command,
         Command::Master(_) | Command::Chunkserver(_) | Command::Up(_)
@@ -133,10 +134,56 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
         Command::Put {
             local,
             remote,
+            recursive,
             replication,
             force,
-        } => cmd::transfer::put(&client, &local, &remote, replication, force).await,
-        Command::Get { remote, local } => cmd::transfer::get(&client, &remote, &local).await,
+            parallel,
+        } => {
+            if let ([one], false) = (local.as_slice(), recursive) {
+                cmd::transfer::put(&client, one, &remote, replication, force).await
+            } else {
+                let batch = cmd::batch::Batch {
+                    parallel: parallel as usize,
+                    replication,
+                    force,
+                };
+                cmd::batch::put(&client, &local, &remote, recursive, batch).await
+            }
+        }
+        Command::Get {
+            remote,
+            local,
+            recursive,
+            parallel,
+        } => {
+            if let ([one], false) = (remote.as_slice(), recursive) {
+                cmd::transfer::get(&client, one, &local).await
+            } else {
+                cmd::batch::get(&client, &remote, &local, recursive, parallel as usize).await
+            }
+        }
+        Command::Cp {
+            src,
+            dst,
+            recursive,
+            replication,
+            force,
+            through_client,
+            parallel,
+        } => {
+            let batch = cmd::batch::Batch {
+                parallel: parallel as usize,
+                replication,
+                force,
+            };
+            cmd::batch::cp(&client, &src, &dst, recursive, through_client, batch).await
+        }
+        Command::Checksum {
+            paths,
+            local,
+            chunk_size,
+            json,
+        } => cmd::checksum::checksum(&client, &paths, local, chunk_size, json).await,
         Command::Cat { remote } => {
             let stdout = tokio::io::stdout();
             client.get(&remote, stdout).await?;

@@ -445,6 +445,31 @@ pub fn df_plain(s: &ClusterStatus, human: bool) -> String {
     )
 }
 
+/// `dfs checksum`'s line for one file, as `b3sum` lays it out: checksum, two spaces, path.
+pub fn checksum_plain(path: &str, sum: &dfs_client::FileChecksum) -> String {
+    format!(
+        "{}  {path}\n",
+        blake3::Hash::from_bytes(sum.digest).to_hex()
+    )
+}
+
+pub fn checksum_json(sums: &[(String, dfs_client::FileChecksum)]) -> Value {
+    Value::Array(
+        sums.iter()
+            .map(|(path, sum)| {
+                json!({
+                    "path": path,
+                    "algorithm": dfs_protocol::checksum::FILE_DIGEST_ALGORITHM,
+                    "checksum": blake3::Hash::from_bytes(sum.digest).to_hex().as_str(),
+                    "size": sum.size,
+                    "chunks": sum.chunks,
+                    "chunk_size": sum.chunk_size,
+                })
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

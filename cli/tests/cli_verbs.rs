@@ -1,87 +1,10 @@
 //! The built `dfs` binary against a real cluster: stdin and stdout, the verbs, the
 //! `--json` shapes of docs/operations.md, and one-line errors with a non-zero exit.
 
-use std::process::Stdio;
-
+use dfs_testkit::verbs::{dfs, failed_with, json, ok, target, Target};
 use dfs_testkit::{bounded, cluster, data, CHUNK};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
-
-struct Out {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-/// Where the verbs go: the master's address, and the cluster secret they prove.
-struct Target {
-    master: String,
-    secret: String,
-}
-
-fn target(cluster: &dfs_cli::cluster::LocalCluster) -> Target {
-    Target {
-        master: cluster.master_addr().to_string(),
-        secret: cluster.secret().encode(),
-    }
-}
-
-async fn dfs(target: &Target, args: &[&str], stdin: Option<&[u8]>) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
-        .args(args)
-        .env("DFS_MASTER", &target.master)
-        .env("DFS_SECRET", &target.secret)
-        .env_remove("DFS_KEY")
-        .env_remove("RUST_LOG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn dfs");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(input).await.expect("write stdin");
-        drop(pipe);
-    }
-    let out = child.wait_with_output().await.expect("dfs runs");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(out: &Out) -> &Out {
-    assert_eq!(out.code, 0, "dfs failed: {}", out.stderr);
-    out
-}
-
-fn json(out: &Out) -> Value {
-    serde_json::from_slice(&ok(out).stdout).expect("valid JSON")
-}
-
-fn failed_with(out: &Out, needle: &str) {
-    assert_ne!(out.code, 0, "expected failure");
-    assert!(out.stderr.starts_with("dfs: "), "stderr: {}", out.stderr);
-    assert_eq!(
-        out.stderr.trim_end().lines().count(),
-        1,
-        "one line: {}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(needle),
-        "{needle:?} not in {}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_put_stdout_get_cat_and_files() {

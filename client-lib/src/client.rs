@@ -176,7 +176,16 @@ impl Client {
 
     /// One request to the master; an error code comes back as `ClientError::Remote`.
     pub(crate) async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
-        let addr = self.inner.master.as_str();
+        self.server_call(&self.inner.master, request).await
+    }
+
+    /// One request and its one-frame answer, to the master or a chunkserver, on a
+    /// pooled connection; an error code comes back as `ClientError::Remote`.
+    pub(crate) async fn server_call(
+        &self,
+        addr: &str,
+        request: Request,
+    ) -> Result<Response, ClientError> {
         let opts = &self.inner.options;
         let mut conn = self.inner.pool.get(addr, opts.connect_timeout).await?;
         let after = opts.io_timeout;

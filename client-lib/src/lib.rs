@@ -15,6 +15,7 @@
 //!
 //! Layout:
 //! - [`client`]: `Client` — metadata calls, the streaming put, the parallel get.
+//! - [`copy`]: server-side copies and checksums composed from chunk digests.
 //! - [`append`]: record append, and the length of chunks being appended to.
 //! - [`keys`]: issuing, listing and removing client keys.
 //! - [`listing`]: directory, trash, fsck and status listings in pages.
@@ -23,6 +24,7 @@
 
 pub mod append;
 pub mod client;
+pub mod copy;
 pub mod error;
 pub mod keys;
 pub mod listing;
@@ -30,6 +32,7 @@ pub mod pool;
 
 pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions, Routes};
+pub use copy::FileChecksum;
 pub use dfs_protocol::{
     BalanceReport, ChunkInfo, ClientKey, ClusterSecret, ClusterStatus, DirEntry, ErrorCode,
     FileHealth, FileKind, FileStat, FsckReport, Identity, KeyInfo, Role, ServerStatus, TrashInfo,

@@ -296,6 +296,24 @@ pub enum ChunkRequest {
         /// Permission to read (or an order) on the chunk at this version.
         token: ChunkToken,
     },
+    /// Create the replica `handle` at `version` from the verified bytes of another
+    /// chunk (`source`), pulled by the receiver from the replica `source.source`: a
+    /// server-side copy, whose bytes never pass through the client. `token` permits
+    /// writing `handle`; `source.token` permits reading the source. Answered
+    /// `ChunkWritten` once the new replica is durable.
+    CopyFrom {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        token: ChunkToken,
+        source: ReplicateOrder,
+    },
+    /// The blake3 of the replica's whole content, read and verified block by block;
+    /// answered `ChunkDigest`.
+    Digest {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        token: ChunkToken,
+    },
 }
 
 impl ChunkRequest {
@@ -307,6 +325,8 @@ impl ChunkRequest {
             ChunkRequest::ReadChunk { .. } => "ReadChunk",
             ChunkRequest::Append { .. } => "Append",
             ChunkRequest::ChunkLength { .. } => "ChunkLength",
+            ChunkRequest::CopyFrom { .. } => "CopyFrom",
+            ChunkRequest::Digest { .. } => "Digest",
         }
     }
 }
@@ -546,6 +566,11 @@ pub enum Response {
         status: ClusterStatus,
         next: Option<String>,
     },
+    /// A replica's length and the blake3 of its content.
+    ChunkDigest {
+        size: u64,
+        digest: [u8; 32],
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -782,6 +807,7 @@ impl Response {
             Response::TrashPage { .. } => "TrashPage",
             Response::FsckPage { .. } => "FsckPage",
             Response::StatusPage { .. } => "StatusPage",
+            Response::ChunkDigest { .. } => "ChunkDigest",
         }
     }
 

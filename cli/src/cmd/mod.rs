@@ -2,12 +2,16 @@
 //!
 //! - `server` has `master`, `chunkserver` and `up`;
 //! - `transfer` has `put`, `get`, `append`, `tail` and `head`;
+//! - `batch` has the many-file transfers: `put -r`, `get -r` and `cp`;
+//! - `checksum` has `checksum`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
 //! - `admin` has `key` and `df`.
 
 use std::io::Write as _;
 
 pub(crate) mod admin;
+pub(crate) mod batch;
+pub(crate) mod checksum;
 pub(crate) mod namespace;
 pub(crate) mod server;
 pub(crate) mod transfer;

@@ -79,7 +79,7 @@ pub(crate) async fn local_input(
         .await
         .with_context(|| format!("{local}: cannot stat"))?;
     if meta.is_dir() {
-        bail!("{local}: is a directory");
+        bail!("{local}: is a directory (use -r)");
     }
     let progress = bar(Some(meta.len()), false);
     Ok((
@@ -153,14 +153,28 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
     if target.is_dir() {
         target.push(base_name(&stat.path).context("cannot name the local file")?);
     }
-    // Written beside the target and renamed at the end: never a half-written file at
-    // `target`. The temp name is unguessable and created exclusively (O_EXCL: never
-    // through a symlink someone planted), fsynced before the rename, and removed on
-    // any failure, Ctrl-C and SIGTERM included.
+    let progress = bar(Some(stat.size), false);
+    let result = fetch_to(client, remote, &target, &progress).await;
+    progress.finish_and_clear();
+    result
+}
+
+/// Fetches `remote` into the local file `target`, counting bytes on `progress`.
+///
+/// Written beside the target and renamed at the end: never a half-written file at
+/// `target`. The temp name is unguessable and created exclusively (O_EXCL: never
+/// through a symlink someone planted), fsynced before the rename, and removed on
+/// any failure, Ctrl-C and SIGTERM included.
+pub(crate) async fn fetch_to(
+    client: &Client,
+    remote: &str,
+    target: &Path,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     let file_name = target
         .file_name()
         .and_then(|n| n.to_str())
-        .with_context(|| format!("{local}: not a file name"))?;
+        .with_context(|| format!("{}: not a file name", target.display()))?;
     let tmp = target.with_file_name(format!(
         ".{file_name}.dfs-partial-{}",
         uuid::Uuid::new_v4().simple()
@@ -171,7 +185,6 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
         .open(&tmp)
         .await
         .with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let progress = bar(Some(stat.size), false);
     let mut writer = Metered::new(
         tokio::io::BufWriter::with_capacity(1 << 20, file),
         progress.clone(),
@@ -185,7 +198,7 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
             .sync_all()
             .await
             .context("syncing the local file")?;
-        tokio::fs::rename(&tmp, &target)
+        tokio::fs::rename(&tmp, target)
             .await
             .with_context(|| format!("{}: cannot write", target.display()))?;
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -200,7 +213,6 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
         r = transfer => r,
         _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
     };
-    progress.finish_and_clear();
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     }

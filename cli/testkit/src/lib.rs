@@ -12,7 +12,9 @@
 //!   partition (both ways or one way), delay, dropped connections, resets;
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
 //! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
-//! - [`seeds`]: the seeds a randomized test runs, from the environment.
+//! - [`seeds`]: the seeds a randomized test runs, from the environment;
+//! - [`verbs`]: the built `dfs` binary's verbs run as a user would, and checks of
+//!   their exit status and one-line errors.
 //!
 //! Loops are bounded and waits are for conditions; nothing is left behind: temp dirs
 //! are removed, processes are killed when dropped, proxies stop with their owner.
@@ -23,6 +25,7 @@ pub mod disk;
 pub mod procs;
 pub mod proxy;
 pub mod seeds;
+pub mod verbs;
 pub mod wait;
 
 pub use cluster::{cluster, cluster_in, cluster_with, free_addr, runtime_cluster};

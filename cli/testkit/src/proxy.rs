@@ -7,9 +7,12 @@
 //! - dropped connections: new ones are closed as soon as they arrive;
 //! - resets: every open connection is cut with a RST.
 //!
+//! It also counts the bytes it forwarded each way, so a test can tell what crossed.
+//!
 //! Put one between any two nodes by handing its address to the side that dials: a
 //! client's `Routes`, a chunkserver's `--master`, a master address given to clients.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +51,8 @@ pub struct FaultProxy {
     resets: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Bytes forwarded: [to the target, from the target].
+    forwarded: Arc<[AtomicU64; 2]>,
 }
 
 const PIECE: usize = 64 << 10;
@@ -65,6 +70,7 @@ impl FaultProxy {
             resets: Arc::new(Mutex::new(CancellationToken::new())),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            forwarded: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
         };
         proxy.tasks.spawn(accept_loop(
             listener,
@@ -73,8 +79,17 @@ impl FaultProxy {
             proxy.resets.clone(),
             proxy.stop.clone(),
             proxy.tasks.clone(),
+            proxy.forwarded.clone(),
         ));
         proxy
+    }
+
+    /// Bytes forwarded so far: (to the target, from the target).
+    pub fn forwarded(&self) -> (u64, u64) {
+        (
+            self.forwarded[0].load(Ordering::Relaxed),
+            self.forwarded[1].load(Ordering::Relaxed),
+        )
     }
 
     /// Where to dial to go through the proxy.
@@ -144,6 +159,7 @@ async fn accept_loop(
     resets: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    forwarded: Arc<[AtomicU64; 2]>,
 ) {
     loop {
         let (inbound, _) = tokio::select! {
@@ -167,6 +183,7 @@ async fn accept_loop(
             faults.clone(),
             reset,
             stop.clone(),
+            forwarded.clone(),
         ));
     }
 }
@@ -177,6 +194,7 @@ async fn connection(
     faults: watch::Receiver<Faults>,
     reset: CancellationToken,
     stop: CancellationToken,
+    forwarded: Arc<[AtomicU64; 2]>,
 ) {
     let outbound = tokio::select! {
         _ = stop.cancelled() => return,
@@ -193,8 +211,8 @@ async fn connection(
         _ = reset.cancelled() => true,
         _ = async {
             tokio::join!(
-                pump(&mut in_read, &mut out_write, faults.clone(), |f| f.to_target),
-                pump(&mut out_read, &mut in_write, faults, |f| f.from_target),
+                pump(&mut in_read, &mut out_write, faults.clone(), |f| f.to_target, &forwarded[0]),
+                pump(&mut out_read, &mut in_write, faults, |f| f.from_target, &forwarded[1]),
             )
         } => false,
     };
@@ -216,6 +234,7 @@ async fn pump(
     to: &mut tokio::net::tcp::OwnedWriteHalf,
     mut faults: watch::Receiver<Faults>,
     blocked: fn(&Faults) -> bool,
+    count: &AtomicU64,
 ) {
     let mut buf = vec![0u8; PIECE];
     loop {
@@ -242,5 +261,6 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        count.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
