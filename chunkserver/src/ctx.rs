@@ -45,6 +45,7 @@ pub struct Ctx {
     pub tasks: TaskTracker,
     /// Cancelled when the server stops.
     pub stop: CancellationToken,
+    pub metrics: crate::metrics::ChunkserverMetrics,
 }
 
 /// Counts a request as load while it is alive.

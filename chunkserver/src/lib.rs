@@ -16,6 +16,7 @@
 //! - [`repair`]: copying chunks from other replicas at the master's order.
 //! - [`scrub`]: background verification of idle chunks.
 //! - [`net`]: dialing peers.
+//! - [`metrics`]: Prometheus metrics, served at `/metrics` with `--http`.
 
 pub mod access;
 pub mod append;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod failpoint;
 pub mod heartbeat;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod read;
 pub mod repair;
@@ -62,6 +64,16 @@ fn advertised(config: &ChunkserverConfig, local: SocketAddr) -> Result<String, C
 pub async fn run(
     config: ChunkserverConfig,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ChunkserverError> {
+    run_with_http(config, listener, None, shutdown).await
+}
+
+/// `run`, also serving `/metrics` on `http` when given.
+pub async fn run_with_http(
+    config: ChunkserverConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ChunkserverError> {
     config.validate()?;
@@ -109,7 +121,11 @@ pub async fn run(
         copy_pace,
         leases: Default::default(),
         append_budget: Arc::new(tokio::sync::Semaphore::new(append::APPEND_BUDGET as usize)),
+        metrics: Default::default(),
     });
+    if let Some(http) = http {
+        tracker.spawn(metrics::serve(ctx.clone(), http, stop.clone()));
+    }
     let beats = tracker.spawn(heartbeat::heartbeat_loop(
         ctx.clone(),
         id,

@@ -88,6 +88,9 @@ pub(crate) async fn read_chunk(
                 conn.send(&frame).await?;
             }
             Err(e) => {
+                if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
+                    ctx.metrics.damaged();
+                }
                 if let StoreError::Io { .. } = e {
                     tracing::error!(error = %e, "disk read failed");
                 } else {
@@ -138,5 +141,8 @@ pub(crate) async fn digest(
     .map_err(|e| ErrorCode::Unavailable {
         reason: format!("digest task: {e}"),
     })?;
+    if let Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })) = &hashed {
+        ctx.metrics.damaged();
+    }
     hashed.map_err(|e| e.to_code())
 }

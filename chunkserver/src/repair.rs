@@ -190,6 +190,7 @@ pub async fn copy_into(
                 }
             })?;
             expect += frame.payload.len() as u64;
+            ctx.metrics.copied(frame.payload.len() as u64);
             if let Some(pace) = pace {
                 pace.take(frame.payload.len() as u64).await;
             }

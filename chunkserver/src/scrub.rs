@@ -35,6 +35,7 @@ pub async fn scrubber(ctx: Arc<Ctx>, shutdown: CancellationToken) {
                 }
                 Ok(Ok(Scrub::Damaged(offset))) => {
                     tracing::warn!(%handle, offset, "scrubber found a damaged replica: quarantined");
+                    ctx.metrics.damaged();
                     0
                 }
                 Ok(Ok(Scrub::Changed)) => 0,

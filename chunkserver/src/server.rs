@@ -107,6 +107,9 @@ async fn serve(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, shutdown: Cancellat
             }
         };
         let _busy = Busy::new(&ctx.busy);
+        let name = request.name();
+        let started = std::time::Instant::now();
+        let (in_before, out_before) = conn.payload_bytes();
         let outcome = match access::admit(&ctx, &peer, &request) {
             Ok(()) => {
                 // A request's whole exchange has a deadline, so no peer holds a
@@ -119,6 +122,13 @@ async fn serve(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, shutdown: Cancellat
             }
             Err(code) => refuse(&ctx, &mut conn, &peer, id, request, code).await,
         };
+        let (in_after, out_after) = conn.payload_bytes();
+        ctx.metrics.request(
+            name,
+            started.elapsed(),
+            in_after.saturating_sub(in_before),
+            out_after.saturating_sub(out_before),
+        );
         if let Err(e) = outcome {
             return tracing::info!(error = %e, "closing connection");
         }

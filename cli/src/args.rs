@@ -445,6 +445,10 @@ pub(crate) struct MasterArgs {
     /// A chunkserver dead this long is forgotten: no longer listed by `dfs status`.
     #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) forget_dead_after: Duration,
+    /// Serve the status page and /metrics on ADDR (HTTP, no authentication: keep it
+    /// on loopback or a network you trust with file names and sizes).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -482,6 +486,9 @@ pub(crate) struct ChunkserverArgs {
     /// File holding the cluster secret (else $DFS_SECRET; the master wrote it to its data dir).
     #[arg(long, value_name = "PATH")]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Serve /metrics (Prometheus) on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -517,4 +524,16 @@ pub(crate) struct UpArgs {
     /// the CA where client verbs for this master find it.
     #[arg(long)]
     pub(crate) tls: bool,
+    /// Where the master serves the status page and /metrics; chunkservers serve
+    /// their /metrics on the ports that follow (port 0: free ports).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7080",
+        value_name = "ADDR",
+        conflicts_with = "no_http"
+    )]
+    pub(crate) http: SocketAddr,
+    /// No status page and no /metrics.
+    #[arg(long)]
+    pub(crate) no_http: bool,
 }

@@ -47,6 +47,9 @@ pub struct ClusterOptions {
     /// The master's clock: the machine's when `None`, else a test's manual one,
     /// which every (re)start of the master reads.
     pub clock: Option<dfs_master::clock::Clock>,
+    /// Where the master serves its status page and `/metrics`; each chunkserver then
+    /// serves its `/metrics` on the ports that follow (free ports for port 0).
+    pub http: Option<SocketAddr>,
 }
 
 impl ClusterOptions {
@@ -72,6 +75,7 @@ impl ClusterOptions {
             tls: None,
             sync_gate: None,
             clock: None,
+            http: None,
         }
     }
 }
@@ -79,6 +83,8 @@ impl ClusterOptions {
 #[derive(Debug)]
 struct Node {
     addr: SocketAddr,
+    /// Where it serves HTTP (bound again there on a restart).
+    http: Option<SocketAddr>,
     data_dir: PathBuf,
     running: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
 }
@@ -126,18 +132,27 @@ impl LocalCluster {
         };
         let listener = bind(options.master_addr, "master").await?;
         let master_addr = listener.local_addr()?;
+        let http = match options.http {
+            Some(addr) => Some(bind(addr, "status page").await?),
+            None => None,
+        };
+        let http_addr = match &http {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let mut cluster = LocalCluster {
             secret,
             tls,
             master: Node {
                 addr: master_addr,
+                http: http_addr,
                 data_dir: master_dir,
                 running: None,
             },
             chunkservers: Vec::new(),
             options,
         };
-        cluster.spawn_master(listener);
+        cluster.spawn_master(listener, http);
         for i in 0..cluster.options.chunkservers {
             let port = match cluster.options.chunkserver_base_port {
                 0 => 0,
@@ -146,13 +161,29 @@ impl LocalCluster {
                     .context("chunkserver port out of range")?,
             };
             let listener = bind(SocketAddr::new(master_addr.ip(), port), "chunkserver").await?;
+            let http = match http_addr {
+                Some(at) => {
+                    let port = match at.port() {
+                        0 => 0,
+                        p => p
+                            .checked_add(u16::try_from(i + 1).context("too many chunkservers")?)
+                            .context("metrics port out of range")?,
+                    };
+                    Some(bind(SocketAddr::new(at.ip(), port), "chunkserver metrics").await?)
+                }
+                None => None,
+            };
             let node = Node {
                 addr: listener.local_addr()?,
+                http: match &http {
+                    Some(l) => Some(l.local_addr()?),
+                    None => None,
+                },
                 data_dir: cluster.options.data_dir.join(format!("cs{}", i + 1)),
                 running: None,
             };
             cluster.chunkservers.push(node);
-            cluster.spawn_chunkserver(i, listener);
+            cluster.spawn_chunkserver(i, listener, http);
         }
         cluster
             .wait_for_chunkservers(cluster.options.chunkservers, Duration::from_secs(30))
@@ -160,7 +191,7 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    fn spawn_master(&mut self, listener: TcpListener) {
+    fn spawn_master(&mut self, listener: TcpListener, http: Option<TcpListener>) {
         let o = &self.options;
         let mut config = MasterConfig::new(&self.master.data_dir);
         config.replication = o.replication;
@@ -180,12 +211,12 @@ impl LocalCluster {
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
-            async move { Ok(dfs_master::run(config, listener, token).await?) }
+            async move { Ok(dfs_master::run_with_http(config, listener, http, token).await?) }
         });
         self.master.running = Some((token, handle));
     }
 
-    fn spawn_chunkserver(&mut self, i: usize, listener: TcpListener) {
+    fn spawn_chunkserver(&mut self, i: usize, listener: TcpListener, http: Option<TcpListener>) {
         let node = &mut self.chunkservers[i];
         let mut config = ChunkserverConfig::new(
             &node.data_dir,
@@ -200,7 +231,7 @@ impl LocalCluster {
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
-            async move { Ok(dfs_chunkserver::run(config, listener, token).await?) }
+            async move { Ok(dfs_chunkserver::run_with_http(config, listener, http, token).await?) }
         });
         node.running = Some((token, handle));
     }
@@ -211,6 +242,16 @@ impl LocalCluster {
 
     pub fn chunkserver_addrs(&self) -> Vec<SocketAddr> {
         self.chunkservers.iter().map(|n| n.addr).collect()
+    }
+
+    /// Where the master serves its status page and `/metrics`, if it does.
+    pub fn master_http_addr(&self) -> Option<SocketAddr> {
+        self.master.http
+    }
+
+    /// Where each chunkserver serves `/metrics`, if it does.
+    pub fn chunkserver_http_addrs(&self) -> Vec<Option<SocketAddr>> {
+        self.chunkservers.iter().map(|n| n.http).collect()
     }
 
     pub fn chunkserver_data_dir(&self, i: usize) -> Option<&Path> {
@@ -254,7 +295,11 @@ impl LocalCluster {
     pub async fn restart_master(&mut self) -> anyhow::Result<()> {
         self.master.stop().await?;
         let listener = bind(self.master.addr, "master").await?;
-        self.spawn_master(listener);
+        let http = match self.master.http {
+            Some(addr) => Some(bind(addr, "status page").await?),
+            None => None,
+        };
+        self.spawn_master(listener, http);
         Ok(())
     }
 
@@ -269,7 +314,11 @@ impl LocalCluster {
     pub async fn restart_chunkserver(&mut self, i: usize) -> anyhow::Result<()> {
         self.stop_chunkserver(i).await?;
         let listener = bind(self.chunkservers[i].addr, "chunkserver").await?;
-        self.spawn_chunkserver(i, listener);
+        let http = match self.chunkservers[i].http {
+            Some(addr) => Some(bind(addr, "chunkserver metrics").await?),
+            None => None,
+        };
+        self.spawn_chunkserver(i, listener, http);
         Ok(())
     }
 

@@ -358,6 +358,14 @@ impl ChunkMap {
             .map(|(id, _)| id)
     }
 
+    /// How long ago each chunkserver was last heard from, by address.
+    pub fn heartbeat_ages(&self, now: Instant) -> Vec<(String, Duration)> {
+        self.servers
+            .values()
+            .map(|e| (e.addr.clone(), now.saturating_duration_since(e.last_seen)))
+            .collect()
+    }
+
     pub fn status(&self, now: Instant) -> Vec<ServerStatus> {
         let mut out: Vec<ServerStatus> = self
             .servers

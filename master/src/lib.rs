@@ -14,16 +14,22 @@
 //! - [`service`]: the answer to each request.
 //! - [`recovery`]: start-up: open the store, replay the log, checkpoint.
 //! - [`server`]: `run`: accept loop, upkeep and checkpoint tasks, shutdown.
+//! - [`metrics`]: Prometheus metrics: requests, the log's fsyncs, cluster health.
+//! - [`recent`]: the recent operations the status page shows.
+//! - [`http`]: the status page, its JSON API and `/metrics` (`--http`).
 
 pub mod access;
 pub mod chunkmap;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod mutation;
 pub mod namespace;
 pub mod oplog;
 pub mod path;
+pub mod recent;
 pub mod recovery;
 pub mod secret;
 pub mod server;
@@ -32,7 +38,7 @@ pub mod store;
 
 pub use config::MasterConfig;
 pub use error::MasterError;
-pub use server::run;
+pub use server::{run, run_with_http};
 
 /// Seconds since the Unix epoch, for the root's time in a new store (the running
 /// master reads its [`clock::Clock`]).

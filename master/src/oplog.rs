@@ -281,7 +281,6 @@ impl SyncGate {
     }
 }
 
-#[derive(Debug)]
 struct Shared {
     dir: PathBuf,
     gate: Mutex<Option<Arc<SyncGate>>>,
@@ -290,6 +289,19 @@ struct Shared {
     durable: watch::Sender<u64>,
     /// Segments as (first seq, path); the last is the one being written.
     segments: Mutex<Vec<(u64, PathBuf)>>,
+    observer: Mutex<Option<CommitObserver>>,
+}
+
+/// Told of every group commit: how long its write and fsync took, how many records
+/// and bytes it made durable (for metrics).
+pub type CommitObserver = Arc<dyn Fn(std::time::Duration, u64, u64) + Send + Sync>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -330,6 +342,7 @@ impl OpLog {
             wake: Condvar::new(),
             durable,
             segments: Mutex::new(segs),
+            observer: Mutex::new(None),
         });
         let writer = std::thread::Builder::new()
             .name("oplog-writer".into())
@@ -351,6 +364,15 @@ impl OpLog {
             .gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(gate);
+    }
+
+    /// Tells `observer` of every group commit from now on.
+    pub fn set_observer(&self, observer: CommitObserver) {
+        *self
+            .shared
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(observer);
     }
 
     /// Queues record `seq` (which must follow the previous one) for the next group commit.
@@ -442,6 +464,7 @@ impl Drop for OpLog {
 }
 
 fn writer_loop(shared: Arc<Shared>, mut file: File) {
+    let mut durable_seq = *shared.durable.borrow();
     loop {
         let (batch, last_seq) = {
             let mut p = shared.lock();
@@ -466,11 +489,13 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
             gate.wait_open();
             injected = gate.failing();
         }
+        let started = std::time::Instant::now();
         let result = if injected {
             Err(std::io::Error::other("write failure injected by a test"))
         } else {
             file.write_all(&batch).and_then(|_| file.sync_data())
         };
+        let took = started.elapsed();
         if let Err(e) = result {
             let msg = format!("writing {}: {e}", shared.dir.display());
             tracing::error!(error = %msg, "operation log write failed; no mutation can be acknowledged");
@@ -480,6 +505,19 @@ fn writer_loop(shared: Arc<Shared>, mut file: File) {
             return;
         }
         shared.durable.send_replace(last_seq);
+        let observer = shared
+            .observer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(observe) = observer {
+            observe(
+                took,
+                last_seq.saturating_sub(durable_seq),
+                batch.len() as u64,
+            );
+        }
+        durable_seq = last_seq;
         let written = {
             let mut p = shared.lock();
             p.bytes_written += batch.len() as u64;

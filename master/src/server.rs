@@ -29,6 +29,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), MasterError> {
+    run_with_http(config, listener, None, shutdown).await
+}
+
+/// `run`, also serving the status page and `/metrics` on `http` when given.
+pub async fn run_with_http(
+    config: MasterConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), MasterError> {
     config.validate()?;
     // Cancelled by the caller, or by `fatal` (a store or log failure): everything
     // below stops the same way, and `fatal` tells which it was.
@@ -75,6 +85,9 @@ pub async fn run(
         }
     });
     tracker.spawn(upkeep(master.clone(), stop.clone()));
+    if let Some(http) = http {
+        tracker.spawn(crate::http::serve(master.clone(), http, stop.clone()));
+    }
     tracker.spawn(checkpoints(master.clone(), stop.clone()));
     let permits = Arc::new(Semaphore::new(master.max_connections()));
     loop {
@@ -247,6 +260,11 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
                     }
                     continue;
                 }
+                let shown = match &request {
+                    Request::Master(r) => crate::recent::describe(r),
+                    _ => None,
+                };
+                let started = std::time::Instant::now();
                 let span = tracing::debug_span!("request", id = %request_id, name);
                 // Every wait inside is bounded too (the log, chunkserver calls); this
                 // bounds their sum. Handlers are cancel-safe: state marks are guards.
@@ -261,6 +279,22 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
                     }
                     .into())
                 });
+                let took = started.elapsed();
+                master.metrics().request(name, took, handled.is_err());
+                if let Some(target) = shown {
+                    master.recent().record(crate::recent::RecentOp {
+                        at: master.now_secs(),
+                        op: name,
+                        target,
+                        by: match &accepted.peer {
+                            dfs_protocol::Peer::Client { key: Some(k), .. } => k.clone(),
+                            dfs_protocol::Peer::Client { key: None, .. } => "cluster secret".into(),
+                            other => other.to_string(),
+                        },
+                        micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                        error: handled.as_ref().err().map(|e| e.to_string()),
+                    });
+                }
                 match handled {
                     Ok(r @ Response::Registered { .. }) => {
                         registered = true;

@@ -146,6 +146,8 @@ pub struct Master {
     started: Instant,
     /// Monotonic time and cluster seconds (the same clock as the state's).
     clock: Clock,
+    metrics: std::sync::Arc<crate::metrics::MasterMetrics>,
+    recent: crate::recent::RecentOps,
 }
 
 impl Master {
@@ -159,6 +161,11 @@ impl Master {
         if let Some(gate) = &config.sync_gate {
             log.set_gate(gate.clone());
         }
+        let metrics = std::sync::Arc::new(crate::metrics::MasterMetrics::new());
+        log.set_observer({
+            let metrics = metrics.clone();
+            std::sync::Arc::new(move |took, records, bytes| metrics.commit(took, records, bytes))
+        });
         let map = ChunkMap::new(config.dead_after);
         let clock = config.clock.restarted();
         clock.raise_floor(ns.clock_floor());
@@ -201,7 +208,30 @@ impl Master {
             grants: Mutex::new(HashMap::new()),
             started: clock.now(),
             clock,
+            metrics,
+            recent: Default::default(),
         }
+    }
+
+    /// The master's Prometheus metrics.
+    pub fn metrics(&self) -> &crate::metrics::MasterMetrics {
+        &self.metrics
+    }
+
+    /// The recent operations the status page shows.
+    pub fn recent(&self) -> &crate::recent::RecentOps {
+        &self.recent
+    }
+
+    /// Seconds since the Unix epoch on the master's clock.
+    pub fn now_secs(&self) -> u64 {
+        self.clock.secs()
+    }
+
+    /// How long ago each chunkserver was heard from, by address.
+    pub fn heartbeat_ages(&self) -> Vec<(String, std::time::Duration)> {
+        let now = self.clock.now();
+        self.lock().map.heartbeat_ages(now)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -135,6 +135,9 @@ pub struct Connection<R, W> {
     limits: Limits,
     next_id: RequestId,
     write_timeout: std::time::Duration,
+    /// Payload bytes received and sent so far (bulk data only, not headers).
+    payload_in: u64,
+    payload_out: u64,
 }
 
 impl<R, W> Connection<R, W>
@@ -149,7 +152,14 @@ where
             limits,
             next_id: RequestId(1),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            payload_in: 0,
+            payload_out: 0,
         }
+    }
+
+    /// Payload bytes (bulk data) received and sent on this connection so far.
+    pub fn payload_bytes(&self) -> (u64, u64) {
+        (self.payload_in, self.payload_out)
     }
 
     /// Sets how long one frame may take to leave before the send fails.
@@ -177,7 +187,12 @@ where
         )
         .await
         {
-            Ok(r) => r,
+            Ok(r) => {
+                if r.is_ok() {
+                    self.payload_out += frame.payload.len() as u64;
+                }
+                r
+            }
             Err(_) => Err(CodecError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "peer is not reading: write deadline passed",
@@ -187,7 +202,11 @@ where
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
     pub async fn recv(&mut self) -> Result<Option<Frame>, CodecError> {
-        self.reader.next().await.transpose()
+        let frame = self.reader.next().await.transpose();
+        if let Ok(Some(f)) = &frame {
+            self.payload_in += f.payload.len() as u64;
+        }
+        frame
     }
 
     /// The next frame, which must be a response to `id`.

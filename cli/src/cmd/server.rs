@@ -39,10 +39,23 @@ pub(crate) async fn master(a: MasterArgs) -> anyhow::Result<()> {
     if let Some(adv) = &a.advertise {
         tracing::info!(advertise = %adv, "clients should dial the advertised address");
     }
+    let http = bind_http(a.http).await?;
     serve(a.listen, |listener, token| async move {
-        Ok(dfs_master::run(config, listener, token).await?)
+        Ok(dfs_master::run_with_http(config, listener, http, token).await?)
     })
     .await
+}
+
+/// The HTTP listener for `--http`, if given.
+async fn bind_http(addr: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for --http"))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// `dfs chunkserver`: runs a chunkserver until Ctrl-C or SIGTERM.
@@ -67,8 +80,9 @@ pub(crate) async fn chunkserver(a: ChunkserverArgs, master: &str) -> anyhow::Res
         config.tls = Some(dfs_cli::tls::load_server(dir)?);
     }
     config.validate()?;
+    let http = bind_http(a.http).await?;
     serve(a.listen, |listener, token| async move {
-        Ok(dfs_chunkserver::run(config, listener, token).await?)
+        Ok(dfs_chunkserver::run_with_http(config, listener, http, token).await?)
     })
     .await
 }
@@ -149,6 +163,7 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         tls: None,
         sync_gate: None,
         clock: None,
+        http: (!a.no_http).then_some(a.http),
     };
     let mut options = options;
     if a.tls {
@@ -181,8 +196,7 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         .collect();
     eprintln!(
         "dfs up: master on {}, {} chunkservers on {}, replication {}, data in {}\n\
-         dfs up: admin key in {} (client verbs on this machine find it with no flags)\n\
-         dfs up: try `dfs put FILE /FILE` from another terminal; Ctrl-C stops the cluster",
+         dfs up: admin key in {} (client verbs on this machine find it with no flags)",
         cluster.master_addr(),
         addrs.len(),
         addrs.join(", "),
@@ -190,6 +204,19 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         a.data.display(),
         key_path.display()
     );
+    if let Some(http) = cluster.master_http_addr() {
+        let metrics: Vec<String> = cluster
+            .chunkserver_http_addrs()
+            .iter()
+            .flatten()
+            .map(|a| format!("http://{a}/metrics"))
+            .collect();
+        eprintln!(
+            "dfs up: status page on http://{http}/ (metrics on http://{http}/metrics; chunkservers' on {})",
+            metrics.join(", ")
+        );
+    }
+    eprintln!("dfs up: try `dfs put FILE /FILE` from another terminal; Ctrl-C stops the cluster");
     shutdown_signal().await;
     eprintln!("dfs up: stopping");
     cluster.shutdown().await

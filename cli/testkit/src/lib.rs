@@ -11,6 +11,7 @@
 //! - [`proxy`]: a fault proxy between any two nodes, or the client and a node:
 //!   partition (both ways or one way), delay, dropped connections, resets;
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
+//! - [`http`]: a raw HTTP GET, for the status page and `/metrics`;
 //! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
 //! - [`seeds`]: the seeds a randomized test runs, from the environment;
 //! - [`verbs`]: the built `dfs` binary's verbs run as a user would, and checks of
@@ -22,6 +23,7 @@
 pub mod cluster;
 pub mod data;
 pub mod disk;
+pub mod http;
 pub mod procs;
 pub mod proxy;
 pub mod seeds;
@@ -34,6 +36,7 @@ pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 pub use dfs_master::clock::Clock;
 pub use dfs_master::oplog::SyncGate;
 pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
+pub use http::http_get;
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
 pub use proxy::{Direction, FaultProxy};
 pub use seeds::seeds;

@@ -338,6 +338,29 @@ pub struct Up {
     /// `127.0.0.1_PORT`: how the stored key and CA files for this master are named.
     pub stem: String,
     pub home: PathBuf,
+    /// What `dfs up` printed on stderr.
+    pub log: PathBuf,
+}
+
+impl Up {
+    /// The status page's address, as `dfs up` printed it (it serves one on a free
+    /// loopback port unless started with `--http ADDR` or `--no-http`).
+    pub async fn http_addr(&self) -> Option<String> {
+        const MARK: &str = "status page on http://";
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(at) = log.find(MARK) {
+                let rest = &log[at + MARK.len()..];
+                return rest.split('/').next().map(str::to_string);
+            }
+            if log.contains("try `dfs put") {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
 }
 
 /// Starts `dfs up` with `args` (and `--listen`, `--data DIR/data`) on a port whose
@@ -363,6 +386,17 @@ pub async fn dfs_up(dir: &Path, chunkservers: u16, args: &[&str]) -> Up {
             .arg(dir.join("data"))
             .args(["--chunkservers", &chunkservers.to_string()])
             .args(args)
+            .args(
+                // Parallel tests must not share the default status page port.
+                if args
+                    .iter()
+                    .any(|a| a.starts_with("--http") || *a == "--no-http")
+                {
+                    &[][..]
+                } else {
+                    &["--http", "127.0.0.1:0"][..]
+                },
+            )
             .env_remove("DFS_SECRET")
             .env_remove("DFS_KEY")
             .env_remove("DFS_TLS_CA")
@@ -388,6 +422,7 @@ pub async fn dfs_up(dir: &Path, chunkservers: u16, args: &[&str]) -> Up {
                     master,
                     stem,
                     home,
+                    log,
                 };
             }
             if let Ok(Some(status)) = child.try_wait() {
