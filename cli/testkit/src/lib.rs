@@ -12,6 +12,7 @@
 //!   partition (both ways or one way), delay, dropped connections, resets;
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
 //! - [`http`]: a raw HTTP GET, for the status page and `/metrics`;
+//! - [`browser`]: headless Chromium over WebDriver, for the status page;
 //! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
 //! - [`seeds`]: the seeds a randomized test runs, from the environment;
 //! - [`verbs`]: the built `dfs` binary's verbs run as a user would, and checks of
@@ -20,6 +21,7 @@
 //! Loops are bounded and waits are for conditions; nothing is left behind: temp dirs
 //! are removed, processes are killed when dropped, proxies stop with their owner.
 
+pub mod browser;
 pub mod cluster;
 pub mod data;
 pub mod disk;
