@@ -23,15 +23,10 @@ use dfs_cli::units::{parse_duration, parse_size};
         ~/.config/dfs/config.toml, else the admin key `dfs up` stored for the master."
 )]
 pub(crate) struct Cli {
-    /// Address of the master, for client verbs and chunkservers.
-    #[arg(
-        long,
-        global = true,
-        env = "DFS_MASTER",
-        default_value = "127.0.0.1:7070",
-        value_name = "ADDR"
-    )]
-    pub(crate) master: String,
+    /// Address of the master, for client verbs and chunkservers (else `master` in the
+    /// config file, else 127.0.0.1:7070).
+    #[arg(long, global = true, env = "DFS_MASTER", value_name = "ADDR")]
+    pub(crate) master: Option<String>,
     /// A key file from `dfs key create`, for client verbs (else $DFS_KEY, else
     /// $DFS_SECRET, else key_file in the config file, else the key `dfs up` stored for
     /// this master).
@@ -76,9 +71,10 @@ pub(crate) enum Command {
         /// Replace REMOTE if it exists.
         #[arg(long)]
         force: bool,
-        /// Files transferred at once with -r or several LOCALs.
-        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-        parallel: u32,
+        /// Files transferred at once with -r or several LOCALs (else `parallel` in the
+        /// config file, else 8).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: Option<u32>,
     },
     /// Fetch REMOTE into LOCAL (a file or directory, or '-' for stdout).
     ///
@@ -92,9 +88,10 @@ pub(crate) enum Command {
         /// Fetch directories and everything below them.
         #[arg(short = 'r', long)]
         recursive: bool,
-        /// Files transferred at once with -r or several REMOTEs.
-        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-        parallel: u32,
+        /// Files transferred at once with -r or several REMOTEs (else `parallel` in the
+        /// config file, else 8).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: Option<u32>,
     },
     /// Copy SRC to DST inside the cluster: the chunkservers copy the chunks among
     /// themselves, so no bytes pass through this machine (unless --through-client).
@@ -119,9 +116,9 @@ pub(crate) enum Command {
         /// Read the sources and write the copies through this client instead.
         #[arg(long)]
         through_client: bool,
-        /// Files copied at once.
-        #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
-        parallel: u32,
+        /// Files copied at once (else `parallel` in the config file, else 8).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: Option<u32>,
     },
     /// Print each file's checksum: a blake3 composed from its chunks' blake3, which the
     /// chunkservers compute, so two copies compare without downloading either.
@@ -337,11 +334,31 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Show the client settings in force and where each came from (flag,
+    /// environment, config file, default).
+    ///
+    /// The config file is $XDG_CONFIG_HOME/dfs/config.toml, else
+    /// ~/.config/dfs/config.toml. It may set master, key_file, tls_ca, replication
+    /// and parallel; flags and environment variables come first.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Make the TLS files of a cluster: a self-signed cluster CA and a server
     /// certificate signed by it.
     Tls {
         #[command(subcommand)]
         command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConfigCommand {
+    /// Print each setting, its value and its source.
+    Show {
+        /// Print JSON: {"config_file","settings":[{"name","value","source"}]}.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -3,7 +3,10 @@
 //! Values in it come after flags and environment variables.
 //!
 //! ```toml
+//! master = "10.0.0.1:7070"                          # clients: the master to dial
 //! key_file = "/home/alice/.config/dfs/alice.key"   # clients: the key to prove
+//! replication = 2                                   # clients: replicas of new files
+//! parallel = 16                                     # clients: files moved at once by -r
 //! tls_ca = "/etc/dfs/tls/ca.pem"                    # clients: talk TLS, trusting this CA
 //! secret_file = "/etc/dfs/cluster.secret"           # servers: the cluster secret
 //! tls = "/etc/dfs/tls"                              # servers: TLS files (`dfs tls init`)
@@ -18,6 +21,9 @@ use serde::Deserialize;
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    pub master: Option<String>,
+    pub replication: Option<u32>,
+    pub parallel: Option<u32>,
     pub key_file: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub secret_file: Option<PathBuf>,
@@ -33,8 +39,23 @@ pub fn client_path() -> Option<PathBuf> {
 pub fn read(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    let mut config: Config =
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    // One line, as every error of the binary: the message and where.
+    let mut config: Config = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        anyhow::anyhow!("config file {}: {}{at}", path.display(), e.message().trim())
+    })?;
+    if config.replication == Some(0) {
+        anyhow::bail!(
+            "config file {}: replication must be at least 1",
+            path.display()
+        );
+    }
+    if config.parallel.is_some_and(|n| !(1..=256).contains(&n)) {
+        anyhow::bail!("config file {}: parallel must be 1 to 256", path.display());
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     for p in [
         &mut config.key_file,

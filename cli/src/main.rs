@@ -10,18 +10,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use dfs_cli::credentials;
 use dfs_cli::output;
 use dfs_client::{Client, ClientError};
 use dfs_protocol::{CodecError, ProtocolError};
 
-use args::{Cli, Command, TlsCommand, TrashCommand};
+use args::{Cli, Command, ConfigCommand, TlsCommand, TrashCommand};
 use cmd::{print_json, print_text};
+use dfs_cli::settings::{self, Source};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     dfs_cli::progress::set_quiet(cli.quiet);
+    let master_flag = match (matches.value_source("master"), &cli.master) {
+        (Some(ValueSource::CommandLine), Some(m)) => Some(("--master", m.clone())),
+        (Some(ValueSource::EnvVariable), Some(m)) => Some(("DFS_MASTER", m.clone())),
+        _ => None,
+    };
     let server = matches!(
         cli.command,
         Command::Master(_) | Command::Chunkserver(_) | Command::Up(_)
@@ -40,8 +48,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let master = cli.master.clone();
-    match runtime.block_on(run(cli)) {
+    let master = master_flag
+        .as_ref()
+        .map_or(settings::DEFAULT_MASTER.to_string(), |(_, m)| m.clone());
+    match runtime.block_on(run(cli, master_flag)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_EXIT),
         Err(e) => {
@@ -90,11 +100,37 @@ fn explain(e: &anyhow::Error, master: &str) -> String {
 /// Exit status of a process killed by SIGPIPE, which is how `dfs cat | head` should end.
 const BROKEN_PIPE_EXIT: u8 = 141;
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The client side's settings: the config file and where the master came from.
+pub(crate) struct Context {
+    pub(crate) file: dfs_cli::config::Config,
+    pub(crate) file_path: Option<std::path::PathBuf>,
+    pub(crate) master: String,
+    pub(crate) master_source: Source,
+}
+
+impl Context {
+    /// Files moved at once: the flag, else the config file, else the default.
+    pub(crate) fn parallel(&self, flag: Option<u32>) -> usize {
+        flag.or(self.file.parallel)
+            .unwrap_or(settings::DEFAULT_PARALLEL) as usize
+    }
+
+    /// Replicas of new files: the flag, else the config file, else the cluster's.
+    pub(crate) fn replication(&self, flag: Option<u32>) -> Option<u32> {
+        flag.or(self.file.replication)
+    }
+}
+
+/// `master_flag`: the master from `--master` or `$DFS_MASTER` (which one), if given.
+async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::Result<()> {
+    // Servers take the master from the flag or the environment only.
+    let server_master = master_flag
+        .as_ref()
+        .map_or(settings::DEFAULT_MASTER.to_string(), |(_, m)| m.clone());
     match cli.command {
         Command::Master(a) => cmd::server::master(a).await,
-        Command::Chunkserver(a) => cmd::server::chunkserver(a, &cli.master).await,
-        Command::Up(a) => cmd::server::up(a, &cli.master).await,
+        Command::Chunkserver(a) => cmd::server::chunkserver(a, &server_master).await,
+        Command::Up(a) => cmd::server::up(a, &server_master).await,
         Command::Tls {
             command: TlsCommand::Init { dir, names },
         } => {
@@ -107,27 +143,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         command => {
+            let file_path = dfs_cli::config::client_path().filter(|p| p.exists());
             let file = dfs_cli::config::client()?;
+            let (master, master_source) = match master_flag {
+                Some((flag, m)) if flag.starts_with("--") => (m, Source::Flag("--master")),
+                Some((_, m)) => (m, Source::Env("DFS_MASTER")),
+                None => match (&file.master, &file_path) {
+                    (Some(m), Some(p)) => (m.clone(), Source::File(p.clone())),
+                    _ => (settings::DEFAULT_MASTER.to_string(), Source::Default),
+                },
+            };
+            let ctx = Context {
+                file,
+                file_path,
+                master,
+                master_source,
+            };
+            if let Command::Config {
+                command: ConfigCommand::Show { json },
+            } = command
+            {
+                return cmd::config::show(
+                    &ctx,
+                    cli.key_file.as_deref(),
+                    cli.tls_ca.as_deref(),
+                    json,
+                );
+            }
+            let master = ctx.master.clone();
             let mut identity =
-                credentials::client_identity(cli.key_file.as_deref(), &file, &cli.master)?;
+                credentials::client_identity(cli.key_file.as_deref(), &ctx.file, &master)?;
             let ca = cli
                 .tls_ca
                 .clone()
-                .or(file.tls_ca.clone())
-                .or_else(|| dfs_cli::tls::default_ca_path(&cli.master).filter(|p| p.exists()));
+                .or(ctx.file.tls_ca.clone())
+                .or_else(|| dfs_cli::tls::default_ca_path(&master).filter(|p| p.exists()));
             if let Some(ca) = ca {
                 identity = identity.with_tls(dfs_cli::tls::load_client(&ca)?);
             }
-            verb(&Client::new(cli.master.clone(), identity), command).await
+            verb(&Client::new(master, identity), &ctx, command).await
         }
     }
 }
 
 /// Runs a client verb.
-async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
+async fn verb(client: &Client, ctx: &Context, command: Command) -> anyhow::Result<()> {
     let client = client.clone();
     match command {
-        Command::Master(_) | Command::Chunkserver(_) | Command::Up(_) | Command::Tls { .. } => {
+        Command::Master(_)
+        | Command::Chunkserver(_)
+        | Command::Up(_)
+        | Command::Tls { .. }
+        | Command::Config { .. } => {
             bail!("not a client verb")
         }
         Command::Key { command } => cmd::admin::key(&client, command).await,
@@ -139,11 +206,12 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             force,
             parallel,
         } => {
+            let replication = ctx.replication(replication);
             if let ([one], false) = (local.as_slice(), recursive) {
                 cmd::transfer::put(&client, one, &remote, replication, force).await
             } else {
                 let batch = cmd::batch::Batch {
-                    parallel: parallel as usize,
+                    parallel: ctx.parallel(parallel),
                     replication,
                     force,
                 };
@@ -159,7 +227,7 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             if let ([one], false) = (remote.as_slice(), recursive) {
                 cmd::transfer::get(&client, one, &local).await
             } else {
-                cmd::batch::get(&client, &remote, &local, recursive, parallel as usize).await
+                cmd::batch::get(&client, &remote, &local, recursive, ctx.parallel(parallel)).await
             }
         }
         Command::Cp {
@@ -172,7 +240,7 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             parallel,
         } => {
             let batch = cmd::batch::Batch {
-                parallel: parallel as usize,
+                parallel: ctx.parallel(parallel),
                 replication,
                 force,
             };
@@ -193,7 +261,10 @@ async fn verb(client: &Client, command: Command) -> anyhow::Result<()> {
             local,
             remote,
             replication,
-        } => cmd::transfer::append(&client, &local, &remote, replication).await,
+        } => {
+            let replication = ctx.replication(replication);
+            cmd::transfer::append(&client, &local, &remote, replication).await
+        }
         Command::Tail {
             remote,
             follow,

@@ -631,3 +631,128 @@ async fn touch_creates_and_moves_times() {
     })
     .await
 }
+
+/// `dfs` with only the environment given: HOME (for the config file), and no
+/// DFS_* variables unless listed.
+async fn dfs_env(
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> dfs_testkit::verbs::Out {
+    let mut command = Command::new(dfs_testkit::dfs_bin());
+    for var in [
+        "DFS_MASTER",
+        "DFS_KEY",
+        "DFS_SECRET",
+        "DFS_TLS_CA",
+        "XDG_CONFIG_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    let out = command
+        .args(args)
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("dfs runs");
+    dfs_testkit::verbs::Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_then_environment_then_flags() {
+    bounded(async {
+        let (dir, cluster) = cluster().await;
+        let home = dir.path().join("home");
+        let m = target(&cluster);
+        let secret = m.secret.as_str();
+
+        // Nothing set: defaults, and the file's path.
+        let shown = json(&dfs_env(&home, &[], &["config", "show", "--json"]).await);
+        let setting = |v: &Value, name: &str| {
+            v["settings"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == name))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(setting(&shown, "master")["value"], "127.0.0.1:7070");
+        assert_eq!(setting(&shown, "master")["source"], "default");
+        assert_eq!(setting(&shown, "credential")["value"], Value::Null);
+        assert_eq!(setting(&shown, "parallel")["value"], "8");
+        assert_eq!(shown["config_file_exists"], false);
+        let config_file = home.join(".config/dfs/config.toml");
+        assert_eq!(shown["config_file"], config_file.to_str().expect("utf-8"));
+
+        // The file: master and default replication for new files.
+        std::fs::create_dir_all(config_file.parent().expect("dir")).expect("mkdir");
+        std::fs::write(
+            &config_file,
+            format!("master = \"{}\"\nreplication = 2\nparallel = 3\n", m.master),
+        )
+        .expect("write");
+        let shown = json(&dfs_env(&home, &[], &["config", "show", "--json"]).await);
+        assert_eq!(setting(&shown, "master")["value"], m.master.as_str());
+        assert_eq!(setting(&shown, "master")["source"], "file");
+        assert_eq!(setting(&shown, "replication")["value"], "2");
+        assert_eq!(setting(&shown, "parallel")["source"], "file");
+        let with_secret = [("DFS_SECRET", secret)];
+        assert_eq!(
+            setting(
+                &json(&dfs_env(&home, &with_secret, &["config", "show", "--json"]).await),
+                "credential"
+            )["source"],
+            "env"
+        );
+        ok(&dfs_env(&home, &with_secret, &["put", "-", "/from-config"]).await);
+        let stat = json(&dfs_env(&home, &with_secret, &["stat", "--json", "/from-config"]).await);
+        assert_eq!(stat["replication"], 2, "the file's default replication");
+        // A flag beats the file.
+        ok(&dfs_env(
+            &home,
+            &with_secret,
+            &["put", "--replication", "1", "-", "/flagged"],
+        )
+        .await);
+        let stat = json(&dfs_env(&home, &with_secret, &["stat", "--json", "/flagged"]).await);
+        assert_eq!(stat["replication"], 1);
+
+        // The environment beats the file, and a flag beats the environment.
+        let env_master = [("DFS_MASTER", "127.0.0.1:9")];
+        let shown = json(&dfs_env(&home, &env_master, &["config", "show", "--json"]).await);
+        assert_eq!(setting(&shown, "master")["value"], "127.0.0.1:9");
+        assert_eq!(setting(&shown, "master")["source"], "env");
+        let shown = json(
+            &dfs_env(
+                &home,
+                &env_master,
+                &["--master", "127.0.0.1:10", "config", "show", "--json"],
+            )
+            .await,
+        );
+        assert_eq!(setting(&shown, "master")["value"], "127.0.0.1:10");
+        assert_eq!(setting(&shown, "master")["source"], "flag");
+        let plain = ok(&dfs_env(&home, &[], &["config", "show"]).await).text();
+        assert!(
+            plain.contains("master") && plain.contains("config file"),
+            "{plain}"
+        );
+
+        // A typo in the file is an error, never ignored.
+        std::fs::write(&config_file, "mastr = \"x\"\n").expect("write");
+        failed_with(&dfs_env(&home, &[], &["config", "show"]).await, "mastr");
+        std::fs::write(&config_file, "replication = 0\n").expect("write");
+        failed_with(
+            &dfs_env(&home, &[], &["ls", "/"]).await,
+            "replication must be at least 1",
+        );
+        cluster.shutdown().await.expect("shutdown");
+    })
+    .await;
+}

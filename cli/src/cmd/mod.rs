@@ -4,6 +4,7 @@
 //! - `transfer` has `put`, `get`, `append`, `tail` and `head`;
 //! - `batch` has the many-file transfers: `put -r`, `get -r` and `cp`;
 //! - `checksum` has `checksum`;
+//! - `config` has `config show`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
 //! - `admin` has `key` and `df`.
 
@@ -12,6 +13,7 @@ use std::io::Write as _;
 pub(crate) mod admin;
 pub(crate) mod batch;
 pub(crate) mod checksum;
+pub(crate) mod config;
 pub(crate) mod namespace;
 pub(crate) mod server;
 pub(crate) mod transfer;
