@@ -334,6 +334,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// An interactive shell: every verb at a prompt on one connection, a working
+    /// directory (cd, pwd, relative paths), help, history and Tab completion.
+    ///
+    /// When stdin is not a terminal, reads one command per line from it (for
+    /// scripts) and exits non-zero if any failed.
+    Shell,
     /// Show the client settings in force and where each came from (flag,
     /// environment, config file, default).
     ///

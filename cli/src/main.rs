@@ -79,7 +79,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// One line for the user: the error, with advice where we can give it.
-fn explain(e: &anyhow::Error, master: &str) -> String {
+pub(crate) fn explain(e: &anyhow::Error, master: &str) -> String {
     if let Some(ClientError::Peer { addr, source }) = e.downcast_ref::<ClientError>() {
         if addr == master {
             if let ProtocolError::Codec(CodecError::Io(io)) = source {
@@ -101,6 +101,7 @@ fn explain(e: &anyhow::Error, master: &str) -> String {
 const BROKEN_PIPE_EXIT: u8 = 141;
 
 /// The client side's settings: the config file and where the master came from.
+#[derive(Clone, Debug)]
 pub(crate) struct Context {
     pub(crate) file: dfs_cli::config::Config,
     pub(crate) file_path: Option<std::path::PathBuf>,
@@ -181,19 +182,24 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
             if let Some(ca) = ca {
                 identity = identity.with_tls(dfs_cli::tls::load_client(&ca)?);
             }
-            verb(&Client::new(master, identity), &ctx, command).await
+            let client = Client::new(master, identity);
+            if let Command::Shell = command {
+                return cmd::shell::shell(&client, &ctx).await;
+            }
+            verb(&client, &ctx, command).await
         }
     }
 }
 
 /// Runs a client verb.
-async fn verb(client: &Client, ctx: &Context, command: Command) -> anyhow::Result<()> {
+pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> anyhow::Result<()> {
     let client = client.clone();
     match command {
         Command::Master(_)
         | Command::Chunkserver(_)
         | Command::Up(_)
         | Command::Tls { .. }
+        | Command::Shell
         | Command::Config { .. } => {
             bail!("not a client verb")
         }

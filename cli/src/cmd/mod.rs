@@ -5,6 +5,7 @@
 //! - `batch` has the many-file transfers: `put -r`, `get -r` and `cp`;
 //! - `checksum` has `checksum`;
 //! - `config` has `config show`;
+//! - `shell` has `shell`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
 //! - `admin` has `key` and `df`.
 
@@ -16,6 +17,7 @@ pub(crate) mod checksum;
 pub(crate) mod config;
 pub(crate) mod namespace;
 pub(crate) mod server;
+pub(crate) mod shell;
 pub(crate) mod transfer;
 
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
