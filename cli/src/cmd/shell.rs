@@ -152,7 +152,7 @@ impl Session {
         };
         match first.as_str() {
             "exit" | "quit" => return Step::Exit,
-            "pwd" => println!("{}", self.cwd),
+            "pwd" => out(&format!("{}\n", self.cwd)),
             "cd" => {
                 let to = resolve(&self.cwd, words.get(1).map_or("/", String::as_str));
                 match self.runtime.block_on(self.client.stat(&to)) {
@@ -227,23 +227,28 @@ fn help(verb: Option<&str>) {
         Some(v) => match cli.find_subcommand_mut(v) {
             Some(sub) => {
                 let text = sub.clone().bin_name(format!("dfs {v}")).render_long_help();
-                println!("{text}");
+                out(&format!("{text}\n"));
             }
             None => eprintln!("dfs: no verb `{v}`; `help` lists them"),
         },
         None => {
-            println!("Verbs (`help VERB` for one):");
+            out("Verbs (`help VERB` for one):\n");
             for sub in cli.get_subcommands() {
                 let name = sub.get_name();
                 if NOT_HERE.contains(&name) {
                     continue;
                 }
                 let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-                println!("  {name:<12} {about}");
+                out(&format!("  {name:<12} {about}\n"));
             }
-            println!("Shell: cd DIR, pwd, help [VERB], exit. Paths may be relative to the working directory.");
+            out("Shell: cd DIR, pwd, help [VERB], exit. Paths may be relative to the working directory.\n");
         }
     }
+}
+
+/// Prints to stdout; a closed stdout ends nothing here (the next verb reports it).
+fn out(text: &str) {
+    let _ = crate::cmd::print_text(text);
 }
 
 /// Where history is kept: next to the config file.
