@@ -334,6 +334,37 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Mirror LOCAL_DIR into REMOTE_DIR, sending only files that changed (size and
+    /// modification time, then content hash); with --watch, keep mirroring.
+    ///
+    /// Each file is stored whole or not at all; a file that changes while it is read
+    /// is not stored. With --watch, a path is sent once it has been quiet for half a
+    /// second, so a file still being written is not sent half-done. Removals (with
+    /// --delete) go to the trash.
+    Sync {
+        local: String,
+        remote: String,
+        /// Keep mirroring edits, creations, renames and deletions as they happen (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// Remove what REMOTE_DIR has and LOCAL_DIR does not (to the trash).
+        #[arg(long)]
+        delete: bool,
+        /// Compare content hashes even when size and time say a file is unchanged.
+        #[arg(long)]
+        checksum: bool,
+        /// Replicas per chunk of the files sent (else `replication` in the config file,
+        /// else the cluster's).
+        #[arg(long, value_name = "N")]
+        replication: Option<u32>,
+        /// Files sent at once (else `parallel` in the config file, else 8).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        parallel: Option<u32>,
+        /// Print what was done as JSON: {"uploaded","deleted","created_dirs","unchanged","bytes","failed"}
+        /// (with --watch, one line per step).
+        #[arg(long)]
+        json: bool,
+    },
     /// An interactive shell: every verb at a prompt on one connection, a working
     /// directory (cd, pwd, relative paths), help, history and Tab completion.
     ///

@@ -252,6 +252,25 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             };
             cmd::batch::cp(&client, &src, &dst, recursive, through_client, batch).await
         }
+        Command::Sync {
+            local,
+            remote,
+            watch,
+            delete,
+            checksum,
+            replication,
+            parallel,
+            json,
+        } => {
+            let options = cmd::sync::SyncOptions {
+                delete,
+                checksum,
+                parallel: ctx.parallel(parallel),
+                replication: ctx.replication(replication),
+                json,
+            };
+            cmd::sync::sync(&client, &local, &remote, watch, options).await
+        }
         Command::Checksum {
             paths,
             local,

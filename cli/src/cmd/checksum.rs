@@ -65,7 +65,7 @@ pub(crate) async fn checksum(
 }
 
 /// The checksum of the local file at `path`, cut into chunks of `chunk_size`.
-fn local_checksum(path: &str, chunk_size: u64) -> anyhow::Result<FileChecksum> {
+pub(crate) fn local_checksum(path: &str, chunk_size: u64) -> anyhow::Result<FileChecksum> {
     let mut file = std::fs::File::open(path).with_context(|| format!("{path}: cannot open"))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         anyhow::bail!("{path}: is a directory");

@@ -6,6 +6,7 @@
 //! - `checksum` has `checksum`;
 //! - `config` has `config show`;
 //! - `shell` has `shell`;
+//! - `sync` has `sync [--watch] [--delete]`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
 //! - `admin` has `key` and `df`.
 
@@ -18,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod namespace;
 pub(crate) mod server;
 pub(crate) mod shell;
+pub(crate) mod sync;
 pub(crate) mod transfer;
 
 pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
