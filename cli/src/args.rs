@@ -274,7 +274,7 @@ pub(crate) enum Command {
     },
     /// Move or rename SRC to DST atomically (into DST if it is a directory).
     Mv { src: String, dst: String },
-    /// List or restore what rm moved to the trash.
+    /// List, restore or empty what rm moved to the trash.
     Trash {
         #[command(subcommand)]
         command: TrashCommand,
@@ -446,6 +446,13 @@ pub(crate) enum TrashCommand {
     },
     /// Put the most recently removed entry that was at PATH back there.
     Restore { path: String },
+    /// Delete everything in the trash for good, now (admin keys only); prints what
+    /// was purged.
+    Empty {
+        /// Print JSON: {"entries","bytes"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -161,9 +161,10 @@ impl LocalCluster {
                     .context("chunkserver port out of range")?,
             };
             let listener = bind(SocketAddr::new(master_addr.ip(), port), "chunkserver").await?;
-            let http = match http_addr {
-                Some(at) => {
-                    let port = match at.port() {
+            // Ports follow the configured one; a configured 0 means free ports for all.
+            let http = match (cluster.options.http, http_addr) {
+                (Some(configured), Some(at)) => {
+                    let port = match configured.port() {
                         0 => 0,
                         p => p
                             .checked_add(u16::try_from(i + 1).context("too many chunkservers")?)
@@ -171,7 +172,7 @@ impl LocalCluster {
                     };
                     Some(bind(SocketAddr::new(at.ip(), port), "chunkserver metrics").await?)
                 }
-                None => None,
+                _ => None,
             };
             let node = Node {
                 addr: listener.local_addr()?,

@@ -367,6 +367,19 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
         Command::Trash {
             command: TrashCommand::Restore { path },
         } => Ok(client.trash_restore(&path).await?),
+        Command::Trash {
+            command: TrashCommand::Empty { json },
+        } => {
+            let (entries, bytes) = client.trash_empty().await?;
+            if json {
+                print_json(&serde_json::json!({ "entries": entries, "bytes": bytes }))
+            } else {
+                print_text(&format!(
+                    "purged {entries} trash entries ({})\n",
+                    dfs_cli::units::human_size(bytes)
+                ))
+            }
+        }
         Command::Stat { path, json } => {
             let stat = client.stat(&path).await?;
             if json {

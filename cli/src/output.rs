@@ -52,17 +52,24 @@ impl JsonArray {
     }
 }
 
-/// `[{"name","kind","size"}]`, plus `mtime`.
+/// `[{"name","kind","size"}]`, plus `mtime` and `replication` (0 for a directory).
 pub fn ls_json(entries: &[DirEntry]) -> Value {
     Value::Array(
         entries
             .iter()
-            .map(|e| json!({"name": e.name, "kind": e.kind.as_str(), "size": e.size, "mtime": e.mtime}))
+            .map(|e| {
+                json!({
+                    "name": e.name, "kind": e.kind.as_str(), "size": e.size,
+                    "mtime": e.mtime, "replication": e.replication,
+                })
+            })
             .collect(),
     )
 }
 
-/// One name per line; `long` adds kind, size and time. Directories end in `/`.
+/// One name per line; `long` adds kind, size, time and replication (after the
+/// columns it had before it, so scripts reading those still read them). Directories
+/// end in `/`.
 pub fn ls_plain(entries: &[DirEntry], long: bool, human: bool) -> String {
     let mut out = String::new();
     for e in entries {
@@ -73,12 +80,17 @@ pub fn ls_plain(entries: &[DirEntry], long: bool, human: bool) -> String {
             } else {
                 e.size.to_string()
             };
+            let replication = match e.kind {
+                FileKind::File => e.replication.to_string(),
+                FileKind::Dir => "-".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "{:<4} {:>14} {}  {}{}",
+                "{:<4} {:>14} {} {:>2}  {}{}",
                 e.kind.as_str(),
                 size,
                 time(e.mtime),
+                replication,
                 e.name,
                 slash
             );

@@ -312,6 +312,57 @@ async fn mv_rm_to_trash_and_restore() {
         let status = json(&dfs(&m, &["status", "--json"], None).await);
         assert_eq!(status["safe_mode"], false);
         assert_eq!(status["trash"], 0);
+
+        // `ls` shows each file's replication; `trash empty` purges everything now,
+        // for admin keys only.
+        ok(&dfs(&m, &["mkdir", "/t"], None).await);
+        ok(&dfs(
+            &m,
+            &["put", "--replication", "2", "-", "/t/two"],
+            Some(b"22"),
+        )
+        .await);
+        ok(&dfs(&m, &["put", "-", "/t/three"], Some(b"333")).await);
+        let listed = json(&dfs(&m, &["ls", "--json", "/"], None).await);
+        let t = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["name"] == "t"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(t["replication"], 0, "a directory has none");
+        let listed = json(&dfs(&m, &["ls", "--json", "/t"], None).await);
+        assert_eq!(listed[0]["name"], "three");
+        assert_eq!(listed[0]["replication"], 3);
+        assert_eq!(listed[1]["replication"], 2);
+        let long = ok(&dfs(&m, &["ls", "-l", "/t"], None).await).text();
+        assert!(
+            long.contains(" 3  three\n") && long.contains(" 2  two\n"),
+            "{long}"
+        );
+        ok(&dfs(&m, &["rm", "/t/two"], None).await);
+        ok(&dfs(&m, &["rm", "-r", "/t"], None).await);
+        let key = cluster
+            .client()
+            .create_key("writer", dfs_client::Role::ReadWrite)
+            .await
+            .unwrap();
+        let refused = cluster
+            .client_as(dfs_client::Identity::key(&key))
+            .trash_empty()
+            .await
+            .expect_err("a read-write key may not empty the trash");
+        assert!(
+            refused.to_string().contains("permission denied"),
+            "{refused}"
+        );
+        let purged = json(&dfs(&m, &["trash", "empty", "--json"], None).await);
+        assert_eq!(purged, serde_json::json!({"entries": 2, "bytes": 5}));
+        assert_eq!(
+            json(&dfs(&m, &["trash", "ls", "--json"], None).await),
+            serde_json::json!([])
+        );
+        let again = ok(&dfs(&m, &["trash", "empty"], None).await).text();
+        assert_eq!(again, "purged 0 trash entries (0 B)\n");
         cluster.shutdown().await.unwrap();
     })
     .await

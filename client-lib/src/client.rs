@@ -300,6 +300,18 @@ impl Client {
         }
     }
 
+    /// Purges every trash entry now (admin keys only); the entries purged and the
+    /// bytes of their files.
+    pub async fn trash_empty(&self) -> Result<(u64, u64), ClientError> {
+        match self
+            .master_call(Request::Master(ClientToMaster::TrashEmpty))
+            .await?
+        {
+            Response::Purged { entries, bytes } => Ok((entries, bytes)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     /// Puts the most recently removed entry that was at `path` back there.
     pub async fn trash_restore(&self, path: &str) -> Result<(), ClientError> {
         self.master_ok(Request::Master(ClientToMaster::TrashRestore {

@@ -44,6 +44,7 @@ fn role_for(request: &ClientToMaster) -> Role {
             threshold_percent: Some(_),
         }
         | ClientToMaster::CreateKey { .. }
+        | ClientToMaster::TrashEmpty
         | ClientToMaster::ListKeys
         | ClientToMaster::RemoveKey { .. } => Role::Admin,
     }
@@ -59,8 +60,9 @@ pub fn authorize(peer: &Peer, request: &Request) -> Result<(), ErrorCode> {
             if *role >= want {
                 Ok(())
             } else {
+                let article = if want == Role::Admin { "an" } else { "a" };
                 forbidden(format!(
-                    "{} needs a {} key; {peer} may not",
+                    "{} needs {article} {} key; {peer} may not",
                     r.name(),
                     want.as_str()
                 ))

@@ -222,7 +222,7 @@ async fn list(master: &Master, path: String, after: Option<String>) -> Result<Va
     };
     let entries: Vec<Value> = entries
         .iter()
-        .map(|e| json!({"name": e.name, "kind": e.kind.as_str(), "size": e.size, "mtime": e.mtime}))
+        .map(|e| json!({"name": e.name, "kind": e.kind.as_str(), "size": e.size, "mtime": e.mtime, "replication": e.replication}))
         .collect();
     Ok(json!({"path": path, "entries": entries, "next": next}))
 }

@@ -446,6 +446,7 @@ impl Namespace {
                     kind: FileKind::File,
                     size: inode.size,
                     mtime: inode.mtime,
+                    replication: inode.replication,
                 }],
             };
             return Ok((entries, None));
@@ -470,6 +471,11 @@ impl Namespace {
                 kind: c.kind,
                 size: c.size,
                 mtime: c.mtime,
+                replication: if c.kind == FileKind::File {
+                    c.replication
+                } else {
+                    0
+                },
             });
         }
         Ok((out, next))
@@ -495,6 +501,7 @@ impl Namespace {
                 kind: FileKind::File,
                 size: inode.size,
                 mtime: inode.mtime,
+                replication: inode.replication,
             }]);
         }
         let mut out = Vec::new();
@@ -505,6 +512,11 @@ impl Namespace {
                 kind: c.kind,
                 size: c.size,
                 mtime: c.mtime,
+                replication: if c.kind == FileKind::File {
+                    c.replication
+                } else {
+                    0
+                },
             });
         }
         Ok(out)

@@ -77,6 +77,7 @@ pub fn describe(request: &ClientToMaster) -> Option<String> {
             threshold_percent: Some(p),
         } => format!("threshold {p}%"),
         C::CreateKey { name, .. } | C::RemoveKey { name } => name.clone(),
+        C::TrashEmpty => "the trash".into(),
         C::RetryChunk { handle, failed, .. } => format!("chunk {handle} without {failed:?}"),
         _ => return None,
     })

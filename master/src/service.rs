@@ -482,6 +482,25 @@ impl Master {
                     .await?;
                 Ok(Response::TrashListing { entries })
             }
+            ClientToMaster::TrashEmpty => {
+                // Every entry now, each purge logged as when it expires; one durability
+                // wait for all of them.
+                let (seq, entries, bytes) = {
+                    let mut guard = self.lock();
+                    let st = &mut *guard;
+                    let bytes = st.ns.trash().map(|(_, t)| t.size).sum::<u64>();
+                    let due = st.ns.expired_trash(u64::MAX, 0);
+                    let entries = due.len() as u64;
+                    let mut seq = st.ns.applied();
+                    for m in due {
+                        seq = self.log_apply(st, m)?;
+                    }
+                    (seq, entries, bytes)
+                };
+                self.durable(seq).await?;
+                tracing::info!(entries, bytes, "trash emptied");
+                Ok(Response::Purged { entries, bytes })
+            }
             ClientToMaster::TrashRestore { path } => {
                 self.mutate(|st| Ok((Some(st.ns.plan_restore(&path)?), ())))
                     .await?;

@@ -164,6 +164,8 @@ pub enum ClientToMaster {
     Touch {
         path: String,
     },
+    /// Purges every entry of the trash now; answered `Purged`.
+    TrashEmpty,
 }
 
 impl ClientToMaster {
@@ -196,6 +198,7 @@ impl ClientToMaster {
             ClientToMaster::FsckPage { .. } => "FsckPage",
             ClientToMaster::StatusPage { .. } => "StatusPage",
             ClientToMaster::Touch { .. } => "Touch",
+            ClientToMaster::TrashEmpty => "TrashEmpty",
         }
     }
 }
@@ -571,6 +574,11 @@ pub enum Response {
         size: u64,
         digest: [u8; 32],
     },
+    /// Trash entries purged, and the bytes of their files.
+    Purged {
+        entries: u64,
+        bytes: u64,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -696,6 +704,8 @@ pub struct DirEntry {
     pub size: u64,
     /// Seconds since the Unix epoch of the last change.
     pub mtime: u64,
+    /// Replicas per chunk of a file (0 for a directory).
+    pub replication: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -808,6 +818,7 @@ impl Response {
             Response::FsckPage { .. } => "FsckPage",
             Response::StatusPage { .. } => "StatusPage",
             Response::ChunkDigest { .. } => "ChunkDigest",
+            Response::Purged { .. } => "Purged",
         }
     }
 

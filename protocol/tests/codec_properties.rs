@@ -235,6 +235,7 @@ fn response() -> impl Strategy<Value = Response> {
                         kind: if dir { FileKind::Dir } else { FileKind::File },
                         size,
                         mtime: size / 3,
+                        replication: (size % 5) as u32,
                     })
                     .collect(),
             }
@@ -287,6 +288,7 @@ fn response() -> impl Strategy<Value = Response> {
                         kind: FileKind::Dir,
                         size: 0,
                         mtime: 1,
+                        replication: 0,
                     })
                     .collect(),
                 next

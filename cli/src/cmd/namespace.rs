@@ -35,6 +35,11 @@ pub(crate) async fn ls(client: &Client, path: &str, view: LsView) -> anyhow::Res
             kind: stat.kind,
             size: stat.size,
             mtime: stat.mtime,
+            replication: if stat.kind == FileKind::File {
+                stat.replication
+            } else {
+                0
+            },
         }];
         return if json {
             print_json(&output::ls_json(&me))

@@ -467,6 +467,7 @@ impl Syncer<'_> {
                     kind: s.kind,
                     size: s.size,
                     mtime: s.mtime,
+                    replication: s.replication,
                 };
                 self.changed(path, remote, size, mtime, &entry).await
             }
