@@ -170,29 +170,34 @@ async fn the_shell_at_a_terminal_completes_keeps_a_directory_and_history() {
     .await;
 }
 
+/// `dfs shell` with `input` as its stdin (a script).
+async fn script(m: &Target, home: &Path, input: &[u8]) -> std::process::Output {
+    let mut child = tokio::process::Command::new(dfs_bin())
+        .arg("shell")
+        .env("HOME", home)
+        .env("DFS_MASTER", &m.master)
+        .env("DFS_SECRET", &m.secret)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).await.expect("write");
+    drop(stdin);
+    child.wait_with_output().await.expect("shell runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_runs_a_script_from_stdin() {
     bounded(async {
         let (dir, cluster) = cluster().await;
         let m = target(&cluster);
         let home = dir.path().join("home");
-        let script = "mkdir -p /s/t\ncd /s\ncd t\ntouch 'a file'\nls\npwd\ncount --json\n";
-        let mut child = tokio::process::Command::new(dfs_bin())
-            .arg("shell")
-            .env("HOME", &home)
-            .env("DFS_MASTER", &m.master)
-            .env("DFS_SECRET", &m.secret)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(script.as_bytes()).await.expect("write");
-        drop(stdin);
-        let out = child.wait_with_output().await.expect("shell runs");
+        let script_text = "mkdir -p /s/t\ncd /s\ncd t\ntouch 'a file'\nls\npwd\ncount --json\n";
+        let out = script(&m, &home, script_text.as_bytes()).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stdout.contains("a file\n/s/t\n"), "{stdout}");
@@ -200,24 +205,12 @@ async fn the_shell_runs_a_script_from_stdin() {
         assert!(out.status.success(), "{stderr}");
 
         // A failing command: reported, the rest still runs, and the exit status says so.
-        let mut child = tokio::process::Command::new(dfs_bin())
-            .arg("shell")
-            .env("HOME", &home)
-            .env("DFS_MASTER", &m.master)
-            .env("DFS_SECRET", &m.secret)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"cat /nope\nmaster --data x\nnot-a-verb\nput - /s/x\nls /s\n")
-            .await
-            .expect("write");
-        drop(stdin);
-        let out = child.wait_with_output().await.expect("shell runs");
+        let out = script(
+            &m,
+            &home,
+            b"cat /nope\nmaster --data x\nnot-a-verb\nput - /s/x\nls /s\n",
+        )
+        .await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());

@@ -28,6 +28,14 @@ struct Plan<F> {
     bytes: u64,
 }
 
+impl<F> Plan<F> {
+    /// One bar for all of the plan's files.
+    fn progress(&self) -> Files {
+        let files = self.files.len() as u64;
+        Files::new(files_bar(self.bytes, files), files)
+    }
+}
+
 impl<F> Default for Plan<F> {
     fn default() -> Self {
         Plan {
@@ -164,10 +172,7 @@ pub(crate) async fn put(
     for dir in &plan.dirs {
         client.mkdir(dir, true).await?;
     }
-    let progress = Files::new(
-        files_bar(plan.bytes, plan.files.len() as u64),
-        plan.files.len() as u64,
-    );
+    let progress = &plan.progress();
     let options = PutOptions {
         replication: batch.replication,
         overwrite: batch.force,
@@ -175,9 +180,9 @@ pub(crate) async fn put(
     run_files(
         plan.files,
         batch.parallel,
-        &progress,
+        progress,
         |f| f.local.display().to_string(),
-        |f| put_file(client, f, options, &progress),
+        |f| async move { put_file(client, &f.local, &f.remote, options, progress).await },
     )
     .await
 }
@@ -232,22 +237,23 @@ fn walk_local(dir: &Path, remote: &str, plan: &mut Plan<Upload>) -> anyhow::Resu
     Ok(())
 }
 
-async fn put_file(
+/// Stores the local file `local` at `remote`, counting its bytes on `progress`; a
+/// file that changes while it is read is not stored.
+pub(crate) async fn put_file(
     client: &Client,
-    file: Upload,
+    local: &Path,
+    remote: &str,
     options: PutOptions,
     progress: &Files,
 ) -> anyhow::Result<()> {
-    let opened = tokio::fs::File::open(&file.local)
-        .await
-        .context("cannot open")?;
+    let opened = tokio::fs::File::open(local).await.context("cannot open")?;
     let meta = opened.metadata().await.context("cannot stat")?;
     let input = dfs_cli::unchanged::Unchanged::new(
         Metered::new(opened, progress.bar().clone()),
-        file.local.clone(),
+        local.to_path_buf(),
         &meta,
     );
-    client.put(&file.remote, input, options).await?;
+    client.put(remote, input, options).await?;
     Ok(())
 }
 
@@ -319,11 +325,7 @@ pub(crate) async fn get(
     for dir in &plan.dirs {
         std::fs::create_dir_all(dir).with_context(|| format!("{dir}: cannot create"))?;
     }
-    let progress = Files::new(
-        files_bar(plan.bytes, plan.files.len() as u64),
-        plan.files.len() as u64,
-    );
-    let progress = &progress;
+    let progress = &plan.progress();
     run_files(
         plan.files,
         parallel,
@@ -397,15 +399,11 @@ pub(crate) async fn cp(
     for dir in &plan.dirs {
         client.mkdir(dir, true).await?;
     }
-    let progress = Files::new(
-        files_bar(plan.bytes, plan.files.len() as u64),
-        plan.files.len() as u64,
-    );
+    let progress = &plan.progress();
     let options = PutOptions {
         replication: batch.replication,
         overwrite: batch.force,
     };
-    let progress = &progress;
     run_files(
         plan.files,
         batch.parallel,

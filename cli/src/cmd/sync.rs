@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use dfs_cli::progress::{files_bar, Files, Metered};
+use dfs_cli::progress::{files_bar, Files};
 use dfs_client::{Client, ClientError, DirEntry, ErrorCode, FileKind, PutOptions};
 use futures::StreamExt;
 use notify::Watcher;
 use serde_json::json;
 
-use crate::cmd::batch::join;
+use crate::cmd::batch::{join, put_file};
 use crate::cmd::{print_json, shutdown_signal};
 
 /// How long a path must be quiet before `--watch` sends it.
@@ -491,24 +491,6 @@ fn is_under(path: &str, dir: &str) -> bool {
 fn secs(t: Option<SystemTime>) -> u64 {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs())
-}
-
-async fn put_file(
-    client: &Client,
-    local: &Path,
-    remote: &str,
-    options: PutOptions,
-    progress: &Files,
-) -> anyhow::Result<()> {
-    let opened = tokio::fs::File::open(local).await.context("cannot open")?;
-    let meta = opened.metadata().await.context("cannot stat")?;
-    let input = dfs_cli::unchanged::Unchanged::new(
-        Metered::new(opened, progress.bar().clone()),
-        local.to_path_buf(),
-        &meta,
-    );
-    client.put(remote, input, options).await?;
-    Ok(())
 }
 
 /// Every directory and regular file below `root`, by relative path ('/'-separated).
