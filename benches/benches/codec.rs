@@ -71,6 +71,10 @@ fn metadata_frame(c: &mut Criterion) {
                 ),
             })
             .collect(),
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+        atime: 1_800_000_000,
     });
     let frame = Frame::response(RequestId(9), stat);
     c.bench_function("codec/roundtrip_stat_160_chunks", |b| {

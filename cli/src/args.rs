@@ -223,6 +223,23 @@ pub(crate) enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Set the permission bits of each PATH (octal, as chmod: 644, 0755, 1777).
+    ///
+    /// dfs keeps modes and owners for the mount (`dfs mount`); the cluster itself
+    /// authorizes by key, not by mode.
+    Chmod {
+        #[arg(value_parser = parse_mode, value_name = "MODE")]
+        mode: u32,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Set the owner (and with UID:GID the group) of each PATH, as numeric ids.
+    Chown {
+        #[arg(value_parser = parse_owner, value_name = "UID[:GID]")]
+        owner: (u32, Option<u32>),
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Remove an empty directory (a file or a directory with entries is refused).
     Rmdir { path: String },
     /// Show the bytes stored at or below each entry of PATH (default /), or with -s
@@ -387,6 +404,26 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TlsCommand,
     },
+}
+
+/// An octal mode of at most four digits (`644`, `0755`, `1777`).
+fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 && !s.is_empty() && s.len() <= 4 => Ok(m),
+        _ => Err(format!("{s:?} is not an octal mode (such as 644 or 0755)")),
+    }
+}
+
+/// `UID` or `UID:GID`, numeric.
+fn parse_owner(s: &str) -> Result<(u32, Option<u32>), String> {
+    let bad = || format!("{s:?} is not UID or UID:GID (numbers)");
+    match s.split_once(':') {
+        Some((u, g)) => Ok((
+            u.parse().map_err(|_| bad())?,
+            Some(g.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((s.parse().map_err(|_| bad())?, None)),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -321,6 +321,30 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             lines,
         } => cmd::transfer::head(&client, &remote, bytes, lines).await,
         Command::Rmdir { path } => cmd::namespace::rmdir(&client, &path).await,
+        Command::Chmod { mode, paths } => {
+            for path in paths {
+                let change = dfs_client::SetAttr {
+                    mode: Some(mode),
+                    ..Default::default()
+                };
+                client.set_attr(&path, change).await?;
+            }
+            Ok(())
+        }
+        Command::Chown {
+            owner: (uid, gid),
+            paths,
+        } => {
+            for path in paths {
+                let change = dfs_client::SetAttr {
+                    uid: Some(uid),
+                    gid,
+                    ..Default::default()
+                };
+                client.set_attr(&path, change).await?;
+            }
+            Ok(())
+        }
         Command::Touch { paths } => {
             for path in paths {
                 client.touch(&path).await?;

@@ -102,7 +102,8 @@ pub fn ls_plain(entries: &[DirEntry], long: bool, human: bool) -> String {
 }
 
 /// `{"path","kind","size","replication","chunks":[{"handle","version","size","replicas"}]}`,
-/// plus `mtime` and, per chunk, `open` (taking appends) and `primary` (its lease holder).
+/// plus `mtime`, `mode` (the permission bits as a number), `uid`, `gid`, `atime` and,
+/// per chunk, `open` (taking appends) and `primary` (its lease holder).
 pub fn stat_json(s: &FileStat) -> Value {
     json!({
         "path": s.path,
@@ -110,6 +111,10 @@ pub fn stat_json(s: &FileStat) -> Value {
         "size": s.size,
         "replication": s.replication,
         "mtime": s.mtime,
+        "mode": s.mode,
+        "uid": s.uid,
+        "gid": s.gid,
+        "atime": s.atime,
         "chunks": s.chunks.iter().map(|c| json!({
             "handle": c.handle.to_string(),
             "version": c.version.0,
@@ -127,6 +132,9 @@ pub fn stat_plain(s: &FileStat) -> String {
     let _ = writeln!(out, "kind:        {}", s.kind.as_str());
     let _ = writeln!(out, "size:        {} ({})", s.size, human_size(s.size));
     let _ = writeln!(out, "modified:    {}", time(s.mtime));
+    let _ = writeln!(out, "accessed:    {}", time(s.atime));
+    let _ = writeln!(out, "mode:        {:04o}", s.mode);
+    let _ = writeln!(out, "owner:       {}:{}", s.uid, s.gid);
     if s.kind == FileKind::File {
         let _ = writeln!(out, "replication: {}", s.replication);
         let _ = writeln!(out, "chunks:      {}", s.chunks.len());

@@ -68,6 +68,18 @@ pub struct PutOptions {
     pub overwrite: bool,
 }
 
+/// Attributes to change with [`Client::set_attr`]; `None` leaves one as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits, with set-uid, set-gid and sticky (at most 0o7777).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Seconds since the Unix epoch.
+    pub atime: Option<u64>,
+    pub mtime: Option<u64>,
+}
+
 /// A handle on a dfs cluster. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -252,6 +264,19 @@ impl Client {
     pub async fn touch(&self, path: &str) -> Result<(), ClientError> {
         self.master_ok(Request::Master(ClientToMaster::Touch {
             path: path.to_string(),
+        }))
+        .await
+    }
+
+    /// Sets each attribute `change` gives on `path` (the others stay as they are).
+    pub async fn set_attr(&self, path: &str, change: SetAttr) -> Result<(), ClientError> {
+        self.master_ok(Request::Master(ClientToMaster::SetAttr {
+            path: path.to_string(),
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            atime: change.atime,
+            mtime: change.mtime,
         }))
         .await
     }

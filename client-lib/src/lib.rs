@@ -31,7 +31,7 @@ pub mod listing;
 pub mod pool;
 
 pub use append::AppendOptions;
-pub use client::{Client, ClientOptions, PutOptions, Routes};
+pub use client::{Client, ClientOptions, PutOptions, Routes, SetAttr};
 pub use copy::FileChecksum;
 pub use dfs_protocol::{
     BalanceReport, ChunkInfo, ClientKey, ClusterSecret, ClusterStatus, DirEntry, ErrorCode,

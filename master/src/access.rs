@@ -38,7 +38,8 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::RetryChunk { .. }
         | ClientToMaster::SetReplication { .. }
         | ClientToMaster::AppendTarget { .. }
-        | ClientToMaster::Touch { .. } => Role::ReadWrite,
+        | ClientToMaster::Touch { .. }
+        | ClientToMaster::SetAttr { .. } => Role::ReadWrite,
         ClientToMaster::Decommission { .. }
         | ClientToMaster::Balance {
             threshold_percent: Some(_),

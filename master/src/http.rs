@@ -252,6 +252,10 @@ async fn stat(master: &Master, path: String) -> Result<Value, ErrorCode> {
         "size": s.size,
         "replication": s.replication,
         "mtime": s.mtime,
+        "mode": s.mode,
+        "uid": s.uid,
+        "gid": s.gid,
+        "atime": s.atime,
         "chunks": chunks,
     }))
 }

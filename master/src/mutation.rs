@@ -120,6 +120,13 @@ pub enum Mutation {
     ClockFloor { secs: u64 },
     /// `ino`'s modification time set (`dfs touch`).
     SetTimes { ino: u64, mtime: u64 },
+    /// `ino`'s attributes replaced by `attr` (mode, owner, access time), and its
+    /// modification time set when `mtime` is given (`dfs chmod`, `chown`, the mount).
+    SetAttr {
+        ino: u64,
+        attr: crate::store::Attr,
+        mtime: Option<u64>,
+    },
 }
 
 impl Mutation {
@@ -145,6 +152,7 @@ impl Mutation {
             Mutation::EnrollServer { .. } => "enroll-server",
             Mutation::ClockFloor { .. } => "clock-floor",
             Mutation::SetTimes { .. } => "set-times",
+            Mutation::SetAttr { .. } => "set-attr",
         }
     }
 

@@ -21,7 +21,7 @@ use crate::error::{OpError, StoreError};
 use crate::mutation::{Create, Mutation};
 use crate::path;
 use crate::store::{
-    AllocatedChunk, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, Txn,
+    AllocatedChunk, Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, Txn,
     UploadRecord, ROOT,
 };
 
@@ -33,6 +33,16 @@ pub struct ChunkMeta {
     pub replication: u32,
     /// The file that references it.
     pub ino: u64,
+}
+
+/// What `plan_set_attr` changes: each field given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<u64>,
+    pub mtime: Option<u64>,
 }
 
 /// What applying a mutation released.
@@ -69,6 +79,8 @@ pub struct Namespace {
     server_keys: HashMap<ServerId, [u8; 32]>,
     /// The highest cluster seconds logged (see `crate::clock`).
     clock_floor: u64,
+    /// Attributes of the inodes that had them set; the others have the defaults.
+    attrs: HashMap<u64, Attr>,
 }
 
 fn not_found(comps: &[String]) -> OpError {
@@ -131,7 +143,9 @@ impl Namespace {
         let keys = store.keys()?.into_iter().collect();
         let server_keys = store.server_keys()?.into_iter().collect();
         let clock_floor = store.clock_floor()?;
+        let attrs = store.attrs()?.into_iter().collect();
         Ok(Namespace {
+            attrs,
             clock_floor,
             server_keys,
             keys,
@@ -529,6 +543,48 @@ impl Namespace {
         Ok((path::join(&comps), inode.clone()))
     }
 
+    /// The attributes of inode `ino` (of `inode`).
+    pub fn attr(&self, ino: u64, inode: &Inode) -> Attr {
+        self.attrs
+            .get(&ino)
+            .copied()
+            .unwrap_or_else(|| Attr::default_for(inode.kind, inode.mtime))
+    }
+
+    /// The canonical path, the inode number and the inode at `raw`.
+    pub fn stat_ino(&self, raw: &str) -> Result<(String, u64, Inode), OpError> {
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        Ok((path::join(&comps), ino, inode.clone()))
+    }
+
+    /// `chmod`, `chown`, `touch -a`/`-m` with times: the attributes of `raw` with
+    /// each given field changed. A mode is permission bits only (at most 0o7777).
+    pub fn plan_set_attr(&self, raw: &str, change: &AttrChange) -> Result<Mutation, OpError> {
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        if let Some(mode) = change.mode {
+            if mode > 0o7777 {
+                return Err(ErrorCode::InvalidArgument {
+                    reason: format!("mode {mode:o} has bits beyond 7777"),
+                }
+                .into());
+            }
+        }
+        let old = self.attr(ino, inode);
+        let attr = Attr {
+            mode: change.mode.unwrap_or(old.mode),
+            uid: change.uid.unwrap_or(old.uid),
+            gid: change.gid.unwrap_or(old.gid),
+            atime: change.atime.unwrap_or(old.atime),
+        };
+        Ok(Mutation::SetAttr {
+            ino,
+            attr,
+            mtime: change.mtime,
+        })
+    }
+
     /// Every file at or below `raw`, with its canonical path.
     pub fn files_under(&self, raw: &str) -> Result<Vec<(String, &Inode)>, OpError> {
         let comps = path::components(raw)?;
@@ -915,6 +971,9 @@ impl Namespace {
     /// Removes one inode; returns the chunks it referenced.
     fn drop_inode(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
         txn.remove_inode(ino);
+        if self.attrs.remove(&ino).is_some() {
+            txn.remove_attr(ino);
+        }
         self.children.remove(&ino);
         let Some(inode) = self.inodes.remove(&ino) else {
             return Vec::new();
@@ -1206,6 +1265,15 @@ impl Namespace {
                 let mut inode = self.inode(*ino)?.clone();
                 inode.mtime = *mtime;
                 self.put_inode(&mut txn, *ino, inode)?;
+            }
+            Mutation::SetAttr { ino, attr, mtime } => {
+                if let Some(mtime) = mtime {
+                    let mut inode = self.inode(*ino)?.clone();
+                    inode.mtime = *mtime;
+                    self.put_inode(&mut txn, *ino, inode)?;
+                }
+                txn.put_attr(*ino, attr)?;
+                self.attrs.insert(*ino, *attr);
             }
             Mutation::ClockFloor { secs } => {
                 if *secs > self.clock_floor {

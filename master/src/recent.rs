@@ -63,7 +63,8 @@ pub fn describe(request: &ClientToMaster) -> Option<String> {
         | C::BeginPut { path, .. }
         | C::TrashRestore { path }
         | C::SetReplication { path, .. }
-        | C::Touch { path } => path.clone(),
+        | C::Touch { path }
+        | C::SetAttr { path, .. } => path.clone(),
         C::Rename { src, dst } => format!("{src} -> {dst}"),
         C::CommitPut { upload, chunks } => format!("upload {upload} ({} chunks)", chunks.len()),
         C::AbortPut { upload } => format!("upload {upload}"),

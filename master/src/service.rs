@@ -482,6 +482,25 @@ impl Master {
                     .await?;
                 Ok(Response::TrashListing { entries })
             }
+            ClientToMaster::SetAttr {
+                path,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => {
+                let change = crate::namespace::AttrChange {
+                    mode,
+                    uid,
+                    gid,
+                    atime,
+                    mtime,
+                };
+                self.mutate(|st| Ok((Some(st.ns.plan_set_attr(&path, &change)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
             ClientToMaster::TrashEmpty => {
                 // Every entry now, each purge logged as when it expires; one durability
                 // wait for all of them.

@@ -102,6 +102,41 @@ pub struct TrashEntry {
     pub deleted_at: u64,
 }
 
+/// A file's or directory's POSIX attributes beyond its kind, size and mtime (for the
+/// mount). Stored only once set; until then [`Attr::default_for`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    /// Permission bits with set-uid, set-gid and sticky (at most 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch of the last access that was recorded.
+    pub atime: u64,
+}
+
+impl Attr {
+    /// What an inode that never had attributes set has: 0644 for a file, 0755 for a
+    /// directory, owned by root, accessed when last modified.
+    pub fn default_for(kind: FileKind, mtime: u64) -> Attr {
+        Attr {
+            mode: match kind {
+                FileKind::File => 0o644,
+                FileKind::Dir => 0o755,
+            },
+            uid: 0,
+            gid: 0,
+            atime: mtime,
+        }
+    }
+}
+
+fn attr_key(ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'a';
+    k[1..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
 fn upload_key(id: UploadId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(b'u');
@@ -221,6 +256,15 @@ impl Txn {
 
     pub fn remove_inode(&mut self, ino: u64) {
         self.remove(inode_key(ino));
+    }
+
+    pub fn put_attr(&mut self, ino: u64, attr: &Attr) -> Result<(), StoreError> {
+        self.insert(attr_key(ino), encode(attr)?);
+        Ok(())
+    }
+
+    pub fn remove_attr(&mut self, ino: u64) {
+        self.remove(attr_key(ino));
     }
 
     pub fn put_dirent(&mut self, parent: u64, name: &str, child: u64) {
@@ -479,6 +523,16 @@ impl Store {
                 reason: e.to_string(),
             })?;
             out.push(ServerId(id));
+        }
+        Ok(out)
+    }
+
+    /// Every attribute record, for rebuilding the namespace at start.
+    pub fn attrs(&self) -> Result<Vec<(u64, Attr)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"a") {
+            let (k, v) = item?;
+            out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
         }
         Ok(out)
     }

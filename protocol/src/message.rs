@@ -166,6 +166,17 @@ pub enum ClientToMaster {
     },
     /// Purges every entry of the trash now; answered `Purged`.
     TrashEmpty,
+    /// Sets each given attribute of `path` (a mode of permission bits, at most
+    /// 0o7777; owner ids; access and modification times in seconds since the epoch);
+    /// answered `Ok`.
+    SetAttr {
+        path: String,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<u64>,
+        mtime: Option<u64>,
+    },
 }
 
 impl ClientToMaster {
@@ -199,6 +210,7 @@ impl ClientToMaster {
             ClientToMaster::StatusPage { .. } => "StatusPage",
             ClientToMaster::Touch { .. } => "Touch",
             ClientToMaster::TrashEmpty => "TrashEmpty",
+            ClientToMaster::SetAttr { .. } => "SetAttr",
         }
     }
 }
@@ -731,6 +743,12 @@ pub struct FileStat {
     pub replication: u32,
     pub mtime: u64,
     pub chunks: Vec<ChunkInfo>,
+    /// Permission bits (with set-uid, set-gid and sticky).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch of the last access recorded.
+    pub atime: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -262,7 +262,11 @@ fn response() -> impl Strategy<Value = Response> {
                         primary: (size % 3 == 0).then_some(addr),
                         token,
                     })
-                    .collect()
+                    .collect(),
+                mode: (size % 0o7777) as u32,
+                uid: (size >> 8) as u32,
+                gid: (size >> 16) as u32,
+                atime: size / 5,
             })),
         (handle(), proptest::collection::vec(".*", 0..4), token()).prop_map(
             |(handle, replicas, token)| {

@@ -409,6 +409,14 @@ fn absolutize(command: Command, cwd: &str) -> Command {
         },
         Command::Touch { paths } => Command::Touch { paths: all(paths) },
         Command::Rmdir { path } => Command::Rmdir { path: r(path) },
+        Command::Chmod { mode, paths } => Command::Chmod {
+            mode,
+            paths: all(paths),
+        },
+        Command::Chown { owner, paths } => Command::Chown {
+            owner,
+            paths: all(paths),
+        },
         Command::Du {
             summarize,
             human,

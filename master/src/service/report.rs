@@ -89,7 +89,8 @@ pub(super) fn fsck(
 }
 
 pub(super) fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {
-    let (path, inode) = st.ns.stat(path)?;
+    let (path, ino, inode) = st.ns.stat_ino(path)?;
+    let attr = st.ns.attr(ino, &inode);
     let now = st.clock.now();
     let chunks = inode
         .chunks
@@ -115,5 +116,9 @@ pub(super) fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, 
         replication: inode.replication,
         mtime: inode.mtime,
         chunks,
+        mode: attr.mode,
+        uid: attr.uid,
+        gid: attr.gid,
+        atime: attr.atime,
     })
 }
