@@ -463,6 +463,41 @@ impl Client {
         Ok(total)
     }
 
+    /// Stores `data` (at most a chunk) as the next chunk of `upload`, through the
+    /// same pipeline, failover and confirmation as a put; the chunk as committed.
+    pub(crate) async fn write_chunk(
+        &self,
+        upload: UploadId,
+        data: Bytes,
+    ) -> Result<CommittedChunk, ClientError> {
+        let alloc = match self
+            .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
+            .await?
+        {
+            Response::ChunkAllocated(a) => a,
+            other => return Err(self.unexpected(&other)),
+        };
+        let mut chunk = ChunkWrite::new(upload, alloc.handle);
+        if let Err(e) = self
+            .open_pipeline(&alloc)
+            .await
+            .map(|p| chunk.pipe = Some(p))
+        {
+            let head = alloc.replicas.first().cloned().unwrap_or_default();
+            self.reroute(&mut chunk, e, &head).await?;
+        }
+        let mut rest = data;
+        loop {
+            let packet = rest.split_to(rest.len().min(PACKET_SIZE));
+            let last = rest.is_empty();
+            self.send_packet(&mut chunk, packet, last).await?;
+            if last {
+                break;
+            }
+        }
+        self.confirm(chunk).await
+    }
+
     /// Opens a write to the head of the chain; the chunkservers link the rest.
     async fn open_pipeline(&self, alloc: &ChunkAllocation) -> Result<Pipe, ClientError> {
         let (head, rest) = alloc

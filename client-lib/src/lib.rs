@@ -19,6 +19,7 @@
 //! - [`append`]: record append, and the length of chunks being appended to.
 //! - [`keys`]: issuing, listing and removing client keys.
 //! - [`listing`]: directory, trash, fsck and status listings in pages.
+//! - [`rewrite`]: writes at any offset and truncates, by copy-on-write chunks.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod keys;
 pub mod listing;
 pub mod pool;
+pub mod rewrite;
 
 pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions, Routes, SetAttr};

@@ -39,7 +39,8 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::SetReplication { .. }
         | ClientToMaster::AppendTarget { .. }
         | ClientToMaster::Touch { .. }
-        | ClientToMaster::SetAttr { .. } => Role::ReadWrite,
+        | ClientToMaster::SetAttr { .. }
+        | ClientToMaster::CommitRewrite { .. } => Role::ReadWrite,
         ClientToMaster::Decommission { .. }
         | ClientToMaster::Balance {
             threshold_percent: Some(_),

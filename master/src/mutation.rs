@@ -9,7 +9,7 @@ use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::store::{Inode, KeyRecord};
+use crate::store::{Inode, KeyRecord, StoredChunk};
 
 /// Format byte in front of every encoded mutation.
 const FORMAT: u8 = 1;
@@ -127,6 +127,14 @@ pub enum Mutation {
         attr: crate::store::Attr,
         mtime: Option<u64>,
     },
+    /// File `ino`'s chunk list replaced by `chunks` (kept ones and the upload's new
+    /// ones), ending `upload`: a write in place by copy-on-write chunks.
+    Rewrite {
+        upload: UploadId,
+        ino: u64,
+        chunks: Vec<StoredChunk>,
+        mtime: u64,
+    },
 }
 
 impl Mutation {
@@ -153,6 +161,7 @@ impl Mutation {
             Mutation::ClockFloor { .. } => "clock-floor",
             Mutation::SetTimes { .. } => "set-times",
             Mutation::SetAttr { .. } => "set-attr",
+            Mutation::Rewrite { .. } => "rewrite",
         }
     }
 

@@ -326,6 +326,17 @@ impl Namespace {
         Ok(())
     }
 
+    /// Sets inode `ino`'s modification time in place (it stays the same inode).
+    fn set_mtime(&mut self, txn: &mut Txn, ino: u64, mtime: u64) -> Result<(), StoreError> {
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| corrupt(format!("times of {ino}, which does not exist")))?;
+        inode.mtime = mtime;
+        txn.put_inode(ino, inode)?;
+        Ok(())
+    }
+
     fn set_open(
         &mut self,
         txn: &mut Txn,
@@ -790,6 +801,74 @@ impl Namespace {
                 chunks: stored,
             },
             replaced,
+        })
+    }
+
+    /// `CommitRewrite`: the file at the upload's path with `chunks` as its chunk
+    /// list, each either allocated to the upload or one the file has now (same
+    /// handle and size). Refused when the file changed meanwhile (a kept chunk is
+    /// gone), is not a file, or is being appended to.
+    pub fn plan_rewrite(
+        &self,
+        upload: UploadId,
+        chunks: &[CommittedChunk],
+        chunk_size: u64,
+        now: u64,
+    ) -> Result<Mutation, OpError> {
+        let rec = self.uploads.get(&upload).ok_or(ErrorCode::UnknownUpload)?;
+        let comps = path::components(&rec.path)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        if inode.kind != FileKind::File {
+            return Err(ErrorCode::IsADirectory {
+                path: path::join(&comps),
+            }
+            .into());
+        }
+        if inode
+            .chunks
+            .iter()
+            .any(|c| self.open.contains_key(&c.handle))
+        {
+            return Err(ErrorCode::Unavailable {
+                reason: format!("{} is being appended to", path::join(&comps)),
+            }
+            .into());
+        }
+        let mut stored = Vec::with_capacity(chunks.len());
+        let mut seen = HashSet::new();
+        for c in chunks {
+            if !seen.insert(c.handle) || c.size > chunk_size {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!("chunk {} is listed twice or too large", c.handle),
+                }
+                .into());
+            }
+            let new = rec.chunks.iter().find(|a| a.handle == c.handle);
+            let kept = inode.chunks.iter().find(|k| k.handle == c.handle);
+            match (new, kept) {
+                (Some(a), _) => stored.push(StoredChunk {
+                    handle: c.handle,
+                    version: a.version,
+                    size: c.size,
+                }),
+                (None, Some(k)) if k.size == c.size => stored.push(*k),
+                _ => {
+                    return Err(ErrorCode::BadRequest {
+                        reason: format!(
+                            "chunk {} is neither new in this upload nor part of {} (changed meanwhile?)",
+                            c.handle,
+                            path::join(&comps)
+                        ),
+                    }
+                    .into())
+                }
+            }
+        }
+        Ok(Mutation::Rewrite {
+            upload,
+            ino,
+            chunks: stored,
+            mtime: now,
         })
     }
 
@@ -1261,19 +1340,44 @@ impl Namespace {
                 txn.put_server_key(*server, fingerprint);
                 self.server_keys.insert(*server, *fingerprint);
             }
-            Mutation::SetTimes { ino, mtime } => {
-                let mut inode = self.inode(*ino)?.clone();
-                inode.mtime = *mtime;
-                self.put_inode(&mut txn, *ino, inode)?;
-            }
+            Mutation::SetTimes { ino, mtime } => self.set_mtime(&mut txn, *ino, *mtime)?,
             Mutation::SetAttr { ino, attr, mtime } => {
                 if let Some(mtime) = mtime {
-                    let mut inode = self.inode(*ino)?.clone();
-                    inode.mtime = *mtime;
-                    self.put_inode(&mut txn, *ino, inode)?;
+                    self.set_mtime(&mut txn, *ino, *mtime)?;
                 }
                 txn.put_attr(*ino, attr)?;
                 self.attrs.insert(*ino, *attr);
+            }
+            Mutation::Rewrite {
+                upload,
+                ino,
+                chunks,
+                mtime,
+            } => {
+                let keep: HashSet<ChunkHandle> = chunks.iter().map(|c| c.handle).collect();
+                let old = self
+                    .inodes
+                    .get(ino)
+                    .map(|i| i.chunks.clone())
+                    .unwrap_or_default();
+                for c in old.iter().filter(|c| !keep.contains(&c.handle)) {
+                    self.chunks.remove(&c.handle);
+                    freed.push(c.handle);
+                }
+                let new = chunks.clone();
+                self.update_file(&mut txn, *ino, *mtime, |list| {
+                    *list = new;
+                    Ok(())
+                })?;
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        if !keep.contains(&c.handle) {
+                            freed.push(c.handle);
+                        }
+                    }
+                }
+                txn.remove_upload(*upload);
             }
             Mutation::ClockFloor { secs } => {
                 if *secs > self.clock_floor {

@@ -66,7 +66,9 @@ pub fn describe(request: &ClientToMaster) -> Option<String> {
         | C::Touch { path }
         | C::SetAttr { path, .. } => path.clone(),
         C::Rename { src, dst } => format!("{src} -> {dst}"),
-        C::CommitPut { upload, chunks } => format!("upload {upload} ({} chunks)", chunks.len()),
+        C::CommitPut { upload, chunks } | C::CommitRewrite { upload, chunks } => {
+            format!("upload {upload} ({} chunks)", chunks.len())
+        }
         C::AbortPut { upload } => format!("upload {upload}"),
         C::AppendTarget {
             path,

@@ -416,6 +416,7 @@ impl Master {
         request: ClientToMaster,
     ) -> Result<Response, OpError> {
         let now = self.clock.secs();
+        let rewrite = matches!(request, ClientToMaster::CommitRewrite { .. });
         match request {
             ClientToMaster::Mkdir { path, parents } => {
                 self.mutate(|st| Ok((st.ns.plan_mkdir(&path, parents, now)?, ())))
@@ -564,11 +565,15 @@ impl Master {
                 tracing::debug!(handle = %alloc.handle, replicas = ?alloc.replicas, "chunk allocated");
                 Ok(Response::ChunkAllocated(alloc))
             }
-            ClientToMaster::CommitPut { upload, chunks } => {
+            ClientToMaster::CommitPut { upload, chunks }
+            | ClientToMaster::CommitRewrite { upload, chunks } => {
                 self.mutate(|st| {
-                    let m = st
-                        .ns
-                        .plan_commit(upload, &chunks, self.config.chunk_size, now)?;
+                    let size = self.config.chunk_size;
+                    let m = if rewrite {
+                        st.ns.plan_rewrite(upload, &chunks, size, now)?
+                    } else {
+                        st.ns.plan_commit(upload, &chunks, size, now)?
+                    };
                     // The chains are in the upload record, which the commit removes.
                     let chains = st
                         .ns

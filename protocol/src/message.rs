@@ -177,6 +177,14 @@ pub enum ClientToMaster {
         atime: Option<u64>,
         mtime: Option<u64>,
     },
+    /// Swaps the chunk list of the file at the upload's path for `chunks`, in one
+    /// logged step: each is either a chunk of this upload or one the file has now
+    /// (kept as it is). The inode, and so its attributes, stays; chunks the file no
+    /// longer uses become garbage. Answered `Ok`.
+    CommitRewrite {
+        upload: UploadId,
+        chunks: Vec<CommittedChunk>,
+    },
 }
 
 impl ClientToMaster {
@@ -211,6 +219,7 @@ impl ClientToMaster {
             ClientToMaster::Touch { .. } => "Touch",
             ClientToMaster::TrashEmpty => "TrashEmpty",
             ClientToMaster::SetAttr { .. } => "SetAttr",
+            ClientToMaster::CommitRewrite { .. } => "CommitRewrite",
         }
     }
 }
