@@ -374,29 +374,67 @@ impl Client {
     where
         R: AsyncRead + Unpin,
     {
-        let started = self
-            .master_call(Request::Master(ClientToMaster::BeginPut {
-                path: path.to_string(),
-                replication: options.replication,
-                overwrite: options.overwrite,
-            }))
+        let (upload, chunk_size) = self
+            .begin_put(path, options.replication, options.overwrite)
             .await?;
-        let (upload, chunk_size) = match started {
-            Response::PutStarted {
-                upload, chunk_size, ..
-            } => (upload, chunk_size),
-            other => return Err(self.unexpected(&other)),
-        };
         match self.put_chunks(upload, chunk_size, reader).await {
             Ok(total) => Ok(total),
             Err(e) => {
-                // Best effort: the master forgets idle uploads anyway.
-                let _ = self
-                    .master_call(Request::Master(ClientToMaster::AbortPut { upload }))
-                    .await;
+                self.abort_put(upload).await;
                 Err(e)
             }
         }
+    }
+
+    /// Starts an upload to `path`: its id and the cluster's chunk size.
+    pub(crate) async fn begin_put(
+        &self,
+        path: &str,
+        replication: Option<u32>,
+        overwrite: bool,
+    ) -> Result<(UploadId, u64), ClientError> {
+        let started = self
+            .master_call(Request::Master(ClientToMaster::BeginPut {
+                path: path.to_string(),
+                replication,
+                overwrite,
+            }))
+            .await?;
+        match started {
+            Response::PutStarted {
+                upload, chunk_size, ..
+            } => Ok((upload, chunk_size)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Best effort: the master forgets idle uploads anyway.
+    pub(crate) async fn abort_put(&self, upload: UploadId) {
+        let _ = self
+            .master_call(Request::Master(ClientToMaster::AbortPut { upload }))
+            .await;
+    }
+
+    /// The next chunk of `upload`: allocated, with its pipeline open (on a new chain
+    /// if the first one's head cannot be reached).
+    async fn start_chunk(&self, upload: UploadId) -> Result<ChunkWrite, ClientError> {
+        let alloc = match self
+            .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
+            .await?
+        {
+            Response::ChunkAllocated(a) => a,
+            other => return Err(self.unexpected(&other)),
+        };
+        let mut chunk = ChunkWrite::new(upload, alloc.handle);
+        if let Err(e) = self
+            .open_pipeline(&alloc)
+            .await
+            .map(|p| chunk.pipe = Some(p))
+        {
+            let head = alloc.replicas.first().cloned().unwrap_or_default();
+            self.reroute(&mut chunk, e, &head).await?;
+        }
+        Ok(chunk)
     }
 
     async fn put_chunks<R>(
@@ -414,22 +452,7 @@ impl Client {
         // One packet of look-ahead tells whether the packet being sent is a chunk's last.
         let mut next = read_packet(&mut reader, PACKET_SIZE as u64, chunk_size).await?;
         while !next.is_empty() {
-            let alloc = match self
-                .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
-                .await?
-            {
-                Response::ChunkAllocated(a) => a,
-                other => return Err(self.unexpected(&other)),
-            };
-            let mut chunk = ChunkWrite::new(upload, alloc.handle);
-            if let Err(e) = self
-                .open_pipeline(&alloc)
-                .await
-                .map(|p| chunk.pipe = Some(p))
-            {
-                let head = alloc.replicas.first().cloned().unwrap_or_default();
-                self.reroute(&mut chunk, e, &head).await?;
-            }
+            let mut chunk = self.start_chunk(upload).await?;
             loop {
                 let packet = std::mem::take(&mut next);
                 let room = chunk_size - chunk.size - packet.len() as u64;
@@ -470,22 +493,7 @@ impl Client {
         upload: UploadId,
         data: Bytes,
     ) -> Result<CommittedChunk, ClientError> {
-        let alloc = match self
-            .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
-            .await?
-        {
-            Response::ChunkAllocated(a) => a,
-            other => return Err(self.unexpected(&other)),
-        };
-        let mut chunk = ChunkWrite::new(upload, alloc.handle);
-        if let Err(e) = self
-            .open_pipeline(&alloc)
-            .await
-            .map(|p| chunk.pipe = Some(p))
-        {
-            let head = alloc.replicas.first().cloned().unwrap_or_default();
-            self.reroute(&mut chunk, e, &head).await?;
-        }
+        let mut chunk = self.start_chunk(upload).await?;
         let mut rest = data;
         loop {
             let packet = rest.split_to(rest.len().min(PACKET_SIZE));

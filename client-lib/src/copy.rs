@@ -48,17 +48,8 @@ impl Client {
         if stat.kind == FileKind::Dir {
             return Err(ErrorCode::IsADirectory { path: stat.path }.into());
         }
-        let started = self
-            .master_call(Request::Master(ClientToMaster::BeginPut {
-                path: dst.to_string(),
-                replication: Some(options.replication.unwrap_or(stat.replication)),
-                overwrite: options.overwrite,
-            }))
-            .await?;
-        let upload = match started {
-            Response::PutStarted { upload, .. } => upload,
-            other => return Err(self.unexpected(&other)),
-        };
+        let replication = Some(options.replication.unwrap_or(stat.replication));
+        let (upload, _) = self.begin_put(dst, replication, options.overwrite).await?;
         let copied = futures::stream::iter(stat.chunks.iter().map(|c| async move {
             let done = self.copy_chunk(upload, c).await?;
             progress(done.size);
@@ -83,10 +74,7 @@ impl Client {
         match committed {
             Ok(chunks) => Ok(chunks.iter().map(|c| c.size).sum()),
             Err(e) => {
-                // Best effort: the master forgets idle uploads anyway.
-                let _ = self
-                    .master_call(Request::Master(ClientToMaster::AbortPut { upload }))
-                    .await;
+                self.abort_put(upload).await;
                 Err(e)
             }
         }

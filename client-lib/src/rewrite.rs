@@ -93,19 +93,7 @@ impl Client {
             }
             .into());
         }
-        let started = self
-            .master_call(Request::Master(ClientToMaster::BeginPut {
-                path: path.to_string(),
-                replication: Some(replication),
-                overwrite: true,
-            }))
-            .await?;
-        let (upload, chunk_size) = match started {
-            Response::PutStarted {
-                upload, chunk_size, ..
-            } => (upload, chunk_size),
-            other => return Err(self.unexpected(&other)),
-        };
+        let (upload, chunk_size) = self.begin_put(path, Some(replication), true).await?;
         let result = self
             .write_changed(path, upload, chunk_size, chunks, old_size, &change)
             .await;
@@ -119,23 +107,16 @@ impl Client {
                     Ok(Response::Ok) => Ok(change.new_size),
                     Ok(other) => Err(self.unexpected(&other)),
                     Err(e) => {
-                        self.abort(upload).await;
+                        self.abort_put(upload).await;
                         Err(e)
                     }
                 }
             }
             Err(e) => {
-                self.abort(upload).await;
+                self.abort_put(upload).await;
                 Err(e)
             }
         }
-    }
-
-    /// Best effort: the master forgets idle uploads anyway.
-    async fn abort(&self, upload: UploadId) {
-        let _ = self
-            .master_call(Request::Master(ClientToMaster::AbortPut { upload }))
-            .await;
     }
 
     /// The new chunk list: the chunks before and after the touched range as they
