@@ -1,7 +1,7 @@
 //! `dfs shell`: typed at a real terminal (tmux) with Tab completion, a working
 //! directory and history across sessions; and fed a script on stdin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -9,13 +9,14 @@ use dfs_testkit::verbs::{dfs, ok, target, Target};
 use dfs_testkit::{bounded, cluster, dfs_bin, wait_until};
 use tokio::io::AsyncWriteExt;
 
-/// A tmux server of the test's own (its own socket), killed when dropped.
+/// A tmux server of the test's own, on a socket in the test's temp dir (so nothing
+/// is left in /tmp), killed when dropped.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
-    fn new(name: &str) -> Tmux {
+    fn new(dir: &Path, name: &str) -> Tmux {
         assert!(
             std::process::Command::new("tmux")
                 .arg("-V")
@@ -24,13 +25,14 @@ impl Tmux {
             "tmux is missing: `.ci/test` installs it (apt-get install tmux)"
         );
         Tmux {
-            socket: format!("dfs-test-{name}-{}", std::process::id()),
+            socket: dir.join(format!("tmux-{name}.sock")),
         }
     }
 
     fn run(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("tmux")
-            .args(["-L", &self.socket])
+            .arg("-S")
+            .arg(&self.socket)
             .args(args)
             .output()
             .expect("tmux runs");
@@ -97,7 +99,9 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
     }
 }
@@ -117,7 +121,7 @@ async fn the_shell_at_a_terminal_completes_keeps_a_directory_and_history() {
         )
         .await);
 
-        let tmux = Tmux::new("shell");
+        let tmux = Tmux::new(dir.path(), "shell");
         tmux.start_shell(&m, &home);
         tmux.wait_for("dfs:/>").await;
 
@@ -156,7 +160,7 @@ async fn the_shell_at_a_terminal_completes_keeps_a_directory_and_history() {
         .await;
 
         // A new session remembers: Up brings back the last command.
-        let tmux = Tmux::new("again");
+        let tmux = Tmux::new(dir.path(), "again");
         tmux.start_shell(&m, &home);
         tmux.wait_for("dfs:/>").await;
         tmux.keys(&["Up"]);
