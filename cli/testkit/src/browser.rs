@@ -38,8 +38,12 @@ impl Browser {
         }
         let port = crate::cluster::free_port();
         let addr = format!("127.0.0.1:{port}");
+        // The profile, and every temp file Chromium makes (its TMPDIR), live in one
+        // dir removed with the session, so nothing is left in /tmp.
+        let profile = tempfile::tempdir().expect("profile dir");
         let driver = tokio::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", profile.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -52,7 +56,6 @@ impl Browser {
             || async { tokio::net::TcpStream::connect(&addr).await.is_ok() },
         )
         .await;
-        let profile = tempfile::tempdir().expect("profile dir");
         let args = [
             "--headless".to_string(),
             "--no-sandbox".into(),
