@@ -396,10 +396,15 @@ async fn fsck_exit_status_and_json() {
             std::fs::write(&p, b).unwrap();
         }
         failed_with(&dfs(&m, &["cat", "/d/f"], None).await, "checksum");
+        // Each replica's damage is reported on its own heartbeat: wait for the chunk
+        // to be missing, not merely for the first report (which makes it corrupt).
         dfs_testkit::wait_until(
             std::time::Duration::from_secs(10),
-            "fsck to see it",
-            || async { dfs(&m, &["fsck", "/"], None).await.code != 0 },
+            "fsck to see the chunk missing",
+            || async {
+                let out = dfs(&m, &["fsck", "/", "--json"], None).await;
+                serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|r| r["missing"] == 1)
+            },
         )
         .await;
         let out = dfs(&m, &["fsck", "/", "--json"], None).await;
