@@ -50,6 +50,20 @@ proptest! {
     }
 }
 
+/// An empty read anywhere inside a chunk is empty, not a panic (proptest found one
+/// at an offset that is not a block boundary).
+#[test]
+fn an_empty_read_inside_a_block_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+    let data = vec![5u8; 100_000];
+    let h = write(&store, &data, 65_536);
+    let mut r = store.open_reader(h, ChunkVersion::FIRST).unwrap();
+    for offset in [0u64, 1, 57_062, 65_536, 99_999, 100_000] {
+        assert!(r.read(offset, 0).unwrap().is_empty(), "at {offset}");
+    }
+}
+
 #[test]
 fn a_flipped_byte_is_an_error_never_data() {
     let dir = tempfile::tempdir().unwrap();

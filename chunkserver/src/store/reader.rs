@@ -101,6 +101,11 @@ impl ChunkReader {
     /// is an error, never data.
     pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
         let blocks = self.read_blocks(offset, len)?;
+        if len == 0 {
+            // No block was read: nothing to cut out of (`blocks.offset` is only the
+            // start of the block `offset` falls in).
+            return Ok(Bytes::new());
+        }
         let start = (offset - blocks.offset) as usize;
         Ok(blocks.data.slice(start..start + len as usize))
     }
