@@ -9,7 +9,7 @@
 //! gone and fails (`BadRequest`), and nothing of it is visible; the last commit that
 //! succeeds wins, as NFS's close-to-open model has it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dfs_protocol::ClientToMaster;
 use dfs_protocol::{ChunkInfo, CommittedChunk, ErrorCode, FileKind, Request, Response, UploadId};
 
@@ -196,18 +196,17 @@ impl Client {
         let cap = usize::try_from(len).map_err(|_| ErrorCode::InvalidArgument {
             reason: "a chunk larger than memory".into(),
         })?;
-        let mut buf = BytesMut::with_capacity(cap);
+        // Read straight into the piece's own buffer: one copy of the old bytes.
+        let mut buf = Vec::with_capacity(cap);
         let old_end = old_size.min(at + len);
         if old_end > at {
-            let mut old = Vec::with_capacity(cap);
-            let got = self.get_range(path, at, old_end - at, &mut old).await?;
+            let got = self.get_range(path, at, old_end - at, &mut buf).await?;
             if got != old_end - at {
                 return Err(ClientError::BadReply {
                     addr: self.master().to_string(),
                     reason: format!("{path} changed while it was being rewritten"),
                 });
             }
-            buf.extend_from_slice(&old);
         }
         buf.resize(cap, 0);
         if let Some((offset, data)) = change.data {
@@ -220,6 +219,6 @@ impl Client {
                 buf[dst..dst + n].copy_from_slice(&data[src..src + n]);
             }
         }
-        Ok(buf.freeze())
+        Ok(Bytes::from(buf))
     }
 }
