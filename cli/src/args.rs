@@ -382,6 +382,40 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount the cluster at MOUNTPOINT as an ordinary file system (FUSE), so that
+    /// any program can use it: cp, rsync, tar, git, editors.
+    ///
+    /// Runs in the background once mounted (with --foreground it stays attached,
+    /// and Ctrl-C unmounts). `dfs umount MOUNTPOINT` unmounts. A file's changes
+    /// become visible to other clients when it is closed or fsynced (close-to-open,
+    /// as NFS); see docs/mount.md for what is and is not POSIX.
+    Mount {
+        mountpoint: std::path::PathBuf,
+        /// Refuse every change (EROFS).
+        #[arg(long)]
+        read_only: bool,
+        /// Stay attached to the terminal; Ctrl-C or SIGTERM unmounts.
+        #[arg(long)]
+        foreground: bool,
+        /// Seconds the kernel trusts names and attributes before asking again
+        /// (0 asks every time; the mount's own changes are seen at once).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        attr_timeout: f64,
+        /// Where changes at random offsets wait for close (default: the user's
+        /// cache dir, $XDG_CACHE_HOME/dfs/mount or ~/.cache/dfs/mount).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<std::path::PathBuf>,
+        /// Seconds operations wait for an unreachable master (a restart) before
+        /// failing with EIO.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        stall_timeout: u64,
+        /// Deleted files go to the cluster's trash (`dfs trash restore`) instead
+        /// of being removed.
+        #[arg(long)]
+        trash: bool,
+    },
+    /// Unmount a dfs mount (as `fusermount3 -u` does); the mount process exits.
+    Umount { mountpoint: std::path::PathBuf },
     /// An interactive shell: every verb at a prompt on one connection, a working
     /// directory (cd, pwd, relative paths), help, history and Tab completion.
     ///

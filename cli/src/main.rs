@@ -204,6 +204,26 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             bail!("not a client verb")
         }
         Command::Key { command } => cmd::admin::key(&client, command).await,
+        Command::Mount {
+            mountpoint,
+            read_only,
+            foreground,
+            attr_timeout,
+            cache_dir,
+            stall_timeout,
+            trash,
+        } => {
+            let options = cmd::mount::Options {
+                read_only,
+                foreground,
+                attr_timeout,
+                cache_dir,
+                stall_timeout,
+                trash,
+            };
+            cmd::mount::mount(&client, &mountpoint, options).await
+        }
+        Command::Umount { mountpoint } => cmd::mount::umount(&mountpoint),
         Command::Put {
             local,
             remote,

@@ -82,7 +82,7 @@ pub fn ls_plain(entries: &[DirEntry], long: bool, human: bool) -> String {
             };
             let replication = match e.kind {
                 FileKind::File => e.replication.to_string(),
-                FileKind::Dir => "-".to_string(),
+                FileKind::Dir | FileKind::Symlink => "-".to_string(),
             };
             let _ = writeln!(
                 out,

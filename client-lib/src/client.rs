@@ -281,6 +281,45 @@ impl Client {
         .await
     }
 
+    /// POSIX `rename(2)`: `src` becomes exactly `dst`. An existing `dst` is replaced
+    /// atomically when `replace` (a file by a file, an empty directory by a
+    /// directory); otherwise it is an `AlreadyExists` error.
+    pub async fn rename_over(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        self.master_ok(Request::Master(ClientToMaster::RenameOver {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            replace,
+        }))
+        .await
+    }
+
+    /// Creates a symbolic link at `path` to `target` (stored as given).
+    pub async fn symlink(&self, path: &str, target: &str) -> Result<(), ClientError> {
+        self.master_ok(Request::Master(ClientToMaster::Symlink {
+            path: path.to_string(),
+            target: target.to_string(),
+        }))
+        .await
+    }
+
+    /// The target of the symbolic link at `path`.
+    pub async fn read_link(&self, path: &str) -> Result<String, ClientError> {
+        match self
+            .master_call(Request::Master(ClientToMaster::ReadLink {
+                path: path.to_string(),
+            }))
+            .await?
+        {
+            Response::Link { target } => Ok(target),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), ClientError> {
         self.master_ok(Request::Master(ClientToMaster::Rename {
             src: src.to_string(),
@@ -377,7 +416,51 @@ impl Client {
         let (upload, chunk_size) = self
             .begin_put(path, options.replication, options.overwrite)
             .await?;
-        match self.put_chunks(upload, chunk_size, reader).await {
+        self.stream_and_commit(upload, chunk_size, reader, false)
+            .await
+    }
+
+    /// Stores everything `reader` yields as the new contents of the existing file at
+    /// `path`, keeping its inode and so its attributes (mode, owner): the chunks
+    /// stream as a put's do, and the chunk list is swapped in one logged step at the
+    /// end (`CommitRewrite`). Nothing changes at `path` until then, and nothing on
+    /// error. Returns the number of bytes stored.
+    pub async fn replace<R>(&self, path: &str, reader: R) -> Result<u64, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let stat = self.stat(path).await?;
+        if stat.kind != FileKind::File {
+            return Err(ErrorCode::IsADirectory { path: stat.path }.into());
+        }
+        let (upload, chunk_size) = self.begin_put(path, Some(stat.replication), true).await?;
+        self.stream_and_commit(upload, chunk_size, reader, true)
+            .await
+    }
+
+    /// Streams `reader` into `upload` and commits it as a new file, or (`rewrite`)
+    /// as the new chunk list of the file there; aborts the upload on error.
+    async fn stream_and_commit<R>(
+        &self,
+        upload: UploadId,
+        chunk_size: u64,
+        reader: R,
+        rewrite: bool,
+    ) -> Result<u64, ClientError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let done = async {
+            let (chunks, total) = self.put_chunks(upload, chunk_size, reader).await?;
+            let commit = if rewrite {
+                ClientToMaster::CommitRewrite { upload, chunks }
+            } else {
+                ClientToMaster::CommitPut { upload, chunks }
+            };
+            self.master_ok(Request::Master(commit)).await?;
+            Ok(total)
+        };
+        match done.await {
             Ok(total) => Ok(total),
             Err(e) => {
                 self.abort_put(upload).await;
@@ -442,7 +525,7 @@ impl Client {
         upload: UploadId,
         chunk_size: u64,
         mut reader: R,
-    ) -> Result<u64, ClientError>
+    ) -> Result<(Vec<CommittedChunk>, u64), ClientError>
     where
         R: AsyncRead + Unpin,
     {
@@ -478,12 +561,7 @@ impl Client {
         if let Some(prev) = in_flight.take() {
             committed.push(self.confirm(prev).await?);
         }
-        self.master_ok(Request::Master(ClientToMaster::CommitPut {
-            upload,
-            chunks: committed,
-        }))
-        .await?;
-        Ok(total)
+        Ok((committed, total))
     }
 
     /// Stores `data` (at most a chunk) as the next chunk of `upload`, through the
@@ -730,6 +808,43 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Reads at most `len` bytes from `start` of the file as `stat` described it (no
+    /// master call: a reader that already holds the chunk list, as an open file of
+    /// the mount does), several ranges at once. A replica that moved to a newer
+    /// version answers `NoReplica`; stat again and retry then.
+    pub async fn read_at(
+        &self,
+        stat: &FileStat,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, ClientError> {
+        let end = start.saturating_add(len).min(stat.size);
+        let want =
+            usize::try_from(end.saturating_sub(start)).map_err(|_| ErrorCode::InvalidArgument {
+                reason: "a read larger than memory".into(),
+            })?;
+        let mut out = Vec::with_capacity(want);
+        self.read_into(stat, start, want as u64, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Appends `len` bytes from `start` of the file `stat` describes to `out`;
+    /// returns how many were read (fewer only past the end).
+    pub(crate) async fn read_into(
+        &self,
+        stat: &FileStat,
+        start: u64,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        let mut done = 0;
+        if len > 0 {
+            self.read_stat_range(stat, start, len, out, &mut done)
+                .await?;
+        }
+        Ok(done)
     }
 
     /// Writes `len` bytes from `start` of the file `stat` describes to `writer`,

@@ -107,7 +107,7 @@ impl Client {
     pub async fn summary(&self, path: &str) -> Result<Summary, ClientError> {
         let stat = self.stat(path).await?;
         let mut sum = Summary::default();
-        if stat.kind == FileKind::File {
+        if stat.kind != FileKind::Dir {
             sum.files = 1;
             sum.bytes = stat.size;
             return Ok(sum);
@@ -123,7 +123,7 @@ impl Client {
                         FileKind::Dir => {
                             dirs.push(format!("{}/{}", dir.trim_end_matches('/'), e.name))
                         }
-                        FileKind::File => {
+                        FileKind::File | FileKind::Symlink => {
                             sum.files += 1;
                             sum.bytes = sum.bytes.saturating_add(e.size);
                         }

@@ -26,7 +26,8 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::ListPage { .. }
         | ClientToMaster::TrashPage { .. }
         | ClientToMaster::FsckPage { .. }
-        | ClientToMaster::StatusPage { .. } => Role::ReadOnly,
+        | ClientToMaster::StatusPage { .. }
+        | ClientToMaster::ReadLink { .. } => Role::ReadOnly,
         ClientToMaster::Mkdir { .. }
         | ClientToMaster::Delete { .. }
         | ClientToMaster::Rename { .. }
@@ -40,7 +41,9 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::AppendTarget { .. }
         | ClientToMaster::Touch { .. }
         | ClientToMaster::SetAttr { .. }
-        | ClientToMaster::CommitRewrite { .. } => Role::ReadWrite,
+        | ClientToMaster::CommitRewrite { .. }
+        | ClientToMaster::Symlink { .. }
+        | ClientToMaster::RenameOver { .. } => Role::ReadWrite,
         ClientToMaster::Decommission { .. }
         | ClientToMaster::Balance {
             threshold_percent: Some(_),

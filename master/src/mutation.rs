@@ -135,6 +135,24 @@ pub enum Mutation {
         chunks: Vec<StoredChunk>,
         mtime: u64,
     },
+    /// A symbolic link `ino` to `target` created as `name` in `parent`.
+    Symlink {
+        parent: u64,
+        name: String,
+        ino: u64,
+        target: String,
+        mtime: u64,
+    },
+    /// POSIX rename: the entry moved to exactly `dst_name` in `dst_parent`, and
+    /// `replaced` (what was there, a file, link or empty directory) removed in the
+    /// same step.
+    RenameOver {
+        src_parent: u64,
+        src_name: String,
+        dst_parent: u64,
+        dst_name: String,
+        replaced: Option<u64>,
+    },
 }
 
 impl Mutation {
@@ -162,6 +180,8 @@ impl Mutation {
             Mutation::SetTimes { .. } => "set-times",
             Mutation::SetAttr { .. } => "set-attr",
             Mutation::Rewrite { .. } => "rewrite",
+            Mutation::Symlink { .. } => "symlink",
+            Mutation::RenameOver { .. } => "rename-over",
         }
     }
 

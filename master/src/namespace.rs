@@ -81,7 +81,12 @@ pub struct Namespace {
     clock_floor: u64,
     /// Attributes of the inodes that had them set; the others have the defaults.
     attrs: HashMap<u64, Attr>,
+    /// Each symbolic link's target.
+    links: HashMap<u64, String>,
 }
+
+/// The longest symbolic link target stored (Linux's PATH_MAX).
+pub const MAX_LINK_TARGET: usize = 4096;
 
 fn not_found(comps: &[String]) -> OpError {
     ErrorCode::NotFound {
@@ -144,8 +149,10 @@ impl Namespace {
         let server_keys = store.server_keys()?.into_iter().collect();
         let clock_floor = store.clock_floor()?;
         let attrs = store.attrs()?.into_iter().collect();
+        let links = store.links()?.into_iter().collect();
         Ok(Namespace {
             attrs,
+            links,
             clock_floor,
             server_keys,
             keys,
@@ -463,12 +470,12 @@ impl Namespace {
         use std::ops::Bound;
         let comps = path::components(raw)?;
         let (ino, inode) = self.resolve(&comps)?;
-        if inode.kind == FileKind::File {
+        if inode.kind != FileKind::Dir {
             let entries = match after {
                 Some(_) => Vec::new(),
                 None => vec![DirEntry {
                     name: comps.last().cloned().unwrap_or_default(),
-                    kind: FileKind::File,
+                    kind: inode.kind,
                     size: inode.size,
                     mtime: inode.mtime,
                     replication: inode.replication,
@@ -511,7 +518,7 @@ impl Namespace {
         let comps = path::components(raw)?;
         let (ino, inode) = self.resolve(&comps)?;
         Ok(match inode.kind {
-            FileKind::File => 1,
+            FileKind::File | FileKind::Symlink => 1,
             FileKind::Dir => self.children.get(&ino).map_or(0, |c| c.len()),
         })
     }
@@ -520,10 +527,10 @@ impl Namespace {
     pub fn list(&self, raw: &str) -> Result<Vec<DirEntry>, OpError> {
         let comps = path::components(raw)?;
         let (ino, inode) = self.resolve(&comps)?;
-        if inode.kind == FileKind::File {
+        if inode.kind != FileKind::Dir {
             return Ok(vec![DirEntry {
                 name: comps.last().cloned().unwrap_or_default(),
-                kind: FileKind::File,
+                kind: inode.kind,
                 size: inode.size,
                 mtime: inode.mtime,
                 replication: inode.replication,
@@ -614,10 +621,10 @@ impl Namespace {
                     format!("{dir}/{name}")
                 };
                 let c = self.inode(*child)?;
-                if c.kind == FileKind::File {
-                    out.push((p, c));
-                } else {
-                    stack.push((p, *child));
+                match c.kind {
+                    FileKind::File => out.push((p, c)),
+                    FileKind::Dir => stack.push((p, *child)),
+                    FileKind::Symlink => {}
                 }
             }
         }
@@ -975,6 +982,100 @@ impl Namespace {
         })
     }
 
+    /// A symbolic link at `raw` to `target`.
+    pub fn plan_symlink(&self, raw: &str, target: &str, now: u64) -> Result<Mutation, OpError> {
+        if target.is_empty() || target.len() > MAX_LINK_TARGET || target.contains('\0') {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!("a link target is 1 to {MAX_LINK_TARGET} bytes without NUL"),
+            }
+            .into());
+        }
+        let comps = path::components(raw)?;
+        let (parent, _) = self.check_create(&comps, false)?;
+        Ok(Mutation::Symlink {
+            parent,
+            name: comps.last().cloned().unwrap_or_default(),
+            ino: self.next_inode,
+            target: target.to_string(),
+            mtime: now,
+        })
+    }
+
+    /// The target of the symbolic link at `raw`.
+    pub fn read_link(&self, raw: &str) -> Result<String, OpError> {
+        let comps = path::components(raw)?;
+        let (ino, inode) = self.resolve(&comps)?;
+        if inode.kind != FileKind::Symlink {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!("{} is not a symbolic link", path::join(&comps)),
+            }
+            .into());
+        }
+        self.links
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| OpError::Store(corrupt(format!("link {ino} has no target"))))
+    }
+
+    /// POSIX `rename(2)`: `src` becomes exactly `dst`, replacing what is there when
+    /// `replace` and the kinds allow it (a non-directory over a non-directory, a
+    /// directory over an empty directory).
+    pub fn plan_rename_over(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: bool,
+    ) -> Result<Mutation, OpError> {
+        let s = path::components(src)?;
+        let (src_parent, src_name) = self.resolve_parent(&s, "move")?;
+        let src_ino = self
+            .lookup(src_parent, src_name)
+            .ok_or_else(|| not_found(&s))?;
+        let src_kind = self.inode(src_ino)?.kind;
+        let d = path::components(dst)?;
+        let (dst_parent, dst_name) = self.resolve_parent(&d, "move onto")?;
+        if d == s {
+            return Ok(Mutation::RenameOver {
+                src_parent,
+                src_name: src_name.to_string(),
+                dst_parent,
+                dst_name: dst_name.to_string(),
+                replaced: Some(src_ino),
+            });
+        }
+        if d.starts_with(&s) {
+            return Err(ErrorCode::InvalidArgument {
+                reason: format!("cannot move {} into itself", path::join(&s)),
+            }
+            .into());
+        }
+        let replaced = match self.lookup(dst_parent, dst_name) {
+            None => None,
+            Some(old) => {
+                let p = path::join(&d);
+                if !replace {
+                    return Err(ErrorCode::AlreadyExists { path: p }.into());
+                }
+                let old_kind = self.inode(old)?.kind;
+                match (src_kind == FileKind::Dir, old_kind == FileKind::Dir) {
+                    (false, true) => return Err(ErrorCode::IsADirectory { path: p }.into()),
+                    (true, false) => return Err(ErrorCode::NotADirectory { path: p }.into()),
+                    (true, true) if self.children.get(&old).is_some_and(|c| !c.is_empty()) => {
+                        return Err(ErrorCode::NotEmpty { path: p }.into())
+                    }
+                    _ => Some(old),
+                }
+            }
+        };
+        Ok(Mutation::RenameOver {
+            src_parent,
+            src_name: src_name.to_string(),
+            dst_parent,
+            dst_name: dst_name.to_string(),
+            replaced,
+        })
+    }
+
     /// Puts the most recently trashed entry that was at `raw` back there.
     pub fn plan_restore(&self, raw: &str) -> Result<Mutation, OpError> {
         let comps = path::components(raw)?;
@@ -1052,6 +1153,9 @@ impl Namespace {
         txn.remove_inode(ino);
         if self.attrs.remove(&ino).is_some() {
             txn.remove_attr(ino);
+        }
+        if self.links.remove(&ino).is_some() {
+            txn.remove_link(ino);
         }
         self.children.remove(&ino);
         let Some(inode) = self.inodes.remove(&ino) else {
@@ -1378,6 +1482,44 @@ impl Namespace {
                     }
                 }
                 txn.remove_upload(*upload);
+            }
+            Mutation::Symlink {
+                parent,
+                name,
+                ino,
+                target,
+                mtime,
+            } => {
+                let link = Inode {
+                    kind: FileKind::Symlink,
+                    size: target.len() as u64,
+                    replication: 0,
+                    mtime: *mtime,
+                    chunks: Vec::new(),
+                };
+                self.put_inode(&mut txn, *ino, link)?;
+                txn.put_link(*ino, target)?;
+                self.links.insert(*ino, target.clone());
+                self.link(&mut txn, *parent, name, *ino);
+            }
+            Mutation::RenameOver {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                replaced,
+            } => {
+                let ino = self.unlink(&mut txn, *src_parent, src_name)?;
+                // Renaming an entry onto itself changes nothing (POSIX).
+                if *replaced == Some(ino) {
+                    self.link(&mut txn, *src_parent, src_name, ino);
+                } else {
+                    if let Some(old) = replaced {
+                        self.unlink(&mut txn, *dst_parent, dst_name)?;
+                        freed.extend(self.drop_inode(&mut txn, *old));
+                    }
+                    self.link(&mut txn, *dst_parent, dst_name, ino);
+                }
             }
             Mutation::ClockFloor { secs } => {
                 if *secs > self.clock_floor {

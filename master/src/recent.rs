@@ -65,7 +65,8 @@ pub fn describe(request: &ClientToMaster) -> Option<String> {
         | C::SetReplication { path, .. }
         | C::Touch { path }
         | C::SetAttr { path, .. } => path.clone(),
-        C::Rename { src, dst } => format!("{src} -> {dst}"),
+        C::Symlink { path, target } => format!("{path} -> {target}"),
+        C::Rename { src, dst } | C::RenameOver { src, dst, .. } => format!("{src} -> {dst}"),
         C::CommitPut { upload, chunks } | C::CommitRewrite { upload, chunks } => {
             format!("upload {upload} ({} chunks)", chunks.len())
         }

@@ -464,6 +464,19 @@ impl Master {
                     .await?;
                 Ok(Response::Ok)
             }
+            ClientToMaster::RenameOver { src, dst, replace } => {
+                self.mutate(|st| Ok((Some(st.ns.plan_rename_over(&src, &dst, replace)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
+            ClientToMaster::Symlink { path, target } => {
+                self.mutate(|st| Ok((Some(st.ns.plan_symlink(&path, &target, now)?), ())))
+                    .await?;
+                Ok(Response::Ok)
+            }
+            ClientToMaster::ReadLink { path } => Ok(Response::Link {
+                target: self.read(|st| st.ns.read_link(&path)).await?,
+            }),
             ClientToMaster::TrashList => {
                 let retention = self.config.trash_retention.as_secs();
                 let entries = self

@@ -122,6 +122,7 @@ impl Attr {
             mode: match kind {
                 FileKind::File => 0o644,
                 FileKind::Dir => 0o755,
+                FileKind::Symlink => 0o777,
             },
             uid: 0,
             gid: 0,
@@ -133,6 +134,13 @@ impl Attr {
 fn attr_key(ino: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'a';
+    k[1..].copy_from_slice(&ino.to_be_bytes());
+    k
+}
+
+fn link_key(ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'l';
     k[1..].copy_from_slice(&ino.to_be_bytes());
     k
 }
@@ -265,6 +273,15 @@ impl Txn {
 
     pub fn remove_attr(&mut self, ino: u64) {
         self.remove(attr_key(ino));
+    }
+
+    pub fn put_link(&mut self, ino: u64, target: &str) -> Result<(), StoreError> {
+        self.insert(link_key(ino), encode(&target)?);
+        Ok(())
+    }
+
+    pub fn remove_link(&mut self, ino: u64) {
+        self.remove(link_key(ino));
     }
 
     pub fn put_dirent(&mut self, parent: u64, name: &str, child: u64) {
@@ -531,6 +548,16 @@ impl Store {
     pub fn attrs(&self) -> Result<Vec<(u64, Attr)>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"a") {
+            let (k, v) = item?;
+            out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every symbolic link's target, for rebuilding the namespace at start.
+    pub fn links(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"l") {
             let (k, v) = item?;
             out.push((u64_value(&k, &k[1..])?, decode(&k, &v)?));
         }

@@ -287,6 +287,7 @@ fn dump(ns: &Namespace) -> BTreeMap<P, Node> {
                 FileKind::File => {
                     out.insert(p, Node::File { size: e.size });
                 }
+                FileKind::Symlink => panic!("the model makes no symbolic links"),
             }
         }
     }

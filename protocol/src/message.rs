@@ -185,6 +185,25 @@ pub enum ClientToMaster {
         upload: UploadId,
         chunks: Vec<CommittedChunk>,
     },
+    /// Creates a symbolic link at `path` pointing at `target` (stored as given, never
+    /// resolved by the master); answered `Ok`.
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// The target of the symbolic link at `path`; answered `Link`.
+    ReadLink {
+        path: String,
+    },
+    /// POSIX `rename(2)`: `src` becomes exactly `dst` (never "into" it). An existing
+    /// `dst` is replaced in the same logged step when `replace` (a file by a file or
+    /// link, an empty directory by a directory); otherwise it is `AlreadyExists`.
+    /// Answered `Ok`.
+    RenameOver {
+        src: String,
+        dst: String,
+        replace: bool,
+    },
 }
 
 impl ClientToMaster {
@@ -220,6 +239,9 @@ impl ClientToMaster {
             ClientToMaster::TrashEmpty => "TrashEmpty",
             ClientToMaster::SetAttr { .. } => "SetAttr",
             ClientToMaster::CommitRewrite { .. } => "CommitRewrite",
+            ClientToMaster::Symlink { .. } => "Symlink",
+            ClientToMaster::ReadLink { .. } => "ReadLink",
+            ClientToMaster::RenameOver { .. } => "RenameOver",
         }
     }
 }
@@ -600,6 +622,10 @@ pub enum Response {
         entries: u64,
         bytes: u64,
     },
+    /// A symbolic link's target.
+    Link {
+        target: String,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -707,6 +733,8 @@ pub struct ChunkAllocation {
 pub enum FileKind {
     File,
     Dir,
+    /// A symbolic link: no chunks; its size is the length of its target.
+    Symlink,
 }
 
 impl FileKind {
@@ -714,6 +742,7 @@ impl FileKind {
         match self {
             FileKind::File => "file",
             FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
         }
     }
 }
@@ -846,6 +875,7 @@ impl Response {
             Response::StatusPage { .. } => "StatusPage",
             Response::ChunkDigest { .. } => "ChunkDigest",
             Response::Purged { .. } => "Purged",
+            Response::Link { .. } => "Link",
         }
     }
 

@@ -301,6 +301,9 @@ pub(crate) async fn get(
                     let to = local_dir.join(&entry.name);
                     match entry.kind {
                         FileKind::Dir => stack.push((path, to)),
+                        FileKind::Symlink => {
+                            eprintln!("dfs: {path}: skipped: a symbolic link");
+                        }
                         FileKind::File => {
                             plan.bytes += entry.size;
                             plan.files.push(Download {
@@ -384,6 +387,9 @@ pub(crate) async fn cp(
                 let (path, target) = (join(&dir, &entry.name), join(&to, &entry.name));
                 match entry.kind {
                     FileKind::Dir => stack.push((path, target)),
+                    FileKind::Symlink => {
+                        eprintln!("dfs: {path}: skipped: a symbolic link");
+                    }
                     FileKind::File => {
                         plan.bytes += entry.size;
                         plan.files.push(CopyFile {

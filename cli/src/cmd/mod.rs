@@ -8,7 +8,8 @@
 //! - `shell` has `shell`;
 //! - `sync` has `sync [--watch] [--delete]`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
-//! - `admin` has `key` and `df`.
+//! - `admin` has `key` and `df`;
+//! - `mount` has `mount` and `umount`.
 
 use std::io::Write as _;
 
@@ -16,6 +17,7 @@ pub(crate) mod admin;
 pub(crate) mod batch;
 pub(crate) mod checksum;
 pub(crate) mod config;
+pub(crate) mod mount;
 pub(crate) mod namespace;
 pub(crate) mod server;
 pub(crate) mod shell;

@@ -151,7 +151,7 @@ pub(crate) async fn du(
             for e in page {
                 let child = join_path(&stat.path, &e.name);
                 let size = match e.kind {
-                    FileKind::File => e.size,
+                    FileKind::File | FileKind::Symlink => e.size,
                     FileKind::Dir => client.summary(&child).await?.bytes,
                 };
                 rows.push((child, size));
