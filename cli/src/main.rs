@@ -132,6 +132,8 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
         Command::Master(a) => cmd::server::master(a).await,
         Command::Chunkserver(a) => cmd::server::chunkserver(a, &server_master).await,
         Command::Up(a) => cmd::server::up(a, &server_master).await,
+        // Needs no cluster: only the local mount table.
+        Command::Umount { mountpoint } => cmd::mount::umount(&mountpoint),
         Command::Tls {
             command: TlsCommand::Init { dir, names },
         } => {
@@ -200,6 +202,7 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
         | Command::Up(_)
         | Command::Tls { .. }
         | Command::Shell
+        | Command::Umount { .. }
         | Command::Config { .. } => {
             bail!("not a client verb")
         }
@@ -223,7 +226,6 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             };
             cmd::mount::mount(&client, &mountpoint, options).await
         }
-        Command::Umount { mountpoint } => cmd::mount::umount(&mountpoint),
         Command::Put {
             local,
             remote,

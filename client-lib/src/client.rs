@@ -30,6 +30,11 @@ pub struct ClientOptions {
     /// Addresses to dial instead of those the master hands out (a client outside a
     /// NAT or port forward, or a test's fault proxy in front of a server).
     pub routes: Routes,
+    /// How long a master call waits out a master that is down (a restart) or that
+    /// cannot place chunks yet (chunkservers still reporting), before failing.
+    /// Only calls the master never took, or refused without acting on, are sent
+    /// again. Zero (the default) fails at once, as the CLI's verbs want.
+    pub master_wait: Duration,
 }
 
 /// `address -> address to dial instead`; empty by default.
@@ -55,6 +60,7 @@ impl Default for ClientOptions {
             read_parallelism: 4,
             read_unit: 4 << 20,
             routes: Routes::default(),
+            master_wait: Duration::ZERO,
         }
     }
 }
@@ -171,6 +177,17 @@ impl Client {
         &self.inner.master
     }
 
+    /// The same cluster and identity with other options (on new connections).
+    pub fn reconfigured(&self, change: impl FnOnce(&mut ClientOptions)) -> Client {
+        let mut options = self.inner.options.clone();
+        change(&mut options);
+        Client::with_options(
+            self.inner.master.clone(),
+            self.inner.pool.identity().clone(),
+            options,
+        )
+    }
+
     pub(crate) async fn exchange<T>(
         &self,
         addr: &str,
@@ -187,8 +204,33 @@ impl Client {
     }
 
     /// One request to the master; an error code comes back as `ClientError::Remote`.
+    /// Waits out an unreachable master for up to `master_wait` (see
+    /// [`ClientOptions::master_wait`]).
     pub(crate) async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
-        self.server_call(&self.inner.master, request).await
+        let wait = self.inner.options.master_wait;
+        if wait.is_zero() {
+            return self.server_call(&self.inner.master, request).await;
+        }
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let result = self.server_call(&self.inner.master, request.clone()).await;
+            let again = match &result {
+                Err(ClientError::Remote(
+                    ErrorCode::Unavailable { .. } | ErrorCode::NotEnoughServers { .. },
+                )) => true,
+                Err(ClientError::Peer { source, .. }) => master_gone(source),
+                _ => false,
+            };
+            if !again || started.elapsed() >= wait {
+                return result;
+            }
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "the master cannot serve {} yet; waiting", request.name());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// One request and its one-frame answer, to the master or a chunkserver, on a
@@ -992,6 +1034,20 @@ impl Client {
         }
         self.inner.pool.put(addr, conn);
         Ok(parts)
+    }
+}
+
+/// Whether a failed master exchange means the master is gone (refused, or an idle
+/// pooled connection found closed by its restart).
+fn master_gone(e: &ProtocolError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, UnexpectedEof};
+    match e {
+        ProtocolError::Closed => true,
+        ProtocolError::Codec(dfs_protocol::CodecError::Io(io)) => matches!(
+            io.kind(),
+            ConnectionRefused | ConnectionReset | BrokenPipe | UnexpectedEof
+        ),
+        _ => false,
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) async fn mount(client: &Client, mountpoint: &Path, o: Options) -> any
     }
     let mountpoint = std::fs::canonicalize(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
-    if is_mounted(&mountpoint) {
+    if dfs_mount::is_mounted(&mountpoint) {
         bail!(
             "{}: something is already mounted there",
             mountpoint.display()
@@ -90,7 +90,7 @@ pub(crate) async fn mount(client: &Client, mountpoint: &Path, o: Options) -> any
 
 pub(crate) fn umount(mountpoint: &Path) -> anyhow::Result<()> {
     let path = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    if !is_mounted(&path) {
+    if !dfs_mount::is_mounted(&path) {
         bail!("{}: not mounted", mountpoint.display());
     }
     dfs_mount::unmount(&path)?;
@@ -116,7 +116,7 @@ async fn background(mountpoint: &Path, cache: &Path) -> anyhow::Result<()> {
         .context("starting the mount process")?;
     let deadline = tokio::time::Instant::now() + MOUNT_WAIT;
     loop {
-        if is_mounted(mountpoint) {
+        if dfs_mount::is_mounted(mountpoint) {
             let _ = std::fs::remove_file(&log_path);
             return Ok(());
         }
@@ -143,43 +143,6 @@ async fn background(mountpoint: &Path, cache: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Whether a dfs file system is mounted at `path` (per /proc/self/mountinfo).
-pub(crate) fn is_mounted(path: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    table.lines().any(|line| {
-        let mut fields = line.split(' ');
-        let point = fields.nth(4).map(unescape);
-        // After the separator: the type ("fuse", or "fuse.dfs" through
-        // fusermount3) and the source, which the mount names "dfs:MASTER".
-        let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
-        let fstype = tail.next().unwrap_or("");
-        let source = tail.next().unwrap_or("");
-        point.as_deref() == Some(&*want) && fstype.starts_with("fuse") && source.starts_with("dfs")
-    })
-}
-
-/// Mount table fields escape space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if let (b'\\', Some(&[a, b, c])) = (bytes[i], bytes.get(i + 1..i + 4)) {
-            if [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d)) {
-                out.push(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'));
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn default_cache_dir() -> PathBuf {

@@ -13,6 +13,8 @@
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
 //! - [`http`]: a raw HTTP GET, for the status page and `/metrics`;
 //! - [`browser`]: headless Chromium over WebDriver, for the status page;
+//! - [`mount`]: `dfs mount` as a process, unmounted when dropped, and programs run
+//!   in it;
 //! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
 //! - [`seeds`]: the seeds a randomized test runs, from the environment;
 //! - [`verbs`]: the built `dfs` binary's verbs run as a user would, and checks of
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod data;
 pub mod disk;
 pub mod http;
+pub mod mount;
 pub mod procs;
 pub mod proxy;
 pub mod seeds;
@@ -39,6 +42,7 @@ pub use dfs_master::clock::Clock;
 pub use dfs_master::oplog::SyncGate;
 pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
 pub use http::http_get;
+pub use mount::{run_ok, Mount};
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
 pub use proxy::{Direction, FaultProxy};
 pub use seeds::seeds;

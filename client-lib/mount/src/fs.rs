@@ -1,6 +1,6 @@
 //! The `fuser::Filesystem` over a dfs cluster. Each kernel request becomes a task
-//! that answers it; metadata calls wait out a master restart (up to the stall
-//! timeout) instead of failing at once.
+//! that answers it; master calls wait out a master restart (up to the stall
+//! timeout, through the client's `master_wait`) instead of failing at once.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use dfs_client::{AppendOptions, Client, ClientError, ErrorCode, FileKind, FileStat, SetAttr};
+use dfs_client::{AppendOptions, Client, FileKind, FileStat, SetAttr};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
@@ -73,38 +73,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Retries a master call while the master is unreachable, up to the stall timeout.
-macro_rules! stalled {
-    ($core:expr, $call:expr) => {{
-        let started = tokio::time::Instant::now();
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match $call.await {
-                Err(e)
-                    if $core.master_down(&e)
-                        && started.elapsed() < $core.options.stall_timeout =>
-                {
-                    tracing::warn!(error = %e, "the master is unreachable; waiting for it");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
-            }
-        }
-    }};
-}
-
 impl Core {
-    fn master_down(&self, e: &ClientError) -> bool {
-        match e {
-            ClientError::Peer { addr, .. } | ClientError::Timeout { addr, .. } => {
-                addr == self.client.master()
-            }
-            ClientError::Remote(ErrorCode::Unavailable { .. }) => true,
-            _ => false,
-        }
-    }
-
     fn cx(&self) -> Context<'_> {
         Context {
             client: &self.client,
@@ -141,7 +110,7 @@ impl Core {
     }
 
     async fn stat(&self, path: &str) -> Result<FileStat, Errno> {
-        stalled!(self, self.client.stat(path)).map_err(|e| errno(&e))
+        self.client.stat(path).await.map_err(|e| errno(&e))
     }
 
     /// The attributes of `path` (number `ino`), with this mount's uncommitted
@@ -206,7 +175,10 @@ impl Core {
             atime: None,
             mtime: None,
         };
-        stalled!(self, self.client.set_attr(path, change)).map_err(|e| errno(&e))
+        self.client
+            .set_attr(path, change)
+            .await
+            .map_err(|e| errno(&e))
     }
 
     /// Commits an open file's changes (flush, fsync, last close).
@@ -222,7 +194,7 @@ impl Core {
             return Ok(());
         }
         let cx = self.cx();
-        stalled!(self, f.commit(&cx, &path)).map_err(|e| {
+        f.commit(&cx, &path).await.map_err(|e| {
             tracing::warn!(%path, error = %e, "commit failed");
             errno(&e)
         })
@@ -292,19 +264,20 @@ impl Core {
             create: false,
             replication: None,
         };
-        let max = stalled!(self, self.client.max_append(&path, options))
+        let max = self
+            .client
+            .max_append(&path, options)
+            .await
             .map_err(|e| errno(&e))?;
         let max = usize::try_from(max.max(1)).unwrap_or(usize::MAX);
         let mut rest = data;
         let total = rest.len();
         while !rest.is_empty() {
             let record = rest.split_to(rest.len().min(max));
-            stalled!(
-                self,
-                self.client
-                    .append_record(&path, record.clone(), options)
-            )
-            .map_err(|e| errno(&e))?;
+            self.client
+                .append_record(&path, record, options)
+                .await
+                .map_err(|e| errno(&e))?;
         }
         if let Some(f) = self.open_file(ino) {
             let fresh = self.stat(&path).await?;
@@ -317,7 +290,10 @@ impl Core {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            let (page, next) = stalled!(self, self.client.list_page(path, after.clone(), 1000))
+            let (page, next) = self
+                .client
+                .list_page(path, after.clone(), 1000)
+                .await
                 .map_err(|e| errno(&e))?;
             out.extend(page.into_iter().map(|e| (e.name, e.kind)));
             match next {
@@ -330,6 +306,8 @@ impl Core {
 
 impl DfsFs {
     pub fn new(client: Client, options: MountOptions, runtime: tokio::runtime::Handle) -> DfsFs {
+        // Every master call waits out a restart, up to the stall timeout.
+        let client = client.reconfigured(|o| o.master_wait = options.stall_timeout);
         let readahead = Budget::new(options.readahead_total, options.readahead_window);
         DfsFs {
             core: Arc::new(Core {
@@ -497,7 +475,9 @@ impl fuser::Filesystem for DfsFs {
                                 .map_err(|e| errno(&e))?;
                         }
                         None => {
-                            stalled!(core, core.client.truncate(&path, len))
+                            core.client
+                                .truncate(&path, len)
+                                .await
                                 .map_err(|e| errno(&e))?;
                         }
                     }
@@ -515,7 +495,9 @@ impl fuser::Filesystem for DfsFs {
                         atime: atime.map(to_secs),
                         mtime: mtime.map(to_secs),
                     };
-                    stalled!(core, core.client.set_attr(&path, change))
+                    core.client
+                        .set_attr(&path, change)
+                        .await
                         .map_err(|e| errno(&e))?;
                     if let Some(f) = core.open_file(ino.0) {
                         let fresh = core.stat(&path).await?;
@@ -544,7 +526,7 @@ impl fuser::Filesystem for DfsFs {
         self.spawn(move |core| async move {
             let result = async {
                 let path = core.path(ino)?;
-                stalled!(core, core.client.read_link(&path)).map_err(|e| errno(&e))
+                core.client.read_link(&path).await.map_err(|e| errno(&e))
             }
             .await;
             match result {
@@ -577,7 +559,7 @@ impl fuser::Filesystem for DfsFs {
                 core.writable()?;
                 let path = core.child_path(parent, &name)?;
                 let parent_path = core.path(parent)?;
-                stalled!(core, core.client.touch(&path)).map_err(|e| errno(&e))?;
+                core.client.touch(&path).await.map_err(|e| errno(&e))?;
                 core.set_new_attrs(&path, &parent_path, ids, mode & !umask, false)
                     .await?;
                 core.entry(&path).await
@@ -607,7 +589,10 @@ impl fuser::Filesystem for DfsFs {
                 core.writable()?;
                 let path = core.child_path(parent, &name)?;
                 let parent_path = core.path(parent)?;
-                stalled!(core, core.client.mkdir(&path, false)).map_err(|e| errno(&e))?;
+                core.client
+                    .mkdir(&path, false)
+                    .await
+                    .map_err(|e| errno(&e))?;
                 core.set_new_attrs(&path, &parent_path, ids, mode & !umask, true)
                     .await?;
                 core.entry(&path).await
@@ -645,7 +630,10 @@ impl fuser::Filesystem for DfsFs {
                 core.writable()?;
                 let target = String::from_utf8(target).map_err(|_| Errno::EINVAL)?;
                 let path = core.child_path(parent, &name)?;
-                stalled!(core, core.client.symlink(&path, &target)).map_err(|e| errno(&e))?;
+                core.client
+                    .symlink(&path, &target)
+                    .await
+                    .map_err(|e| errno(&e))?;
                 if ids != (0, 0) {
                     let change = SetAttr {
                         mode: None,
@@ -654,7 +642,9 @@ impl fuser::Filesystem for DfsFs {
                         atime: None,
                         mtime: None,
                     };
-                    stalled!(core, core.client.set_attr(&path, change))
+                    core.client
+                        .set_attr(&path, change)
+                        .await
                         .map_err(|e| errno(&e))?;
                 }
                 core.entry(&path).await
@@ -690,7 +680,9 @@ impl fuser::Filesystem for DfsFs {
                 core.writable()?;
                 let from = core.child_path(parent, &name)?;
                 let to = core.child_path(newparent, &newname)?;
-                stalled!(core, core.client.rename_over(&from, &to, replace))
+                core.client
+                    .rename_over(&from, &to, replace)
+                    .await
                     .map_err(|e| errno(&e))?;
                 lock(&core.inodes).rename(&from, &to);
                 Ok(())
@@ -751,7 +743,9 @@ impl fuser::Filesystem for DfsFs {
                 let f = core.open_file(ino.0).ok_or(Errno::EBADF)?;
                 let cx = core.cx();
                 let mut g = f.lock().await;
-                stalled!(core, g.read(&cx, &path, offset, u64::from(size))).map_err(|e| errno(&e))
+                g.read(&cx, &path, offset, u64::from(size))
+                    .await
+                    .map_err(|e| errno(&e))
             }
             .await;
             match result {
@@ -925,9 +919,81 @@ impl fuser::Filesystem for DfsFs {
         reply.ok();
     }
 
+    // Extended attributes are not kept: ENOSYS tells the kernel once, and it
+    // answers EOPNOTSUPP itself from then on without asking.
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// `posix_fallocate`: space is not reserved ahead in dfs, but the size grows as
+    /// asked (with zeros). Other modes (punching holes, keeping the size) are not
+    /// offered.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if mode != 0 {
+            reply.error(Errno::from_i32(EOPNOTSUPP));
+            return;
+        }
+        self.spawn(move |core| async move {
+            let result = async {
+                core.writable()?;
+                let path = core.path(ino)?;
+                let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+                let f = core.open_file(ino.0).ok_or(Errno::EBADF)?;
+                let mut g = f.lock().await;
+                if end > g.size {
+                    let cx = core.cx();
+                    g.truncate(&cx, &path, end).await.map_err(|e| errno(&e))?;
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(move |core| async move {
-            match stalled!(core, core.client.status()) {
+            match core.client.status().await {
                 Ok(st) => {
                     let alive = st.chunkservers.iter().filter(|s| s.alive);
                     let (cap, used) = alive.fold((0u64, 0u64), |(c, u), s| {
@@ -974,7 +1040,7 @@ impl fuser::Filesystem for DfsFs {
                 core.writable()?;
                 let path = core.child_path(parent, &name)?;
                 let parent_path = core.path(parent)?;
-                stalled!(core, core.client.touch(&path)).map_err(|e| errno(&e))?;
+                core.client.touch(&path).await.map_err(|e| errno(&e))?;
                 core.set_new_attrs(&path, &parent_path, ids, mode & !umask, false)
                     .await?;
                 let stat = core.stat(&path).await?;
@@ -999,6 +1065,7 @@ impl fuser::Filesystem for DfsFs {
 }
 
 const O_APPEND: i32 = 0o2000;
+const EOPNOTSUPP: i32 = 95;
 
 fn libc_s_ifmt() -> u32 {
     0o170000
@@ -1016,7 +1083,9 @@ impl DfsFs {
                 core.writable()?;
                 let path = core.child_path(parent, &name)?;
                 let skip_trash = !core.options.trash;
-                stalled!(core, core.client.remove(&path, false, skip_trash))
+                core.client
+                    .remove(&path, false, skip_trash)
+                    .await
                     .map_err(|e| errno(&e))?;
                 lock(&core.inodes).detach(&path);
                 Ok(())

@@ -159,3 +159,40 @@ pub fn unmount(path: &Path) -> Result<(), MountError> {
     }
     Err(failed(err))
 }
+
+/// Whether a dfs file system is mounted at `path` (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    table.lines().any(|line| {
+        let mut fields = line.split(' ');
+        let point = fields.nth(4).map(unescape);
+        // After the separator: the type ("fuse", or "fuse.dfs" through
+        // fusermount3) and the source, which the mount names "dfs:MASTER".
+        let mut tail = line.split(" - ").nth(1).unwrap_or("").split(' ');
+        let fstype = tail.next().unwrap_or("");
+        let source = tail.next().unwrap_or("");
+        point.as_deref() == Some(&*want) && fstype.starts_with("fuse") && source.starts_with("dfs")
+    })
+}
+
+/// Mount table fields escape space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'\\', Some(&[a, b, c])) = (bytes[i], bytes.get(i + 1..i + 4)) {
+            if [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d)) {
+                out.push(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'));
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
