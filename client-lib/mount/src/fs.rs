@@ -953,6 +953,23 @@ impl fuser::Filesystem for DfsFs {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Not offered: ENOSYS makes the kernel copy through read and write itself.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     /// `posix_fallocate`: space is not reserved ahead in dfs, but the size grows as
     /// asked (with zeros). Other modes (punching holes, keeping the size) are not
     /// offered.
