@@ -197,6 +197,10 @@ impl Session {
             Ok(c) => c,
             Err(e) => return self.fail(&e.to_string()),
         };
+        if matches!(cli.command, Command::Mount { .. } | Command::Umount { .. }) {
+            return self
+                .fail("mount and umount are not shell verbs; run `dfs mount` outside the shell");
+        }
         let reads_stdin = match &cli.command {
             Command::Put { local, .. } => local.iter().any(|l| l == "-"),
             Command::Append { local, .. } => local == "-",

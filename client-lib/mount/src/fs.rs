@@ -28,8 +28,15 @@ use crate::MountOptions;
 
 /// The longest name in a directory.
 const NAME_MAX: usize = 255;
-/// The block size `stat` reports: programs size their buffers by it.
-const BLOCK_SIZE: u32 = 128 << 10;
+/// The block size `stat` reports: programs size their buffers by it (`cp` writes
+/// in pieces this large, and each piece is one request to the mount).
+const BLOCK_SIZE: u32 = 1 << 20;
+
+/// An open file and the handles open on it.
+struct Open {
+    file: Arc<tokio::sync::Mutex<OpenFile>>,
+    handles: u32,
+}
 
 /// An open directory's entries, taken at `opendir`.
 type Listing = Arc<Vec<(String, FileKind)>>;
@@ -46,7 +53,7 @@ struct Core {
     client: Client,
     options: MountOptions,
     inodes: Mutex<Inodes>,
-    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    files: Mutex<HashMap<u64, Open>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Open directories: their listing, taken at `opendir`.
     dirs: Mutex<HashMap<u64, Listing>>,
@@ -106,7 +113,7 @@ impl Core {
     }
 
     fn open_file(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<OpenFile>>> {
-        lock(&self.files).get(&ino).cloned()
+        lock(&self.files).get(&ino).map(|o| o.file.clone())
     }
 
     async fn stat(&self, path: &str) -> Result<FileStat, Errno> {
@@ -168,6 +175,11 @@ impl Core {
                 mode |= 0o2000;
             }
         }
+        // What the master gives a new entry anyway needs no logged change.
+        let default_mode = if dir { 0o755 } else { 0o644 };
+        if (mode, uid, gid) == (default_mode, 0, 0) {
+            return Ok(());
+        }
         let change = SetAttr {
             mode: Some(mode),
             uid: Some(uid),
@@ -181,11 +193,15 @@ impl Core {
             .map_err(|e| errno(&e))
     }
 
-    /// Commits an open file's changes (flush, fsync, last close).
+    /// Commits an open file's changes (flush, fsync).
     async fn commit(&self, ino: u64) -> Result<(), Errno> {
-        let Some(f) = self.open_file(ino) else {
-            return Ok(());
-        };
+        match self.open_file(ino) {
+            Some(f) => self.commit_file(ino, &f).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn commit_file(&self, ino: u64, f: &tokio::sync::Mutex<OpenFile>) -> Result<(), Errno> {
         let mut f = f.lock().await;
         let path = self.path(INodeNo(ino))?;
         if path.starts_with('\0') {
@@ -209,51 +225,53 @@ impl Core {
         stat: Option<FileStat>,
         append: bool,
     ) -> Result<u64, Errno> {
-        let existing = self.open_file(ino);
-        let file = match existing {
-            Some(f) => f,
-            None => {
-                let stat = match stat {
-                    Some(s) => s,
-                    None => self.stat(path).await?,
-                };
-                if stat.kind == FileKind::Dir {
-                    return Err(Errno::EISDIR);
-                }
-                let fresh = Arc::new(tokio::sync::Mutex::new(OpenFile::new(stat)));
-                lock(&self.files).entry(ino).or_insert(fresh).clone()
+        let counted = lock(&self.files)
+            .get_mut(&ino)
+            .map(|o| o.handles += 1)
+            .is_some();
+        if !counted {
+            let stat = match stat {
+                Some(s) => s,
+                None => self.stat(path).await?,
+            };
+            if stat.kind == FileKind::Dir {
+                return Err(Errno::EISDIR);
             }
-        };
-        file.lock().await.handles += 1;
+            // Opened by another task meanwhile: that open file is shared.
+            lock(&self.files)
+                .entry(ino)
+                .or_insert_with(|| Open {
+                    file: Arc::new(tokio::sync::Mutex::new(OpenFile::new(stat))),
+                    handles: 0,
+                })
+                .handles += 1;
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Handle { ino, append });
         Ok(fh)
     }
 
+    /// The last handle's release commits what is left (flush normally did) and
+    /// forgets the open file; an open after that starts from the cluster's file.
     async fn release(&self, fh: u64) -> Result<(), Errno> {
         let Some(h) = lock(&self.handles).remove(&fh) else {
             return Ok(());
         };
-        let Some(f) = self.open_file(h.ino) else {
-            return Ok(());
-        };
         let last = {
-            let mut g = f.lock().await;
-            g.handles = g.handles.saturating_sub(1);
-            g.handles == 0
-        };
-        if !last {
-            return Ok(());
-        }
-        let result = self.commit(h.ino).await;
-        let mut files = lock(&self.files);
-        // Opened again meanwhile: it stays.
-        if let Some(f) = files.get(&h.ino) {
-            if f.try_lock().is_ok_and(|g| g.handles == 0) {
-                files.remove(&h.ino);
+            let mut files = lock(&self.files);
+            match files.get_mut(&h.ino) {
+                Some(o) if o.handles <= 1 => files.remove(&h.ino).map(|o| o.file),
+                Some(o) => {
+                    o.handles -= 1;
+                    None
+                }
+                None => None,
             }
+        };
+        match last {
+            Some(f) => self.commit_file(h.ino, &f).await,
+            None => Ok(()),
         }
-        result
     }
 
     /// `O_APPEND`: each write is one record append, at the end wherever that is.

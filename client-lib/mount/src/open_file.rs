@@ -53,8 +53,6 @@ pub struct OpenFile {
     readahead: ReadAhead,
     /// Seconds since the epoch of this mount's last change, until it is committed.
     pub changed_at: Option<u64>,
-    /// Open handles on it.
-    pub handles: u32,
 }
 
 /// What an open file needs from the mount to do its work.
@@ -77,16 +75,13 @@ impl OpenFile {
             stream: None,
             readahead: ReadAhead::default(),
             changed_at: None,
-            handles: 0,
         }
     }
 
     /// Starts over from `base` (after changes made around this open file, such as
-    /// record appends), keeping the handles.
+    /// record appends).
     pub fn reset(&mut self, base: FileStat) {
-        let handles = self.handles;
         *self = OpenFile::new(base);
-        self.handles = handles;
     }
 
     /// Whether anything awaits a commit.
