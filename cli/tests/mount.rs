@@ -277,6 +277,14 @@ async fn read_only_and_background_mounts() {
         .await;
         drop(m);
 
+        // Ctrl-C in the foreground unmounts cleanly.
+        let m = Mount::start(&t, &[]).await;
+        let point = m.path().to_path_buf();
+        dfs_testkit::signal(m.pid().expect("pid"), rustix::process::Signal::INT);
+        let status = m.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "{status}");
+        assert!(!dfs_mount::is_mounted(&point));
+
         // Without --foreground: dfs mount returns once mounted; dfs umount ends it.
         let dir = tempfile::tempdir().expect("dir");
         let point = dir.path().join("mnt");

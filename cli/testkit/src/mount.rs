@@ -98,6 +98,15 @@ impl Mount {
             .expect("wait")
     }
 
+    /// Waits for the mount process to exit (after a signal, say); its status.
+    pub async fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("mount process");
+        tokio::time::timeout(limit, child.wait())
+            .await
+            .expect("the mount process exits")
+            .expect("wait")
+    }
+
     /// The mount process's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
