@@ -414,6 +414,28 @@ pub(crate) enum Command {
         #[arg(long)]
         trash: bool,
     },
+    /// Measure the cluster: put and get of one large file, many small files,
+    /// record append with 1, 4 and 16 appenders, and metadata operations; or, with
+    /// `ceiling`, what this machine's disk, loopback and blake3 can do.
+    ///
+    /// With no workload named, runs them all. With --ceiling-dir, also measures the
+    /// ceilings (disk files in DIR) and shows each figure as a ratio to its ceiling.
+    /// Everything is written under /.dfs-bench/<id> and removed at the end.
+    Bench {
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
+        /// Print one JSON object: {"ceiling","put","get","small","append","meta"},
+        /// each present when measured.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Measure the ceilings with files in DIR (on the chunkservers' disk, for a
+        /// fair ratio) and add `ratio` to put and get.
+        #[arg(long, global = true, value_name = "DIR")]
+        ceiling_dir: Option<std::path::PathBuf>,
+        /// Bytes each disk writer of the ceiling probe writes (with --ceiling-dir).
+        #[arg(long, global = true, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+        ceiling_size: u64,
+    },
     /// Unmount a dfs mount (as `fusermount3 -u` does); the mount process exits.
     Umount { mountpoint: std::path::PathBuf },
     /// An interactive shell: every verb at a prompt on one connection, a working
@@ -458,6 +480,57 @@ fn parse_owner(s: &str) -> Result<(u32, Option<u32>), String> {
         )),
         None => Ok((s.parse().map_err(|_| bad())?, None)),
     }
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub(crate) enum BenchCommand {
+    /// Store one large file (streamed from memory).
+    Put {
+        #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+        size: u64,
+    },
+    /// Store one large file, then read it back into nothing (the get is measured).
+    Get {
+        #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+        size: u64,
+    },
+    /// Store and read back many small files, several at once.
+    Small {
+        #[arg(long, default_value_t = 1000)]
+        files: u64,
+        #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+        size: u64,
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: u32,
+    },
+    /// Record appends to one file by 1, 4 and 16 appenders (each its own client).
+    Append {
+        #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+        record: u64,
+        /// Records per appender.
+        #[arg(long, default_value_t = 32)]
+        records: u64,
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        appenders: Vec<u32>,
+    },
+    /// mkdir, create, rename and stat, each OPS times, spread over CLIENTS clients.
+    Meta {
+        #[arg(long, default_value_t = 2000)]
+        ops: u64,
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        clients: u32,
+    },
+    /// The machine's ceilings: fdatasync writes by one and three writers, a cold
+    /// read, loopback TCP through dfs's framing, blake3 on one core; and the put and
+    /// get ceilings they give. Needs no cluster.
+    Ceiling {
+        /// Where the disk files go (on the disk the chunkservers use).
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// Bytes each writer writes.
+        #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+        size: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! benches share.
 //!
 //! Layout:
+//! - [`bench`]: `dfs bench`: the machine's ceilings and the cluster's workloads.
 //! - [`cluster`]: `LocalCluster`, a master and N chunkservers in one process.
 //! - [`config`]: the config file (`config.toml`, `--config`).
 //! - [`credentials`]: where client verbs and servers find keys and the cluster secret.
@@ -12,6 +13,7 @@
 //! - [`progress`]: a progress bar around a reader or writer, shown only on a terminal.
 //! - [`output`]: plain and `--json` renderings of `ls`, `stat`, `status`.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod credentials;

@@ -17,7 +17,7 @@ use dfs_cli::output;
 use dfs_client::{Client, ClientError};
 use dfs_protocol::{CodecError, ProtocolError};
 
-use args::{Cli, Command, ConfigCommand, TlsCommand, TrashCommand};
+use args::{BenchCommand, Cli, Command, ConfigCommand, TlsCommand, TrashCommand};
 use cmd::{print_json, print_text};
 use dfs_cli::settings::{self, Source};
 
@@ -134,6 +134,12 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
         Command::Up(a) => cmd::server::up(a, &server_master).await,
         // Needs no cluster: only the local mount table.
         Command::Umount { mountpoint } => cmd::mount::umount(&mountpoint),
+        // Needs no cluster: the machine alone.
+        Command::Bench {
+            what: Some(BenchCommand::Ceiling { dir, size }),
+            json,
+            ..
+        } => cmd::bench::ceiling_only(&dir, size, json).await,
         Command::Tls {
             command: TlsCommand::Init { dir, names },
         } => {
@@ -207,6 +213,15 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             bail!("not a client verb")
         }
         Command::Key { command } => cmd::admin::key(&client, command).await,
+        Command::Bench {
+            what,
+            json,
+            ceiling_dir,
+            ceiling_size,
+        } => {
+            let ceiling = ceiling_dir.as_deref().map(|d| (d, ceiling_size));
+            cmd::bench::bench(&client, what, json, ceiling).await
+        }
         Command::Mount {
             mountpoint,
             read_only,

@@ -9,12 +9,14 @@
 //! - `sync` has `sync [--watch] [--delete]`;
 //! - `namespace` has `ls`, `rmdir`, `du`, `count` and `tree`;
 //! - `admin` has `key` and `df`;
-//! - `mount` has `mount` and `umount`.
+//! - `mount` has `mount` and `umount`;
+//! - `bench` has `bench` and `bench ceiling`.
 
 use std::io::Write as _;
 
 pub(crate) mod admin;
 pub(crate) mod batch;
+pub(crate) mod bench;
 pub(crate) mod checksum;
 pub(crate) mod config;
 pub(crate) mod mount;

@@ -1,0 +1,12 @@
+//! `dfs bench`: throughput and latency of a running cluster, and the machine's own
+//! ceilings to hold them against, measured in the same run.
+//!
+//! - [`ceiling`]: what the disk, loopback TCP through our framing and blake3 can do
+//!   here, and the put and get ceilings that follow from them;
+//! - [`workloads`]: put and get of one large file, many small files, record append
+//!   with several appenders, metadata operations;
+//! - [`stats`]: latency samples and their percentiles.
+
+pub mod ceiling;
+pub mod stats;
+pub mod workloads;

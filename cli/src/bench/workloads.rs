@@ -1,0 +1,328 @@
+//! The workloads `dfs bench` runs against a cluster, all under one scratch
+//! directory (`/.dfs-bench/<id>`) that is removed at the end.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dfs_client::{AppendOptions, Client, ClientError, PutOptions};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::stats::{mib_per_s, per_s, Latency, Samples};
+
+/// One large transfer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+/// Many operations of one kind: rate and latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rate {
+    pub count: u64,
+    pub seconds: f64,
+    pub per_s: f64,
+    pub mib_per_s: f64,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SmallFiles {
+    pub files: u64,
+    pub size: u64,
+    pub concurrency: u32,
+    pub put: Rate,
+    pub get: Rate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppendRun {
+    pub appenders: u32,
+    pub record: u64,
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetaRun {
+    pub op: &'static str,
+    pub clients: u32,
+    pub rate: Rate,
+}
+
+/// A scratch directory on the cluster for one `dfs bench` run.
+#[derive(Debug)]
+pub struct Bench {
+    client: Client,
+    root: String,
+}
+
+impl Bench {
+    pub async fn new(client: &Client) -> Result<Bench, ClientError> {
+        let root = format!("/.dfs-bench/{}", uuid::Uuid::new_v4().simple());
+        client.mkdir(&root, true).await?;
+        Ok(Bench {
+            client: client.clone(),
+            root,
+        })
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Removes everything the run made (not through the trash), and the parent
+    /// when no other run uses it.
+    pub async fn cleanup(&self) -> Result<(), ClientError> {
+        self.client.remove(&self.root, true, true).await?;
+        let _ = self.client.remove("/.dfs-bench", false, true).await;
+        Ok(())
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}/{name}", self.root)
+    }
+
+    /// One file of `bytes`, streamed from memory (a few packets at a time).
+    pub async fn put(&self, bytes: u64) -> Result<Transfer, ClientError> {
+        let start = Instant::now();
+        let stored = self
+            .client
+            .put(&self.path("big"), Pattern::new(bytes), force())
+            .await?;
+        Ok(transfer(stored, start.elapsed()))
+    }
+
+    /// The file `put` stored, read into nothing.
+    pub async fn get(&self) -> Result<Transfer, ClientError> {
+        let start = Instant::now();
+        let got = self
+            .client
+            .get(&self.path("big"), tokio::io::sink())
+            .await?;
+        Ok(transfer(got, start.elapsed()))
+    }
+
+    /// `files` files of `size` bytes, `concurrency` at a time, stored and read back.
+    pub async fn small(
+        &self,
+        files: u64,
+        size: u64,
+        concurrency: u32,
+    ) -> Result<SmallFiles, ClientError> {
+        self.client.mkdir(&self.path("small"), true).await?;
+        let c = concurrency.max(1) as usize;
+        let put = self
+            .many(files, c, |i| {
+                let (client, path) = (self.client.clone(), self.path(&format!("small/{i}")));
+                async move {
+                    client.put(&path, Pattern::new(size), force()).await?;
+                    Ok(size)
+                }
+            })
+            .await?;
+        let get = self
+            .many(files, c, |i| {
+                let (client, path) = (self.client.clone(), self.path(&format!("small/{i}")));
+                async move { client.get(&path, tokio::io::sink()).await }
+            })
+            .await?;
+        Ok(SmallFiles {
+            files,
+            size,
+            concurrency,
+            put,
+            get,
+        })
+    }
+
+    /// For each count in `appenders`: that many clients append `records` records of
+    /// `record` bytes each to one file, one record in flight per client.
+    pub async fn append(
+        &self,
+        appenders: &[u32],
+        record: u64,
+        records: u64,
+    ) -> Result<Vec<AppendRun>, ClientError> {
+        let mut out = Vec::new();
+        let body = Bytes::from(vec![0x5a; usize::try_from(record).unwrap_or(1 << 20)]);
+        for &n in appenders {
+            let path = self.path(&format!("append-{n}"));
+            let start = Instant::now();
+            let runs = (0..n.max(1)).map(|_| {
+                // A client of its own per appender: its own connections and lease.
+                let client = self.client.reconfigured(|_| {});
+                let (path, body) = (path.clone(), body.clone());
+                async move {
+                    let mut samples = Samples::default();
+                    for _ in 0..records {
+                        let t = Instant::now();
+                        client
+                            .append_record(&path, body.clone(), AppendOptions::default())
+                            .await?;
+                        samples.add(t.elapsed());
+                    }
+                    Ok::<_, ClientError>(samples)
+                }
+            });
+            let mut samples = Samples::default();
+            for r in futures::future::join_all(runs).await {
+                samples.extend(r?);
+            }
+            out.push(AppendRun {
+                appenders: n,
+                record,
+                rate: rate(samples, record, start.elapsed()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `ops` of each metadata operation (mkdir, create, rename, stat), spread over
+    /// `clients` clients.
+    pub async fn meta(&self, ops: u64, clients: u32) -> Result<Vec<MetaRun>, ClientError> {
+        let dir = self.path("meta");
+        self.client.mkdir(&dir, true).await?;
+        let pool: Vec<Client> = (0..clients.max(1))
+            .map(|_| self.client.reconfigured(|_| {}))
+            .collect();
+        let c = pool.len();
+        let mut out = Vec::new();
+        for op in ["mkdir", "create", "rename", "stat"] {
+            let rate = self
+                .many(ops, c, |i| {
+                    let client = pool[(i as usize) % c].clone();
+                    let dir = dir.clone();
+                    async move {
+                        match op {
+                            "mkdir" => client.mkdir(&format!("{dir}/d{i}"), false).await?,
+                            "create" => client.touch(&format!("{dir}/f{i}")).await?,
+                            "rename" => {
+                                client
+                                    .rename(&format!("{dir}/f{i}"), &format!("{dir}/g{i}"))
+                                    .await?
+                            }
+                            _ => {
+                                client.stat(&format!("{dir}/g{i}")).await?;
+                            }
+                        }
+                        Ok(0)
+                    }
+                })
+                .await?;
+            out.push(MetaRun {
+                op,
+                clients: clients.max(1),
+                rate,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs `n` operations, `concurrency` at once, timing each; an operation
+    /// returns the bytes it moved.
+    async fn many<F, Fut>(&self, n: u64, concurrency: usize, op: F) -> Result<Rate, ClientError>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, ClientError>>,
+    {
+        let start = Instant::now();
+        let mut results = futures::stream::iter((0..n).map(|i| {
+            let fut = op(i);
+            async move {
+                let t = Instant::now();
+                fut.await.map(|b| (b, t.elapsed()))
+            }
+        }))
+        .buffer_unordered(concurrency.max(1));
+        let mut samples = Samples::default();
+        let mut bytes = 0u64;
+        while let Some(r) = results.next().await {
+            let (b, d) = r?;
+            bytes += b;
+            samples.add(d);
+        }
+        let elapsed = start.elapsed();
+        let count = samples.len() as u64;
+        Ok(Rate {
+            count,
+            seconds: elapsed.as_secs_f64(),
+            per_s: per_s(count, elapsed),
+            mib_per_s: mib_per_s(bytes, elapsed),
+            latency: samples.latency(),
+        })
+    }
+}
+
+fn force() -> PutOptions {
+    PutOptions {
+        replication: None,
+        overwrite: true,
+    }
+}
+
+fn transfer(bytes: u64, elapsed: Duration) -> Transfer {
+    Transfer {
+        bytes,
+        seconds: elapsed.as_secs_f64(),
+        mib_per_s: mib_per_s(bytes, elapsed),
+    }
+}
+
+fn rate(samples: Samples, each: u64, elapsed: Duration) -> Rate {
+    let count = samples.len() as u64;
+    Rate {
+        count,
+        seconds: elapsed.as_secs_f64(),
+        per_s: per_s(count, elapsed),
+        mib_per_s: mib_per_s(count.saturating_mul(each), elapsed),
+        latency: samples.latency(),
+    }
+}
+
+/// `len` bytes of a fixed pattern, produced as read: no file, bounded memory.
+#[derive(Debug)]
+pub struct Pattern {
+    left: u64,
+    block: Bytes,
+    at: usize,
+}
+
+impl Pattern {
+    pub fn new(len: u64) -> Pattern {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let block: Vec<u8> = (0..(1 << 20) / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        Pattern {
+            left: len,
+            block: Bytes::from(block),
+            at: 0,
+        }
+    }
+}
+
+impl AsyncRead for Pattern {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let room = buf.remaining().min(this.block.len() - this.at);
+        let n = (room as u64).min(this.left) as usize;
+        buf.put_slice(&this.block[this.at..this.at + n]);
+        this.at = (this.at + n) % this.block.len();
+        this.left -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,206 @@
+//! `dfs bench --json` and `dfs bench ceiling --json` from the built binary: the
+//! shape of the report (speed is never asserted), that the scratch directory is
+//! gone afterwards, and usage errors.
+
+use std::time::Duration;
+
+use dfs_testkit::verbs::{dfs, json, ok, target};
+use dfs_testkit::{bounded_for, cluster};
+
+fn number(v: &serde_json::Value, path: &str) -> f64 {
+    let mut at = v;
+    for key in path.split('.') {
+        at = &at[key];
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_every_workload_as_json() {
+    bounded_for(Duration::from_secs(300), async {
+        let (dir, cluster) = cluster().await;
+        let t = target(&cluster);
+        let scratch = dir.path().join("ceiling");
+        std::fs::create_dir(&scratch).expect("dir");
+        let s = scratch.to_string_lossy().to_string();
+
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "put",
+                    "--size",
+                    "3MiB",
+                    "--json",
+                    "--ceiling-dir",
+                    &s,
+                    "--ceiling-size",
+                    "8MiB",
+                ],
+                None,
+            )
+            .await,
+        );
+        for key in [
+            "ceiling.disk_write_one",
+            "ceiling.disk_write_three",
+            "ceiling.disk_read_cold",
+            "ceiling.loopback",
+            "ceiling.blake3_one_core",
+            "ceiling.put",
+            "ceiling.get",
+            "put.bytes",
+            "put.seconds",
+            "put.mib_per_s",
+            "put.ratio",
+        ] {
+            assert!(number(&r, key) > 0.0, "{key} in {r}");
+        }
+        assert_eq!(number(&r, "put.bytes"), (3 << 20) as f64);
+        assert!(r.get("get").is_none(), "only what was asked: {r}");
+        assert_eq!(
+            std::fs::read_dir(&scratch).expect("dir").count(),
+            0,
+            "the probe's files are removed"
+        );
+
+        let r = json(&dfs(&t, &["bench", "get", "--size", "2MiB", "--json"], None).await);
+        assert_eq!(number(&r, "get.bytes"), (2 << 20) as f64);
+        assert!(
+            r["get"].get("ratio").is_none(),
+            "no ratio without a ceiling"
+        );
+
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "small",
+                    "--files",
+                    "20",
+                    "--size",
+                    "4KiB",
+                    "--concurrency",
+                    "4",
+                    "--json",
+                ],
+                None,
+            )
+            .await,
+        );
+        assert_eq!(number(&r, "small.files"), 20.0);
+        for key in [
+            "small.put.per_s",
+            "small.get.per_s",
+            "small.put.latency.p50_ms",
+            "small.get.latency.p99_ms",
+        ] {
+            assert!(number(&r, key) > 0.0, "{key} in {r}");
+        }
+        assert_eq!(number(&r, "small.put.count"), 20.0);
+
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "append",
+                    "--record",
+                    "64KiB",
+                    "--records",
+                    "3",
+                    "--appenders",
+                    "1,2",
+                    "--json",
+                ],
+                None,
+            )
+            .await,
+        );
+        let runs = r["append"].as_array().expect("append runs");
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1]["appenders"], 2);
+        assert_eq!(runs[1]["rate"]["count"], 6);
+        assert!(runs[0]["rate"]["latency"]["p99_ms"].as_f64().expect("p99") > 0.0);
+
+        let r = json(
+            &dfs(
+                &t,
+                &["bench", "meta", "--ops", "20", "--clients", "4", "--json"],
+                None,
+            )
+            .await,
+        );
+        let ops: Vec<&str> = r["meta"]
+            .as_array()
+            .expect("meta runs")
+            .iter()
+            .filter_map(|m| m["op"].as_str())
+            .collect();
+        assert_eq!(ops, ["mkdir", "create", "rename", "stat"]);
+
+        // Nothing is left behind in the cluster.
+        let root = json(&dfs(&t, &["ls", "--json", "/"], None).await);
+        assert_eq!(root.as_array().map(Vec::len), Some(0), "{root}");
+
+        // The plain report names each part; bad usage is exit 2.
+        let plain =
+            ok(&dfs(&t, &["bench", "meta", "--ops", "4", "--clients", "2"], None).await).text();
+        assert!(plain.contains("mkdir") && plain.contains("p99"), "{plain}");
+        let bad = dfs(&t, &["bench", "small", "--concurrency", "0"], None).await;
+        assert_eq!(bad.code, 2, "{}", bad.stderr);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_ceiling_needs_no_cluster() {
+    bounded_for(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().expect("dir");
+        let t = dfs_testkit::verbs::Target {
+            master: "127.0.0.1:1".into(),
+            secret: String::new(),
+        };
+        let d = dir.path().to_string_lossy().to_string();
+        let r = json(
+            &dfs(
+                &t,
+                &["bench", "ceiling", "--dir", &d, "--size", "4MiB", "--json"],
+                None,
+            )
+            .await,
+        );
+        assert!(number(&r, "ceiling.put") > 0.0, "{r}");
+        assert_eq!(number(&r, "ceiling.bytes"), (4 << 20) as f64);
+        let plain = ok(&dfs(
+            &t,
+            &["bench", "ceiling", "--dir", &d, "--size", "4MiB"],
+            None,
+        )
+        .await)
+        .text();
+        assert!(
+            plain.contains("put ceiling = min(") && plain.contains("get ceiling = min("),
+            "{plain}"
+        );
+        let missing = dfs(
+            &t,
+            &[
+                "bench",
+                "ceiling",
+                "--dir",
+                "/nonexistent/dfs",
+                "--size",
+                "1MiB",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(missing.code, 1);
+        assert_eq!(missing.stderr.lines().count(), 1, "{}", missing.stderr);
+    })
+    .await;
+}
