@@ -238,6 +238,16 @@ impl ChunkMap {
         self.servers.values().filter(|e| self.alive(e, now)).count()
     }
 
+    /// A placement counted `counted` bytes on `server` for a chunk that came out
+    /// `size` bytes: the rest is given back until the next heartbeat says what the
+    /// server holds. Without it, a burst of small files would count a whole chunk
+    /// each and run out of room on paper within one heartbeat.
+    pub fn settle_estimate(&mut self, server: &ServerId, counted: u64, size: u64) {
+        if let Some(e) = self.servers.get_mut(server) {
+            e.used = e.used.saturating_sub(counted.saturating_sub(size));
+        }
+    }
+
     /// Chooses `n` distinct live servers for a new chunk: emptiest first (by fraction
     /// of capacity used, in whole percent), then fewest chunks created in the last few
     /// seconds (so a burst of new chunks does not pile onto one server), ties at random.
@@ -442,5 +452,36 @@ mod tests {
         assert!(map.heartbeat(b, 10, 0, 0, vec![], vec![h], now));
         assert!(map.replicas(&h, ChunkVersion::FIRST, now).is_empty());
         assert!(!map.heartbeat(ServerId::random(), 1, 1, 0, vec![], vec![], now));
+    }
+
+    #[test]
+    fn small_chunks_give_back_what_placement_counted() {
+        let now = Instant::now();
+        let mut map = ChunkMap::new(Duration::from_secs(10));
+        let ids: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            map.register(*id, format!("s{i}"), 1000, 0, vec![], now);
+        }
+        let none = HashSet::new();
+        // A whole chunk (100) is counted per placement: ten fill every server...
+        for _ in 0..10 {
+            let chosen = map.place(3, 100, now, &none).expect("room");
+            for (id, _) in chosen {
+                // ...unless each chunk, committed at 1 byte, gives the rest back.
+                map.settle_estimate(&id, 100, 1);
+            }
+        }
+        assert!(map.place(3, 100, now, &none).is_ok(), "room left on paper");
+        let mut full = ChunkMap::new(Duration::from_secs(10));
+        for (i, id) in ids.iter().enumerate() {
+            full.register(*id, format!("s{i}"), 1000, 0, vec![], now);
+        }
+        for _ in 0..10 {
+            full.place(3, 100, now, &none).expect("room");
+        }
+        assert!(matches!(
+            full.place(3, 100, now, &none),
+            Err(ErrorCode::NoSpace { .. })
+        ));
     }
 }

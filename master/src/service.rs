@@ -595,11 +595,15 @@ impl Master {
                         .unwrap_or_default();
                     let seq = self.log_apply(st, m)?;
                     for c in chains {
-                        if chunks.iter().any(|k| k.handle == c.handle) {
+                        let committed = chunks.iter().find(|k| k.handle == c.handle);
+                        if let Some(k) = committed {
                             // A chain the write failed over from may have left a whole
                             // replica at an older version: stale now, as after a grant,
                             // not only once its server registers again.
                             st.fence(c.handle, c.version, &c.chain);
+                            for server in &c.chain {
+                                st.map.settle_estimate(server, size, k.size);
+                            }
                         }
                     }
                     tracing::debug!(seq, %upload, chunks = chunks.len(), "file committed");

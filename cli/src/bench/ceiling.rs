@@ -1,6 +1,7 @@
 //! The machine's ceilings, measured where dfs runs (`dfs bench ceiling`):
-//! - sequential writes ending in fdatasync, by one writer and by three at once (the
-//!   replication-3 write ceiling, in user MiB/s: each user byte is on disk 3 times);
+//! - sequential writes with an fdatasync every 64 MiB (a chunk, as chunkservers
+//!   sync), by one writer and by three at once (the replication-3 write ceiling, in
+//!   user MiB/s: each user byte is on disk 3 times);
 //! - a cold sequential read (the file's cached pages dropped with
 //!   `posix_fadvise(DONTNEED)` first, which needs no privilege);
 //! - loopback TCP through dfs's own framing (1 MiB payloads, as chunk packets go);
@@ -103,6 +104,9 @@ pub async fn probe(dir: &Path, bytes: u64) -> Result<Ceiling, CeilingError> {
     })
 }
 
+/// Writers fdatasync this often: a chunk's worth, as chunkservers do.
+const SYNC_EVERY: u64 = 64 << 20;
+
 /// Removes the probe's files even when a step fails.
 struct Files(Vec<PathBuf>);
 
@@ -150,10 +154,17 @@ fn write_file(path: &Path, bytes: u64) -> Result<(), CeilingError> {
     let mut f = std::fs::File::create(path).map_err(failed)?;
     let block = pattern(8 << 20);
     let mut left = bytes;
+    let mut unsynced = 0u64;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
         f.write_all(&block[..n]).map_err(failed)?;
         left -= n as u64;
+        unsynced += n as u64;
+        // As a chunkserver does: durable at the end of every 64 MiB chunk.
+        if unsynced >= SYNC_EVERY {
+            f.sync_data().map_err(failed)?;
+            unsynced = 0;
+        }
     }
     f.sync_data().map_err(failed)
 }
