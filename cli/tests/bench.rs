@@ -59,6 +59,8 @@ async fn bench_reports_every_workload_as_json() {
             assert!(number(&r, key) > 0.0, "{key} in {r}");
         }
         assert_eq!(number(&r, "put.bytes"), (3 << 20) as f64);
+        assert!(number(&r, "put.client_cpu_ms_per_mib") >= 0.0, "{r}");
+        assert!(number(&r, "client_max_rss_bytes") > 0.0, "{r}");
         assert!(r.get("get").is_none(), "only what was asked: {r}");
         assert_eq!(
             std::fs::read_dir(&scratch).expect("dir").count(),

@@ -5,8 +5,10 @@
 //!   here, and the put and get ceilings that follow from them;
 //! - [`workloads`]: put and get of one large file, many small files, record append
 //!   with several appenders, metadata operations;
-//! - [`stats`]: latency samples and their percentiles.
+//! - [`stats`]: latency samples and their percentiles;
+//! - [`process`]: this process's CPU time and peak memory.
 
 pub mod ceiling;
+pub mod process;
 pub mod stats;
 pub mod workloads;

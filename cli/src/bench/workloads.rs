@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::process;
 use super::stats::{mib_per_s, per_s, Latency, Samples};
 
 /// One large transfer.
@@ -19,6 +20,9 @@ pub struct Transfer {
     pub bytes: u64,
     pub seconds: f64,
     pub mib_per_s: f64,
+    /// This client's CPU time (user and system) per MiB moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_ms_per_mib: Option<f64>,
 }
 
 /// Many operations of one kind: rate and latency.
@@ -89,22 +93,22 @@ impl Bench {
 
     /// One file of `bytes`, streamed from memory (a few packets at a time).
     pub async fn put(&self, bytes: u64) -> Result<Transfer, ClientError> {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), process::cpu_time());
         let stored = self
             .client
             .put(&self.path("big"), Pattern::new(bytes), force())
             .await?;
-        Ok(transfer(stored, start.elapsed()))
+        Ok(transfer(stored, start.elapsed(), cpu))
     }
 
     /// The file `put` stored, read into nothing.
     pub async fn get(&self) -> Result<Transfer, ClientError> {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), process::cpu_time());
         let got = self
             .client
             .get(&self.path("big"), tokio::io::sink())
             .await?;
-        Ok(transfer(got, start.elapsed()))
+        Ok(transfer(got, start.elapsed(), cpu))
     }
 
     /// `files` files of `size` bytes, `concurrency` at a time, stored and read back.
@@ -265,11 +269,19 @@ fn force() -> PutOptions {
     }
 }
 
-fn transfer(bytes: u64, elapsed: Duration) -> Transfer {
+/// A transfer's figures; `cpu_before` is this process's CPU time when it began.
+fn transfer(bytes: u64, elapsed: Duration, cpu_before: Option<Duration>) -> Transfer {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    let cpu = cpu_before
+        .zip(process::cpu_time())
+        .map(|(a, b)| b.saturating_sub(a));
     Transfer {
         bytes,
         seconds: elapsed.as_secs_f64(),
         mib_per_s: mib_per_s(bytes, elapsed),
+        client_cpu_ms_per_mib: cpu
+            .filter(|_| mib > 0.0)
+            .map(|c| c.as_secs_f64() * 1000.0 / mib),
     }
 }
 

@@ -26,6 +26,9 @@ struct Report {
     append: Option<Vec<AppendRun>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<Vec<MetaRun>>,
+    /// This client's peak resident memory over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_max_rss_bytes: Option<u64>,
 }
 
 /// A figure and, when the ceiling was measured, its share of it.
@@ -64,6 +67,7 @@ pub(crate) async fn bench(
     let cleaned = bench.cleanup().await;
     result?;
     cleaned?;
+    report.client_max_rss_bytes = dfs_cli::bench::process::max_rss();
     print(&report, json)
 }
 
@@ -138,8 +142,13 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             .ratio
             .map(|r| format!(" ({:.0}% of the ceiling)", r * 100.0))
             .unwrap_or_default();
+        let cpu = t
+            .figure
+            .client_cpu_ms_per_mib
+            .map(|c| format!(", client CPU {c:.2} ms/MiB"))
+            .unwrap_or_default();
         format!(
-            "{name:<9} {:.1} MiB/s, {} bytes in {:.2} s{ratio}\n",
+            "{name:<9} {:.1} MiB/s, {} bytes in {:.2} s{ratio}{cpu}\n",
             t.figure.mib_per_s, t.figure.bytes, t.figure.seconds
         )
     };
@@ -184,6 +193,12 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             m.op,
             m.clients,
             rate(&m.rate, "ops")
+        ));
+    }
+    if let Some(rss) = report.client_max_rss_bytes {
+        out.push_str(&format!(
+            "client    peak memory {:.1} MiB\n",
+            rss as f64 / (1024.0 * 1024.0)
         ));
     }
     super::print_text(&out)
