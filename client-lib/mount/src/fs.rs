@@ -796,12 +796,13 @@ impl fuser::Filesystem for DfsFs {
                 let path = core.path(ino)?;
                 let f = core.open_file(ino.0).ok_or(Errno::EBADF)?;
                 let cx = core.cx();
+                let len = data.len();
                 f.lock()
                     .await
-                    .write(&cx, &path, offset, &data)
+                    .write(&cx, &path, offset, data)
                     .await
                     .map_err(|e| errno(&e))?;
-                u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
+                u32::try_from(len).map_err(|_| Errno::EINVAL)
             }
             .await;
             match result {
@@ -819,12 +820,7 @@ impl fuser::Filesystem for DfsFs {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |core| async move {
-            match core.commit(ino.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.flush_reply(ino, reply);
     }
 
     fn release(
@@ -1133,6 +1129,7 @@ impl DfsFs {
         });
     }
 
+    /// flush and fsync alike: the open file's changes committed.
     fn flush_reply(&self, ino: INodeNo, reply: ReplyEmpty) {
         self.spawn(move |core| async move {
             match core.commit(ino.0).await {

@@ -97,7 +97,7 @@ impl OpenFile {
         cx: &Context<'_>,
         path: &str,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<(), ClientError> {
         let end = offset
             .checked_add(data.len() as u64)
@@ -108,11 +108,8 @@ impl OpenFile {
         self.changed_at = Some(now());
         if let Some(stream) = &mut self.stream {
             if offset == stream.at {
-                let sent = tokio::time::timeout(
-                    cx.send_timeout,
-                    stream.tx.send(Bytes::copy_from_slice(data)),
-                )
-                .await;
+                let sent =
+                    tokio::time::timeout(cx.send_timeout, stream.tx.send(data.clone())).await;
                 if matches!(sent, Ok(Ok(()))) {
                     stream.at = end;
                     self.size = end;
@@ -133,8 +130,7 @@ impl OpenFile {
             return Box::pin(self.write(cx, path, offset, data)).await;
         }
         let shadow = self.shadow(cx)?;
-        let owned = data.to_vec();
-        blocking(move || shadow.write_all_at(&owned, offset)).await?;
+        blocking(move || shadow.write_all_at(&data, offset)).await?;
         self.dirty.insert(offset..end);
         self.size = self.size.max(end);
         Ok(())
