@@ -327,7 +327,8 @@ async fn pjdfstest_passes_but_for_the_documented_gaps() {
         let t = target(&cluster);
         let m = Mount::start(&t, &["--attr-timeout", "0"]).await;
         let work = m.join("pjd");
-        std::fs::create_dir(&work).expect("mkdir");
+        let w = work.clone();
+        fs(move || std::fs::create_dir(w).expect("mkdir")).await;
         let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mount/pjdfstest.toml");
         let out = run_ok(
             m.path(),
@@ -502,7 +503,8 @@ async fn git_tar_and_rsync_work_in_the_mount() {
         )
         .await;
         let out = m.join("untarred");
-        std::fs::create_dir(&out).expect("mkdir");
+        let o = out.clone();
+        fs(move || std::fs::create_dir(o).expect("mkdir")).await;
         run_ok(
             m.path(),
             "tar",
@@ -552,7 +554,8 @@ async fn the_mount_survives_a_chunkserver_and_waits_out_a_master_restart() {
 
         // A writer and a reader running while a chunkserver stops.
         let (r, b) = (m.path().to_path_buf(), body.clone());
-        std::fs::write(r.join("pre"), &b).expect("write pre");
+        let (pre, pb) = (r.join("pre"), b.clone());
+        fs(move || std::fs::write(pre, pb).expect("write pre")).await;
         let io = fs(move || {
             let mut f = std::fs::File::create(r.join("during")).expect("create");
             for piece in b.chunks(64 * 1024) {
