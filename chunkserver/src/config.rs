@@ -41,6 +41,9 @@ pub struct ChunkserverConfig {
     pub max_streams: usize,
     /// Serve, and dial the master and peers, over TLS with these settings.
     pub tls: Option<dfs_protocol::net::Tls>,
+    /// Write new chunks with `O_DIRECT` (where the file system allows it) instead of
+    /// through the page cache: a fraction of the CPU per byte, same durability.
+    pub direct_io: bool,
 }
 
 impl ChunkserverConfig {
@@ -68,6 +71,7 @@ impl ChunkserverConfig {
             // Tokio's blocking pool has 512 threads: streams keep to half of it.
             max_streams: 256,
             tls: None,
+            direct_io: true,
         }
     }
 

@@ -83,12 +83,13 @@ pub async fn run_with_http(
     let advertise = advertised(&config, local)?;
     let dir = config.data_dir.clone();
     let capacity = config.capacity;
+    let direct_io = config.direct_io;
     let (lock, (id, id_key), store) =
         tokio::task::spawn_blocking(move || -> Result<_, ChunkserverError> {
             let lock = identity::lock_data_dir(&dir)?;
             let id = identity::load_or_create(&dir)?;
             let id_key = identity::load_or_create_key(&dir)?;
-            let store = store::ChunkStore::open(&dir, capacity)?;
+            let store = store::ChunkStore::open(&dir, capacity)?.with_direct_io(direct_io);
             Ok((lock, (id, id_key), store))
         })
         .await

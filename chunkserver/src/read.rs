@@ -12,7 +12,7 @@ use crate::net::Conn;
 use crate::store::Blocks;
 
 /// Pieces buffered between the disk reader and the network for one read.
-const READ_QUEUE: usize = 1;
+const READ_QUEUE: usize = 2;
 
 /// Streams a verified byte range as `ReadData` frames of at most one packet each,
 /// widened to whole checksum blocks and carrying their checksums. A damaged replica
@@ -40,6 +40,7 @@ pub(crate) async fn read_chunk(
         let mut result = (|| {
             let mut reader = store.open_reader(handle, version)?;
             seen = Some(reader.len());
+            reader.will_need(offset, len);
             let end = offset.saturating_add(len);
             let mut pos = offset;
             loop {

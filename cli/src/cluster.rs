@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     /// Where the master serves its status page and `/metrics`; each chunkserver then
     /// serves its `/metrics` on the ports that follow (free ports for port 0).
     pub http: Option<SocketAddr>,
+    /// Chunkservers write new chunks with `O_DIRECT` where the disk allows it.
+    pub direct_io: bool,
 }
 
 impl ClusterOptions {
@@ -76,6 +78,7 @@ impl ClusterOptions {
             sync_gate: None,
             clock: None,
             http: None,
+            direct_io: true,
         }
     }
 }
@@ -229,6 +232,7 @@ impl LocalCluster {
         config.capacity = self.options.capacity;
         config.scrub_rate = self.options.scrub_rate;
         config.scrub_idle = self.options.scrub_idle;
+        config.direct_io = self.options.direct_io;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -30,6 +30,7 @@
 //! meta file format and block hashing; [`writer`] new chunks and their commit;
 //! [`reader`] verified reads; [`mutate`] bumps, cuts and appends in place.
 
+mod direct;
 mod meta;
 mod mutate;
 mod reader;
@@ -103,6 +104,8 @@ pub struct ChunkStore {
     /// with another version's meta file.
     stripes: Arc<[Mutex<()>; STRIPES]>,
     failpoints: Failpoints,
+    /// New chunks are written with `O_DIRECT` where the file system allows it.
+    direct_io: bool,
 }
 
 /// What the scrubber found in one chunk.
@@ -203,7 +206,15 @@ impl ChunkStore {
             index: Arc::new(Mutex::new(index)),
             stripes: Arc::new(std::array::from_fn(|_| Mutex::new(()))),
             failpoints: Failpoints::default(),
+            direct_io: true,
         })
+    }
+
+    /// Whether new chunks bypass the page cache (`O_DIRECT`, on by default; see
+    /// [`direct`] for why). Off, they are written through the page cache.
+    pub fn with_direct_io(mut self, on: bool) -> ChunkStore {
+        self.direct_io = on;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {

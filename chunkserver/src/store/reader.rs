@@ -97,6 +97,17 @@ impl ChunkReader {
         self.meta.len == 0
     }
 
+    /// Tells the kernel `len` bytes at `offset` will be read soon. Each ranged read
+    /// opens the chunk afresh, and a new descriptor's read-ahead starts small: asking
+    /// for the whole range up front lets the disk work on all of it at once.
+    pub fn will_need(&self, offset: u64, len: u64) {
+        if let Some(len) = std::num::NonZeroU64::new(len) {
+            // Only a hint: a failure costs speed, never correctness.
+            let _ =
+                rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+        }
+    }
+
     /// `len` bytes at `offset`, after verifying every block they touch. A mismatch
     /// is an error, never data.
     pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
@@ -133,21 +144,25 @@ impl ChunkReader {
         let last = (end - 1) / CHECKSUM_BLOCK;
         let start = first * CHECKSUM_BLOCK;
         let stop = ((last + 1) * CHECKSUM_BLOCK).min(self.meta.len);
-        let mut buf = vec![0u8; (stop - start) as usize];
+        let want = (stop - start) as usize;
+        // Read straight into spare capacity: zeroing a buffer only to overwrite it
+        // was a measurable share of a get's chunkserver CPU.
+        let mut buf = Vec::with_capacity(want);
         let ctx = || format!("read chunk {}", self.handle);
         self.file
             .seek(SeekFrom::Start(start))
             .map_err(|e| StoreError::io(ctx(), e))?;
-        if let Err(e) = self.file.read_exact(&mut buf) {
+        (&mut self.file)
+            .take(want as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| StoreError::io(ctx(), e))?;
+        if buf.len() != want {
             // A chunk file shorter than its meta says: damaged on disk.
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Err(ErrorCode::ChecksumMismatch {
-                    handle: self.handle,
-                    offset: start,
-                }
-                .into());
+            return Err(ErrorCode::ChecksumMismatch {
+                handle: self.handle,
+                offset: start,
             }
-            return Err(StoreError::io(ctx(), e));
+            .into());
         }
         let range = first as usize..=last as usize;
         let checksums = self

@@ -1,12 +1,13 @@
 //! New chunks: written under a temp name, hashed block by block as they arrive, and
 //! committed (see the store's docs for the order of the steps).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
 
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode};
 
+use super::direct::SequentialFile;
 use super::meta::{
     chunk_name, encode_meta, meta_name, sync_dir, BlockHasher, ChunkMeta, MAX_CHUNK_LEN,
 };
@@ -36,10 +37,7 @@ impl ChunkStore {
         let tmp_chunk = self
             .dir
             .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_chunk)
+        let file = SequentialFile::create(&tmp_chunk, self.direct_io)
             .map_err(|e| StoreError::io(format!("create {}", tmp_chunk.display()), e))?;
         Ok(ChunkWriter {
             store: self.clone(),
@@ -63,7 +61,7 @@ pub struct ChunkWriter {
     handle: ChunkHandle,
     version: ChunkVersion,
     tmp_chunk: PathBuf,
-    file: Option<File>,
+    file: Option<SequentialFile>,
     len: u64,
     reserved: u64,
     hasher: BlockHasher,
@@ -110,7 +108,8 @@ impl ChunkWriter {
         let file = self.file.take().ok_or_else(|| {
             StoreError::io("commit twice", std::io::Error::other("writer closed"))
         })?;
-        file.sync_all()
+        let file = file
+            .finish()
             .map_err(|e| StoreError::io(format!("fsync {}", self.tmp_chunk.display()), e))?;
         drop(file);
         let store = self.store.clone();

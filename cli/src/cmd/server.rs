@@ -76,6 +76,7 @@ pub(crate) async fn chunkserver(a: ChunkserverArgs, master: &str) -> anyhow::Res
     config.scrub_rate = a.scrub_rate;
     config.scrub_idle = a.scrub_idle;
     config.replication_rate = a.replication_rate;
+    config.direct_io = !a.buffered_writes;
     if let Some(dir) = a.tls.as_ref().or(file.tls.as_ref()) {
         config.tls = Some(dfs_cli::tls::load_server(dir)?);
     }
@@ -164,6 +165,7 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         sync_gate: None,
         clock: None,
         http: (!a.no_http).then_some(a.http),
+        direct_io: !a.buffered_writes,
     };
     let mut options = options;
     if a.tls {
