@@ -46,7 +46,10 @@ async fn bench_reports_every_workload_as_json() {
         for key in [
             "ceiling.disk_write_one",
             "ceiling.disk_write_three",
+            "ceiling.disk_write_deep",
+            "ceiling.disk_write_depth",
             "ceiling.disk_read_cold",
+            "ceiling.disk_read_cold_parallel",
             "ceiling.loopback",
             "ceiling.blake3_one_core",
             "ceiling.put",
@@ -116,6 +119,8 @@ async fn bench_reports_every_workload_as_json() {
                     "3",
                     "--appenders",
                     "1,2",
+                    "--in-flight",
+                    "2",
                     "--json",
                 ],
                 None,
@@ -125,6 +130,7 @@ async fn bench_reports_every_workload_as_json() {
         let runs = r["append"].as_array().expect("append runs");
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[1]["appenders"], 2);
+        assert_eq!(runs[1]["in_flight"], 2);
         assert_eq!(runs[1]["rate"]["count"], 6);
         assert!(runs[0]["rate"]["latency"]["p99_ms"].as_f64().expect("p99") > 0.0);
 

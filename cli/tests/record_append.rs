@@ -455,3 +455,42 @@ async fn appends_go_on_across_a_master_restart() {
     })
     .await;
 }
+
+/// One client with records in flight (`append_records`): every record lands once,
+/// whole, at the offset returned for it; the order among those in flight together
+/// is the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_in_flight_land_whole_at_their_offsets() {
+    bounded(async {
+        let (_dir, cluster) = dfs_testkit::cluster_with(small_chunks).await;
+        let c = cluster.client();
+        let max = (CHUNK_SIZE / 4) as usize;
+        let records: Vec<Bytes> = sizes(0, RECORDS, max)
+            .into_iter()
+            .enumerate()
+            .map(|(s, len)| record(0, s as u32, len))
+            .collect();
+        let offsets = c
+            .append_records("/log", records.clone(), AppendOptions::default(), 4)
+            .await
+            .expect("append_records");
+        assert_eq!(offsets.len(), records.len());
+        let file = read_all(&c, "/log").await;
+        let parsed = parse(&file);
+        assert_eq!(
+            parsed.len(),
+            records.len(),
+            "each record once, nothing else"
+        );
+        let acked: HashMap<(u32, u32), Option<u64>> = offsets
+            .iter()
+            .enumerate()
+            .map(|(s, at)| ((0, s as u32), Some(*at)))
+            .collect();
+        for (w, s, at) in &parsed {
+            assert_eq!(acked.get(&(*w, *s)), Some(&Some(*at)), "record {s}");
+        }
+        assert!(c.stat("/log").await.expect("stat").chunks.len() > 1);
+    })
+    .await;
+}

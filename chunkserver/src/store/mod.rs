@@ -30,7 +30,7 @@
 //! meta file format and block hashing; [`writer`] new chunks and their commit;
 //! [`reader`] verified reads; [`mutate`] bumps, cuts and appends in place.
 
-mod direct;
+pub mod direct;
 mod meta;
 mod mutate;
 mod reader;

@@ -47,6 +47,8 @@ pub struct SmallFiles {
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendRun {
     pub appenders: u32,
+    /// Records each appender kept in flight.
+    pub in_flight: u32,
     pub record: u64,
     pub rate: Rate,
 }
@@ -145,12 +147,13 @@ impl Bench {
     }
 
     /// For each count in `appenders`: that many clients append `records` records of
-    /// `record` bytes each to one file, one record in flight per client.
+    /// `record` bytes each to one file, `in_flight` records at once per client.
     pub async fn append(
         &self,
         appenders: &[u32],
         record: u64,
         records: u64,
+        in_flight: u32,
     ) -> Result<Vec<AppendRun>, ClientError> {
         let mut out = Vec::new();
         let body = Bytes::from(vec![0x5a; usize::try_from(record).unwrap_or(1 << 20)]);
@@ -162,13 +165,23 @@ impl Bench {
                 let client = self.client.reconfigured(|_| {});
                 let (path, body) = (path.clone(), body.clone());
                 async move {
+                    use futures::{StreamExt, TryStreamExt};
+                    let timed = futures::stream::iter(0..records)
+                        .map(|_| {
+                            let (client, path, body) = (&client, &path, body.clone());
+                            async move {
+                                let t = Instant::now();
+                                client
+                                    .append_record(path, body, AppendOptions::default())
+                                    .await?;
+                                Ok::<_, ClientError>(t.elapsed())
+                            }
+                        })
+                        .buffer_unordered(in_flight.max(1) as usize);
                     let mut samples = Samples::default();
-                    for _ in 0..records {
-                        let t = Instant::now();
-                        client
-                            .append_record(&path, body.clone(), AppendOptions::default())
-                            .await?;
-                        samples.add(t.elapsed());
+                    let mut timed = std::pin::pin!(timed);
+                    while let Some(t) = timed.try_next().await? {
+                        samples.add(t);
                     }
                     Ok::<_, ClientError>(samples)
                 }
@@ -179,6 +192,7 @@ impl Bench {
             }
             out.push(AppendRun {
                 appenders: n,
+                in_flight,
                 record,
                 rate: rate(samples, record, start.elapsed()),
             });

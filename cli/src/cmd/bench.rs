@@ -111,8 +111,15 @@ async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> 
             record,
             records,
             appenders,
-        }) => report.append = Some(bench.append(appenders, *record, *records).await?),
-        None => report.append = Some(bench.append(&[1, 4, 16], 1 << 20, 32).await?),
+            in_flight,
+        }) => {
+            report.append = Some(
+                bench
+                    .append(appenders, *record, *records, *in_flight)
+                    .await?,
+            )
+        }
+        None => report.append = Some(bench.append(&[1, 4, 16], 1 << 20, 32, 4).await?),
         _ => {}
     }
     match what {
@@ -132,8 +139,8 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     let mut out = String::new();
     if let Some(c) = &report.ceiling {
         out.push_str(&format!(
-            "ceiling   disk write {:.0} MiB/s (1 writer), {:.0} MiB/s of user data (3 writers); cold read {:.0} MiB/s; loopback {:.0} MiB/s; blake3 {:.0} MiB/s per core ({} cores)\n",
-            c.disk_write_one, c.disk_write_three, c.disk_read_cold, c.loopback, c.blake3_one_core, c.cores
+            "ceiling   disk write {:.0} MiB/s (1 writer), {:.0} MiB/s of user data (3 writers), {:.0} (3 x {} writers); cold read {:.0} MiB/s (1 reader), {:.0} (4 readers); loopback {:.0} MiB/s; blake3 {:.0} MiB/s per core ({} cores)\n",
+            c.disk_write_one, c.disk_write_three, c.disk_write_deep, c.disk_write_depth, c.disk_read_cold, c.disk_read_cold_parallel, c.loopback, c.blake3_one_core, c.cores
         ));
         out.push_str(&c.explain());
     }
@@ -181,9 +188,10 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     for a in report.append.iter().flatten() {
         out.push_str(&format!(
-            "append    {:>2} appenders, {}-byte records: {}\n",
+            "append    {:>2} appenders, {}-byte records, {} in flight each: {}\n",
             a.appenders,
             a.record,
+            a.in_flight,
             rate(&a.rate, "records")
         ));
     }
