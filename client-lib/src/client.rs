@@ -114,6 +114,13 @@ struct Pipe {
     id: RequestId,
 }
 
+/// Bytes of a chunk sent before the previous chunk's confirmation is collected. A
+/// put then holds at most one chunk and this much for replay (73 MiB at defaults,
+/// not 128); with chunkservers writing `O_DIRECT`, the previous chunk's closing
+/// fsync is short enough that waiting for it here did not slow a put
+/// (docs/benchmarks.md).
+const CONFIRM_AFTER: u64 = 8 << 20;
+
 /// One chunk of a put: its packets are kept until the chain confirms it, so a broken
 /// pipeline can be replaced and the chunk sent again (memory: one chunk's worth).
 struct ChunkWrite {
@@ -592,15 +599,19 @@ impl Client {
                 .await?;
                 let last = room == 0 || next.is_empty();
                 self.send_packet(&mut chunk, packet, last).await?;
+                // The previous chunk's replicas fsync while this one starts streaming;
+                // collecting it a few packets in bounds what is kept for replay to one
+                // chunk and `CONFIRM_AFTER`, instead of two chunks.
+                if chunk.size >= CONFIRM_AFTER || last {
+                    if let Some(prev) = in_flight.take() {
+                        committed.push(self.confirm(prev).await?);
+                    }
+                }
                 if last {
                     break;
                 }
             }
             total += chunk.size;
-            // The previous chunk's replicas fsync while this one streams; collect it now.
-            if let Some(prev) = in_flight.take() {
-                committed.push(self.confirm(prev).await?);
-            }
             in_flight = Some(chunk);
         }
         if let Some(prev) = in_flight.take() {
