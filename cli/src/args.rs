@@ -522,6 +522,9 @@ pub(crate) enum BenchCommand {
         ops: u64,
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
         clients: u32,
+        /// Operations each client keeps in flight on its one master connection.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        in_flight: u32,
     },
     /// The machine's ceilings: fdatasync writes by one and three writers, a cold
     /// read, loopback TCP through dfs's framing, blake3 on one core; and the put and

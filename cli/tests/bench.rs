@@ -137,7 +137,17 @@ async fn bench_reports_every_workload_as_json() {
         let r = json(
             &dfs(
                 &t,
-                &["bench", "meta", "--ops", "20", "--clients", "4", "--json"],
+                &[
+                    "bench",
+                    "meta",
+                    "--ops",
+                    "20",
+                    "--clients",
+                    "4",
+                    "--in-flight",
+                    "3",
+                    "--json",
+                ],
                 None,
             )
             .await,
@@ -149,6 +159,7 @@ async fn bench_reports_every_workload_as_json() {
             .filter_map(|m| m["op"].as_str())
             .collect();
         assert_eq!(ops, ["mkdir", "create", "rename", "stat"]);
+        assert_eq!(r["meta"][0]["in_flight"], 3);
 
         // Nothing is left behind in the cluster.
         let root = json(&dfs(&t, &["ls", "--json", "/"], None).await);

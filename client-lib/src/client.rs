@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) master: String,
     pub(crate) options: ClientOptions,
     pub(crate) pool: Pool,
+    /// Metadata calls: one pipelined connection to the master.
+    pub(crate) master_link: crate::link::Link,
     /// Append targets by path, so appenders go straight to the primary.
     pub(crate) leases: std::sync::Mutex<std::collections::HashMap<String, AppendLease>>,
 }
@@ -178,6 +180,7 @@ impl Client {
                 master: master.into(),
                 options,
                 pool: Pool::new(identity, routes),
+                master_link: Default::default(),
                 leases: Default::default(),
             }),
         }
@@ -219,12 +222,12 @@ impl Client {
     pub(crate) async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
         let wait = self.inner.options.master_wait;
         if wait.is_zero() {
-            return self.server_call(&self.inner.master, request).await;
+            return self.master_link_call(request).await;
         }
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
-            let result = self.server_call(&self.inner.master, request.clone()).await;
+            let result = self.master_link_call(request.clone()).await;
             let again = match &result {
                 Err(ClientError::Remote(
                     ErrorCode::Unavailable { .. } | ErrorCode::NotEnoughServers { .. },
@@ -241,6 +244,21 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// One request to the master on the client's pipelined link (see [`crate::link`]).
+    async fn master_link_call(&self, request: Request) -> Result<Response, ClientError> {
+        let opts = &self.inner.options;
+        self.inner
+            .master_link
+            .call(
+                &self.inner.pool,
+                &self.inner.master,
+                request,
+                opts.connect_timeout,
+                opts.io_timeout,
+            )
+            .await
     }
 
     /// One request and its one-frame answer, to the master or a chunkserver, on a

@@ -21,6 +21,7 @@
 //! - [`listing`]: directory, trash, fsck and status listings in pages.
 //! - [`rewrite`]: writes at any offset and truncates, by copy-on-write chunks.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
+//! - `link`: the one pipelined connection that carries a client's metadata calls.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
 pub mod append;
@@ -28,6 +29,7 @@ pub mod client;
 pub mod copy;
 pub mod error;
 pub mod keys;
+mod link;
 pub mod listing;
 pub mod pool;
 pub mod rewrite;

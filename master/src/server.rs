@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dfs_protocol::ChunkserverToMaster;
 use dfs_protocol::{Body, ErrorCode, Frame, Request, Response};
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -209,14 +210,41 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
     };
     tracing::debug!(peer = %accepted.peer, "authenticated");
     let idle = master.idle_timeout();
+    let accepted = Arc::new(accepted);
     // Heartbeats are taken only on a connection whose Register succeeded: that is
     // where the server proved its own key.
     let mut registered = false;
+    // Requests are started in the order they arrive and answered in that order, but
+    // a client need not wait for one answer before sending the next: while one
+    // mutation waits for the operation log's fsync, the next is planned and joins
+    // the same group commit.
+    let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
     loop {
+        let idle_now = pending.is_empty();
+        let room = pending.len() < PIPELINE;
         // `recv` is cancel-safe: a partly read frame stays in the reader's buffer.
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return,
-            f = tokio::time::timeout(idle, conn.recv()) => match f {
+            Some((request_id, response, close)) = pending.next(), if !pending.is_empty() => {
+                if matches!(response, Response::Registered { .. }) {
+                    registered = true;
+                }
+                if let Err(e) = conn.reply(request_id, response).await {
+                    tracing::info!(error = %e, "peer went away");
+                    return;
+                }
+                if close {
+                    return;
+                }
+                continue;
+            }
+            f = async {
+                if idle_now {
+                    tokio::time::timeout(idle, conn.recv()).await
+                } else {
+                    Ok(conn.recv().await)
+                }
+            }, if room => match f {
                 Ok(f) => f,
                 Err(_) => {
                     tracing::debug!("idle connection closed");
@@ -235,94 +263,124 @@ async fn serve(master: Arc<Master>, stream: TcpStream, shutdown: CancellationTok
         let Frame {
             request_id, body, ..
         } = frame;
-        let response = match body {
-            Body::Request(request) => {
-                let name = request.name();
-                let admitted =
-                    master
-                        .admit(&accepted.peer, &request)
-                        .and_then(|()| match request {
-                            Request::Report(ChunkserverToMaster::Heartbeat { .. })
-                                if !registered =>
-                            {
-                                Err(ErrorCode::Forbidden {
-                                    reason: "heartbeat before a registration on this connection"
-                                        .into(),
-                                })
-                            }
-                            _ => Ok(()),
-                        });
-                if let Err(code) = admitted {
-                    tracing::warn!(peer = %accepted.peer, request = name, error = %code, "request refused");
-                    let closing = matches!(code, ErrorCode::AuthFailed { .. });
-                    if conn.reply(request_id, Response::Error(code)).await.is_err() || closing {
-                        return;
-                    }
-                    continue;
-                }
-                let shown = match &request {
-                    Request::Master(r) => crate::recent::describe(r),
-                    _ => None,
+        let request = match body {
+            Body::Request(request) => request,
+            Body::Response(r) => {
+                let code = ErrorCode::BadRequest {
+                    reason: format!("unexpected {} on a request connection", r.name()),
                 };
-                let started = std::time::Instant::now();
-                let span = tracing::debug_span!("request", id = %request_id, name);
-                // Every wait inside is bounded too (the log, chunkserver calls); this
-                // bounds their sum. Handlers are cancel-safe: state marks are guards.
-                let handled = tokio::time::timeout(
-                    REQUEST_DEADLINE,
-                    master.handle(&accepted, request).instrument(span),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ErrorCode::Unavailable {
-                        reason: format!("{name} took longer than {}s", REQUEST_DEADLINE.as_secs()),
-                    }
-                    .into())
-                });
-                let took = started.elapsed();
-                master.metrics().request(name, took, handled.is_err());
-                if let Some(target) = shown {
-                    master.recent().record(crate::recent::RecentOp {
-                        at: master.now_secs(),
-                        op: name,
-                        target,
-                        by: match &accepted.peer {
-                            dfs_protocol::Peer::Client { key: Some(k), .. } => k.clone(),
-                            dfs_protocol::Peer::Client { key: None, .. } => "cluster secret".into(),
-                            other => other.to_string(),
-                        },
-                        micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                        error: handled.as_ref().err().map(|e| e.to_string()),
-                    });
-                }
-                match handled {
-                    Ok(r @ Response::Registered { .. }) => {
-                        registered = true;
-                        r
-                    }
-                    Ok(r) => r,
-                    Err(OpError::Client(code)) => Response::Error(code),
-                    Err(OpError::Store(e)) => {
-                        tracing::error!(error = %e, request = name, "metadata store failure");
-                        Response::Error(ErrorCode::Io {
-                            reason: e.to_string(),
-                        })
-                    }
-                    Err(OpError::Log(e)) => {
-                        tracing::error!(error = %e, request = name, "operation log failure");
-                        Response::Error(ErrorCode::Unavailable {
-                            reason: e.to_string(),
-                        })
-                    }
-                }
+                pending.push_back(Box::pin(std::future::ready((
+                    request_id,
+                    Response::Error(code),
+                    false,
+                ))));
+                continue;
             }
-            Body::Response(r) => Response::Error(ErrorCode::BadRequest {
-                reason: format!("unexpected {} on a request connection", r.name()),
-            }),
         };
-        if let Err(e) = conn.reply(request_id, response).await {
-            tracing::info!(error = %e, "peer went away");
-            return;
+        let name = request.name();
+        let admitted = master
+            .admit(&accepted.peer, &request)
+            .and_then(|()| match request {
+                Request::Report(ChunkserverToMaster::Heartbeat { .. }) if !registered => {
+                    Err(ErrorCode::Forbidden {
+                        reason: "heartbeat before a registration on this connection".into(),
+                    })
+                }
+                _ => Ok(()),
+            });
+        if let Err(code) = admitted {
+            tracing::warn!(peer = %accepted.peer, request = name, error = %code, "request refused");
+            let closing = matches!(code, ErrorCode::AuthFailed { .. });
+            pending.push_back(Box::pin(std::future::ready((
+                request_id,
+                Response::Error(code),
+                closing,
+            ))));
+            continue;
         }
+        let mut answer: Answer = Box::pin(answer(
+            master.clone(),
+            accepted.clone(),
+            request_id,
+            request,
+        ));
+        // Polled once here, so that this request's plan (which runs on the first
+        // poll) is applied before any later request on the connection is read.
+        let done = futures::poll!(answer.as_mut());
+        pending.push_back(match done {
+            std::task::Poll::Ready(out) => Box::pin(std::future::ready(out)),
+            std::task::Poll::Pending => answer,
+        });
     }
+}
+
+/// Requests one connection may have in flight at once.
+const PIPELINE: usize = 64;
+
+/// A request being answered: its id, the answer, and whether to close after it.
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (dfs_protocol::RequestId, Response, bool)> + Send>,
+>;
+
+/// Runs one admitted request to its answer, with its deadline, metrics and the
+/// recent-operations record.
+async fn answer(
+    master: Arc<Master>,
+    accepted: Arc<dfs_protocol::Accepted>,
+    request_id: dfs_protocol::RequestId,
+    request: Request,
+) -> (dfs_protocol::RequestId, Response, bool) {
+    let name = request.name();
+    let shown = match &request {
+        Request::Master(r) => crate::recent::describe(r),
+        _ => None,
+    };
+    let started = std::time::Instant::now();
+    let span = tracing::debug_span!("request", id = %request_id, name);
+    // Every wait inside is bounded too (the log, chunkserver calls); this
+    // bounds their sum. Handlers are cancel-safe: state marks are guards.
+    let handled = tokio::time::timeout(
+        REQUEST_DEADLINE,
+        master.handle(&accepted, request).instrument(span),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ErrorCode::Unavailable {
+            reason: format!("{name} took longer than {}s", REQUEST_DEADLINE.as_secs()),
+        }
+        .into())
+    });
+    let took = started.elapsed();
+    master.metrics().request(name, took, handled.is_err());
+    if let Some(target) = shown {
+        master.recent().record(crate::recent::RecentOp {
+            at: master.now_secs(),
+            op: name,
+            target,
+            by: match &accepted.peer {
+                dfs_protocol::Peer::Client { key: Some(k), .. } => k.clone(),
+                dfs_protocol::Peer::Client { key: None, .. } => "cluster secret".into(),
+                other => other.to_string(),
+            },
+            micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            error: handled.as_ref().err().map(|e| e.to_string()),
+        });
+    }
+    let response = match handled {
+        Ok(r) => r,
+        Err(OpError::Client(code)) => Response::Error(code),
+        Err(OpError::Store(e)) => {
+            tracing::error!(error = %e, request = name, "metadata store failure");
+            Response::Error(ErrorCode::Io {
+                reason: e.to_string(),
+            })
+        }
+        Err(OpError::Log(e)) => {
+            tracing::error!(error = %e, request = name, "operation log failure");
+            Response::Error(ErrorCode::Unavailable {
+                reason: e.to_string(),
+            })
+        }
+    };
+    (request_id, response, false)
 }

@@ -56,6 +56,8 @@ pub struct AppendRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct MetaRun {
     pub op: &'static str,
+    /// Operations each client kept in flight, on its one connection to the master.
+    pub in_flight: u32,
     pub clients: u32,
     pub rate: Rate,
 }
@@ -202,7 +204,12 @@ impl Bench {
 
     /// `ops` of each metadata operation (mkdir, create, rename, stat), spread over
     /// `clients` clients.
-    pub async fn meta(&self, ops: u64, clients: u32) -> Result<Vec<MetaRun>, ClientError> {
+    pub async fn meta(
+        &self,
+        ops: u64,
+        clients: u32,
+        in_flight: u32,
+    ) -> Result<Vec<MetaRun>, ClientError> {
         let dir = self.path("meta");
         self.client.mkdir(&dir, true).await?;
         let pool: Vec<Client> = (0..clients.max(1))
@@ -212,7 +219,7 @@ impl Bench {
         let mut out = Vec::new();
         for op in ["mkdir", "create", "rename", "stat"] {
             let rate = self
-                .many(ops, c, |i| {
+                .many(ops, c * in_flight.max(1) as usize, |i| {
                     let client = pool[(i as usize) % c].clone();
                     let dir = dir.clone();
                     async move {
@@ -235,6 +242,7 @@ impl Bench {
             out.push(MetaRun {
                 op,
                 clients: clients.max(1),
+                in_flight: in_flight.max(1),
                 rate,
             });
         }

@@ -123,10 +123,12 @@ async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> 
         _ => {}
     }
     match what {
-        Some(BenchCommand::Meta { ops, clients }) => {
-            report.meta = Some(bench.meta(ops, clients).await?)
-        }
-        None => report.meta = Some(bench.meta(2000, 32).await?),
+        Some(BenchCommand::Meta {
+            ops,
+            clients,
+            in_flight,
+        }) => report.meta = Some(bench.meta(ops, clients, in_flight).await?),
+        None => report.meta = Some(bench.meta(2000, 32, 1).await?),
         _ => {}
     }
     Ok(())
@@ -197,9 +199,10 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     for m in report.meta.iter().flatten() {
         out.push_str(&format!(
-            "meta      {:<6} {} clients: {}\n",
+            "meta      {:<6} {} clients, {} in flight each: {}\n",
             m.op,
             m.clients,
+            m.in_flight,
             rate(&m.rate, "ops")
         ));
     }
