@@ -42,6 +42,9 @@ struct Open {
     slots: Semaphore,
     /// Stops the reader task when the link is dropped.
     stop: CancellationToken,
+    /// The reader task: once it has ended (also when the runtime it ran on is gone),
+    /// no answer can arrive on this connection.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Open {
@@ -163,7 +166,7 @@ impl Link {
     ) -> Result<Arc<Open>, ClientError> {
         let mut slot = self.open.lock().await;
         if let Some(open) = slot.as_ref() {
-            if !lock(&open.waiting).broken {
+            if !lock(&open.waiting).broken && !open.reader.is_finished() {
                 return Ok(open.clone());
             }
         }
@@ -172,6 +175,8 @@ impl Link {
         let Connection { reader, writer, .. } = conn;
         let waiting = Arc::new(Mutex::new(Waiting::default()));
         let stop = CancellationToken::new();
+        // Ends when the connection does, or when the link is dropped (`Open::drop`).
+        let reader = tokio::spawn(read_answers(reader, waiting.clone(), stop.clone()));
         let open = Arc::new(Open {
             writer: tokio::sync::Mutex::new(Writer {
                 half: writer,
@@ -179,10 +184,9 @@ impl Link {
             }),
             waiting: waiting.clone(),
             slots: Semaphore::new(IN_FLIGHT),
-            stop: stop.clone(),
+            stop,
+            reader,
         });
-        // Ends when the connection does, or when the link is dropped (`Open::drop`).
-        tokio::spawn(read_answers(reader, waiting, stop));
         *slot = Some(open.clone());
         Ok(open)
     }
