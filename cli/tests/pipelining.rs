@@ -131,3 +131,27 @@ fn established_to(port: u16) -> usize {
         })
         .count()
 }
+
+/// Calls dropped before they were sent or while waiting for their answer (a caller's
+/// timeout, Ctrl-C in the shell) never leave the link answering the wrong call: the
+/// answer of a dropped call is discarded and every later call gets its own. (A call
+/// dropped halfway through writing its frame breaks the link instead; the socket
+/// buffer never fills here, so that path is not reached by this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_dropped_midway_do_not_confuse_later_ones() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let c = cluster.client();
+        c.mkdir("/kept", false).await.expect("mkdir");
+        for i in 0..200u64 {
+            // From "dropped before anything was sent" to "already answered".
+            let cut = Duration::from_micros(i * 7 % 400);
+            let _ = tokio::time::timeout(cut, c.mkdir(&format!("/cut-{i}"), false)).await;
+            let stat = c.stat("/kept").await.expect("a call after a dropped one");
+            assert_eq!(stat.kind, dfs_protocol::FileKind::Dir, "round {i}");
+            let missing = c.stat(&format!("/nothing-{i}")).await;
+            assert!(missing.is_err(), "round {i}: {missing:?}");
+        }
+    })
+    .await;
+}

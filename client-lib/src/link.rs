@@ -78,6 +78,20 @@ impl Waiting {
     }
 }
 
+/// Marks the link broken when dropped before `done`.
+struct Sending<'a> {
+    waiting: &'a Mutex<Waiting>,
+    done: bool,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(self.waiting).fail_all();
+        }
+    }
+}
+
 fn lock(waiting: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
     waiting
         .lock()
@@ -115,6 +129,13 @@ impl Link {
                 }
                 waiting.queue.push_back((id, tx));
             }
+            // A call dropped from here until its frame is whole (a caller's timeout,
+            // Ctrl-C in the shell) leaves a queued waiter without a request, or half a
+            // frame on the wire: nothing more may go over this link.
+            let mut sending = Sending {
+                waiting: &open.waiting,
+                done: false,
+            };
             let frame = Frame::request(id, request);
             let written = tokio::time::timeout(
                 io_timeout,
@@ -122,7 +143,7 @@ impl Link {
             )
             .await;
             match written {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => sending.done = true,
                 Ok(Err(e)) => {
                     lock(&open.waiting).fail_all();
                     return Err(ClientError::peer(addr, e.into()));
