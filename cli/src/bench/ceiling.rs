@@ -86,6 +86,9 @@ pub enum CeilingError {
     },
     #[error("loopback probe: {0}")]
     Loopback(String),
+    /// A probe thread or task that panicked or was cancelled.
+    #[error("ceiling probe: {0}")]
+    Task(String),
 }
 
 /// Measures every ceiling with files of `bytes` in `dir` (removed afterwards).
@@ -95,12 +98,12 @@ pub async fn probe(dir: &Path, bytes: u64) -> Result<Ceiling, CeilingError> {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || disk(&dir, bytes))
             .await
-            .map_err(|e| CeilingError::Loopback(e.to_string()))??
+            .map_err(|e| CeilingError::Task(e.to_string()))??
     };
     let loopback = loopback((bytes / 4).max(64 << 20)).await?;
     let hash = tokio::task::spawn_blocking(|| blake3_rate(256 << 20))
         .await
-        .map_err(|e| CeilingError::Loopback(e.to_string()))?;
+        .map_err(|e| CeilingError::Task(e.to_string()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let put = disk
         .three
@@ -132,24 +135,11 @@ pub async fn probe(dir: &Path, bytes: u64) -> Result<Ceiling, CeilingError> {
 const FILE: u64 = 64 << 20;
 
 /// Removes the probe's files even when a step fails.
-struct Files(std::sync::Mutex<Vec<PathBuf>>);
-
-impl Files {
-    fn add(&self, path: PathBuf) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(path);
-    }
-}
+struct Files(Vec<PathBuf>);
 
 impl Drop for Files {
     fn drop(&mut self) {
-        let files = self
-            .0
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for f in files.iter() {
+        for f in &self.0 {
             let _ = std::fs::remove_file(f);
         }
     }
@@ -171,67 +161,93 @@ const DEPTHS: [usize; 2] = [2, 4];
 /// Readers at once for the parallel cold read: a get reads four ranges at once.
 const READERS: usize = 4;
 
-fn disk(dir: &Path, bytes: u64) -> Result<Disk, CeilingError> {
-    let files = Files(std::sync::Mutex::new(Vec::new()));
-    let per_file = bytes.min(FILE);
-    let run = |tag: &str, writers: usize| -> Result<f64, CeilingError> {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..writers)
-                .map(|w| {
-                    let files = &files;
-                    s.spawn(move || {
-                        // One writer writes `bytes`; more share `bytes` x 3 replicas.
-                        let replicas = if writers == 1 { 1 } else { 3 };
-                        let mut left = bytes * replicas / writers as u64;
-                        let mut i = 0;
-                        while left > 0 {
-                            let n = left.min(per_file);
-                            let path = dir.join(format!(
-                                ".dfs-bench-ceiling-{}-{tag}-{w}-{i}",
-                                std::process::id()
-                            ));
-                            files.add(path.clone());
-                            write_file(&path, n)?;
-                            left -= n;
-                            i += 1;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
+/// The files one writer of a run writes: its share of the run's bytes, in files of
+/// at most a chunk. One writer writes `bytes`; several share `bytes` x 3 replicas.
+fn plan(dir: &Path, tag: &str, writers: usize, bytes: u64) -> Vec<Vec<(PathBuf, u64)>> {
+    let replicas = if writers == 1 { 1 } else { 3 };
+    let share = bytes * replicas / writers as u64;
+    (0..writers)
+        .map(|w| {
+            let mut left = share;
+            let mut files = Vec::new();
+            while left > 0 {
+                let n = left.min(FILE);
+                let name = format!(
+                    ".dfs-bench-ceiling-{}-{tag}-{w}-{}",
+                    std::process::id(),
+                    files.len()
+                );
+                files.push((dir.join(name), n));
+                left -= n;
+            }
+            files
+        })
+        .collect()
+}
+
+/// Runs `work` on one thread per item of `items`, all at once; the first error wins.
+fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, CeilingError> + Sync,
+) -> Result<Vec<R>, CeilingError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|i| s.spawn(|| work(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(CeilingError::Loopback("a writer panicked".into())))
+                    .unwrap_or_else(|_| Err(CeilingError::Task("a probe thread panicked".into())))
             })
+            .collect()
+    })
+}
+
+fn disk(dir: &Path, bytes: u64) -> Result<Disk, CeilingError> {
+    let mut files = Files(Vec::new());
+    let mut run = |tag: &str, writers: usize| -> Result<(f64, Vec<Vec<PathBuf>>), CeilingError> {
+        let plan = plan(dir, tag, writers, bytes);
+        files
+            .0
+            .extend(plan.iter().flatten().map(|(p, _)| p.clone()));
+        let start = Instant::now();
+        on_threads(&plan, |mine| {
+            mine.iter().try_for_each(|(path, n)| write_file(path, *n))
         })?;
-        Ok(mib_per_s(bytes, start.elapsed()))
+        let rate = mib_per_s(bytes, start.elapsed());
+        let paths = plan
+            .into_iter()
+            .map(|w| w.into_iter().map(|(p, _)| p).collect())
+            .collect();
+        Ok((rate, paths))
     };
-    let one = run("one", 1)?;
-    let three = run("three", 3)?;
+    let (one, one_files) = run("one", 1)?;
+    let (three, three_files) = run("three", 3)?;
     let mut deep = three;
     let mut depth = 1;
     for d in DEPTHS {
-        let rate = run(&format!("deep{d}"), 3 * d)?;
+        let (rate, _) = run(&format!("deep{d}"), 3 * d)?;
         if rate > deep {
             deep = rate;
             depth = d;
         }
     }
-    let written: Vec<PathBuf> = files
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let first: Vec<&PathBuf> = written.iter().filter(|p| is_tag(p, "-one-")).collect();
+    // One reader through the single writer's files, in order.
     let start = Instant::now();
     let mut total = 0;
-    for f in &first {
+    for f in one_files.iter().flatten() {
         total += read_cold(f)?;
     }
     let cold = mib_per_s(total, start.elapsed());
-    let others: Vec<&PathBuf> = written.iter().filter(|p| is_tag(p, "-three-")).collect();
-    let cold_parallel = read_parallel(&others)?;
+    // `READERS` at once over the three writers' files, each reader a share of them.
+    let all: Vec<&PathBuf> = three_files.iter().flatten().collect();
+    let shares: Vec<Vec<&PathBuf>> = (0..READERS)
+        .map(|r| all.iter().skip(r).step_by(READERS).copied().collect())
+        .collect();
+    let start = Instant::now();
+    let read = on_threads(&shares, |mine| {
+        mine.iter().try_fold(0u64, |sum, f| Ok(sum + read_cold(f)?))
+    })?;
+    let cold_parallel = mib_per_s(read.iter().sum(), start.elapsed());
     Ok(Disk {
         one,
         three,
@@ -240,11 +256,6 @@ fn disk(dir: &Path, bytes: u64) -> Result<Disk, CeilingError> {
         cold,
         cold_parallel,
     })
-}
-
-fn is_tag(path: &Path, tag: &str) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().contains(tag))
 }
 
 /// A new file of `bytes`, written and fsynced the way a chunkserver writes a chunk
@@ -264,35 +275,6 @@ fn write_file(path: &Path, bytes: u64) -> Result<(), CeilingError> {
     }
     f.finish().map_err(failed)?;
     Ok(())
-}
-
-/// `READERS` threads reading `files` cold, each taking the next file; MiB/s overall.
-fn read_parallel(files: &[&PathBuf]) -> Result<f64, CeilingError> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let start = Instant::now();
-    let total = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..READERS)
-            .map(|_| {
-                let next = &next;
-                s.spawn(move || {
-                    let mut total = 0;
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(f) = files.get(i) else {
-                            return Ok(total);
-                        };
-                        total += read_cold(f)?;
-                    }
-                })
-            })
-            .collect();
-        handles.into_iter().try_fold(0u64, |sum, h| {
-            h.join()
-                .unwrap_or_else(|_| Err(CeilingError::Loopback("a reader panicked".into())))
-                .map(|n| sum + n)
-        })
-    })?;
-    Ok(mib_per_s(total, start.elapsed()))
 }
 
 /// Reads `path` whole after dropping its cached pages; returns the bytes read.
