@@ -116,8 +116,8 @@ impl SequentialFile {
         Ok(())
     }
 
-    /// Writes what is buffered and fsyncs data and metadata; returns the file.
-    pub fn finish(mut self) -> std::io::Result<File> {
+    /// Writes what is buffered and fsyncs data and metadata; the file is closed.
+    pub fn finish(mut self) -> std::io::Result<()> {
         if let Some(buf) = self.direct.as_mut() {
             let tail = buf.filled();
             if tail > 0 {
@@ -131,8 +131,7 @@ impl SequentialFile {
                 self.written = len;
             }
         }
-        self.file.sync_all()?;
-        Ok(self.file)
+        self.file.sync_all()
     }
 }
 

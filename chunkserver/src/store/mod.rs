@@ -28,7 +28,8 @@
 //! Files: this one holds the index (what is held, at which version and length, the
 //! report to the master), opening the store, deletion and quarantine; [`meta`] the
 //! meta file format and block hashing; [`writer`] new chunks and their commit;
-//! [`reader`] verified reads; [`mutate`] bumps, cuts and appends in place.
+//! [`reader`] verified reads; [`mutate`] bumps, cuts and appends in place; [`direct`]
+//! the `O_DIRECT` file a new chunk is written through.
 
 pub mod direct;
 mod meta;

@@ -108,10 +108,8 @@ impl ChunkWriter {
         let file = self.file.take().ok_or_else(|| {
             StoreError::io("commit twice", std::io::Error::other("writer closed"))
         })?;
-        let file = file
-            .finish()
+        file.finish()
             .map_err(|e| StoreError::io(format!("fsync {}", self.tmp_chunk.display()), e))?;
-        drop(file);
         let store = self.store.clone();
         store.hit(Step::CommitDataSynced)?;
         let dir = &store.dir;
