@@ -167,24 +167,16 @@ impl Bench {
                 let client = self.client.reconfigured(|_| {});
                 let (path, body) = (path.clone(), body.clone());
                 async move {
-                    use futures::{StreamExt, TryStreamExt};
-                    let timed = futures::stream::iter(0..records)
-                        .map(|_| {
-                            let (client, path, body) = (&client, &path, body.clone());
-                            async move {
-                                let t = Instant::now();
-                                client
-                                    .append_record(path, body, AppendOptions::default())
-                                    .await?;
-                                Ok::<_, ClientError>(t.elapsed())
-                            }
-                        })
-                        .buffer_unordered(in_flight.max(1) as usize);
-                    let mut samples = Samples::default();
-                    let mut timed = std::pin::pin!(timed);
-                    while let Some(t) = timed.try_next().await? {
-                        samples.add(t);
-                    }
+                    let (samples, _) = timed(records, in_flight as usize, |_| {
+                        let (client, path, body) = (&client, &path, body.clone());
+                        async move {
+                            client
+                                .append_record(path, body, AppendOptions::default())
+                                .await
+                                .map(|_| 0)
+                        }
+                    })
+                    .await?;
                     Ok::<_, ClientError>(samples)
                 }
             });
@@ -257,21 +249,7 @@ impl Bench {
         Fut: std::future::Future<Output = Result<u64, ClientError>>,
     {
         let start = Instant::now();
-        let mut results = futures::stream::iter((0..n).map(|i| {
-            let fut = op(i);
-            async move {
-                let t = Instant::now();
-                fut.await.map(|b| (b, t.elapsed()))
-            }
-        }))
-        .buffer_unordered(concurrency.max(1));
-        let mut samples = Samples::default();
-        let mut bytes = 0u64;
-        while let Some(r) = results.next().await {
-            let (b, d) = r?;
-            bytes += b;
-            samples.add(d);
-        }
+        let (samples, bytes) = timed(n, concurrency, op).await?;
         let elapsed = start.elapsed();
         let count = samples.len() as u64;
         Ok(Rate {
@@ -282,6 +260,31 @@ impl Bench {
             latency: samples.latency(),
         })
     }
+}
+
+/// Runs operations `0..n`, `concurrency` at once; each one's latency, and the bytes
+/// they say they moved.
+async fn timed<F, Fut>(n: u64, concurrency: usize, op: F) -> Result<(Samples, u64), ClientError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, ClientError>>,
+{
+    let mut results = futures::stream::iter((0..n).map(|i| {
+        let fut = op(i);
+        async move {
+            let t = Instant::now();
+            fut.await.map(|b| (b, t.elapsed()))
+        }
+    }))
+    .buffer_unordered(concurrency.max(1));
+    let mut samples = Samples::default();
+    let mut bytes = 0u64;
+    while let Some(r) = results.next().await {
+        let (b, d) = r?;
+        bytes += b;
+        samples.add(d);
+    }
+    Ok((samples, bytes))
 }
 
 fn force() -> PutOptions {
