@@ -364,7 +364,7 @@ async fn write_chain(
 /// only once that server happens to register again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_over_put_leaves_no_stale_replica_behind() {
-    use dfs_protocol::{ClientToMaster, PeerKind, Request, Response};
+    use dfs_protocol::{ClientToMaster, Request, Response};
     bounded(async {
         let (_dir, cluster) = cluster_with(|o| {
             o.chunkservers = 4;
@@ -377,15 +377,7 @@ async fn a_failed_over_put_leaves_no_stale_replica_behind() {
         })
         .await;
         let identity = dfs_protocol::Identity::cluster_admin(cluster.secret());
-        let limit = Duration::from_secs(10);
-        let mut master = dfs_protocol::net::dial(
-            &cluster.master_addr().to_string(),
-            PeerKind::Client,
-            &identity,
-            limit,
-        )
-        .await
-        .expect("dial master");
+        let mut master = dfs_testkit::master_conn(&cluster).await;
         let mut call =
             async |r: ClientToMaster| master.call(Request::Master(r)).await.expect("call");
         let Response::PutStarted { upload, .. } = call(ClientToMaster::BeginPut {
@@ -601,7 +593,7 @@ const WATCHED_UPKEEPS: u32 = 3;
 /// and aborts no put in flight; the same time passing on the monotonic clock does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_step_purges_no_trash_and_aborts_no_put() {
-    use dfs_protocol::{ClientToMaster, PeerKind, Request, Response};
+    use dfs_protocol::{ClientToMaster, Request, Response};
     bounded(async {
         let clock = dfs_master::clock::Clock::manual(1_700_000_000);
         let (_dir, cluster) = cluster_with(|o| {
@@ -616,15 +608,7 @@ async fn a_wall_clock_step_purges_no_trash_and_aborts_no_put() {
             .expect("put");
         c.remove("/old", false, false).await.expect("rm to trash");
         // A put in flight: begun, not committed.
-        let identity = dfs_protocol::Identity::cluster_admin(cluster.secret());
-        let mut master = dfs_protocol::net::dial(
-            &cluster.master_addr().to_string(),
-            PeerKind::Client,
-            &identity,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("dial");
+        let mut master = dfs_testkit::master_conn(&cluster).await;
         let begun = master
             .call(Request::Master(ClientToMaster::BeginPut {
                 path: "/new".into(),

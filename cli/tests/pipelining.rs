@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dfs_protocol::{ClientToMaster, Frame, Identity, PeerKind, Request, Response};
+use dfs_protocol::{ClientToMaster, Frame, Request, Response};
 use dfs_testkit::{bounded, cluster};
 use futures::{StreamExt, TryStreamExt};
 
@@ -14,15 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 async fn a_connection_s_requests_start_and_answer_in_order() {
     bounded(async {
         let (_dir, cluster) = cluster().await;
-        let identity = Identity::cluster_admin(cluster.secret());
-        let mut conn = dfs_protocol::net::dial(
-            &cluster.master_addr().to_string(),
-            PeerKind::Client,
-            &identity,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("dial");
+        let mut conn = dfs_testkit::master_conn(&cluster).await;
         let mkdir = |path: &str| {
             Request::Master(ClientToMaster::Mkdir {
                 path: path.into(),

@@ -73,3 +73,17 @@ pub(crate) fn free_port() -> u16 {
         .and_then(|(_, p)| p.parse().ok())
         .expect("a port")
 }
+
+/// A raw, authenticated admin connection to `cluster`'s master, for tests that
+/// speak the protocol themselves (requests out of the client library's order,
+/// pipelined frames).
+pub async fn master_conn(cluster: &LocalCluster) -> dfs_protocol::net::TcpConn {
+    dfs_protocol::net::dial(
+        &cluster.master_addr().to_string(),
+        dfs_protocol::PeerKind::Client,
+        &dfs_protocol::Identity::cluster_admin(cluster.secret()),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("dial the master")
+}

@@ -35,7 +35,7 @@ pub mod seeds;
 pub mod verbs;
 pub mod wait;
 
-pub use cluster::{cluster, cluster_in, cluster_with, free_addr, runtime_cluster};
+pub use cluster::{cluster, cluster_in, cluster_with, free_addr, master_conn, runtime_cluster};
 pub use data::{data, CHUNK};
 pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 pub use dfs_master::clock::Clock;
