@@ -7,46 +7,61 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use dfs_client::{ClientError, ErrorCode, FileKind, PutOptions};
-use dfs_testkit::{bounded, cluster, data, CHUNK};
+use dfs_testkit::{bounded, cluster, cluster_with, data, LocalCluster, CHUNK};
 use tokio::io::{AsyncRead, ReadBuf};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_size_round_trips_on_three_distinct_servers() {
     bounded(async {
         let (_dir, cluster) = cluster().await;
-        let client = cluster.client();
-        let sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 12_345];
-        for (i, &size) in sizes.iter().enumerate() {
-            let path = format!("/file-{size}");
-            let content = data(size, i as u64);
-            let stored = client
-                .put(&path, &content[..], PutOptions::default())
-                .await
-                .expect("put");
-            assert_eq!(stored, size as u64);
-
-            let mut back = Vec::new();
-            let got = client.get(&path, &mut back).await.expect("get");
-            assert_eq!(got, size as u64);
-            assert!(back == content, "{path}: content differs");
-
-            let stat = client.stat(&path).await.expect("stat");
-            assert_eq!(stat.kind, FileKind::File);
-            assert_eq!(stat.size, size as u64);
-            assert_eq!(stat.replication, 3);
-            assert_eq!(stat.chunks.len(), size.div_ceil(CHUNK));
-            assert_eq!(stat.chunks.iter().map(|c| c.size).sum::<u64>(), size as u64);
-            for c in &stat.chunks {
-                let distinct: HashSet<_> = c.replicas.iter().collect();
-                assert_eq!(distinct.len(), 3, "chunk {} on {:?}", c.handle, c.replicas);
-            }
-        }
-        let status = client.status().await.expect("status");
-        assert_eq!(status.files, sizes.len() as u64);
-        assert_eq!(status.under_replicated, 0);
-        cluster.shutdown().await.expect("clean shutdown");
+        every_size_round_trips(cluster).await;
     })
     .await
+}
+
+/// The same with chunkservers writing through the page cache (`--buffered-writes`)
+/// instead of `O_DIRECT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_size_round_trips_with_buffered_writes() {
+    bounded(async {
+        let (_dir, cluster) = cluster_with(|o| o.direct_io = false).await;
+        every_size_round_trips(cluster).await;
+    })
+    .await
+}
+
+async fn every_size_round_trips(cluster: LocalCluster) {
+    let client = cluster.client();
+    let sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 12_345];
+    for (i, &size) in sizes.iter().enumerate() {
+        let path = format!("/file-{size}");
+        let content = data(size, i as u64);
+        let stored = client
+            .put(&path, &content[..], PutOptions::default())
+            .await
+            .expect("put");
+        assert_eq!(stored, size as u64);
+
+        let mut back = Vec::new();
+        let got = client.get(&path, &mut back).await.expect("get");
+        assert_eq!(got, size as u64);
+        assert!(back == content, "{path}: content differs");
+
+        let stat = client.stat(&path).await.expect("stat");
+        assert_eq!(stat.kind, FileKind::File);
+        assert_eq!(stat.size, size as u64);
+        assert_eq!(stat.replication, 3);
+        assert_eq!(stat.chunks.len(), size.div_ceil(CHUNK));
+        assert_eq!(stat.chunks.iter().map(|c| c.size).sum::<u64>(), size as u64);
+        for c in &stat.chunks {
+            let distinct: HashSet<_> = c.replicas.iter().collect();
+            assert_eq!(distinct.len(), 3, "chunk {} on {:?}", c.handle, c.replicas);
+        }
+    }
+    let status = client.status().await.expect("status");
+    assert_eq!(status.files, sizes.len() as u64);
+    assert_eq!(status.under_replicated, 0);
+    cluster.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
