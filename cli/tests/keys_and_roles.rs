@@ -303,6 +303,27 @@ async fn a_chunkserver_without_the_secret_cannot_join() {
     .await
 }
 
+/// `dfs up --buffered-writes`: the chunkservers write through the page cache, and a
+/// file of a ragged size still comes back byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dfs_up_with_buffered_writes_stores_files() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut up = dfs_testkit::dfs_up(dir.path(), 1, &["--buffered-writes"]).await;
+        let (master, home) = (up.master.clone(), up.home.clone());
+        let body = dfs_testkit::data(70_001, 3);
+        let local = dir.path().join("ragged.bin");
+        std::fs::write(&local, &body).expect("write");
+        let lp = local.to_str().expect("utf-8");
+        ok(dfs(&master, &home, &[], &["put", lp, "/ragged.bin"]).await);
+        let o = ok(dfs(&master, &home, &[], &["cat", "/ragged.bin"]).await);
+        assert!(o.stdout == body, "content differs");
+        let _ = up.child.start_kill();
+        let _ = up.child.wait().await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dfs_up_then_client_verbs_with_no_flags() {
     bounded(async {
