@@ -452,7 +452,16 @@ impl Appender {
                 .iter()
                 .flat_map(|(_, j)| j.pieces.iter().cloned())
                 .collect();
-            match self.write(handle, version, cursor, pieces).await {
+            let started = Instant::now();
+            let result = self.write(handle, version, cursor, pieces).await;
+            tracing::debug!(
+                %handle,
+                records = taken.len(),
+                bytes = cursor - self.len,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "append batch"
+            );
+            match result {
                 Ok(()) => {
                     self.len = cursor;
                     lease.acked.store(cursor, Ordering::Release);

@@ -227,17 +227,19 @@ fn read_at(store: &ChunkStore, h: ChunkHandle, v: ChunkVersion) -> Result<Vec<u8
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     /// Appends in any sizes, with cuts back in between, read back as the model says,
-    /// across reopen; the bytes before each append are never rewritten.
+    /// across reopen; the bytes before each append are never rewritten. With
+    /// `O_DIRECT` appends (the default) and with buffered ones.
     #[test]
     fn appends_and_cuts_keep_the_prefix(
         steps in proptest::collection::vec((0usize..150_000, any::<bool>(), any::<prop::sample::Index>()), 1..8),
+        direct in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let h = ChunkHandle::random();
         let v = ChunkVersion(2);
         let mut model: Vec<u8> = Vec::new();
         {
-            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap().with_direct_io(direct);
             prop_assert_eq!(store.bump(h, None, v).unwrap(), 0);
             for (i, (n, cut, at)) in steps.iter().enumerate() {
                 if *cut && !model.is_empty() {

@@ -700,8 +700,9 @@ pub(crate) struct ChunkserverArgs {
     /// Serve /metrics (Prometheus) on ADDR.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
-    /// Write new chunks through the page cache instead of with O_DIRECT (which is
-    /// used where the file system allows it, and costs far less CPU per byte).
+    /// Write chunks (new ones and appends) through the page cache instead of with
+    /// O_DIRECT (which is used where the file system allows it, and costs far less
+    /// CPU per byte).
     #[arg(long)]
     pub(crate) buffered_writes: bool,
 }
@@ -751,7 +752,8 @@ pub(crate) struct UpArgs {
     /// No status page and no /metrics.
     #[arg(long)]
     pub(crate) no_http: bool,
-    /// Chunkservers write new chunks through the page cache instead of with O_DIRECT.
+    /// Chunkservers write chunks (new ones and appends) through the page cache
+    /// instead of with O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_writes: bool,
 }

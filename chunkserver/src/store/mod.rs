@@ -105,8 +105,11 @@ pub struct ChunkStore {
     /// with another version's meta file.
     stripes: Arc<[Mutex<()>; STRIPES]>,
     failpoints: Failpoints,
-    /// New chunks are written with `O_DIRECT` where the file system allows it.
+    /// Chunks are written with `O_DIRECT` where the file system allows it: new ones,
+    /// and appends.
     direct_io: bool,
+    /// Aligned buffers for `O_DIRECT` appends.
+    buffers: Arc<direct::BufferPool>,
 }
 
 /// What the scrubber found in one chunk.
@@ -208,10 +211,12 @@ impl ChunkStore {
             stripes: Arc::new(std::array::from_fn(|_| Mutex::new(()))),
             failpoints: Failpoints::default(),
             direct_io: true,
+            buffers: Arc::default(),
         })
     }
 
-    /// Whether new chunks bypass the page cache (`O_DIRECT`, on by default; see
+    /// Whether chunk writes (new chunks and appends) bypass the page cache
+    /// (`O_DIRECT`, on by default; see
     /// [`direct`] for why). Off, they are written through the page cache.
     pub fn with_direct_io(mut self, on: bool) -> ChunkStore {
         self.direct_io = on;

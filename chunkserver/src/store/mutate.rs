@@ -13,7 +13,7 @@ use super::meta::{
     chunk_name, decode_meta, encode_meta, meta_name, sync_dir, BlockHasher, ChunkMeta,
     MAX_CHUNK_LEN,
 };
-use super::{ChunkStore, Entry};
+use super::{direct, ChunkStore, Entry};
 use crate::error::StoreError;
 use crate::failpoint::Step;
 
@@ -224,16 +224,30 @@ impl ChunkStore {
             }
             let path = self.dir.join(chunk_name(handle));
             let ctx = || format!("write {}", path.display());
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::io(ctx(), e))?;
-            let mut at = offset;
+            let direct = if self.direct_io {
+                direct::write_at(&path, offset, pieces, &self.buffers)
+                    .map_err(|e| StoreError::io(ctx(), e))?
+            } else {
+                None
+            };
+            let file = match direct {
+                Some(file) => file,
+                None => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| StoreError::io(ctx(), e))?;
+                    let mut at = offset;
+                    for p in pieces {
+                        std::os::unix::fs::FileExt::write_all_at(&file, p, at)
+                            .map_err(|e| StoreError::io(ctx(), e))?;
+                        at += p.len() as u64;
+                    }
+                    file
+                }
+            };
             for p in pieces {
-                std::os::unix::fs::FileExt::write_all_at(&file, p, at)
-                    .map_err(|e| StoreError::io(ctx(), e))?;
                 hasher.update(p);
-                at += p.len() as u64;
             }
             self.hit(Step::AppendDataWritten)?;
             file.sync_data().map_err(|e| StoreError::io(ctx(), e))?;
