@@ -6,7 +6,11 @@
 //! records in arrival order, picks their offsets, writes each batch locally and on
 //! every secondary at the same offset, and answers the appenders only when all of
 //! them hold it durably. Records queued while a batch is written form the next batch,
-//! so concurrent appenders share the fsyncs (group commit).
+//! so concurrent appenders share the fsyncs (group commit). A batch is not closed
+//! (for up to [`LINGER`]) while a record for it is still arriving, or while it holds
+//! fewer records than the one before: appenders with records in flight send their
+//! next records as soon as a batch is answered, one after another, and without the
+//! wait the first of them would be written alone and the rest in a batch behind it.
 //!
 //! A record that does not fit closes the chunk at its current length (`ChunkFull`):
 //! nothing is padded. A failed batch ends the lease for good (every later record is
@@ -16,7 +20,7 @@
 //! master may have closed meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,9 @@ pub const APPEND_BUDGET: u32 = 256 << 20;
 /// `BATCH_BYTES` plus one record) always fits the budget.
 const MAX_RECORD: u64 = 128 << 20;
 
+/// Longest a batch waits for records already arriving before it is closed.
+const LINGER: Duration = Duration::from_millis(4);
+
 /// One record waiting for its offset.
 struct Job {
     pieces: Vec<Bytes>,
@@ -61,8 +68,26 @@ pub struct Lease {
     duration: Duration,
     /// Length acknowledged to appenders.
     acked: AtomicU64,
+    /// Records whose request arrived and whose bytes are still being read.
+    arriving: AtomicUsize,
     times: Mutex<Times>,
     tx: mpsc::Sender<Job>,
+}
+
+/// Counts one record as arriving on its lease until dropped.
+struct Arriving<'a>(&'a Lease);
+
+impl<'a> Arriving<'a> {
+    fn new(lease: &'a Lease) -> Arriving<'a> {
+        lease.arriving.fetch_add(1, Ordering::AcqRel);
+        Arriving(lease)
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -336,6 +361,7 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
             max_append,
             duration,
             acked: AtomicU64::new(size),
+            arriving: AtomicUsize::new(0),
             times: Mutex::new(Times {
                 expires: received + duration,
                 used: received,
@@ -353,6 +379,7 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
             failed: None,
             sealed: false,
             token,
+            expect: 0,
         };
         ctx.tasks.spawn(task.run(rx, ctx.stop.clone()));
         ctx.leases.replace(handle, Some(lease));
@@ -378,6 +405,8 @@ struct Appender {
     sealed: bool,
     /// The master's order, shown to the secondaries with every batch.
     token: ChunkToken,
+    /// Records the last batch held: as many are likely on their way for the next.
+    expect: usize,
 }
 
 impl Appender {
@@ -403,6 +432,17 @@ impl Appender {
                     Err(_) => break,
                 }
             }
+            let linger = tokio::time::Instant::now() + LINGER;
+            while bytes < BATCH_BYTES && (batch.len() < self.expect || self.arriving()) {
+                match tokio::time::timeout_at(linger, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        bytes += job.len;
+                        batch.push(job);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.expect = batch.len();
             // A secondary that stops reading cannot hold shutdown past the grace.
             let grace = dfs_protocol::grace::SHUTDOWN_GRACE;
             let done = dfs_protocol::grace::until_stopped(self.batch(batch), &stop, grace);
@@ -410,6 +450,13 @@ impl Appender {
                 return;
             }
         }
+    }
+
+    /// Whether a record for this lease is being read right now.
+    fn arriving(&self) -> bool {
+        self.lease
+            .upgrade()
+            .is_some_and(|l| l.arriving.load(Ordering::Acquire) > 0)
     }
 
     async fn batch(&mut self, batch: Vec<Job>) {
@@ -637,8 +684,9 @@ pub async fn append(
     };
     let outcome = match (lease, refusal) {
         (Some(lease), None) => {
+            let arriving = Arriving::new(&lease);
             match read_budgeted(conn, id, len, limit, &ctx.append_budget).await? {
-                Ok((pieces, permit)) => submit(&lease, pieces, len, permit).await,
+                Ok((pieces, permit)) => submit(&lease, pieces, len, permit, arriving).await,
                 Err(e) => Err(e),
             }
         }
@@ -661,6 +709,7 @@ async fn submit(
     pieces: Vec<Bytes>,
     len: u64,
     permit: OwnedSemaphorePermit,
+    arriving: Arriving<'_>,
 ) -> Result<u64, ErrorCode> {
     lease.times().used = Instant::now();
     let (reply, answer) = oneshot::channel();
@@ -674,6 +723,8 @@ async fn submit(
         handle: lease.handle,
     };
     lease.tx.send(job).await.map_err(|_| ended())?;
+    // Queued: the batch it joins need not wait for it any more.
+    drop(arriving);
     answer.await.map_err(|_| ended())?
 }
 
