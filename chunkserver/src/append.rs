@@ -36,18 +36,20 @@ use tokio_util::sync::CancellationToken;
 use crate::ctx::Ctx;
 use crate::net::{dial, Conn};
 use crate::store::ChunkStore;
-use crate::stream::{read_budgeted, read_packets, timed_out};
+use crate::stream::{next_packet, read_budgeted, read_packets, timed_out};
 
 /// Records waiting for a chunk's append task.
 const QUEUE: usize = 256;
 /// A batch stops growing at this many bytes (and always holds at least one record).
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 /// Record bytes held in memory at once by all appends to this server.
 pub const APPEND_BUDGET: u32 = 256 << 20;
 /// Largest record taken whatever the lease says, so that a batch (up to
 /// `BATCH_BYTES` plus one record) always fits the budget.
 const MAX_RECORD: u64 = 128 << 20;
 
+/// Packets of a forwarded batch buffered between the network and the disk.
+const FORWARD_QUEUE: usize = 4;
 /// Longest a batch waits for records already arriving before it is closed.
 const LINGER: Duration = Duration::from_millis(4);
 
@@ -749,16 +751,50 @@ pub async fn forwarded(
         conn.reply(id, Response::Error(code)).await?;
         return Ok(());
     }
-    let outcome = match read_budgeted(conn, id, len, limit, &ctx.append_budget).await? {
-        Ok((pieces, _permit)) => {
-            let store = ctx.store.clone();
-            tokio::task::spawn_blocking(move || store.append(handle, version, offset, &pieces))
-                .await
-                .map_err(blocking_failed)
-                .and_then(|r| r.map_err(|e| e.to_code()))
+    // The batch is written while it arrives, a few packets ahead of the disk.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(FORWARD_QUEUE);
+    let store = ctx.store.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        store.append_from(handle, version, offset, len, || rx.blocking_recv())
+    });
+    let mut got = 0u64;
+    let mut tx = Some(tx);
+    let broken = loop {
+        let (last, payload) = match next_packet(conn, id, limit, "AppendForward").await {
+            Ok(p) => p,
+            Err(e) => break Some(e),
+        };
+        got = got.saturating_add(payload.len() as u64);
+        if got > len {
+            break Some(ProtocolError::Unexpected {
+                got: "more data than announced",
+                to: "AppendForward",
+            });
         }
-        Err(e) => Err(e),
+        if let Some(sender) = &tx {
+            if !payload.is_empty() {
+                // A writer that stopped (or is stuck past the limit) fails the
+                // append; the rest of the batch is still read, for a clear answer.
+                let sent = tokio::time::timeout(limit, sender.send(payload)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tx = None;
+                }
+            }
+        }
+        if last {
+            break None;
+        }
     };
+    // The writer sees the end of the stream (short, if the connection broke) and
+    // stops without committing anything it did not get whole.
+    drop(tx);
+    let outcome = local
+        .await
+        .map_err(blocking_failed)
+        .and_then(|r| r.map_err(|e| e.to_code()));
+    if let Some(e) = broken {
+        return Err(e);
+    }
     let response = match outcome {
         Ok(size) => Response::ChunkSize { size },
         Err(code) => Response::Error(code),

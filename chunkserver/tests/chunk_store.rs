@@ -468,3 +468,91 @@ fn a_failed_commit_never_destroys_the_older_replica() {
         );
     }
 }
+
+/// Runs `f` on another thread and waits for it at most 10 s: a store call that
+/// waited on a lock the caller holds would hang instead of failing.
+fn elsewhere<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the store call blocked on the append in progress")
+}
+
+/// An append fed as its bytes arrive: a sender that stops early commits nothing;
+/// while bytes are awaited no lock is held, a second append to the chunk is
+/// refused, and a bump in between fails the first one's commit.
+#[test]
+fn an_append_fed_as_it_arrives_commits_whole_or_not_at_all() {
+    for direct in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ChunkStore::open(dir.path(), Some(1 << 30))
+            .expect("open")
+            .with_direct_io(direct);
+        let data = bytes(70_000, 3);
+        let h = write(&store, &data, 70_000);
+        let v = ChunkVersion::FIRST;
+
+        // Stops after one of two pieces: refused, nothing changes.
+        let mut pieces = vec![bytes::Bytes::from(bytes(5_000, 4))].into_iter();
+        let short = store.append_from(h, v, 70_000, 10_000, || pieces.next());
+        assert!(
+            matches!(
+                short,
+                Err(StoreError::Refused(ErrorCode::BadRequest { .. }))
+            ),
+            "{short:?}"
+        );
+        assert_eq!(store.get(&h), Some((v, 70_000)));
+        assert_eq!(read_all(&store, h).expect("read"), data);
+
+        // A second append while the first waits for bytes: refused at once.
+        let mut asked = false;
+        let other = store.clone();
+        let mut second = None;
+        let tail = bytes::Bytes::from(bytes(10_000, 5));
+        let t = tail.clone();
+        let end = store
+            .append_from(h, v, 70_000, 10_000, || {
+                if asked {
+                    return None;
+                }
+                asked = true;
+                let s = other.clone();
+                second = Some(elsewhere(move || {
+                    s.append(h, v, 70_000, &[bytes::Bytes::from_static(b"x")])
+                }));
+                Some(t.clone())
+            })
+            .expect("the first append");
+        assert_eq!(end, 80_000);
+        assert!(
+            matches!(
+                second,
+                Some(Err(StoreError::Refused(ErrorCode::Unavailable { .. })))
+            ),
+            "{second:?}"
+        );
+        let mut want = data.clone();
+        want.extend_from_slice(&tail);
+        assert_eq!(read_all(&store, h).expect("read"), want);
+
+        // A bump while the bytes arrive: the append fails, the bump stands.
+        let other = store.clone();
+        let mut bumped = None;
+        let mut fed = false;
+        let r = store.append_from(h, v, 80_000, 3, || {
+            if fed {
+                return None;
+            }
+            fed = true;
+            let s = other.clone();
+            bumped = Some(elsewhere(move || s.bump(h, Some(v), ChunkVersion(2))));
+            Some(bytes::Bytes::from_static(b"abc"))
+        });
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(bumped.map(|b| b.ok()), Some(Some(80_000)));
+        assert_eq!(store.get(&h), Some((ChunkVersion(2), 80_000)));
+    }
+}

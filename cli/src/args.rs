@@ -513,7 +513,7 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         appenders: Vec<u32>,
         /// Records each appender keeps in flight (they land whole, in any order).
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
         in_flight: u32,
     },
     /// mkdir, create, rename and stat, each OPS times, spread over CLIENTS clients.

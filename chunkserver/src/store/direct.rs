@@ -1,5 +1,5 @@
 //! Chunk files written with `O_DIRECT`: new ones front to back ([`SequentialFile`]),
-//! and appends in place ([`write_at`]), through reused aligned buffers.
+//! and appends in place ([`InPlace`]), through reused aligned buffers.
 //!
 //! Why: a buffered `write(2)` copies every byte into freshly allocated page-cache
 //! pages. Profiling a replication-3 put on this project's VMs put half of all
@@ -20,8 +20,6 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
-
-use bytes::Bytes;
 
 /// Alignment for address, length and offset: 4 KiB covers every logical block size
 /// Linux file systems use for `O_DIRECT` on common devices.
@@ -104,43 +102,62 @@ fn refused_direct(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 
-/// Writes `pieces` at `offset` of the existing file at `path` with `O_DIRECT`, and
-/// returns the file for the caller's fsync; `None` when the file system refuses
-/// `O_DIRECT` (nothing was written).
+/// Bytes written in place at an offset of an existing file with `O_DIRECT`, as they
+/// come ([`InPlace::write`]), then handed back for the caller's fsync
+/// ([`InPlace::finish`]).
 ///
-/// The block `offset` falls in is read back and written again whole, and the last
+/// The block the offset falls in is read back and written again whole, and the last
 /// block is padded with zeros; the file is then cut back so that it ends where it
-/// did or at the new end, whichever is later. Bytes before `offset` keep their
+/// did or at the new end, whichever is later. Bytes before the offset keep their
 /// values, so a reader of the committed prefix never sees them change; bytes past
 /// the new end in its last block may be zeroed (they were never acknowledged).
-pub fn write_at(
-    path: &Path,
-    offset: u64,
-    pieces: &[Bytes],
-    pool: &BufferPool,
-) -> std::io::Result<Option<File>> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(direct_flags())
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if refused_direct(&e) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let old_size = file.metadata()?.len();
-    let mut buf = pool.take();
-    let result = (|| {
+#[derive(Debug)]
+pub struct InPlace<'a> {
+    file: File,
+    buf: Aligned,
+    pool: &'a BufferPool,
+    /// File offset of the buffer's first byte (always aligned).
+    at: u64,
+    old_size: u64,
+    end: u64,
+}
+
+impl<'a> InPlace<'a> {
+    /// Opens `path` to write at `offset`; `None` when the file system refuses
+    /// `O_DIRECT` (nothing was read or written).
+    pub fn open(
+        path: &Path,
+        offset: u64,
+        pool: &'a BufferPool,
+    ) -> std::io::Result<Option<InPlace<'a>>> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(direct_flags())
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if refused_direct(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let old_size = file.metadata()?.len();
+        let mut buf = pool.take();
         let align = ALIGN as u64;
-        let base = offset / align * align;
-        let head = (offset - base) as usize;
+        let at = offset / align * align;
+        let head = (offset - at) as usize;
         if head > 0 {
             buf.raw.resize(buf.start + ALIGN, 0);
             let mut got = 0;
             while got < head {
-                let n = file.read_at(&mut buf.raw[buf.start + got..], base + got as u64)?;
+                let n = match file.read_at(&mut buf.raw[buf.start + got..], at + got as u64) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        pool.give(buf);
+                        return Err(e);
+                    }
+                };
                 if n == 0 {
+                    pool.give(buf);
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         format!("{} ends before {offset}", path.display()),
@@ -150,36 +167,60 @@ pub fn write_at(
             }
             buf.raw.truncate(buf.start + head);
         }
-        let mut at = base;
-        for piece in pieces {
-            let mut data = &piece[..];
-            while !data.is_empty() {
-                let n = (BUFFER - buf.filled()).min(data.len());
-                buf.raw.extend_from_slice(&data[..n]);
-                data = &data[n..];
-                if buf.filled() == BUFFER {
-                    file.write_all_at(&buf.raw[buf.start..], at)?;
-                    buf.raw.truncate(buf.start);
-                    at += BUFFER as u64;
-                }
+        Ok(Some(InPlace {
+            file,
+            buf,
+            pool,
+            at,
+            old_size,
+            end: offset,
+        }))
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        let buf = &mut self.buf;
+        self.end += data.len() as u64;
+        while !data.is_empty() {
+            let n = (BUFFER - buf.filled()).min(data.len());
+            buf.raw.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if buf.filled() == BUFFER {
+                self.file.write_all_at(&buf.raw[buf.start..], self.at)?;
+                buf.raw.truncate(buf.start);
+                self.at += BUFFER as u64;
             }
         }
-        let tail = buf.filled();
-        if tail > 0 {
-            let padded = tail.div_ceil(ALIGN) * ALIGN;
-            buf.raw.resize(buf.start + padded, 0);
-            file.write_all_at(&buf.raw[buf.start..], at)?;
-            at += padded as u64;
-        }
-        let end = offset + pieces.iter().map(|p| p.len() as u64).sum::<u64>();
-        let keep = old_size.max(end);
-        if at > keep {
-            file.set_len(keep)?;
-        }
         Ok(())
-    })();
-    pool.give(buf);
-    result.map(|()| Some(file))
+    }
+
+    /// Writes what is buffered and fixes the file's length; the file is not synced.
+    /// (Dropped without it, the buffer is freed, not pooled.)
+    pub fn finish(self) -> std::io::Result<File> {
+        let InPlace {
+            file,
+            mut buf,
+            pool,
+            mut at,
+            old_size,
+            end,
+        } = self;
+        let tail = buf.filled();
+        let result = (|| {
+            if tail > 0 {
+                let padded = tail.div_ceil(ALIGN) * ALIGN;
+                buf.raw.resize(buf.start + padded, 0);
+                file.write_all_at(&buf.raw[buf.start..], at)?;
+                at += padded as u64;
+            }
+            let keep = old_size.max(end);
+            if at > keep {
+                file.set_len(keep)?;
+            }
+            Ok(())
+        })();
+        pool.give(buf);
+        result.map(|()| file)
+    }
 }
 
 impl SequentialFile {
@@ -261,6 +302,7 @@ impl SequentialFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
@@ -293,6 +335,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn write_at(
+        path: &Path,
+        offset: u64,
+        pieces: &[Bytes],
+        pool: &BufferPool,
+    ) -> std::io::Result<Option<File>> {
+        let Some(mut w) = InPlace::open(path, offset, pool)? else {
+            return Ok(None);
+        };
+        for p in pieces {
+            w.write(p)?;
+        }
+        w.finish().map(Some)
     }
 
     /// Appends at every kind of offset (block-aligned or not, past a buffer), and a

@@ -37,7 +37,7 @@ mod mutate;
 mod reader;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -91,6 +91,9 @@ struct Index {
     added: Vec<ChunkReport>,
     removed: Vec<ChunkHandle>,
     corrupt: Vec<ChunkHandle>,
+    /// Chunks whose appended bytes are being written (outside the stripe lock, since
+    /// a forwarded batch is written while it arrives): one writer per chunk at a time.
+    appending: HashSet<ChunkHandle>,
 }
 
 /// The chunks held on this server's disk.

@@ -188,70 +188,124 @@ impl ChunkStore {
         offset: u64,
         pieces: &[Bytes],
     ) -> Result<u64, StoreError> {
-        let _g = self.stripe(&handle);
-        let meta = self.read_meta(handle, version)?;
-        if meta.len < offset {
-            return Err(ErrorCode::BadRequest {
-                reason: format!(
-                    "append at {offset} past the end of chunk {handle} ({} bytes)",
-                    meta.len
-                ),
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        let mut next = pieces.iter().cloned();
+        self.append_from(handle, version, offset, len, || next.next())
+    }
+
+    /// [`ChunkStore::append`] of `len` bytes taken from `next` as they come (a
+    /// secondary writes a forwarded batch while it still arrives). `next` ending
+    /// before `len` bytes (the sender gave up) fails the append with nothing
+    /// committed; bytes past `len` are refused the same way.
+    ///
+    /// The stripe lock is held to check and prepare, and again to commit, but not
+    /// while the bytes arrive: a slow sender must not hold up every chunk of its
+    /// stripe. Meanwhile the chunk is marked as being appended to, which refuses a
+    /// second append; a bump, cut or removal in between fails the commit instead.
+    pub fn append_from(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        len: u64,
+        mut next: impl FnMut() -> Option<Bytes>,
+    ) -> Result<u64, StoreError> {
+        let (mut hasher, grow, end) = {
+            let _g = self.stripe(&handle);
+            let meta = self.read_meta(handle, version)?;
+            if meta.len < offset {
+                return Err(ErrorCode::BadRequest {
+                    reason: format!(
+                        "append at {offset} past the end of chunk {handle} ({} bytes)",
+                        meta.len
+                    ),
+                }
+                .into());
             }
-            .into());
-        }
-        let n: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        let end = offset + n;
-        if end > MAX_CHUNK_LEN {
-            return Err(ErrorCode::BadRequest {
-                reason: format!("chunk {handle} would exceed {MAX_CHUNK_LEN} bytes"),
-            }
-            .into());
-        }
-        let grow = end.saturating_sub(meta.len);
-        self.reserve(grow)?;
-        let result = (|| {
-            let mut hasher = self.hasher_at(&meta, offset)?;
-            if meta.len > offset {
-                // The bytes past `offset` are about to be overwritten: the meta must stop
-                // claiming them first, or a crash in between leaves checksums for bytes
-                // that are no longer on disk.
-                self.write_meta(&ChunkMeta {
-                    handle,
-                    version,
-                    len: offset,
-                    blocks: hasher.clone().finish(),
+            let end = offset
+                .checked_add(len)
+                .filter(|e| *e <= MAX_CHUNK_LEN)
+                .ok_or_else(|| ErrorCode::BadRequest {
+                    reason: format!("chunk {handle} would exceed {MAX_CHUNK_LEN} bytes"),
                 })?;
+            let hasher = self.hasher_at(&meta, offset)?;
+            if !self.lock().appending.insert(handle) {
+                return Err(ErrorCode::Unavailable {
+                    reason: format!("chunk {handle} is being appended to already"),
+                }
+                .into());
             }
+            let grow = end.saturating_sub(meta.len);
+            let prepared = self.reserve(grow).and_then(|()| {
+                if meta.len > offset {
+                    // The bytes past `offset` are about to be overwritten: the meta
+                    // must stop claiming them first, or a crash in between leaves
+                    // checksums for bytes that are no longer on disk.
+                    let cut = ChunkMeta {
+                        handle,
+                        version,
+                        len: offset,
+                        blocks: hasher.clone().finish(),
+                    };
+                    self.write_meta(&cut).inspect_err(|_| self.release(grow))?;
+                }
+                Ok(())
+            });
+            if let Err(e) = prepared {
+                self.lock().appending.remove(&handle);
+                return Err(e);
+            }
+            (hasher, grow, end)
+        };
+        let result = (|| {
             let path = self.dir.join(chunk_name(handle));
             let ctx = || format!("write {}", path.display());
+            let io = |e| StoreError::io(ctx(), e);
             let direct = if self.direct_io {
-                direct::write_at(&path, offset, pieces, &self.buffers)
-                    .map_err(|e| StoreError::io(ctx(), e))?
+                direct::InPlace::open(&path, offset, &self.buffers).map_err(io)?
             } else {
                 None
             };
-            let file = match direct {
-                Some(file) => file,
-                None => {
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| StoreError::io(ctx(), e))?;
-                    let mut at = offset;
-                    for p in pieces {
-                        std::os::unix::fs::FileExt::write_all_at(&file, p, at)
-                            .map_err(|e| StoreError::io(ctx(), e))?;
-                        at += p.len() as u64;
-                    }
-                    file
-                }
+            let mut target = match direct {
+                Some(w) => Target::Direct(w),
+                None => Target::Buffered(OpenOptions::new().write(true).open(&path).map_err(io)?),
             };
-            for p in pieces {
-                hasher.update(p);
+            let mut at = offset;
+            while at < end {
+                let Some(piece) = next() else {
+                    return Err(StoreError::from(ErrorCode::BadRequest {
+                        reason: format!("{} bytes sent, {len} announced", at - offset),
+                    }));
+                };
+                if piece.len() as u64 > end - at {
+                    return Err(ErrorCode::BadRequest {
+                        reason: format!("more than the {len} bytes announced"),
+                    }
+                    .into());
+                }
+                match &mut target {
+                    Target::Direct(w) => w.write(&piece).map_err(io)?,
+                    Target::Buffered(f) => {
+                        std::os::unix::fs::FileExt::write_all_at(f, &piece, at).map_err(io)?
+                    }
+                }
+                hasher.update(&piece);
+                at += piece.len() as u64;
             }
+            let file = match target {
+                Target::Direct(w) => w.finish().map_err(io)?,
+                Target::Buffered(f) => f,
+            };
             self.hit(Step::AppendDataWritten)?;
-            file.sync_data().map_err(|e| StoreError::io(ctx(), e))?;
+            file.sync_data().map_err(io)?;
             self.hit(Step::AppendDataSynced)?;
+            let _g = self.stripe(&handle);
+            if !self.unchanged(&handle, version, offset) {
+                return Err(ErrorCode::Unavailable {
+                    reason: format!("chunk {handle} changed during the append"),
+                }
+                .into());
+            }
             self.write_meta(&ChunkMeta {
                 handle,
                 version,
@@ -260,6 +314,13 @@ impl ChunkStore {
             })
         })();
         self.release(grow);
+        self.lock().appending.remove(&handle);
         result.map(|()| end)
     }
+}
+
+/// Where an append's bytes go: around the page cache, or through it.
+enum Target<'a> {
+    Direct(direct::InPlace<'a>),
+    Buffered(File),
 }
