@@ -482,6 +482,22 @@ fn parse_owner(s: &str) -> Result<(u32, Option<u32>), String> {
     }
 }
 
+/// Each `dfs bench` workload's defaults, also what a run of every workload uses.
+pub(crate) mod bench_defaults {
+    pub(crate) const SMALL_FILES: u64 = 1000;
+    pub(crate) const SMALL_SIZE: u64 = 64 << 10;
+    pub(crate) const SMALL_CONCURRENCY: u32 = 16;
+    pub(crate) const APPEND_RECORD: u64 = 1 << 20;
+    /// Enough that one appender's run is not mostly its lease being granted.
+    pub(crate) const APPEND_RECORDS: u64 = 64;
+    pub(crate) const APPENDERS: [u32; 3] = [1, 4, 16];
+    /// Where one appender with 1 MiB records reaches its rate (batches of 8 MiB).
+    pub(crate) const APPEND_IN_FLIGHT: u32 = 8;
+    pub(crate) const META_OPS: u64 = 2000;
+    pub(crate) const META_CLIENTS: u32 = 32;
+    pub(crate) const META_IN_FLIGHT: u32 = 1;
+}
+
 #[derive(Subcommand, Debug, Clone)]
 pub(crate) enum BenchCommand {
     /// Store one large file (streamed from memory).
@@ -496,11 +512,11 @@ pub(crate) enum BenchCommand {
     },
     /// Store and read back many small files, several at once.
     Small {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = bench_defaults::SMALL_FILES)]
         files: u64,
         #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
         size: u64,
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        #[arg(long, default_value_t = bench_defaults::SMALL_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=1024))]
         concurrency: u32,
     },
     /// Record appends to one file by 1, 4 and 16 appenders (each its own client).
@@ -508,22 +524,22 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
         record: u64,
         /// Records per appender.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = bench_defaults::APPEND_RECORDS)]
         records: u64,
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         appenders: Vec<u32>,
         /// Records each appender keeps in flight (they land whole, in any order).
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = bench_defaults::APPEND_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=64))]
         in_flight: u32,
     },
     /// mkdir, create, rename and stat, each OPS times, spread over CLIENTS clients.
     Meta {
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = bench_defaults::META_OPS)]
         ops: u64,
-        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        #[arg(long, default_value_t = bench_defaults::META_CLIENTS, value_parser = clap::value_parser!(u32).range(1..=1024))]
         clients: u32,
         /// Operations each client keeps in flight on its one master connection.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = bench_defaults::META_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=64))]
         in_flight: u32,
     },
     /// The machine's ceilings: fdatasync writes by one and three writers, a cold
@@ -756,4 +772,63 @@ pub(crate) struct UpArgs {
     /// instead of with O_DIRECT.
     #[arg(long)]
     pub(crate) buffered_writes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// A run of every workload uses the same defaults as each workload named alone.
+    #[test]
+    fn bench_defaults_match_each_workload_s_flags() {
+        let parse = |what: &str| match Cli::try_parse_from(["dfs", "bench", what]) {
+            Ok(cli) => match cli.command {
+                Command::Bench { what: Some(w), .. } => w,
+                other => panic!("parsed as {other:?}"),
+            },
+            Err(e) => panic!("{e}"),
+        };
+        use bench_defaults as D;
+        match parse("small") {
+            BenchCommand::Small {
+                files,
+                size,
+                concurrency,
+            } => assert_eq!(
+                (files, size, concurrency),
+                (D::SMALL_FILES, D::SMALL_SIZE, D::SMALL_CONCURRENCY)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse("append") {
+            BenchCommand::Append {
+                record,
+                records,
+                appenders,
+                in_flight,
+            } => assert_eq!(
+                (record, records, appenders, in_flight),
+                (
+                    D::APPEND_RECORD,
+                    D::APPEND_RECORDS,
+                    D::APPENDERS.to_vec(),
+                    D::APPEND_IN_FLIGHT
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse("meta") {
+            BenchCommand::Meta {
+                ops,
+                clients,
+                in_flight,
+            } => assert_eq!(
+                (ops, clients, in_flight),
+                (D::META_OPS, D::META_CLIENTS, D::META_IN_FLIGHT)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }

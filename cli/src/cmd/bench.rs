@@ -9,7 +9,7 @@ use dfs_cli::bench::workloads::{AppendRun, Bench, MetaRun, Rate, SmallFiles, Tra
 use dfs_client::Client;
 use serde::Serialize;
 
-use crate::args::BenchCommand;
+use crate::args::{bench_defaults as D, BenchCommand};
 
 /// Everything one run measured; absent parts are left out of the JSON.
 #[derive(Debug, Default, Serialize)]
@@ -103,7 +103,13 @@ async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> 
             size,
             concurrency,
         }) => report.small = Some(bench.small(files, size, concurrency).await?),
-        None => report.small = Some(bench.small(1000, 64 << 10, 16).await?),
+        None => {
+            report.small = Some(
+                bench
+                    .small(D::SMALL_FILES, D::SMALL_SIZE, D::SMALL_CONCURRENCY)
+                    .await?,
+            )
+        }
         _ => {}
     }
     match &what {
@@ -119,7 +125,18 @@ async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> 
                     .await?,
             )
         }
-        None => report.append = Some(bench.append(&[1, 4, 16], 1 << 20, 32, 4).await?),
+        None => {
+            report.append = Some(
+                bench
+                    .append(
+                        &D::APPENDERS,
+                        D::APPEND_RECORD,
+                        D::APPEND_RECORDS,
+                        D::APPEND_IN_FLIGHT,
+                    )
+                    .await?,
+            )
+        }
         _ => {}
     }
     match what {
@@ -128,7 +145,13 @@ async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> 
             clients,
             in_flight,
         }) => report.meta = Some(bench.meta(ops, clients, in_flight).await?),
-        None => report.meta = Some(bench.meta(2000, 32, 1).await?),
+        None => {
+            report.meta = Some(
+                bench
+                    .meta(D::META_OPS, D::META_CLIENTS, D::META_IN_FLIGHT)
+                    .await?,
+            )
+        }
         _ => {}
     }
     Ok(())
