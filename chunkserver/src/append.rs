@@ -382,6 +382,7 @@ pub async fn grant(ctx: &Arc<Ctx>, g: LeaseGrant) -> Result<Response, ErrorCode>
             sealed: false,
             token,
             expect: 0,
+            batches: ctx.metrics.append_batches(),
         };
         ctx.tasks.spawn(task.run(rx, ctx.stop.clone()));
         ctx.leases.replace(handle, Some(lease));
@@ -409,6 +410,8 @@ struct Appender {
     token: ChunkToken,
     /// Records the last batch held: as many are likely on their way for the next.
     expect: usize,
+    /// Records per batch written, for `/metrics`.
+    batches: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Appender {
@@ -512,6 +515,7 @@ impl Appender {
             );
             match result {
                 Ok(()) => {
+                    self.batches.observe(taken.len() as f64);
                     self.len = cursor;
                     lease.acked.store(cursor, Ordering::Release);
                     for (offset, job) in taken {

@@ -32,6 +32,7 @@ pub struct ChunkserverMetrics {
     chunks: Gauge,
     streams: Gauge,
     load: Gauge,
+    append_batches: Histogram,
 }
 
 impl Default for ChunkserverMetrics {
@@ -57,6 +58,7 @@ impl ChunkserverMetrics {
             chunks: Gauge::default(),
             streams: Gauge::default(),
             load: Gauge::default(),
+            append_batches: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +104,11 @@ impl ChunkserverMetrics {
             m.streams.clone(),
         );
         registry.register("load", "Requests being served now", m.load.clone());
+        registry.register(
+            "append_batch_records",
+            "Records per append batch this server wrote as primary (records that share one write and fsync)",
+            m.append_batches.clone(),
+        );
         ChunkserverMetrics { registry, ..m }
     }
 
@@ -115,6 +122,11 @@ impl ChunkserverMetrics {
             .observe(took.as_secs_f64());
         self.bytes_in.inc_by(bytes_in);
         self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// Where the primary of a lease counts its batches.
+    pub fn append_batches(&self) -> Histogram {
+        self.append_batches.clone()
     }
 
     pub fn copied(&self, bytes: u64) {

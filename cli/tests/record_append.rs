@@ -462,7 +462,11 @@ async fn appends_go_on_across_a_master_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_in_flight_land_whole_at_their_offsets() {
     bounded(async {
-        let (_dir, cluster) = dfs_testkit::cluster_with(small_chunks).await;
+        let (_dir, cluster) = dfs_testkit::cluster_with(|o| {
+            small_chunks(o);
+            o.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        })
+        .await;
         let c = cluster.client();
         let max = (CHUNK_SIZE / 4) as usize;
         let records: Vec<Bytes> = sizes(0, RECORDS, max)
@@ -491,6 +495,19 @@ async fn records_in_flight_land_whole_at_their_offsets() {
             assert_eq!(acked.get(&(*w, *s)), Some(&Some(*at)), "record {s}");
         }
         assert!(c.stat("/log").await.expect("stat").chunks.len() > 1);
+
+        // The primaries counted every record in exactly one batch.
+        let (mut batches, mut batched) = (0.0, 0.0);
+        for addr in cluster.chunkserver_http_addrs() {
+            let addr = addr.expect("chunkserver metrics").to_string();
+            let (status, m) = dfs_testkit::http_get(&addr, "/metrics").await;
+            assert_eq!(status, 200);
+            let get = |name| dfs_testkit::metric_sample(&m, name).unwrap_or(0.0);
+            batches += get("dfs_chunkserver_append_batch_records_count");
+            batched += get("dfs_chunkserver_append_batch_records_sum");
+        }
+        assert_eq!(batched, records.len() as f64);
+        assert!(batches >= 1.0 && batches <= batched, "{batches} batches");
     })
     .await;
 }

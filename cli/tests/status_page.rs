@@ -14,12 +14,7 @@ async fn get_json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&body).expect("JSON")
 }
 
-/// The value of the sample `name` (with its labels, exactly as printed).
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
+use dfs_testkit::metric_sample as sample;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_api_and_metrics_show_the_cluster() {

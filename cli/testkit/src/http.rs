@@ -92,3 +92,11 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The value of the Prometheus sample `name` (with its labels, exactly as printed)
+/// in a `/metrics` page.
+pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -41,7 +41,7 @@ pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 pub use dfs_master::clock::Clock;
 pub use dfs_master::oplog::SyncGate;
 pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
-pub use http::http_get;
+pub use http::{http_get, metric_sample};
 pub use mount::{run_ok, Mount};
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
 pub use proxy::{Direction, FaultProxy};
