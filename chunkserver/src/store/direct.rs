@@ -34,6 +34,7 @@ pub struct SequentialFile {
     /// `Some` while writing with `O_DIRECT`: the buffer and where its aligned part
     /// starts; `None` for buffered writes.
     direct: Option<Aligned>,
+    /// With `O_DIRECT`: bytes written to the file so far (where the buffer goes).
     written: u64,
 }
 
@@ -57,6 +58,36 @@ impl Aligned {
 
     fn filled(&self) -> usize {
         self.raw.len() - self.start
+    }
+
+    /// Gathers `data`, writing each full buffer to `file` at `*at` (then advanced).
+    fn push(&mut self, file: &File, at: &mut u64, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = (BUFFER - self.filled()).min(data.len());
+            // Within capacity: the buffer never moves, so `start` stays aligned.
+            self.raw.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.filled() == BUFFER {
+                file.write_all_at(&self.raw[self.start..], *at)?;
+                self.raw.truncate(self.start);
+                *at += BUFFER as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is gathered at `at`, padded with zeros to [`ALIGN`]: where the
+    /// bytes end, and where the padding does (the file may need cutting back).
+    fn flush_padded(&mut self, file: &File, at: u64) -> std::io::Result<(u64, u64)> {
+        let tail = self.filled();
+        if tail == 0 {
+            return Ok((at, at));
+        }
+        let padded = tail.div_ceil(ALIGN) * ALIGN;
+        self.raw.resize(self.start + padded, 0);
+        file.write_all_at(&self.raw[self.start..], at)?;
+        self.raw.truncate(self.start);
+        Ok((at + tail as u64, at + padded as u64))
     }
 }
 
@@ -177,20 +208,9 @@ impl<'a> InPlace<'a> {
         }))
     }
 
-    pub fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        let buf = &mut self.buf;
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.end += data.len() as u64;
-        while !data.is_empty() {
-            let n = (BUFFER - buf.filled()).min(data.len());
-            buf.raw.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if buf.filled() == BUFFER {
-                self.file.write_all_at(&buf.raw[buf.start..], self.at)?;
-                buf.raw.truncate(buf.start);
-                self.at += BUFFER as u64;
-            }
-        }
-        Ok(())
+        self.buf.push(&self.file, &mut self.at, data)
     }
 
     /// Writes what is buffered and fixes the file's length; the file is not synced.
@@ -200,24 +220,17 @@ impl<'a> InPlace<'a> {
             file,
             mut buf,
             pool,
-            mut at,
+            at,
             old_size,
             end,
         } = self;
-        let tail = buf.filled();
-        let result = (|| {
-            if tail > 0 {
-                let padded = tail.div_ceil(ALIGN) * ALIGN;
-                buf.raw.resize(buf.start + padded, 0);
-                file.write_all_at(&buf.raw[buf.start..], at)?;
-                at += padded as u64;
-            }
+        let result = buf.flush_padded(&file, at).and_then(|(_, padded_end)| {
             let keep = old_size.max(end);
-            if at > keep {
+            if padded_end > keep {
                 file.set_len(keep)?;
             }
             Ok(())
-        })();
+        });
         pool.give(buf);
         result.map(|()| file)
     }
@@ -261,38 +274,19 @@ impl SequentialFile {
         self.direct.is_some()
     }
 
-    pub fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        let Some(buf) = self.direct.as_mut() else {
-            self.written += data.len() as u64;
-            return self.file.write_all(data);
-        };
-        while !data.is_empty() {
-            let n = (BUFFER - buf.filled()).min(data.len());
-            // Within capacity: the buffer never moves, so `start` stays aligned.
-            buf.raw.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if buf.filled() == BUFFER {
-                self.file.write_all(&buf.raw[buf.start..])?;
-                buf.raw.truncate(buf.start);
-                self.written += BUFFER as u64;
-            }
+    pub fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self.direct.as_mut() {
+            Some(buf) => buf.push(&self.file, &mut self.written, data),
+            None => self.file.write_all(data),
         }
-        Ok(())
     }
 
     /// Writes what is buffered and fsyncs data and metadata; the file is closed.
     pub fn finish(mut self) -> std::io::Result<()> {
         if let Some(buf) = self.direct.as_mut() {
-            let tail = buf.filled();
-            if tail > 0 {
-                let padded = tail.div_ceil(ALIGN) * ALIGN;
-                buf.raw.resize(buf.start + padded, 0);
-                self.file.write_all(&buf.raw[buf.start..])?;
-                let len = self.written + tail as u64;
-                if padded != tail {
-                    self.file.set_len(len)?;
-                }
-                self.written = len;
+            let (end, padded_end) = buf.flush_padded(&self.file, self.written)?;
+            if padded_end != end {
+                self.file.set_len(end)?;
             }
         }
         self.file.sync_all()
