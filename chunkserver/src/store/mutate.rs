@@ -228,33 +228,33 @@ impl ChunkStore {
                 .ok_or_else(|| ErrorCode::BadRequest {
                     reason: format!("chunk {handle} would exceed {MAX_CHUNK_LEN} bytes"),
                 })?;
-            let hasher = self.hasher_at(&meta, offset)?;
-            if !self.lock().appending.insert(handle) {
+            // Checked before the meta below is cut, and marked only once all is
+            // ready; both under the stripe lock, which every append takes first.
+            if self.lock().appending.contains(&handle) {
                 return Err(ErrorCode::Unavailable {
                     reason: format!("chunk {handle} is being appended to already"),
                 }
                 .into());
             }
+            let hasher = self.hasher_at(&meta, offset)?;
             let grow = end.saturating_sub(meta.len);
-            let prepared = self.reserve(grow).and_then(|()| {
-                if meta.len > offset {
-                    // The bytes past `offset` are about to be overwritten: the meta
-                    // must stop claiming them first, or a crash in between leaves
-                    // checksums for bytes that are no longer on disk.
-                    let cut = ChunkMeta {
-                        handle,
-                        version,
-                        len: offset,
-                        blocks: hasher.clone().finish(),
-                    };
-                    self.write_meta(&cut).inspect_err(|_| self.release(grow))?;
+            self.reserve(grow)?;
+            if meta.len > offset {
+                // The bytes past `offset` are about to be overwritten: the meta must
+                // stop claiming them first, or a crash in between leaves checksums
+                // for bytes that are no longer on disk.
+                let cut = ChunkMeta {
+                    handle,
+                    version,
+                    len: offset,
+                    blocks: hasher.clone().finish(),
+                };
+                if let Err(e) = self.write_meta(&cut) {
+                    self.release(grow);
+                    return Err(e);
                 }
-                Ok(())
-            });
-            if let Err(e) = prepared {
-                self.lock().appending.remove(&handle);
-                return Err(e);
             }
+            self.lock().appending.insert(handle);
             (hasher, grow, end)
         };
         let result = (|| {
