@@ -498,7 +498,7 @@ pub(crate) mod bench_defaults {
     pub(crate) const META_IN_FLIGHT: u32 = 1;
 }
 
-#[derive(Subcommand, Debug, Clone)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 pub(crate) enum BenchCommand {
     /// Store one large file (streamed from memory).
     Put {
@@ -791,44 +791,30 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         use bench_defaults as D;
-        match parse("small") {
+        assert_eq!(
+            parse("small"),
             BenchCommand::Small {
-                files,
-                size,
-                concurrency,
-            } => assert_eq!(
-                (files, size, concurrency),
-                (D::SMALL_FILES, D::SMALL_SIZE, D::SMALL_CONCURRENCY)
-            ),
-            other => panic!("{other:?}"),
-        }
-        match parse("append") {
+                files: D::SMALL_FILES,
+                size: D::SMALL_SIZE,
+                concurrency: D::SMALL_CONCURRENCY,
+            }
+        );
+        assert_eq!(
+            parse("append"),
             BenchCommand::Append {
-                record,
-                records,
-                appenders,
-                in_flight,
-            } => assert_eq!(
-                (record, records, appenders, in_flight),
-                (
-                    D::APPEND_RECORD,
-                    D::APPEND_RECORDS,
-                    D::APPENDERS.to_vec(),
-                    D::APPEND_IN_FLIGHT
-                )
-            ),
-            other => panic!("{other:?}"),
-        }
-        match parse("meta") {
+                record: D::APPEND_RECORD,
+                records: D::APPEND_RECORDS,
+                appenders: D::APPENDERS.to_vec(),
+                in_flight: D::APPEND_IN_FLIGHT,
+            }
+        );
+        assert_eq!(
+            parse("meta"),
             BenchCommand::Meta {
-                ops,
-                clients,
-                in_flight,
-            } => assert_eq!(
-                (ops, clients, in_flight),
-                (D::META_OPS, D::META_CLIENTS, D::META_IN_FLIGHT)
-            ),
-            other => panic!("{other:?}"),
-        }
+                ops: D::META_OPS,
+                clients: D::META_CLIENTS,
+                in_flight: D::META_IN_FLIGHT,
+            }
+        );
     }
 }
