@@ -2,6 +2,7 @@
 //! directory (`/.dfs-bench/<id>`) that is removed at the end.
 
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -331,18 +332,23 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(len: u64) -> Pattern {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let block: Vec<u8> = (0..(1 << 20) / 8)
-            .flat_map(|_| {
+        // Made once per process and shared: the small-file workload makes a pattern per
+        // file, and generating a MiB each time cost the client more than its transfers.
+        static BLOCK: OnceLock<Bytes> = OnceLock::new();
+        let block = BLOCK.get_or_init(|| {
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut block = Vec::with_capacity(1 << 20);
+            for _ in 0..(1 << 20) / 8 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x.to_le_bytes()
-            })
-            .collect();
+                block.extend_from_slice(&x.to_le_bytes());
+            }
+            Bytes::from(block)
+        });
         Pattern {
             left: len,
-            block: Bytes::from(block),
+            block: block.clone(),
             at: 0,
         }
     }
