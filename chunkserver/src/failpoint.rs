@@ -28,11 +28,14 @@ pub enum Step {
     MetaTmpWritten,
     /// The replacement meta has its final name; the directory is not yet fsynced.
     MetaRenamed,
+    /// A packed chunk's record is synced; the index does not list it yet, and an
+    /// older version held here is not yet retired.
+    PackSynced,
 }
 
 impl Step {
     /// Every step, for tests that go through them all.
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::CommitDataSynced,
         Step::CommitMetaWritten,
         Step::CommitOldRetired,
@@ -42,6 +45,7 @@ impl Step {
         Step::AppendDataSynced,
         Step::MetaTmpWritten,
         Step::MetaRenamed,
+        Step::PackSynced,
     ];
 }
 

@@ -15,11 +15,13 @@
 //! - [`heartbeat`]: registration and heartbeats; hands copy orders to the replicator.
 //! - [`repair`]: copying chunks from other replicas at the master's order.
 //! - [`scrub`]: background verification of idle chunks.
+//! - [`compact`]: background compaction of the pack files small chunks live in.
 //! - [`net`]: dialing peers.
 //! - [`metrics`]: Prometheus metrics, served at `/metrics` with `--http`.
 
 pub mod access;
 pub mod append;
+pub mod compact;
 pub mod config;
 pub mod ctx;
 pub mod error;
@@ -43,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::ChunkserverConfig;
+pub use config::{ChunkserverConfig, DEFAULT_PACK_BELOW};
 pub use error::{ChunkserverError, StoreError};
 
 /// Copy orders waiting for the replicator; more are dropped and reissued by the master.
@@ -84,12 +86,15 @@ pub async fn run_with_http(
     let dir = config.data_dir.clone();
     let capacity = config.capacity;
     let direct_io = config.direct_io;
+    let pack_below = config.pack_below;
     let (lock, (id, id_key), store) =
         tokio::task::spawn_blocking(move || -> Result<_, ChunkserverError> {
             let lock = identity::lock_data_dir(&dir)?;
             let id = identity::load_or_create(&dir)?;
             let id_key = identity::load_or_create_key(&dir)?;
-            let store = store::ChunkStore::open(&dir, capacity)?.with_direct_io(direct_io);
+            let store = store::ChunkStore::open(&dir, capacity)?
+                .with_direct_io(direct_io)
+                .with_pack_below(pack_below);
             Ok((lock, (id, id_key), store))
         })
         .await
@@ -135,6 +140,7 @@ pub async fn run_with_http(
     ));
     tracker.spawn(repair::replicator(ctx.clone(), orders, stop.child_token()));
     tracker.spawn(scrub::scrubber(ctx.clone(), stop.child_token()));
+    tracker.spawn(compact::compactor(ctx.clone(), stop.child_token()));
     server::accept_loop(ctx, listener, stop.clone(), tracker.clone()).await;
     tracker.close();
     tracker.wait().await;

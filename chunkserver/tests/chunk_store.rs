@@ -30,14 +30,17 @@ proptest! {
         len in 0usize..300_000,
         packet in 1usize..200_000,
         ranges in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..8),
+        // Packed when at most this long (0: never), else in files of its own.
+        pack_below in prop::sample::select(vec![0u64, 150_000]),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let h = {
-            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+            let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap().with_pack_below(pack_below);
             write(&store, &data, packet)
         };
         let store = ChunkStore::open(dir.path(), Some(1 << 30)).unwrap();
+        prop_assert_eq!(store.is_packed(&h), len > 0 && len as u64 <= pack_below);
         prop_assert_eq!(store.get(&h), Some((ChunkVersion::FIRST, len as u64)));
         let mut r = store.open_reader(h, ChunkVersion::FIRST).unwrap();
         for (a, b) in ranges {

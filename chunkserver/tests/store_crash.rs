@@ -35,16 +35,36 @@ enum Op {
     Bump,
     /// Cut back to the acknowledged length.
     Truncate,
+    /// Write a small chunk that is not held here, into a pack file.
+    CommitPacked,
+    /// Write version 2, packed, of a chunk held at version 1 in files of its own.
+    CommitPackedOver,
+    /// Append at the end of a packed chunk (moved to files of its own first).
+    AppendPacked,
 }
 
-const OPS: [Op; 6] = [
+const OPS: [Op; 9] = [
     Op::CommitNew,
     Op::CommitOver,
     Op::Append,
     Op::AppendOverTail,
     Op::Bump,
     Op::Truncate,
+    Op::CommitPacked,
+    Op::CommitPackedOver,
+    Op::AppendPacked,
 ];
+
+/// The store as `op` runs on it: packing chunks as small as the test's, or none.
+fn open(dir: &Path, op: Op) -> ChunkStore {
+    let store = ChunkStore::open(dir, Some(CAPACITY)).expect("open");
+    match op {
+        Op::CommitPacked | Op::CommitPackedOver | Op::AppendPacked => {
+            store.with_pack_below(256 << 10)
+        }
+        _ => store,
+    }
+}
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -77,11 +97,13 @@ fn v(n: u64) -> ChunkVersion {
 fn allowed(op: Op) -> Vec<Option<(ChunkVersion, Vec<u8>)>> {
     let old = Some((v(1), old_data()));
     match op {
-        Op::CommitNew => vec![None, Some((v(1), new_data()))],
+        Op::CommitNew | Op::CommitPacked => vec![None, Some((v(1), new_data()))],
+        // The packed version 2 is synced before version 1's files are touched.
+        Op::CommitPackedOver => vec![old, Some((v(2), new_data()))],
         // The older version is stale once a newer one is written here, so the store
         // may retire it before the new one is in place.
         Op::CommitOver => vec![old, None, Some((v(2), new_data()))],
-        Op::Append => {
+        Op::Append | Op::AppendPacked => {
             let mut all = old_data();
             all.extend(added());
             vec![old, Some((v(1), all))]
@@ -107,9 +129,9 @@ fn write_chunk(store: &ChunkStore, h: ChunkHandle, version: ChunkVersion, data: 
 
 fn run(store: &ChunkStore, op: Op, h: ChunkHandle) {
     match op {
-        Op::CommitNew => write_chunk(store, h, v(1), &new_data()),
-        Op::CommitOver => write_chunk(store, h, v(2), &new_data()),
-        Op::Append => {
+        Op::CommitNew | Op::CommitPacked => write_chunk(store, h, v(1), &new_data()),
+        Op::CommitOver | Op::CommitPackedOver => write_chunk(store, h, v(2), &new_data()),
+        Op::Append | Op::AppendPacked => {
             store
                 .append(h, v(1), OLD_LEN as u64, &[Bytes::from(added())])
                 .expect("append");
@@ -143,7 +165,7 @@ fn child(spec: &str) {
         .expect("known step");
     let h: ChunkHandle = handle.parse().expect("handle");
     let nth: usize = nth.parse().expect("nth");
-    let store = ChunkStore::open(Path::new(dir), Some(CAPACITY)).expect("open");
+    let store = open(Path::new(dir), op);
     let seen = std::sync::atomic::AtomicUsize::new(0);
     store.failpoints().set(Some(Arc::new(move |at| {
         if at == step && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
@@ -176,7 +198,7 @@ fn crash_at(dir: &Path, op: Op, step: Step, nth: usize, h: ChunkHandle) -> bool 
 }
 
 fn check(dir: &Path, op: Op, step: Step, h: ChunkHandle) {
-    let store = ChunkStore::open(dir, Some(CAPACITY)).expect("reopen");
+    let store = open(dir, op);
     let leftovers: Vec<String> = std::fs::read_dir(dir.join("chunks"))
         .expect("list")
         .filter_map(|e| e.ok())
@@ -211,10 +233,15 @@ fn check(dir: &Path, op: Op, step: Step, h: ChunkHandle) {
 }
 
 fn setup(dir: &Path, op: Op, h: ChunkHandle) {
-    let store = ChunkStore::open(dir, Some(CAPACITY)).expect("open");
-    if op != Op::CommitNew {
+    // Version 1 is packed only where the operation starts from a packed chunk.
+    let store = match op {
+        Op::AppendPacked => open(dir, op),
+        _ => ChunkStore::open(dir, Some(CAPACITY)).expect("open"),
+    };
+    if !matches!(op, Op::CommitNew | Op::CommitPacked) {
         write_chunk(&store, h, v(1), &old_data());
     }
+    assert_eq!(store.is_packed(&h), op == Op::AppendPacked);
 }
 
 fn main() {
@@ -272,6 +299,18 @@ fn main() {
                 Step::MetaRenamed,
             ],
             Op::Bump | Op::Truncate => &[Step::MetaTmpWritten, Step::MetaRenamed],
+            Op::CommitPacked | Op::CommitPackedOver => &[Step::PackSynced],
+            // Moved out to files at version 1 first (nothing retired), then appended.
+            Op::AppendPacked => &[
+                Step::CommitDataSynced,
+                Step::CommitMetaWritten,
+                Step::CommitChunkRenamed,
+                Step::CommitMetaRenamed,
+                Step::AppendDataWritten,
+                Step::AppendDataSynced,
+                Step::MetaTmpWritten,
+                Step::MetaRenamed,
+            ],
         };
         assert_eq!(hit, want, "{op:?}: steps crashed at");
         crashes += hit.len();

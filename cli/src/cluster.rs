@@ -52,6 +52,8 @@ pub struct ClusterOptions {
     pub http: Option<SocketAddr>,
     /// Chunkservers write new chunks with `O_DIRECT` where the disk allows it.
     pub direct_io: bool,
+    /// Chunkservers pack new chunks of at most this many bytes (0: none).
+    pub pack_below: u64,
 }
 
 impl ClusterOptions {
@@ -79,6 +81,7 @@ impl ClusterOptions {
             clock: None,
             http: None,
             direct_io: true,
+            pack_below: dfs_chunkserver::DEFAULT_PACK_BELOW,
         }
     }
 }
@@ -233,6 +236,7 @@ impl LocalCluster {
         config.scrub_rate = self.options.scrub_rate;
         config.scrub_idle = self.options.scrub_idle;
         config.direct_io = self.options.direct_io;
+        config.pack_below = self.options.pack_below;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -248,3 +248,78 @@ async fn the_scrubber_finds_damage_nobody_reads() {
     })
     .await
 }
+
+/// The same damage to replicas packed into pack files (`--pack-below`): every kind is
+/// caught, never served, repaired, and a restarted chunkserver neither serves a bad
+/// copy nor loses its good ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_to_packed_replicas_is_caught_and_repaired() {
+    use dfs_testkit::{corrupt_replica, has_replica, remove_replica, truncate_replica};
+    bounded(async {
+        let (_dir, mut cluster) = cluster_with(|o| {
+            // Every chunk of the file is packed.
+            o.pack_below = CHUNK as u64;
+            o.scrub_rate = 1 << 30;
+            o.scrub_idle = Duration::ZERO;
+        })
+        .await;
+        let c = cluster.client();
+        let content = data(SIZE, 43);
+        c.put("/f", &content[..], PutOptions::default())
+            .await
+            .unwrap();
+        let stat = c.stat("/f").await.unwrap();
+        let h: Vec<ChunkHandle> = stat.chunks.iter().map(|ch| ch.handle).collect();
+        for i in 0..3 {
+            let dir = cluster.chunkserver_data_dir(i).unwrap();
+            for handle in &h {
+                assert!(has_replica(dir, handle));
+                assert!(
+                    !dfs_testkit::replica_path(dir, handle).exists(),
+                    "packed, no file"
+                );
+            }
+        }
+        let s = |k: usize, r: usize| server_of(&cluster, &stat.chunks[k].replicas[r]);
+        let dirs: Vec<PathBuf> = (0..3)
+            .map(|i| cluster.chunkserver_data_dir(i).unwrap().to_path_buf())
+            .collect();
+        let dir = |i: usize| dirs[i].clone();
+        corrupt_replica(&dir(s(0, 0)), &h[0], 10).unwrap(); // first block
+        corrupt_replica(&dir(s(0, 1)), &h[0], 500_000).unwrap(); // middle
+        corrupt_replica(&dir(s(2, 0)), &h[2], 90_000).unwrap(); // last, partial block
+        truncate_replica(&dir(s(1, 1)), &h[1], 300_000).unwrap();
+        remove_replica(&dir(s(2, 1)), &h[2]).unwrap();
+
+        for _ in 0..3 {
+            read_ok(&c, "/f", &content).await;
+        }
+        healed(&c, "/f").await;
+        read_ok(&c, "/f", &content).await;
+        let quarantined: usize = (0..3)
+            .map(|i| {
+                let q = cluster.chunkserver_data_dir(i).unwrap().join("quarantine");
+                fs::read_dir(q).map(|d| d.count()).unwrap_or(0)
+            })
+            .sum();
+        assert!(
+            quarantined >= 5,
+            "damaged records kept aside ({quarantined})"
+        );
+
+        // A restart reads the pack files back: every replica there, none damaged.
+        for i in 0..3 {
+            cluster.stop_chunkserver(i).await.unwrap();
+            cluster.restart_chunkserver(i).await.unwrap();
+        }
+        healed(&c, "/f").await;
+        read_ok(&c, "/f", &content).await;
+        for i in 0..3 {
+            for handle in &h {
+                assert!(has_replica(&dir(i), handle), "server {i} holds {handle}");
+            }
+        }
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+}

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use dfs_client::{AppendOptions, Client, ClientOptions, PutOptions, Routes};
 use dfs_testkit::{
-    bounded_for, corrupt_replica, data, replica_path, wait_until, Direction, FaultProxy,
-    MasterProc, Procs,
+    bounded_for, corrupt_replica, data, has_replica, wait_until, Direction, FaultProxy, MasterProc,
+    Procs,
 };
 use rand::{Rng, SeedableRng};
 
@@ -179,7 +179,7 @@ impl Run {
             return;
         };
         let holders: Vec<usize> = (0..CHUNKSERVERS)
-            .filter(|i| replica_path(&self.procs.data_dir(*i), &chunk.handle).exists())
+            .filter(|i| has_replica(&self.procs.data_dir(*i), &chunk.handle))
             .collect();
         if holders.len() < 2 {
             return;

@@ -7,6 +7,10 @@
 //!   recognised as such.
 //! - `*.tmp`: writes in progress; removed at start.
 //!
+//! - `<data>/packs/<seq>.pack`: small chunks, one record each, in shared append-only
+//!   files ([`pack`] says why and how); a new chunk of at most `pack_below` bytes goes
+//!   there instead of files of its own.
+//!
 //! Damaged replicas are moved to `<data>/quarantine/` (never served again, kept for a
 //! human to look at) and reported to the master, which replaces them.
 //!
@@ -29,11 +33,14 @@
 //! report to the master), opening the store, deletion and quarantine; [`meta`] the
 //! meta file format and block hashing; [`writer`] new chunks and their commit;
 //! [`reader`] verified reads; [`mutate`] bumps, cuts and appends in place; [`direct`]
-//! the `O_DIRECT` file a new chunk is written through.
+//! the `O_DIRECT` file a new chunk is written through; [`pack`] the pack files, and
+//! [`packed`] what the store does with them (moving a chunk out, compaction).
 
 pub mod direct;
 mod meta;
 mod mutate;
+mod pack;
+mod packed;
 mod reader;
 mod writer;
 
@@ -50,6 +57,8 @@ use crate::failpoint::{Failpoints, Step};
 use meta::{chunk_name, meta_name};
 
 pub use meta::{decode_meta, ChunkMeta, MAX_CHUNK_LEN};
+pub use pack::{find_packed, PackedReplica, MAX_PACKED};
+pub use packed::Compaction;
 pub use reader::{Blocks, ChunkReader};
 pub use writer::ChunkWriter;
 
@@ -61,6 +70,9 @@ struct Entry {
     touched: Instant,
     /// Last full verification by the scrubber.
     scrubbed: Option<Instant>,
+    /// Where its record is, for a chunk held in a pack file; `None` for one in files
+    /// of its own.
+    packed: Option<pack::PackLoc>,
 }
 
 impl Entry {
@@ -70,6 +82,7 @@ impl Entry {
             len,
             touched: Instant::now(),
             scrubbed: None,
+            packed: None,
         }
     }
 }
@@ -113,6 +126,9 @@ pub struct ChunkStore {
     direct_io: bool,
     /// Aligned buffers for `O_DIRECT` appends.
     buffers: Arc<direct::BufferPool>,
+    packs: Arc<pack::Packs>,
+    /// New chunks of at most this many bytes go into a pack file; 0 packs none.
+    pack_below: u64,
 }
 
 /// What the scrubber found in one chunk.
@@ -201,6 +217,46 @@ impl ChunkStore {
                 let _ = fs::remove_file(path);
             }
         }
+        let (packs, found) = pack::Packs::open(data_dir.join("packs"))?;
+        let mut superseded = Vec::new();
+        for (seq, records) in found {
+            for (at, r) in records.into_iter().filter(|(_, r)| r.live) {
+                let loc = pack::PackLoc { seq, at };
+                let wins = match index.chunks.get(&r.handle) {
+                    None => true,
+                    // Files win a tie: a chunk is moved out of its pack before it changes.
+                    Some(e) if e.packed.is_none() => r.version > e.version,
+                    // A later record of the same version is a copy moved forward.
+                    Some(e) => r.version >= e.version,
+                };
+                if !wins {
+                    superseded.push(loc);
+                    continue;
+                }
+                if let Some(old) = index.chunks.get(&r.handle).copied() {
+                    index.used = index.used.saturating_sub(old.len);
+                    match old.packed {
+                        Some(old) => superseded.push(old),
+                        None => {
+                            tracing::info!(handle = %r.handle, "removing the files of a version a packed one replaced");
+                            for name in [meta_name(r.handle), chunk_name(r.handle)] {
+                                let _ = fs::remove_file(dir.join(name));
+                            }
+                        }
+                    }
+                }
+                index.used += r.len;
+                let mut entry = Entry::new(r.version, r.len);
+                entry.packed = Some(loc);
+                index.chunks.insert(r.handle, entry);
+            }
+        }
+        for loc in superseded {
+            // Only tidiness: the same choice is made at every start.
+            if let Err(e) = packs.kill(loc, false) {
+                tracing::warn!(error = %e, "could not mark a superseded packed record dead");
+            }
+        }
         let capacity = match capacity {
             Some(c) => c,
             None => fs4::available_space(&dir)
@@ -215,7 +271,24 @@ impl ChunkStore {
             failpoints: Failpoints::default(),
             direct_io: true,
             buffers: Arc::default(),
+            packs: Arc::new(packs),
+            pack_below: 0,
         })
+    }
+
+    /// New chunks of at most `bytes` (and at least one byte) are written into a shared
+    /// pack file instead of files of their own; 0 (the default) packs none. Capped at
+    /// [`pack::MAX_PACKED`], since a chunk is held in memory until it is packed.
+    pub fn with_pack_below(mut self, bytes: u64) -> ChunkStore {
+        self.pack_below = bytes.min(pack::MAX_PACKED);
+        self
+    }
+
+    /// Starts a new pack file once the open one holds `bytes` (256 MiB otherwise):
+    /// for tests of compaction, which only takes files no longer appended to.
+    pub fn with_pack_file_max(self, bytes: u64) -> ChunkStore {
+        self.packs.set_file_max(bytes);
+        self
     }
 
     /// Whether chunk writes (new chunks and appends) bypass the page cache
@@ -309,26 +382,30 @@ impl ChunkStore {
         idx.reserved = idx.reserved.saturating_sub(n);
     }
 
-    /// Takes a chunk out of the index and queues the change for the next report.
-    fn unindex(&self, handle: ChunkHandle, corrupt: bool) -> bool {
+    /// Takes a chunk out of the index and queues the change for the next report;
+    /// returns what the index held.
+    fn unindex(&self, handle: ChunkHandle, corrupt: bool) -> Option<Entry> {
         let mut idx = self.lock();
-        let Some(e) = idx.chunks.remove(&handle) else {
-            return false;
-        };
+        let e = idx.chunks.remove(&handle)?;
         idx.used = idx.used.saturating_sub(e.len);
         idx.added.retain(|r| r.handle != handle);
         idx.removed.push(handle);
         if corrupt {
             idx.corrupt.push(handle);
         }
-        true
+        Some(e)
     }
 
     /// Deletes a chunk (at any version).
     pub fn delete(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
         let _g = self.stripe(&handle);
-        let removed = self.unindex(handle, false);
-        if removed {
+        let Some(removed) = self.unindex(handle, false) else {
+            return Ok(false);
+        };
+        if let Some(loc) = removed.packed {
+            // Not synced: a replica back after a crash is deleted again as garbage.
+            self.packs.kill(loc, false)?;
+        } else {
             // Meta first: without it the chunk is no longer committed, even if we crash here.
             for name in [meta_name(handle), chunk_name(handle)] {
                 let p = self.dir.join(name);
@@ -339,7 +416,7 @@ impl ChunkStore {
                 }
             }
         }
-        Ok(removed)
+        Ok(true)
     }
 
     /// Takes a damaged replica out of service: its files move to `quarantine/`, it
@@ -369,13 +446,22 @@ impl ChunkStore {
     }
 
     fn quarantine_locked(&self, handle: ChunkHandle) -> Result<bool, StoreError> {
-        if !self.unindex(handle, true) {
+        let Some(entry) = self.unindex(handle, true) else {
             return Ok(false);
-        }
+        };
         let qdir = self.quarantine_dir();
         fs::create_dir_all(&qdir)
             .map_err(|e| StoreError::io(format!("create {}", qdir.display()), e))?;
         let stamp = uuid::Uuid::new_v4();
+        if let Some(loc) = entry.packed {
+            self.quarantine_packed(
+                handle,
+                entry.len,
+                loc,
+                &qdir.join(format!("{stamp}.{handle}.packed")),
+            )?;
+            return Ok(true);
+        }
         // Meta first: without it the chunk is not committed, even if we crash here.
         for name in [meta_name(handle), chunk_name(handle)] {
             let from = self.dir.join(&name);

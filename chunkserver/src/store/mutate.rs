@@ -18,8 +18,9 @@ use crate::error::StoreError;
 use crate::failpoint::Step;
 
 impl ChunkStore {
-    /// The committed meta of a chunk at exactly `version`; a damaged one is a
-    /// checksum error, like damaged data.
+    /// The committed meta of a chunk at exactly `version`, moved out of its pack
+    /// first if packed; a damaged one is a checksum error, like damaged data. The
+    /// caller holds the chunk's stripe lock.
     fn read_meta(
         &self,
         handle: ChunkHandle,
@@ -37,6 +38,8 @@ impl ChunkStore {
             }
             .into());
         }
+        // Changes in place need files of their own.
+        self.move_out_locked(handle)?;
         let path = self.dir.join(meta_name(handle));
         let bytes =
             fs::read(&path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;

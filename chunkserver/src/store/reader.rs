@@ -2,13 +2,16 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use dfs_protocol::{ChunkHandle, ChunkVersion, ErrorCode, CHECKSUM_BLOCK};
 
 use super::meta::{chunk_name, decode_meta, meta_name, ChunkMeta};
+use super::pack::Record;
 use super::ChunkStore;
 use crate::error::StoreError;
 
@@ -20,6 +23,15 @@ impl ChunkStore {
         version: ChunkVersion,
     ) -> Result<ChunkReader, StoreError> {
         let _g = self.stripe(&handle);
+        self.open_reader_locked(handle, version)
+    }
+
+    /// `open_reader`, for a caller that holds the chunk's stripe lock.
+    pub(super) fn open_reader_locked(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkReader, StoreError> {
         let entry = {
             let mut idx = self.lock();
             let e = idx
@@ -36,6 +48,29 @@ impl ChunkStore {
                 want: version,
             }
             .into());
+        }
+        if let Some(loc) = entry.packed {
+            let (record, file) = self
+                .packs
+                .read(loc)?
+                .filter(|(r, _)| r.handle == handle && r.version == version && r.len == entry.len)
+                .ok_or_else(|| {
+                    tracing::warn!(%handle, "packed record damaged");
+                    StoreError::Refused(ErrorCode::ChecksumMismatch { handle, offset: 0 })
+                })?;
+            return Ok(ChunkReader {
+                handle,
+                meta: ChunkMeta {
+                    handle,
+                    version,
+                    len: record.len,
+                    blocks: record.blocks,
+                },
+                src: Source::Packed {
+                    file,
+                    base: Record::data_at(loc.at),
+                },
+            });
         }
         let meta_path = self.dir.join(meta_name(handle));
         // A file of an indexed chunk gone from disk is damage, like a flipped bit.
@@ -57,7 +92,11 @@ impl ChunkStore {
             })?;
         let path = self.dir.join(chunk_name(handle));
         let file = File::open(&path).map_err(|e| damaged(e, &path))?;
-        Ok(ChunkReader { handle, meta, file })
+        Ok(ChunkReader {
+            handle,
+            meta,
+            src: Source::Own(file),
+        })
     }
 
     /// Like `open_reader`, but without marking the chunk busy (the scrubber's reads
@@ -81,7 +120,17 @@ impl ChunkStore {
 pub struct ChunkReader {
     handle: ChunkHandle,
     meta: ChunkMeta,
-    file: File,
+    src: Source,
+}
+
+/// Where a chunk's bytes are read from.
+#[derive(Debug)]
+enum Source {
+    /// Its own file, opened for this reader.
+    Own(File),
+    /// A pack file, shared with other readers (so read by offset, never by seeking),
+    /// from `base` on.
+    Packed { file: Arc<File>, base: u64 },
 }
 
 impl ChunkReader {
@@ -101,10 +150,13 @@ impl ChunkReader {
     /// opens the chunk afresh, and a new descriptor's read-ahead starts small: asking
     /// for the whole range up front lets the disk work on all of it at once.
     pub fn will_need(&self, offset: u64, len: u64) {
+        let (file, offset) = match &self.src {
+            Source::Own(f) => (f, offset),
+            Source::Packed { file, base } => (&**file, base.saturating_add(offset)),
+        };
         if let Some(len) = std::num::NonZeroU64::new(len) {
             // Only a hint: a failure costs speed, never correctness.
-            let _ =
-                rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+            let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::WillNeed);
         }
     }
 
@@ -149,13 +201,21 @@ impl ChunkReader {
         // was a measurable share of a get's chunkserver CPU.
         let mut buf = Vec::with_capacity(want);
         let ctx = || format!("read chunk {}", self.handle);
-        self.file
-            .seek(SeekFrom::Start(start))
-            .map_err(|e| StoreError::io(ctx(), e))?;
-        (&mut self.file)
-            .take(want as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| StoreError::io(ctx(), e))?;
+        match &mut self.src {
+            Source::Own(file) => {
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| StoreError::io(ctx(), e))?;
+                file.take(want as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| StoreError::io(ctx(), e))?;
+            }
+            Source::Packed { file, base } => {
+                // Packed chunks are small: zeroing the buffer first costs little.
+                buf.resize(want, 0);
+                file.read_exact_at(&mut buf, *base + start)
+                    .map_err(|e| StoreError::io(ctx(), e))?;
+            }
+        }
         if buf.len() != want {
             // A chunk file shorter than its meta says: damaged on disk.
             return Err(ErrorCode::ChecksumMismatch {

@@ -1,5 +1,6 @@
 //! New chunks: written under a temp name, hashed block by block as they arrive, and
-//! committed (see the store's docs for the order of the steps).
+//! committed (see the store's docs for the order of the steps). A chunk small enough
+//! to pack is held in memory instead, and committed as one record of a pack file.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -11,6 +12,7 @@ use super::direct::SequentialFile;
 use super::meta::{
     chunk_name, encode_meta, meta_name, sync_dir, BlockHasher, ChunkMeta, MAX_CHUNK_LEN,
 };
+use super::pack::{self, PackLoc};
 use super::{ChunkStore, Entry};
 use crate::error::StoreError;
 use crate::failpoint::Step;
@@ -34,22 +36,53 @@ impl ChunkStore {
                 .into());
             }
         }
-        let tmp_chunk = self
-            .dir
-            .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4()));
-        let file = SequentialFile::create(&tmp_chunk, self.direct_io)
-            .map_err(|e| StoreError::io(format!("create {}", tmp_chunk.display()), e))?;
-        Ok(ChunkWriter {
+        let mut w = ChunkWriter {
             store: self.clone(),
             handle,
             version,
-            tmp_chunk,
-            file: Some(file),
+            tmp_chunk: self
+                .dir
+                .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4())),
+            file: None,
+            mem: None,
             len: 0,
             reserved: 0,
             hasher: BlockHasher::new(Vec::new()),
             done: false,
-        })
+            moving_out: false,
+        };
+        if self.pack_below > 0 {
+            w.mem = Some(Vec::new());
+        } else {
+            w.open_file()?;
+        }
+        Ok(w)
+    }
+
+    /// A writer of files of its own for a chunk held packed at `version`, to move it
+    /// out before it changes in place: its commit replaces the packed copy.
+    pub(super) fn create_moving_out(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+    ) -> Result<ChunkWriter, StoreError> {
+        let mut w = ChunkWriter {
+            store: self.clone(),
+            handle,
+            version,
+            tmp_chunk: self
+                .dir
+                .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4())),
+            file: None,
+            mem: None,
+            len: 0,
+            reserved: 0,
+            hasher: BlockHasher::new(Vec::new()),
+            done: false,
+            moving_out: true,
+        };
+        w.open_file()?;
+        Ok(w)
     }
 }
 
@@ -62,10 +95,14 @@ pub struct ChunkWriter {
     version: ChunkVersion,
     tmp_chunk: PathBuf,
     file: Option<SequentialFile>,
+    /// The bytes so far, while the chunk may still be packed.
+    mem: Option<Vec<u8>>,
     len: u64,
     reserved: u64,
     hasher: BlockHasher,
     done: bool,
+    /// Replaces a packed copy at the same version (see `create_moving_out`).
+    moving_out: bool,
 }
 
 impl ChunkWriter {
@@ -79,13 +116,33 @@ impl ChunkWriter {
         }
         self.store.reserve(n)?;
         self.reserved += n;
-        let file = self.file.as_mut().ok_or_else(|| {
-            StoreError::io("write after commit", std::io::Error::other("writer closed"))
-        })?;
-        file.write_all(data)
-            .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
+        if self.mem.is_some() && self.len + n > self.store.pack_below {
+            // Too big to pack after all: on to a file of its own.
+            self.open_file()?;
+        }
+        if let Some(mem) = self.mem.as_mut() {
+            mem.extend_from_slice(data);
+        } else {
+            let file = self.file.as_mut().ok_or_else(|| {
+                StoreError::io("write after commit", std::io::Error::other("writer closed"))
+            })?;
+            file.write_all(data)
+                .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
+        }
         self.len += n;
         self.hasher.update(data);
+        Ok(())
+    }
+
+    /// Creates the temp data file, with what was held in memory so far.
+    fn open_file(&mut self) -> Result<(), StoreError> {
+        let mut file = SequentialFile::create(&self.tmp_chunk, self.store.direct_io)
+            .map_err(|e| StoreError::io(format!("create {}", self.tmp_chunk.display()), e))?;
+        if let Some(held) = self.mem.take() {
+            file.write_all(&held)
+                .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
+        }
+        self.file = Some(file);
         Ok(())
     }
 
@@ -105,6 +162,12 @@ impl ChunkWriter {
     /// describes another write's data.
     pub(super) fn commit_locked(mut self) -> Result<u64, StoreError> {
         let blocks = std::mem::replace(&mut self.hasher, BlockHasher::new(Vec::new())).finish();
+        match self.mem.take() {
+            Some(data) if !data.is_empty() => return self.commit_packed(&data, blocks),
+            // An empty chunk is one an append will grow: files of its own from the start.
+            Some(_) => self.open_file()?,
+            None => {}
+        }
         let file = self.file.take().ok_or_else(|| {
             StoreError::io("commit twice", std::io::Error::other("writer closed"))
         })?;
@@ -113,18 +176,7 @@ impl ChunkWriter {
         let store = self.store.clone();
         store.hit(Step::CommitDataSynced)?;
         let dir = &store.dir;
-        if let Some((have, _)) = store.get(&self.handle) {
-            // Another write of this chunk committed while this one ran.
-            if have >= self.version {
-                return Err(ErrorCode::BadRequest {
-                    reason: format!(
-                        "chunk {} already exists here at version {have}",
-                        self.handle
-                    ),
-                }
-                .into());
-            }
-        }
+        self.check_newer()?;
         let meta = ChunkMeta {
             handle: self.handle,
             version: self.version,
@@ -134,6 +186,7 @@ impl ChunkWriter {
         let tmp_meta = dir.join(format!("{}.{}.meta.tmp", self.handle, uuid::Uuid::new_v4()));
         let chunk_path = dir.join(chunk_name(self.handle));
         let mut renamed = (false, false);
+        let mut retired = None;
         let result = (|| {
             let mut f = File::create(&tmp_meta)
                 .map_err(|e| StoreError::io(format!("create {}", tmp_meta.display()), e))?;
@@ -141,7 +194,11 @@ impl ChunkWriter {
                 .and_then(|_| f.sync_all())
                 .map_err(|e| StoreError::io(format!("write {}", tmp_meta.display()), e))?;
             store.hit(Step::CommitMetaWritten)?;
-            if store.unindex(self.handle, false) {
+            if self.moving_out {
+                // The packed copy stays indexed (and served) until the files are in
+                // place; they win over it at the next start from then on.
+            } else if let Some(old) = store.unindex(self.handle, false) {
+                retired = old.packed;
                 // The older version is stale (the master moved the chunk past it): its
                 // meta goes before its data file is replaced.
                 let old_meta = dir.join(meta_name(self.handle));
@@ -180,17 +237,95 @@ impl ChunkWriter {
             return Err(e);
         }
         self.done = true;
+        let moved_from = if self.moving_out {
+            store.lock().chunks.get(&self.handle).and_then(|e| e.packed)
+        } else {
+            None
+        };
+        for loc in retired.into_iter().chain(moved_from) {
+            // Not synced: the files win over a packed copy of the same or an older
+            // version at every start anyway.
+            if let Err(e) = store.packs.kill(loc, false) {
+                tracing::warn!(handle = %self.handle, error = %e, "could not mark a packed copy dead");
+            }
+        }
         let mut idx = store.lock();
         idx.reserved = idx.reserved.saturating_sub(self.reserved);
+        if self.moving_out {
+            if let Some(e) = idx.chunks.get_mut(&self.handle) {
+                e.packed = None;
+            }
+            return Ok(self.len);
+        }
+        drop(idx);
+        self.index(None);
+        Ok(self.len)
+    }
+
+    /// Refuses to commit over a version as new as this one (another write of this
+    /// chunk committed while this one ran), unless moving a packed copy out.
+    fn check_newer(&self) -> Result<(), StoreError> {
+        match self.store.get(&self.handle) {
+            Some((have, _))
+                if have > self.version || (have == self.version && !self.moving_out) =>
+            {
+                Err(ErrorCode::BadRequest {
+                    reason: format!(
+                        "chunk {} already exists here at version {have}",
+                        self.handle
+                    ),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts the committed chunk in the index and the next report.
+    fn index(&self, packed: Option<PackLoc>) {
+        let mut idx = self.store.lock();
         idx.used += self.len;
-        idx.chunks
-            .insert(self.handle, Entry::new(self.version, self.len));
+        let mut entry = Entry::new(self.version, self.len);
+        entry.packed = packed;
+        idx.chunks.insert(self.handle, entry);
         idx.removed.retain(|h| *h != self.handle);
         idx.added.push(ChunkReport {
             handle: self.handle,
             version: self.version,
             size: self.len,
         });
+    }
+
+    /// Commits a chunk held in memory as one record of the open pack file: the
+    /// record's fsync is the commit point, and an older version held here is
+    /// retired only after it (the newer version wins at every start).
+    fn commit_packed(mut self, data: &[u8], blocks: Vec<[u8; 32]>) -> Result<u64, StoreError> {
+        self.check_newer()?;
+        let store = self.store.clone();
+        let record = pack::encode(self.handle, self.version, data, &blocks)?;
+        let loc = store.packs.append(&record)?;
+        store.hit(Step::PackSynced)?;
+        if let Some(old) = store.unindex(self.handle, false) {
+            let retired = match old.packed {
+                Some(old) => store.packs.kill(old, false),
+                None => [meta_name(self.handle), chunk_name(self.handle)]
+                    .into_iter()
+                    .map(|n| store.dir.join(n))
+                    .try_for_each(|p| match fs::remove_file(&p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(StoreError::io(format!("remove {}", p.display()), e))
+                        }
+                        _ => Ok(()),
+                    }),
+            };
+            if let Err(e) = retired {
+                // Tidiness only: the newer packed version wins at the next start.
+                tracing::warn!(handle = %self.handle, error = %e, "could not retire an older version");
+            }
+        }
+        self.done = true;
+        store.release(self.reserved);
+        self.index(Some(loc));
         Ok(self.len)
     }
 }

@@ -77,6 +77,7 @@ pub(crate) async fn chunkserver(a: ChunkserverArgs, master: &str) -> anyhow::Res
     config.scrub_idle = a.scrub_idle;
     config.replication_rate = a.replication_rate;
     config.direct_io = !a.buffered_writes;
+    config.pack_below = a.pack_below;
     if let Some(dir) = a.tls.as_ref().or(file.tls.as_ref()) {
         config.tls = Some(dfs_cli::tls::load_server(dir)?);
     }
@@ -166,6 +167,7 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         clock: None,
         http: (!a.no_http).then_some(a.http),
         direct_io: !a.buffered_writes,
+        pack_below: a.pack_below,
     };
     let mut options = options;
     if a.tls {

@@ -40,7 +40,10 @@ pub use data::{data, CHUNK};
 pub use dfs_cli::cluster::{ClusterOptions, LocalCluster};
 pub use dfs_master::clock::Clock;
 pub use dfs_master::oplog::SyncGate;
-pub use disk::{corrupt_replica, on_disk, remove_replica, replica_path, truncate_replica};
+pub use disk::{
+    corrupt_replica, has_replica, on_disk, remove_replica, replica_bytes, replica_path,
+    truncate_replica,
+};
 pub use http::{http_get, metric_sample};
 pub use mount::{run_ok, Mount};
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
