@@ -368,8 +368,8 @@ impl Packs {
             .create_new(true)
             .open(&path)
             .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
-        // The file's name must last before any record in it is acknowledged.
-        sync_dir(&self.dir)?;
+        // Listed (and its seq used) before anything else can fail, so a failure
+        // below never leaves a file that a later rotation trips over.
         st.next_seq += 1;
         st.files.insert(
             seq,
@@ -379,6 +379,8 @@ impl Packs {
                 failed: false,
             },
         );
+        // The file's name must last before any record in it is acknowledged.
+        sync_dir(&self.dir)?;
         st.open = Some(seq);
         st.synced_seq = seq;
         st.synced_upto = 0;
