@@ -29,6 +29,7 @@ pub struct ChunkserverMetrics {
     damaged: Counter,
     capacity: Gauge,
     used: Gauge,
+    pack: Gauge,
     chunks: Gauge,
     streams: Gauge,
     load: Gauge,
@@ -55,6 +56,7 @@ impl ChunkserverMetrics {
             damaged: Counter::default(),
             capacity: Gauge::default(),
             used: Gauge::default(),
+            pack: Gauge::default(),
             chunks: Gauge::default(),
             streams: Gauge::default(),
             load: Gauge::default(),
@@ -97,6 +99,11 @@ impl ChunkserverMetrics {
             m.capacity.clone(),
         );
         registry.register("used_bytes", "Bytes this server stores", m.used.clone());
+        registry.register(
+            "pack_bytes",
+            "Bytes in pack files (small chunks, with --pack-below), dead records included",
+            m.pack.clone(),
+        );
         registry.register("chunks", "Replicas this server holds", m.chunks.clone());
         registry.register(
             "streams_active",
@@ -141,6 +148,7 @@ impl ChunkserverMetrics {
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.capacity.set(as_i64(ctx.store.capacity()));
         self.used.set(as_i64(ctx.store.used()));
+        self.pack.set(as_i64(ctx.store.pack_bytes()));
         self.chunks.set(as_i64(ctx.store.len() as u64));
         let free = ctx.streams.available_permits();
         self.streams

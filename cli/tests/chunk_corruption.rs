@@ -261,6 +261,7 @@ async fn damage_to_packed_replicas_is_caught_and_repaired() {
             o.pack_below = CHUNK as u64;
             o.scrub_rate = 1 << 30;
             o.scrub_idle = Duration::ZERO;
+            o.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         })
         .await;
         let c = cluster.client();
@@ -279,6 +280,14 @@ async fn damage_to_packed_replicas_is_caught_and_repaired() {
                     "packed, no file"
                 );
             }
+        }
+        // Each server's pack files hold its three records, at least the file's bytes.
+        for addr in cluster.chunkserver_http_addrs() {
+            let addr = addr.expect("chunkserver metrics").to_string();
+            let (status, m) = dfs_testkit::http_get(&addr, "/metrics").await;
+            assert_eq!(status, 200);
+            let pack = dfs_testkit::metric_sample(&m, "dfs_chunkserver_pack_bytes").unwrap_or(0.0);
+            assert!(pack >= SIZE as f64, "pack_bytes {pack} on {addr}");
         }
         let s = |k: usize, r: usize| server_of(&cluster, &stat.chunks[k].replicas[r]);
         let dirs: Vec<PathBuf> = (0..3)
