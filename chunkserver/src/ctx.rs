@@ -46,6 +46,8 @@ pub struct Ctx {
     /// Cancelled when the server stops.
     pub stop: CancellationToken,
     pub metrics: crate::metrics::ChunkserverMetrics,
+    /// Idle connections to the next replicas of write chains.
+    pub peers: crate::net::Peers,
 }
 
 /// Counts a request as load while it is alive.

@@ -128,6 +128,7 @@ pub async fn run_with_http(
         leases: Default::default(),
         append_budget: Arc::new(tokio::sync::Semaphore::new(append::APPEND_BUDGET as usize)),
         metrics: Default::default(),
+        peers: Default::default(),
     });
     if let Some(http) = http {
         tracker.spawn(metrics::serve(ctx.clone(), http, stop.clone()));

@@ -9,7 +9,7 @@ use dfs_protocol::{
 use tokio::sync::mpsc;
 
 use crate::ctx::Ctx;
-use crate::net::{dial, Conn};
+use crate::net::Conn;
 use crate::stream::{disk_writer, next_packet, Piece};
 
 /// Packets buffered between the network and the disk writer of one chunk write:
@@ -152,6 +152,12 @@ pub(crate) async fn write_chunk(
             }
         },
     };
+    if outcome.is_ok() {
+        if let Some(d) = down {
+            // The replica answered for every packet: the link is clean for the next chunk.
+            ctx.peers.put(&d.addr, d.conn);
+        }
+    }
     let response = match outcome {
         Ok(size) => {
             tracing::debug!(size, "chunk written");
@@ -177,7 +183,9 @@ async fn open_downstream(
         addr: next.to_string(),
         reason: e.to_string(),
     };
-    let mut conn = dial(&ctx.identity, next, ctx.config.connect_timeout)
+    let mut conn = ctx
+        .peers
+        .get(&ctx.identity, next, ctx.config.connect_timeout)
         .await
         .map_err(unavailable)?;
     let id = conn.next_request_id();
