@@ -28,8 +28,11 @@ pub async fn dial_session(
     dfs_protocol::net::dial_session(addr, PeerKind::Chunkserver, identity, timeout).await
 }
 
-/// Idle connections kept per peer; more are closed when returned.
+/// Idle connections kept per peer, and over all peers (a large cluster has hundreds
+/// of peers, and each idle connection holds a descriptor); more are closed when
+/// returned.
 const MAX_IDLE_PER_PEER: usize = 16;
+const MAX_IDLE: usize = 256;
 
 /// Idle connections to peers, for the next write forwarded down a chain: dialing
 /// and authenticating afresh for every chunk was two connects and two handshakes
@@ -56,12 +59,19 @@ impl Peers {
         dial(identity, addr, timeout).await
     }
 
-    /// Keeps a connection whose last exchange ended cleanly.
+    /// Keeps a connection whose last exchange ended cleanly. Connections to this
+    /// peer that it has closed meanwhile are let go first.
     pub fn put(&self, addr: &str, conn: Conn) {
         let mut idle = self.lock();
+        let total: usize = idle.values().map(Vec::len).sum();
         let list = idle.entry(addr.to_string()).or_default();
-        if list.len() < MAX_IDLE_PER_PEER {
+        let before = list.len();
+        list.retain_mut(|c| c.is_idle_open());
+        if list.len() < MAX_IDLE_PER_PEER && total - (before - list.len()) < MAX_IDLE {
             list.push(conn);
+        }
+        if list.is_empty() {
+            idle.remove(addr);
         }
     }
 
