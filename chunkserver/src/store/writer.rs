@@ -36,21 +36,7 @@ impl ChunkStore {
                 .into());
             }
         }
-        let mut w = ChunkWriter {
-            store: self.clone(),
-            handle,
-            version,
-            tmp_chunk: self
-                .dir
-                .join(format!("{handle}.{}.chunk.tmp", uuid::Uuid::new_v4())),
-            file: None,
-            mem: None,
-            len: 0,
-            reserved: 0,
-            hasher: BlockHasher::new(Vec::new()),
-            done: false,
-            moving_out: false,
-        };
+        let mut w = self.writer(handle, version, false);
         if self.pack_below > 0 {
             w.mem = Some(Vec::new());
         } else {
@@ -66,7 +52,14 @@ impl ChunkStore {
         handle: ChunkHandle,
         version: ChunkVersion,
     ) -> Result<ChunkWriter, StoreError> {
-        let mut w = ChunkWriter {
+        let mut w = self.writer(handle, version, true);
+        w.open_file()?;
+        Ok(w)
+    }
+
+    /// A writer with nothing written yet, holding neither a file nor bytes.
+    fn writer(&self, handle: ChunkHandle, version: ChunkVersion, moving_out: bool) -> ChunkWriter {
+        ChunkWriter {
             store: self.clone(),
             handle,
             version,
@@ -79,10 +72,8 @@ impl ChunkStore {
             reserved: 0,
             hasher: BlockHasher::new(Vec::new()),
             done: false,
-            moving_out: true,
-        };
-        w.open_file()?;
-        Ok(w)
+            moving_out,
+        }
     }
 }
 
