@@ -39,6 +39,16 @@ fn server_of(cluster: &LocalCluster, addr: &str) -> usize {
         .unwrap()
 }
 
+/// Files kept in the quarantine dirs of every chunkserver.
+fn quarantined(cluster: &LocalCluster) -> usize {
+    (0..3)
+        .map(|i| {
+            let q = cluster.chunkserver_data_dir(i).unwrap().join("quarantine");
+            fs::read_dir(q).map(|d| d.count()).unwrap_or(0)
+        })
+        .sum()
+}
+
 async fn read_ok(c: &Client, path: &str, want: &[u8]) {
     let mut out = Vec::new();
     c.get(path, &mut out)
@@ -109,12 +119,7 @@ async fn every_kind_of_damage_is_caught_and_repaired() {
         healed(&c, "/f").await;
         read_ok(&c, "/f", &content).await;
         // The damaged copies were kept aside for a human, not served.
-        let quarantined: usize = (0..3)
-            .map(|i| {
-                let q = cluster.chunkserver_data_dir(i).unwrap().join("quarantine");
-                fs::read_dir(q).map(|d| d.count()).unwrap_or(0)
-            })
-            .sum();
+        let quarantined = quarantined(&cluster);
         assert!(
             quarantined >= 6,
             "damaged replicas quarantined ({quarantined} files)"
@@ -305,12 +310,7 @@ async fn damage_to_packed_replicas_is_caught_and_repaired() {
         }
         healed(&c, "/f").await;
         read_ok(&c, "/f", &content).await;
-        let quarantined: usize = (0..3)
-            .map(|i| {
-                let q = cluster.chunkserver_data_dir(i).unwrap().join("quarantine");
-                fs::read_dir(q).map(|d| d.count()).unwrap_or(0)
-            })
-            .sum();
+        let quarantined = quarantined(&cluster);
         assert!(
             quarantined >= 5,
             "damaged records kept aside ({quarantined})"
