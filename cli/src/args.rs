@@ -435,6 +435,13 @@ pub(crate) enum Command {
         /// Bytes each disk writer of the ceiling probe writes (with --ceiling-dir).
         #[arg(long, global = true, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
         ceiling_size: u64,
+        /// Measure each workload N times and report the median run, with every
+        /// run's figure under `runs`. With --ceiling-dir the ceilings are probed
+        /// before each put and get, and `ratio` is the median of each run's figure
+        /// over the ceiling measured just before it: a disk whose speed swings
+        /// between minutes then moves both sides of each ratio together.
+        #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20), value_name = "N")]
+        runs: u32,
     },
     /// Unmount a dfs mount (as `fusermount3 -u` does); the mount process exits.
     Umount { mountpoint: std::path::PathBuf },

@@ -218,9 +218,10 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             json,
             ceiling_dir,
             ceiling_size,
+            runs,
         } => {
             let ceiling = ceiling_dir.as_deref().map(|d| (d, ceiling_size));
-            cmd::bench::bench(&client, what, json, ceiling).await
+            cmd::bench::bench(&client, what, json, ceiling, runs).await
         }
         Command::Mount {
             mountpoint,

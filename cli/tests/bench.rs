@@ -71,7 +71,70 @@ async fn bench_reports_every_workload_as_json() {
             "the probe's files are removed"
         );
 
+        // Several runs: the ceiling is probed before each, every run is listed, and
+        // the figures are the median run's.
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "get",
+                    "--size",
+                    "2MiB",
+                    "--runs",
+                    "3",
+                    "--json",
+                    "--ceiling-dir",
+                    &s,
+                    "--ceiling-size",
+                    "4MiB",
+                ],
+                None,
+            )
+            .await,
+        );
+        assert_eq!(r["ceilings"].as_array().map(Vec::len), Some(3), "{r}");
+        let runs = r["get"]["runs"].as_array().expect("get runs");
+        assert_eq!(runs.len(), 3, "{r}");
+        let mut mibs: Vec<f64> = runs.iter().map(|x| number(x, "mib_per_s")).collect();
+        let mut ratios: Vec<f64> = runs.iter().map(|x| number(x, "ratio")).collect();
+        mibs.sort_by(f64::total_cmp);
+        ratios.sort_by(f64::total_cmp);
+        assert_eq!(number(&r, "get.mib_per_s"), mibs[1], "the median run: {r}");
+        assert_eq!(number(&r, "get.ratio"), ratios[1], "the median ratio: {r}");
+        assert!(r.get("put").is_none(), "only what was asked: {r}");
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "meta",
+                    "--ops",
+                    "8",
+                    "--clients",
+                    "2",
+                    "--runs",
+                    "2",
+                    "--json",
+                ],
+                None,
+            )
+            .await,
+        );
+        for m in r["meta"].as_array().expect("meta runs") {
+            let runs = m["rate"]["runs"].as_array().expect("runs of each op");
+            assert_eq!(runs.len(), 2, "{r}");
+            let low = runs
+                .iter()
+                .filter_map(|x| x.as_f64())
+                .fold(f64::MAX, f64::min);
+            assert_eq!(number(m, "rate.per_s"), low, "the lower of two: {r}");
+        }
+        let bad = dfs(&t, &["bench", "meta", "--runs", "0"], None).await;
+        assert_eq!(bad.code, 2, "{}", bad.stderr);
+
         let r = json(&dfs(&t, &["bench", "get", "--size", "2MiB", "--json"], None).await);
+        assert!(r["get"].get("runs").is_none(), "one run lists none: {r}");
         assert_eq!(number(&r, "get.bytes"), (2 << 20) as f64);
         assert!(
             r["get"].get("ratio").is_none(),

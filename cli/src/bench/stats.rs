@@ -72,6 +72,22 @@ pub fn per_s(n: u64, elapsed: Duration) -> f64 {
     n as f64 / secs
 }
 
+/// The median of several runs by `key` (the lower one of an even count, so that
+/// a report never rounds in its own favour), and every run's `key` in run order.
+pub fn median_run<T>(runs: Vec<T>, key: impl Fn(&T) -> f64) -> Option<(T, Vec<f64>)> {
+    let keys: Vec<f64> = runs.iter().map(&key).collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    let at = *order.get(runs.len().checked_sub(1)? / 2)?;
+    let chosen = runs.into_iter().nth(at)?;
+    Some((chosen, keys))
+}
+
+/// The median of `values` (the lower one of an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    median_run(values.to_vec(), |v| *v).map(|(m, _)| m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +102,15 @@ mod tests {
         assert_eq!((l.p50_ms, l.p99_ms, l.max_ms), (50.0, 99.0, 100.0));
         assert_eq!(Samples::default().latency().p99_ms, 0.0);
         assert_eq!(mib_per_s(1 << 20, Duration::from_secs(2)), 0.5);
+    }
+
+    #[test]
+    fn median_picks_the_middle_run_and_the_lower_of_two() {
+        let (m, keys) =
+            median_run(vec![("a", 3.0), ("b", 1.0), ("c", 2.0)], |r| r.1).expect("median of three");
+        assert_eq!((m.0, keys), ("c", vec![3.0, 1.0, 2.0]));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[]), None);
     }
 }

@@ -34,6 +34,9 @@ pub struct Rate {
     pub per_s: f64,
     pub mib_per_s: f64,
     pub latency: Latency,
+    /// With `--runs` above 1: `per_s` of every run in order (this is the median one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,38 +99,53 @@ impl Bench {
         format!("{}/{name}", self.root)
     }
 
-    /// One file of `bytes`, streamed from memory (a few packets at a time).
-    pub async fn put(&self, bytes: u64) -> Result<Transfer, ClientError> {
+    /// Run `run`'s large file, `bytes` long, streamed from memory (a few packets at
+    /// a time).
+    pub async fn put(&self, bytes: u64, run: u32) -> Result<Transfer, ClientError> {
         let (start, cpu) = (Instant::now(), process::cpu_time());
         let stored = self
             .client
-            .put(&self.path("big"), Pattern::new(bytes), force())
+            .put(
+                &self.path(&format!("big-{run}")),
+                Pattern::new(bytes),
+                force(),
+            )
             .await?;
         Ok(transfer(stored, start.elapsed(), cpu))
     }
 
-    /// The file `put` stored, read into nothing.
-    pub async fn get(&self) -> Result<Transfer, ClientError> {
+    /// The file `put` stored for run `run`, read into nothing.
+    pub async fn get(&self, run: u32) -> Result<Transfer, ClientError> {
         let (start, cpu) = (Instant::now(), process::cpu_time());
         let got = self
             .client
-            .get(&self.path("big"), tokio::io::sink())
+            .get(&self.path(&format!("big-{run}")), tokio::io::sink())
             .await?;
         Ok(transfer(got, start.elapsed(), cpu))
     }
 
-    /// `files` files of `size` bytes, `concurrency` at a time, stored and read back.
+    /// Removes run `run`'s large file, so that runs do not pile up on the disks.
+    pub async fn drop_large(&self, run: u32) -> Result<(), ClientError> {
+        self.client
+            .remove(&self.path(&format!("big-{run}")), false, true)
+            .await
+    }
+
+    /// `files` files of `size` bytes, `concurrency` at a time, stored and read back;
+    /// each run in a directory of its own, so that no run overwrites another's.
     pub async fn small(
         &self,
         files: u64,
         size: u64,
         concurrency: u32,
+        run: u32,
     ) -> Result<SmallFiles, ClientError> {
-        self.client.mkdir(&self.path("small"), true).await?;
+        let dir = format!("small-{run}");
+        self.client.mkdir(&self.path(&dir), true).await?;
         let c = concurrency.max(1) as usize;
         let put = self
             .many(files, c, |i| {
-                let (client, path) = (self.client.clone(), self.path(&format!("small/{i}")));
+                let (client, path) = (self.client.clone(), self.path(&format!("{dir}/{i}")));
                 async move {
                     client.put(&path, Pattern::new(size), force()).await?;
                     Ok(size)
@@ -136,7 +154,7 @@ impl Bench {
             .await?;
         let get = self
             .many(files, c, |i| {
-                let (client, path) = (self.client.clone(), self.path(&format!("small/{i}")));
+                let (client, path) = (self.client.clone(), self.path(&format!("{dir}/{i}")));
                 async move { client.get(&path, tokio::io::sink()).await }
             })
             .await?;
@@ -150,18 +168,19 @@ impl Bench {
     }
 
     /// For each count in `appenders`: that many clients append `records` records of
-    /// `record` bytes each to one file, `in_flight` records at once per client.
+    /// `record` bytes each to one new file, `in_flight` records at once per client.
     pub async fn append(
         &self,
         appenders: &[u32],
         record: u64,
         records: u64,
         in_flight: u32,
+        run: u32,
     ) -> Result<Vec<AppendRun>, ClientError> {
         let mut out = Vec::new();
         let body = Bytes::from(vec![0x5a; usize::try_from(record).unwrap_or(1 << 20)]);
         for &n in appenders {
-            let path = self.path(&format!("append-{n}"));
+            let path = self.path(&format!("append-{n}-{run}"));
             let start = Instant::now();
             let runs = (0..n.max(1)).map(|_| {
                 // A client of its own per appender: its own connections and lease.
@@ -196,14 +215,15 @@ impl Bench {
     }
 
     /// `ops` of each metadata operation (mkdir, create, rename, stat), spread over
-    /// `clients` clients.
+    /// `clients` clients, in a new directory for each run.
     pub async fn meta(
         &self,
         ops: u64,
         clients: u32,
         in_flight: u32,
+        run: u32,
     ) -> Result<Vec<MetaRun>, ClientError> {
-        let dir = self.path("meta");
+        let dir = self.path(&format!("meta-{run}"));
         self.client.mkdir(&dir, true).await?;
         let pool: Vec<Client> = (0..clients.max(1))
             .map(|_| self.client.reconfigured(|_| {}))
@@ -259,6 +279,7 @@ impl Bench {
             per_s: per_s(count, elapsed),
             mib_per_s: mib_per_s(bytes, elapsed),
             latency: samples.latency(),
+            runs: Vec::new(),
         })
     }
 }
@@ -319,6 +340,7 @@ fn rate(samples: Samples, each: u64, elapsed: Duration) -> Rate {
         per_s: per_s(count, elapsed),
         mib_per_s: mib_per_s(count.saturating_mul(each), elapsed),
         latency: samples.latency(),
+        runs: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use dfs_cli::bench::ceiling::{self, Ceiling};
+use dfs_cli::bench::stats::{median, median_run};
 use dfs_cli::bench::workloads::{AppendRun, Bench, MetaRun, Rate, SmallFiles, Transfer};
 use dfs_client::Client;
 use serde::Serialize;
@@ -14,8 +15,12 @@ use crate::args::{bench_defaults as D, BenchCommand};
 /// Everything one run measured; absent parts are left out of the JSON.
 #[derive(Debug, Default, Serialize)]
 struct Report {
+    /// The first probe (the only one unless `--runs` is above 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     ceiling: Option<Ceiling>,
+    /// With `--runs` above 1: every probe, one before each run's put and get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ceilings: Option<Vec<Ceiling>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     put: Option<WithRatio<Transfer>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,11 +36,24 @@ struct Report {
     client_max_rss_bytes: Option<u64>,
 }
 
-/// A figure and, when the ceiling was measured, its share of it.
+/// A figure (the median run's) and, when the ceiling was measured, its share of it.
 #[derive(Debug, Serialize)]
 struct WithRatio<T> {
     #[serde(flatten)]
     figure: T,
+    /// The median over runs of each run's figure over the ceiling probed just
+    /// before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    /// With `--runs` above 1: every run in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<RunFigure>,
+}
+
+/// One run of a large transfer.
+#[derive(Debug, Serialize)]
+struct RunFigure {
+    mib_per_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
 }
@@ -54,16 +72,14 @@ pub(crate) async fn bench(
     what: Option<BenchCommand>,
     json: bool,
     ceiling: Option<(&Path, u64)>,
+    runs: u32,
 ) -> anyhow::Result<()> {
     if let Some(BenchCommand::Ceiling { dir, size }) = &what {
         return ceiling_only(dir, *size, json).await;
     }
     let mut report = Report::default();
-    if let Some((dir, size)) = ceiling {
-        report.ceiling = Some(ceiling::probe(dir, size).await?);
-    }
     let bench = Bench::new(client).await?;
-    let result = run(&bench, what, &mut report).await;
+    let result = run(&bench, what, ceiling, runs.max(1), &mut report).await;
     let cleaned = bench.cleanup().await;
     result?;
     cleaned?;
@@ -71,88 +87,204 @@ pub(crate) async fn bench(
     print(&report, json)
 }
 
-async fn run(bench: &Bench, what: Option<BenchCommand>, report: &mut Report) -> anyhow::Result<()> {
+/// A large transfer's runs, each with its ratio to the ceiling probed before it:
+/// the median run's figure, the median ratio, and every run when there were several.
+fn large_result(runs: Vec<(Transfer, Option<f64>)>) -> Option<WithRatio<Transfer>> {
+    let ratios: Vec<f64> = runs.iter().filter_map(|(_, r)| *r).collect();
+    let each: Vec<RunFigure> = runs
+        .iter()
+        .map(|(t, r)| RunFigure {
+            mib_per_s: t.mib_per_s,
+            ratio: *r,
+        })
+        .collect();
+    let several = each.len() > 1;
+    let ((figure, _), _) = median_run(runs, |(t, _)| t.mib_per_s)?;
+    Some(WithRatio {
+        figure,
+        ratio: median(&ratios),
+        runs: if several { each } else { Vec::new() },
+    })
+}
+
+/// The median of several runs of one rate, with every run's rate in it.
+fn median_rate(rates: Vec<Rate>) -> Option<Rate> {
+    let several = rates.len() > 1;
+    let (mut rate, each) = median_run(rates, |r| r.per_s)?;
+    if several {
+        rate.runs = each;
+    }
+    Some(rate)
+}
+
+/// A part of a workload that measures several things at once (append with several
+/// appender counts, meta with several operations), each part with its rate.
+trait Part {
+    fn rate(&self) -> &Rate;
+    fn rate_mut(&mut self) -> &mut Rate;
+}
+
+impl Part for AppendRun {
+    fn rate(&self) -> &Rate {
+        &self.rate
+    }
+    fn rate_mut(&mut self) -> &mut Rate {
+        &mut self.rate
+    }
+}
+
+impl Part for MetaRun {
+    fn rate(&self) -> &Rate {
+        &self.rate
+    }
+    fn rate_mut(&mut self) -> &mut Rate {
+        &mut self.rate
+    }
+}
+
+/// Several runs of such a workload: the median run of each part.
+fn median_parts<T: Part>(runs: Vec<Vec<T>>) -> Vec<T> {
+    let parts = runs.first().map_or(0, Vec::len);
+    let mut columns: Vec<Vec<T>> = (0..parts).map(|_| Vec::new()).collect();
+    for run in runs {
+        for (column, part) in columns.iter_mut().zip(run) {
+            column.push(part);
+        }
+    }
+    columns
+        .into_iter()
+        .filter_map(|column| {
+            let several = column.len() > 1;
+            let (mut part, each) = median_run(column, |p| p.rate().per_s)?;
+            if several {
+                part.rate_mut().runs = each;
+            }
+            Some(part)
+        })
+        .collect()
+}
+
+async fn run(
+    bench: &Bench,
+    what: Option<BenchCommand>,
+    ceiling: Option<(&Path, u64)>,
+    runs: u32,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let all = what.is_none();
     let ratio = |mib: f64, ceiling: Option<f64>| ceiling.filter(|c| *c > 0.0).map(|c| mib / c);
-    let put_ceiling = report.ceiling.as_ref().map(|c| c.put);
-    let get_ceiling = report.ceiling.as_ref().map(|c| c.get);
     let large = match &what {
         Some(BenchCommand::Put { size }) | Some(BenchCommand::Get { size }) => Some(*size),
         None => Some(1 << 30),
         _ => None,
     };
-    if let Some(size) = large {
-        let put = bench.put(size).await?;
-        if !matches!(what, Some(BenchCommand::Get { .. })) {
-            report.put = Some(WithRatio {
-                ratio: ratio(put.mib_per_s, put_ceiling),
-                figure: put,
-            });
+    let mut probes = Vec::new();
+    match large {
+        Some(size) => {
+            let want_put = !matches!(what, Some(BenchCommand::Get { .. }));
+            let want_get = all || matches!(what, Some(BenchCommand::Get { .. }));
+            let (mut puts, mut gets) = (Vec::new(), Vec::new());
+            for n in 0..runs {
+                // Probed right before the transfers it is held against: this disk's
+                // speed moves between minutes.
+                let probe = match ceiling {
+                    Some((dir, bytes)) => Some(ceiling::probe(dir, bytes).await?),
+                    None => None,
+                };
+                let put = bench.put(size, n).await?;
+                let put_ratio = ratio(put.mib_per_s, probe.as_ref().map(|c| c.put));
+                puts.push((put, put_ratio));
+                if want_get {
+                    let get = bench.get(n).await?;
+                    let get_ratio = ratio(get.mib_per_s, probe.as_ref().map(|c| c.get));
+                    gets.push((get, get_ratio));
+                }
+                bench.drop_large(n).await?;
+                probes.extend(probe);
+            }
+            if want_put {
+                report.put = large_result(puts);
+            }
+            report.get = large_result(gets);
         }
-        if all || matches!(what, Some(BenchCommand::Get { .. })) {
-            let get = bench.get().await?;
-            report.get = Some(WithRatio {
-                ratio: ratio(get.mib_per_s, get_ceiling),
-                figure: get,
-            });
+        None => {
+            if let Some((dir, bytes)) = ceiling {
+                probes.push(ceiling::probe(dir, bytes).await?);
+            }
         }
     }
-    match what {
+    report.ceiling = probes.first().cloned();
+    if probes.len() > 1 {
+        report.ceilings = Some(probes);
+    }
+    let small = match what {
         Some(BenchCommand::Small {
             files,
             size,
             concurrency,
-        }) => report.small = Some(bench.small(files, size, concurrency).await?),
-        None => {
-            report.small = Some(
-                bench
-                    .small(D::SMALL_FILES, D::SMALL_SIZE, D::SMALL_CONCURRENCY)
-                    .await?,
-            )
+        }) => Some((files, size, concurrency)),
+        None => Some((D::SMALL_FILES, D::SMALL_SIZE, D::SMALL_CONCURRENCY)),
+        _ => None,
+    };
+    if let Some((files, size, concurrency)) = small {
+        let mut each = Vec::new();
+        for n in 0..runs {
+            each.push(bench.small(files, size, concurrency, n).await?);
         }
-        _ => {}
+        let puts = each.iter().map(|s| s.put.clone()).collect();
+        let gets = each.iter().map(|s| s.get.clone()).collect();
+        report.small = match (median_rate(puts), median_rate(gets)) {
+            (Some(put), Some(get)) => Some(SmallFiles {
+                files,
+                size,
+                concurrency,
+                put,
+                get,
+            }),
+            _ => None,
+        };
     }
-    match &what {
+    let append = match &what {
         Some(BenchCommand::Append {
             record,
             records,
             appenders,
             in_flight,
-        }) => {
-            report.append = Some(
+        }) => Some((appenders.clone(), *record, *records, *in_flight)),
+        None => Some((
+            D::APPENDERS.to_vec(),
+            D::APPEND_RECORD,
+            D::APPEND_RECORDS,
+            D::APPEND_IN_FLIGHT,
+        )),
+        _ => None,
+    };
+    if let Some((appenders, record, records, in_flight)) = append {
+        let mut each = Vec::new();
+        for n in 0..runs {
+            each.push(
                 bench
-                    .append(appenders, *record, *records, *in_flight)
+                    .append(&appenders, record, records, in_flight, n)
                     .await?,
-            )
+            );
         }
-        None => {
-            report.append = Some(
-                bench
-                    .append(
-                        &D::APPENDERS,
-                        D::APPEND_RECORD,
-                        D::APPEND_RECORDS,
-                        D::APPEND_IN_FLIGHT,
-                    )
-                    .await?,
-            )
-        }
-        _ => {}
+        report.append = Some(median_parts(each));
     }
-    match what {
+    let meta = match what {
         Some(BenchCommand::Meta {
             ops,
             clients,
             in_flight,
-        }) => report.meta = Some(bench.meta(ops, clients, in_flight).await?),
-        None => {
-            report.meta = Some(
-                bench
-                    .meta(D::META_OPS, D::META_CLIENTS, D::META_IN_FLIGHT)
-                    .await?,
-            )
+        }) => Some((ops, clients, in_flight)),
+        None => Some((D::META_OPS, D::META_CLIENTS, D::META_IN_FLIGHT)),
+        _ => None,
+    };
+    if let Some((ops, clients, in_flight)) = meta {
+        let mut each = Vec::new();
+        for n in 0..runs {
+            each.push(bench.meta(ops, clients, in_flight, n).await?);
         }
-        _ => {}
+        report.meta = Some(median_parts(each));
     }
     Ok(())
 }
@@ -169,6 +301,16 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         ));
         out.push_str(&c.explain());
     }
+    if let Some(cs) = &report.ceilings {
+        let puts: Vec<f64> = cs.iter().map(|c| c.put).collect();
+        let gets: Vec<f64> = cs.iter().map(|c| c.get).collect();
+        if let (Some(p), Some(g)) = (spread(&puts), spread(&gets)) {
+            out.push_str(&format!(
+                "ceilings  probed {} times, once before each run's transfers (the first is above): put {p} MiB/s, get {g} MiB/s; each ratio is the median of the runs' own\n",
+                cs.len()
+            ));
+        }
+    }
     let transfer = |name: &str, t: &WithRatio<Transfer>| {
         let ratio = t
             .ratio
@@ -179,8 +321,15 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             .client_cpu_ms_per_mib
             .map(|c| format!(", client CPU {c:.2} ms/MiB"))
             .unwrap_or_default();
+        let mibs: Vec<f64> = t.runs.iter().map(|r| r.mib_per_s).collect();
+        let ratios: Vec<f64> = t.runs.iter().filter_map(|r| r.ratio).collect();
+        let spread = match (spread(&mibs), spread(&ratios)) {
+            (Some(m), Some(r)) => format!("; median of {}: {m} MiB/s, ratios {r}", mibs.len()),
+            (Some(m), None) => format!("; median of {}: {m} MiB/s", mibs.len()),
+            _ => String::new(),
+        };
         format!(
-            "{name:<9} {:.1} MiB/s, {} bytes in {:.2} s{ratio}{cpu}\n",
+            "{name:<9} {:.1} MiB/s, {} bytes in {:.2} s{ratio}{cpu}{spread}\n",
             t.figure.mib_per_s, t.figure.bytes, t.figure.seconds
         )
     };
@@ -196,8 +345,11 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        let runs = spread(&r.runs)
+            .map(|s| format!(" (median of {}: {s})", r.runs.len()))
+            .unwrap_or_default();
         format!(
-            "{:.0} {unit}/s{mib}, p50 {:.1} ms, p99 {:.1} ms",
+            "{:.0} {unit}/s{runs}{mib}, p50 {:.1} ms, p99 {:.1} ms",
             r.per_s, r.latency.p50_ms, r.latency.p99_ms
         )
     };
@@ -236,4 +388,18 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         ));
     }
     super::print_text(&out)
+}
+
+/// "low–high" of several runs' figures, or nothing for fewer than two.
+fn spread(values: &[f64]) -> Option<String> {
+    if values.len() < 2 {
+        return None;
+    }
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(if high < 10.0 {
+        format!("{low:.2}–{high:.2}")
+    } else {
+        format!("{low:.0}–{high:.0}")
+    })
 }
