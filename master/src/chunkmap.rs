@@ -13,6 +13,18 @@ use rand::seq::SliceRandom;
 
 /// Chunk creations within this window count as recent for placement.
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
+/// Changed chunks remembered one by one for upkeep; past this many, only that there
+/// were too many (then upkeep looks at every chunk), so memory stays bounded when a
+/// server holding millions of chunks registers or dies.
+const MAX_CHANGED: usize = 100_000;
+
+/// Chunks whose replicas changed since upkeep last asked ([`ChunkMap::take_changes`]).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub handles: HashSet<ChunkHandle>,
+    /// Too many changed to list: every chunk must be looked at.
+    pub all: bool,
+}
 
 #[derive(Debug)]
 struct ServerEntry {
@@ -24,6 +36,9 @@ struct ServerEntry {
     chunks: HashMap<ChunkHandle, ChunkVersion>,
     /// When chunks were recently placed here.
     recent: VecDeque<Instant>,
+    /// Whether the server was alive when upkeep last asked for changes: a server that
+    /// died or came back since changed every chunk it holds.
+    seen_alive: bool,
 }
 
 impl ServerEntry {
@@ -48,6 +63,7 @@ pub struct ChunkMap {
     dead_after: Duration,
     servers: HashMap<ServerId, ServerEntry>,
     locations: HashMap<ChunkHandle, HashSet<ServerId>>,
+    changed: Changes,
 }
 
 impl ChunkMap {
@@ -56,7 +72,44 @@ impl ChunkMap {
             dead_after,
             servers: HashMap::new(),
             locations: HashMap::new(),
+            changed: Changes::default(),
         }
+    }
+
+    /// Notes that `handle`'s replicas changed.
+    fn touch(&mut self, handle: ChunkHandle) {
+        let c = &mut self.changed;
+        if c.all {
+            return;
+        }
+        if c.handles.len() >= MAX_CHANGED {
+            c.all = true;
+            c.handles = HashSet::new();
+        } else {
+            c.handles.insert(handle);
+        }
+    }
+
+    /// Every chunk whose replicas changed since the last call: reported added or
+    /// removed, or on a server that died or came back since (judged at `now`).
+    pub fn take_changes(&mut self, now: Instant) -> Changes {
+        let dead_after = self.dead_after;
+        let mut flipped = Vec::new();
+        for e in self.servers.values_mut() {
+            let alive = now.saturating_duration_since(e.last_seen) < dead_after;
+            if alive != e.seen_alive {
+                e.seen_alive = alive;
+                if self.changed.handles.len() + flipped.len() + e.chunks.len() > MAX_CHANGED {
+                    self.changed.all = true;
+                } else {
+                    flipped.extend(e.chunks.keys().copied());
+                }
+            }
+        }
+        for h in flipped {
+            self.touch(h);
+        }
+        std::mem::take(&mut self.changed)
     }
 
     fn alive(&self, entry: &ServerEntry, now: Instant) -> bool {
@@ -70,6 +123,7 @@ impl ChunkMap {
                 .entry(report.handle)
                 .or_default()
                 .insert(server);
+            self.touch(report.handle);
         }
     }
 
@@ -83,6 +137,7 @@ impl ChunkMap {
                 self.locations.remove(&handle);
             }
         }
+        self.touch(handle);
     }
 
     /// A (re)registration: replaces everything known about `server` with this report.
@@ -103,6 +158,7 @@ impl ChunkMap {
                         self.locations.remove(handle);
                     }
                 }
+                self.touch(*handle);
             }
         }
         self.servers.insert(
@@ -115,6 +171,7 @@ impl ChunkMap {
                 last_seen: now,
                 chunks: HashMap::with_capacity(chunks.len()),
                 recent: VecDeque::new(),
+                seen_alive: true,
             },
         );
         for report in chunks {
@@ -354,6 +411,7 @@ impl ChunkMap {
                             self.locations.remove(handle);
                         }
                     }
+                    self.touch(*handle);
                 }
             }
         }

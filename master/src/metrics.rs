@@ -27,6 +27,8 @@ pub struct MasterMetrics {
     fsync: Histogram,
     batch_records: Histogram,
     batch_bytes: Histogram,
+    upkeep_rounds: Counter,
+    upkeep_assessed: Counter,
     files: Gauge,
     chunks: Family<Labels, Gauge>,
     queue: Family<Labels, Gauge>,
@@ -86,6 +88,18 @@ impl MasterMetrics {
             "Bytes written to the operation log by one group commit",
             batch_bytes.clone(),
         );
+        let upkeep_rounds = Counter::default();
+        let upkeep_assessed = Counter::default();
+        registry.register(
+            "upkeep_rounds",
+            "Rounds of replication upkeep (one a second outside safe mode)",
+            upkeep_rounds.clone(),
+        );
+        registry.register(
+            "upkeep_chunks_assessed",
+            "Chunks upkeep looked at: those that changed, and every chunk at a full review (every 60 rounds)",
+            upkeep_assessed.clone(),
+        );
         let metrics = MasterMetrics {
             registry,
             requests,
@@ -94,6 +108,8 @@ impl MasterMetrics {
             fsync,
             batch_records,
             batch_bytes,
+            upkeep_rounds,
+            upkeep_assessed,
             files: Gauge::default(),
             chunks: Family::default(),
             queue: Family::default(),
@@ -178,6 +194,13 @@ impl MasterMetrics {
     }
 
     /// One group commit of the operation log.
+    /// One round of replication upkeep that looked at `assessed` chunks.
+    pub fn upkeep(&self, assessed: usize) {
+        self.upkeep_rounds.inc();
+        self.upkeep_assessed
+            .inc_by(u64::try_from(assessed).unwrap_or(u64::MAX));
+    }
+
     pub fn commit(&self, took: Duration, records: u64, bytes: u64) {
         self.fsync.observe(took.as_secs_f64());
         self.batch_records.observe(records as f64);

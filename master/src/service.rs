@@ -33,6 +33,7 @@ use crate::oplog::OpLog;
 use crate::store::Store;
 
 mod append;
+mod attention;
 mod chunkservers;
 mod keys;
 mod pages;
@@ -96,6 +97,8 @@ struct State {
     refilled: HashMap<ChunkHandle, Instant>,
     /// The key table epoch each chunkserver last said it holds.
     key_epochs: HashMap<ServerId, u64>,
+    /// Chunks below or above their replication, kept from what changes.
+    attention: attention::Attention,
 }
 
 /// Signs chunk tokens that expire `ttl` seconds after they are made.
@@ -185,6 +188,7 @@ impl Master {
                 clock: clock.clone(),
                 floor_logged: 0,
                 key_epochs: HashMap::new(),
+                attention: attention::Attention::new(),
                 ns,
                 map,
                 garbage: HashSet::new(),
@@ -280,6 +284,7 @@ impl Master {
         }
         match st.ns.apply(seq, &m) {
             Ok(applied) => {
+                st.attention.note(&m);
                 for h in &applied.freed {
                     st.leases.remove(h);
                 }
@@ -910,6 +915,8 @@ impl Master {
                         }
                     }
                 }
+                attention::refresh(st, instant);
+                self.metrics.upkeep(st.attention.last_assessed);
                 schedule_repairs(st, &self.tokens, instant);
                 schedule_trims(st, instant);
                 schedule_moves(st, &self.tokens, instant);

@@ -26,6 +26,11 @@ use crate::error::StoreError;
 const FORMAT: u8 = 1;
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
+/// sled's page cache. The master serves from its namespace in memory and reads
+/// sled only when it starts, so sled's cache only speeds up the writer's updates:
+/// at sled's default (1 GiB) it made up most of a large master's memory, and grew
+/// while the writer caught up.
+const SLED_CACHE: u64 = 64 << 20;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
@@ -374,7 +379,10 @@ impl Txn {
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Blocking: call from a blocking context.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE)
+            .open()?;
         let tree = db.open_tree("meta")?;
         let store = Store { db, tree };
         if store.inode(ROOT)?.is_none() {

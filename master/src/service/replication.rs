@@ -30,7 +30,8 @@ pub(super) struct Copying {
     pub(super) at: Instant,
 }
 
-/// Orders copies for chunks below their replication, those with fewest live replicas
+/// Orders copies for chunks below their replication (from the index
+/// [`refresh`](super::attention::refresh) keeps), those with fewest live replicas
 /// first, at most a few per target, from a random live replica.
 pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     // A copy is given up after a while, or at once when its target died.
@@ -40,33 +41,20 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     });
     let State { copying, moves, .. } = st;
     moves.retain(|h, _| copying.contains_key(h));
-    let mut needy: Vec<(usize, ChunkHandle)> = Vec::new();
-    let mut healed = Vec::new();
-    for (h, meta) in st.ns.chunks() {
-        if st.ns.open_chain(h).is_some() {
-            // Its length moves; it is copied once settled.
-            continue;
-        }
-        let live = st.effective(h, meta.version, now).len();
-        let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
-        if live >= want {
-            if st.corrupt.contains_key(h) {
-                healed.push(*h);
-            }
-        } else if live > 0 && !st.copying.contains_key(h) {
-            needy.push((live, *h));
-        }
-    }
-    for h in healed {
-        st.corrupt.remove(&h);
-    }
-    needy.sort();
     let mut per_target: HashMap<ServerId, usize> = HashMap::new();
     for c in st.copying.values() {
         *per_target.entry(c.target).or_default() += 1;
     }
+    // Candidates for this round: a few more than can be scheduled, since some find
+    // no target; chunks already being copied wait for their copy.
+    let needy: Vec<ChunkHandle> = st
+        .attention
+        .short()
+        .filter(|h| !st.copying.contains_key(h))
+        .take(MAX_COPIES_PER_ROUND * 4)
+        .collect();
     let mut scheduled = 0;
-    for (_, h) in needy {
+    for h in needy {
         if scheduled >= MAX_COPIES_PER_ROUND {
             break;
         }
@@ -98,20 +86,28 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
     }
 }
 
-/// Marks extra replicas of over-replicated chunks for deletion: on the fullest servers.
+/// Marks extra replicas of over-replicated chunks (from the index) for deletion: on
+/// the fullest servers.
 pub(super) fn schedule_trims(st: &mut State, now: Instant) {
+    let candidates: Vec<ChunkHandle> = st.attention.over().collect();
+    if candidates.is_empty() {
+        return;
+    }
     let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
     let usage: HashMap<ServerId, f64> = st.map.usage(now).into_iter().collect();
     let mut new = Vec::new();
-    for (h, meta) in st.ns.chunks() {
-        if pending.contains(h)
-            || st.copying.contains_key(h)
-            || st.moves.contains_key(h)
-            || st.ns.open_chain(h).is_some()
+    for h in candidates {
+        let Some(meta) = st.ns.chunk(&h) else {
+            continue;
+        };
+        if pending.contains(&h)
+            || st.copying.contains_key(&h)
+            || st.moves.contains_key(&h)
+            || st.ns.open_chain(&h).is_some()
         {
             continue;
         }
-        let mut eff = st.effective(h, meta.version, now);
+        let mut eff = st.effective(&h, meta.version, now);
         let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
         if eff.len() <= want {
             continue;
@@ -122,7 +118,7 @@ pub(super) fn schedule_trims(st: &mut State, now: Instant) {
             ub.total_cmp(&ua)
         });
         for (id, _) in eff.iter().take(eff.len() - want) {
-            new.push((*id, *h));
+            new.push((*id, h));
         }
     }
     for t in new {

@@ -1,0 +1,116 @@
+//! The master's replication upkeep looks at the chunks that changed, not at every
+//! chunk every second (`dfs_master_upkeep_chunks_assessed` on `/metrics`), and still
+//! repairs a dead chunkserver's chunks promptly: from its death, not from the full
+//! review that runs once a minute.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dfs_client::PutOptions;
+use dfs_testkit::wait::wait_until;
+use dfs_testkit::{bounded_for, cluster_with, data, http_get, metric_sample, CHUNK};
+
+const FILES: usize = 12;
+/// Chunks per file: 3, so 36 chunks in all.
+const FILE_SIZE: usize = 2 * CHUNK + 100;
+const CHUNKS: f64 = (FILES * 3) as f64;
+const DEAD_AFTER: Duration = Duration::from_secs(2);
+
+async fn counters(http: &str) -> (f64, f64) {
+    let (status, metrics) = http_get(http, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let rounds = metric_sample(&metrics, "dfs_master_upkeep_rounds_total");
+    let assessed = metric_sample(&metrics, "dfs_master_upkeep_chunks_assessed_total");
+    (
+        rounds.unwrap_or_else(|| panic!("no upkeep rounds in {metrics}")),
+        assessed.unwrap_or_else(|| panic!("no chunks assessed in {metrics}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upkeep_follows_changes_and_still_repairs_at_once() {
+    bounded_for(Duration::from_secs(180), async {
+        let (_dir, mut cluster) = cluster_with(|o| {
+            o.chunkservers = 4;
+            o.dead_after = DEAD_AFTER;
+            o.safe_start = Duration::from_millis(200);
+            o.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        })
+        .await;
+        let http = cluster.master_http_addr().expect("http").to_string();
+        let c = cluster.client();
+        for i in 0..FILES {
+            c.put(
+                &format!("/f{i}"),
+                &data(FILE_SIZE, i as u64)[..],
+                PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        }
+        let healthy = || async {
+            let r = c.fsck("/").await.expect("fsck");
+            r.chunks == CHUNKS as u64 && r.under_replicated == 0 && r.missing == 0
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "every chunk at 3 replicas",
+            healthy,
+        )
+        .await;
+
+        // A quiet cluster: over ten rounds, at most one full review (one a minute)
+        // and what the last writes' reports changed. Looking at every chunk every
+        // round would be ten times the chunks.
+        let (r0, a0) = counters(&http).await;
+        wait_until(Duration::from_secs(30), "ten upkeep rounds", || async {
+            counters(&http).await.0 >= r0 + 10.0
+        })
+        .await;
+        let (r1, a1) = counters(&http).await;
+        let assessed = a1 - a0;
+        eprintln!("{assessed} chunks assessed over {} quiet rounds", r1 - r0);
+        assert!(
+            assessed <= 2.0 * CHUNKS,
+            "{assessed} chunks assessed over {} quiet rounds with {CHUNKS} chunks",
+            r1 - r0
+        );
+
+        // A chunkserver dies: its chunks are re-replicated on the three others well
+        // before a full review would get to them.
+        let held = c
+            .status()
+            .await
+            .expect("status")
+            .chunkservers
+            .iter()
+            .map(|s| s.chunks)
+            .collect::<Vec<_>>();
+        assert!(
+            held.iter().all(|n| *n > 0),
+            "every server holds chunks: {held:?}"
+        );
+        cluster.stop_chunkserver(0).await.expect("stop");
+        let stopped = Instant::now();
+        wait_until(
+            Duration::from_secs(40),
+            "the dead server's chunks re-replicated",
+            || async {
+                let r = c.fsck("/").await.expect("fsck");
+                let s = c.status().await.expect("status");
+                let alive = s.chunkservers.iter().filter(|s| s.alive).count();
+                alive == 3 && r.under_replicated == 0 && r.missing == 0
+            },
+        )
+        .await;
+        let took = stopped.elapsed();
+        eprintln!("re-replicated {took:?} after the stop");
+        assert!(
+            took < DEAD_AFTER + Duration::from_secs(25),
+            "repairs waited {took:?}: for a full review, not the death"
+        );
+        let (_, a2) = counters(&http).await;
+        assert!(a2 > a1, "the death was looked at");
+    })
+    .await;
+}
