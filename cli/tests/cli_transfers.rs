@@ -319,3 +319,55 @@ async fn a_copy_moves_no_file_bytes_through_the_client() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_into_a_device_or_a_pipe_writes_into_it_and_leaves_it_there() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    bounded(async {
+        let (dir, cluster) = cluster().await;
+        let m = target(&cluster);
+        let body = data(CHUNK + 4321, 3);
+        let src = dir.path().join("src");
+        std::fs::write(&src, &body).expect("write");
+        ok(&dfs(&m, &["put", src.to_str().expect("utf-8"), "/f"], None).await);
+
+        // Renaming a temp file over /dev/null would replace the device with a file.
+        ok(&dfs(&m, &["get", "/f", "/dev/null"], None).await);
+        let null = std::fs::metadata("/dev/null").expect("/dev/null");
+        assert!(
+            null.file_type().is_char_device(),
+            "/dev/null is still a device"
+        );
+
+        // A FIFO gets the bytes as they come, and stays a FIFO.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::fs::File::open(&fifo)
+                    .expect("open the fifo")
+                    .read_to_end(&mut got)
+                    .expect("read the fifo");
+                got
+            })
+        };
+        ok(&dfs(&m, &["get", "/f", fifo.to_str().expect("utf-8")], None).await);
+        let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+            .await
+            .expect("join");
+        assert_eq!(got, body, "every byte through the pipe");
+        assert!(std::fs::metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo());
+    })
+    .await;
+}

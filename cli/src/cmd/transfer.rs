@@ -165,12 +165,22 @@ pub(crate) async fn get(client: &Client, remote: &str, local: &str) -> anyhow::R
 /// `target`. The temp name is unguessable and created exclusively (O_EXCL: never
 /// through a symlink someone planted), fsynced before the rename, and removed on
 /// any failure, Ctrl-C and SIGTERM included.
+///
+/// A target that is a device or a pipe (`/dev/null`, a FIFO, `/dev/stdout`) is
+/// written as the bytes come instead: renaming over it would replace the device
+/// with a file.
 pub(crate) async fn fetch_to(
     client: &Client,
     remote: &str,
     target: &Path,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
+    if let Ok(meta) = tokio::fs::metadata(target).await {
+        let kind = meta.file_type();
+        if !kind.is_file() && !kind.is_dir() {
+            return stream_to(client, remote, target, progress).await;
+        }
+    }
     let file_name = target
         .file_name()
         .and_then(|n| n.to_str())
@@ -217,6 +227,36 @@ pub(crate) async fn fetch_to(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
+}
+
+/// Fetches `remote` into a device or pipe as the bytes come (see [`fetch_to`]).
+async fn stream_to(
+    client: &Client,
+    remote: &str,
+    target: &Path,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(target)
+        .await
+        .with_context(|| format!("{}: cannot write", target.display()))?;
+    let mut writer = Metered::new(
+        tokio::io::BufWriter::with_capacity(1 << 20, file),
+        progress.clone(),
+    );
+    let transfer = async {
+        client.get(remote, &mut writer).await?;
+        writer
+            .flush()
+            .await
+            .with_context(|| format!("{}: cannot write", target.display()))?;
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = transfer => r,
+        _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    }
 }
 
 /// How much `head -n` reads at a time while looking for the end of its lines.
