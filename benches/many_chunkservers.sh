@@ -39,7 +39,8 @@ SECRET="$DIR/master/cluster.secret"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-metric() { curl -s "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1==m{print $2}'; }
+# A metric's value; 0 from a master too old to have it.
+metric() { curl -s "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1==m{v=$2} END{print v+0}'; }
 alive() { DFS_SECRET=$(cat "$SECRET") "$BIN" status --master "$MASTER" --json 2>/dev/null |
   python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin)["chunkservers"] if s["alive"]))' 2>/dev/null || echo 0; }
 
