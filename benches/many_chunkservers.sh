@@ -4,7 +4,11 @@
 # - how long registration took;
 # - how evenly puts were spread;
 # - the master's CPU and RSS while idle and while under puts;
-# - its upkeep work (chunks assessed per round).
+# - its upkeep work (chunks assessed per round);
+# - with KILL=1, 16 chunkservers killed (SIGKILL) two at a time, each pair
+#   re-replicated before the next, and then 16 at once: which files fsck says are
+#   missing, against the files whose every replica was on a killed server; then
+#   those 16 restarted and every file read back whole.
 #
 # Usage: benches/many_chunkservers.sh [N] [FILES]
 # (default 300 and 600). Needs a built `dfs` (DFS_BIN, else target/release/dfs).
@@ -32,7 +36,8 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))' $((N + 2)))"
 MPORT=${PORTS[0]}; HPORT=${PORTS[1]}
 MASTER=127.0.0.1:$MPORT
-"$BIN" master --listen "$MASTER" --data "$DIR/master" --http 127.0.0.1:$HPORT --safe-start 1s >"$DIR/master.log" 2>&1 &
+"$BIN" master --listen "$MASTER" --data "$DIR/master" --http 127.0.0.1:$HPORT --safe-start 1s \
+  --dead-after "${DEAD_AFTER:-3s}" >"$DIR/master.log" 2>&1 &
 MPID=$!; PIDS+=("$MPID")
 for _ in $(seq 100); do [ -s "$DIR/master/cluster.secret" ] && break; sleep 0.1; done
 SECRET="$DIR/master/cluster.secret"
@@ -44,14 +49,19 @@ metric() { curl -s "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1==m{v=$2
 alive() { DFS_SECRET=$(cat "$SECRET") "$BIN" status --master "$MASTER" --json 2>/dev/null |
   python3 -c 'import json,sys; print(sum(1 for s in json.load(sys.stdin)["chunkservers"] if s["alive"]))' 2>/dev/null || echo 0; }
 
-START=$(date +%s.%N)
-for i in $(seq 1 "$N"); do
-  P=${PORTS[$((i + 1))]}
+declare -A CS_PID
+start_cs() {
+  local i=$1 P=${PORTS[$(($1 + 1))]}
   mkdir -p "$DIR/cs$i"
   "$BIN" chunkserver --listen 127.0.0.1:$P --master "$MASTER" --data "$DIR/cs$i" \
-    --secret-file "$SECRET" --capacity 1GiB --scrub-rate 0 >"$DIR/cs$i.log" 2>&1 &
+    --secret-file "$SECRET" --capacity 1GiB --scrub-rate 0 >>"$DIR/cs$i.log" 2>&1 &
+  CS_PID[$i]=$!
   PIDS+=("$!")
-done
+  # Killed on purpose below: no job-control notice for each.
+  disown "$!"
+}
+START=$(date +%s.%N)
+for i in $(seq 1 "$N"); do start_cs "$i"; done
 for _ in $(seq 600); do [ "$(alive)" -ge "$N" ] && break; sleep 0.5; done
 END=$(date +%s.%N)
 echo "chunkservers: $N started and registered in $(python3 -c "print(round($END-$START,1))") s (all alive: $(alive))"
@@ -76,3 +86,78 @@ s=json.load(sys.stdin); c=sorted(x["chunks"] for x in s["chunkservers"])
 n=len(c); mean=sum(c)/n
 print("spread of replicas: %d servers, min %d, median %d, max %d, mean %.1f (%d chunks x replication)" % (n, c[0], c[n//2], c[-1], mean, s["chunks"]))'
 idle "$FILES files"
+
+[ "${KILL:-0}" = 1 ] || exit 0
+dfs_() { DFS_SECRET=$(cat "$SECRET") "$BIN" "$@" --master "$MASTER"; }
+# Address -> chunkserver number, and each file's replica addresses.
+declare -A NUM
+for i in $(seq 1 "$N"); do NUM["127.0.0.1:${PORTS[$((i + 1))]}"]=$i; done
+for i in $(seq 1 "$FILES"); do echo "stat --json /f$i"; done | dfs_ shell 2>/dev/null |
+  python3 -c '
+import json, sys
+dec = json.JSONDecoder(); text = sys.stdin.read(); at = 0
+while True:
+    while at < len(text) and text[at].isspace(): at += 1
+    if at >= len(text): break
+    obj, at = dec.raw_decode(text, at)
+    print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' >"$DIR/placement"
+# fsck exits non-zero while the cluster is unhealthy: its JSON says how.
+fsck_json() { dfs_ fsck / --json 2>/dev/null || true; }
+healthy() { fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["missing"]+r["under_replicated"])' 2>/dev/null || echo 1; }
+wait_healthy() { for _ in $(seq 600); do [ "$(healthy)" = 0 ] && return 0; sleep 0.5; done; return 1; }
+
+# Two at a time: replication 3 survives any two.
+VICTIMS=($(seq 2 "$N" | shuf -n 16))
+for k in 0 2 4 6 8 10 12 14; do
+  a=${VICTIMS[$k]}; b=${VICTIMS[$((k + 1))]}
+  kill -9 "${CS_PID[$a]}" "${CS_PID[$b]}"
+  t0=$(date +%s.%N)
+  # The master notices after --dead-after; only then is anything under-replicated.
+  for _ in $(seq 600); do [ "$(alive)" -le $((N - k - 2)) ] && break; sleep 0.2; done
+  wait_healthy || { echo "pair $a $b: not healthy after 300 s"; exit 1; }
+  echo "killed chunkservers $a and $b: every chunk back at 3 live replicas $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s later"
+done
+for v in "${VICTIMS[@]}"; do start_cs "$v"; done
+for _ in $(seq 600); do [ "$(alive)" -ge "$N" ] && break; sleep 0.5; done
+echo "the 16 restarted: $(alive) alive"
+# They came back with replicas that were copied elsewhere meanwhile: wait for the
+# extras to be trimmed, so that the placement read next is the one that stays.
+settled() { fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["missing"]+r["under_replicated"]+r["over_replicated"])' 2>/dev/null || echo 1; }
+t0=$(date +%s.%N)
+for _ in $(seq 600); do [ "$(settled)" = 0 ] && break; sleep 0.5; done
+echo "their extra replicas trimmed, every chunk at exactly 3, $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s later"
+
+# Sixteen at once (others): only files whose every replica was on them may go missing.
+KILLED=($(seq 2 "$N" | shuf -n 16))
+declare -A DOWN
+for v in "${KILLED[@]}"; do DOWN[$v]=1; kill -9 "${CS_PID[$v]}"; done
+# Placement as it is now (the repairs above moved replicas).
+for i in $(seq 1 "$FILES"); do echo "stat --json /f$i"; done | dfs_ shell 2>/dev/null |
+  python3 -c '
+import json, sys
+dec = json.JSONDecoder(); text = sys.stdin.read(); at = 0
+while True:
+    while at < len(text) and text[at].isspace(): at += 1
+    if at >= len(text): break
+    obj, at = dec.raw_decode(text, at)
+    print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' >"$DIR/placement2"
+EXPECT=$(while read -r path reps; do
+  all=1; for r in $reps; do [ -n "${DOWN[${NUM[$r]:-0}]:-}" ] || all=0; done
+  if [ "$all" = 1 ]; then echo "$path"; fi; done <"$DIR/placement2" | sort | tr '\n' ' ')
+for _ in $(seq 600); do [ "$(alive)" -le $((N - 16)) ] && break; sleep 0.5; done
+wait_healthy_or_missing() { for _ in $(seq 600); do
+  n=$(fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["under_replicated"])' 2>/dev/null || echo 1)
+  [ "$n" = 0 ] && return 0; sleep 0.5; done; return 1; }
+t0=$(date +%s.%N)
+wait_healthy_or_missing || { echo "16 at once: still under-replicated after 300 s"; exit 1; }
+GOT=$(fsck_json | python3 -c 'import json,sys; print(" ".join(sorted(p["path"] for p in json.load(sys.stdin)["problems"] if p["missing"])))')
+echo "killed 16 at once: re-replicated in $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s; fsck names missing: [${GOT}]; every replica was on the 16 for: [${EXPECT% }]"
+[ "${GOT}" = "${EXPECT% }" ] || { echo "fsck's missing files differ from the expected"; exit 1; }
+for v in "${KILLED[@]}"; do start_cs "$v"; done
+wait_healthy || { echo "not healthy after the 16 returned"; exit 1; }
+bad=0
+for i in $(seq 1 "$FILES"); do
+  if dfs_ get "/f$i" "$DIR/back" >/dev/null 2>&1 && cmp -s "$DIR/back" "$DIR/small.bin"; then :; else bad=$((bad + 1)); fi
+  rm -f "$DIR/back"
+done
+echo "the 16 returned: fsck healthy, $((FILES - bad)) of $FILES files read back whole"
