@@ -92,6 +92,8 @@ dfs_() { DFS_SECRET=$(cat "$SECRET") "$BIN" "$@" --master "$MASTER"; }
 # Address -> chunkserver number, and each file's replica addresses.
 declare -A NUM
 for i in $(seq 1 "$N"); do NUM["127.0.0.1:${PORTS[$((i + 1))]}"]=$i; done
+# Each file and the addresses of its replicas, one line each.
+placement() {
 for i in $(seq 1 "$FILES"); do echo "stat --json /f$i"; done | dfs_ shell 2>/dev/null |
   python3 -c '
 import json, sys
@@ -100,7 +102,8 @@ while True:
     while at < len(text) and text[at].isspace(): at += 1
     if at >= len(text): break
     obj, at = dec.raw_decode(text, at)
-    print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' >"$DIR/placement"
+    print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' 
+}
 # fsck exits non-zero while the cluster is unhealthy: its JSON says how.
 fsck_json() { dfs_ fsck / --json 2>/dev/null || true; }
 healthy() { fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["missing"]+r["under_replicated"])' 2>/dev/null || echo 1; }
@@ -132,15 +135,7 @@ KILLED=($(seq 2 "$N" | shuf -n 16))
 declare -A DOWN
 for v in "${KILLED[@]}"; do DOWN[$v]=1; kill -9 "${CS_PID[$v]}"; done
 # Placement as it is now (the repairs above moved replicas).
-for i in $(seq 1 "$FILES"); do echo "stat --json /f$i"; done | dfs_ shell 2>/dev/null |
-  python3 -c '
-import json, sys
-dec = json.JSONDecoder(); text = sys.stdin.read(); at = 0
-while True:
-    while at < len(text) and text[at].isspace(): at += 1
-    if at >= len(text): break
-    obj, at = dec.raw_decode(text, at)
-    print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' >"$DIR/placement2"
+placement >"$DIR/placement2"
 EXPECT=$(while read -r path reps; do
   all=1; for r in $reps; do [ -n "${DOWN[${NUM[$r]:-0}]:-}" ] || all=0; done
   if [ "$all" = 1 ]; then echo "$path"; fi; done <"$DIR/placement2" | sort | tr '\n' ' ')
