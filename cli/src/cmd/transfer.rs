@@ -195,10 +195,7 @@ pub(crate) async fn fetch_to(
         .open(&tmp)
         .await
         .with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let mut writer = Metered::new(
-        tokio::io::BufWriter::with_capacity(1 << 20, file),
-        progress.clone(),
-    );
+    let mut writer = local_writer(file, progress);
     let transfer = async {
         client.get(remote, &mut writer).await?;
         writer.flush().await.context("writing the local file")?;
@@ -229,6 +226,17 @@ pub(crate) async fn fetch_to(
     result
 }
 
+/// A local file written through a 1 MiB buffer, counting bytes on `progress`.
+fn local_writer(
+    file: tokio::fs::File,
+    progress: &indicatif::ProgressBar,
+) -> Metered<tokio::io::BufWriter<tokio::fs::File>> {
+    Metered::new(
+        tokio::io::BufWriter::with_capacity(1 << 20, file),
+        progress.clone(),
+    )
+}
+
 /// Fetches `remote` into a device or pipe as the bytes come (see [`fetch_to`]).
 async fn stream_to(
     client: &Client,
@@ -241,10 +249,7 @@ async fn stream_to(
         .open(target)
         .await
         .with_context(|| format!("{}: cannot write", target.display()))?;
-    let mut writer = Metered::new(
-        tokio::io::BufWriter::with_capacity(1 << 20, file),
-        progress.clone(),
-    );
+    let mut writer = local_writer(file, progress);
     let transfer = async {
         client.get(remote, &mut writer).await?;
         writer
