@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use dfs_cli::units::{parse_duration, parse_size};
+use dfs_cli::units::{parse_duration, parse_positive_duration, parse_size};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,14 @@ pub(crate) struct Cli {
     /// `dfs up --tls` stored for this master, if any).
     #[arg(long, global = true, env = "DFS_TLS_CA", value_name = "PATH")]
     pub(crate) tls_ca: Option<PathBuf>,
+    /// How long client verbs wait on one exchange with a server (a metadata call,
+    /// a packet, a chunk's confirmation) before giving up on it: a put then moves
+    /// the chunk to other chunkservers and a get reads another replica. A
+    /// partitioned server answers nothing, so this bounds how long it can stall a
+    /// transfer.
+    #[arg(long, global = true, env = "DFS_IO_TIMEOUT", default_value = "60s",
+          value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub(crate) io_timeout: Duration,
     /// No progress bars (they are shown only when stderr is a terminal anyway).
     #[arg(short = 'q', long, global = true)]
     pub(crate) quiet: bool,

@@ -14,7 +14,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use dfs_cli::credentials;
 use dfs_cli::output;
-use dfs_client::{Client, ClientError};
+use dfs_client::{Client, ClientError, ClientOptions};
 use dfs_protocol::{CodecError, ProtocolError};
 
 use args::{BenchCommand, Cli, Command, ConfigCommand, TlsCommand, TrashCommand};
@@ -190,7 +190,14 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
             if let Some(ca) = ca {
                 identity = identity.with_tls(dfs_cli::tls::load_client(&ca)?);
             }
-            let client = Client::new(master, identity);
+            let client = Client::with_options(
+                master,
+                identity,
+                ClientOptions {
+                    io_timeout: cli.io_timeout,
+                    ..ClientOptions::default()
+                },
+            );
             if let Command::Shell = command {
                 return cmd::shell::shell(&client, &ctx).await;
             }

@@ -16,6 +16,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{s}' is not a duration such as 10s: {e}"))
 }
 
+/// A duration above zero, for limits where zero would fail everything.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("'{s}' must be longer than zero")),
+        d => Ok(d),
+    }
+}
+
 /// `1.5 MiB` for people.
 pub fn human_size(n: u64) -> String {
     bytesize::ByteSize::b(n).display().iec().to_string()
@@ -32,6 +40,8 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_positive_duration("0s").is_err());
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("soon").is_err());
     }

@@ -232,6 +232,9 @@ async fn bad_usage_and_unreachable_master() {
         .await;
         assert_ne!(out.code, 0);
         assert!(out.stderr.contains("not a size"), "{}", out.stderr);
+        let out = dfs(&free, &["--io-timeout", "0s", "ls", "/"], None).await;
+        assert_eq!(out.code, 2, "a zero timeout is bad usage: {}", out.stderr);
+        assert!(out.stderr.contains("longer than zero"), "{}", out.stderr);
         let out = dfs(&free, &["--help"], None).await;
         let help = String::from_utf8_lossy(&ok(&out).stdout).into_owned();
         for verb in [

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) master_link: crate::link::Link,
     /// Append targets by path, so appenders go straight to the primary.
     pub(crate) leases: std::sync::Mutex<std::collections::HashMap<String, AppendLease>>,
+    /// Chunkservers that failed this client lately: last in chains and reads.
+    pub(crate) suspects: crate::suspects::Suspects,
 }
 
 /// Attempts at writing one chunk (the first chain and the retries) before a put fails.
@@ -182,6 +184,7 @@ impl Client {
                 pool: Pool::new(identity, routes),
                 master_link: Default::default(),
                 leases: Default::default(),
+                suspects: Default::default(),
             }),
         }
     }
@@ -571,13 +574,14 @@ impl Client {
     /// The next chunk of `upload`: allocated, with its pipeline open (on a new chain
     /// if the first one's head cannot be reached).
     async fn start_chunk(&self, upload: UploadId) -> Result<ChunkWrite, ClientError> {
-        let alloc = match self
+        let mut alloc = match self
             .master_call(Request::Master(ClientToMaster::AllocateChunk { upload }))
             .await?
         {
             Response::ChunkAllocated(a) => a,
             other => return Err(self.unexpected(&other)),
         };
+        self.inner.suspects.last(&mut alloc.replicas);
         let mut chunk = ChunkWrite::new(upload, alloc.handle);
         if let Err(e) = self
             .open_pipeline(&alloc)
@@ -743,16 +747,20 @@ impl Client {
                 _ => head.clone(),
             };
             tracing::info!(handle = %chunk.handle, %failed, error = %cause, "write pipeline broke; retrying on a new chain");
+            if let Some(addr) = cause.unreachable() {
+                self.inner.suspects.note(addr);
+            }
             let retry = Request::Master(ClientToMaster::RetryChunk {
                 upload: chunk.upload,
                 handle: chunk.handle,
                 failed: vec![failed],
             });
-            let alloc = match self.master_call(retry).await {
+            let mut alloc = match self.master_call(retry).await {
                 Ok(Response::ChunkAllocated(a)) => a,
                 // No chain left: the pipeline's failure is the one worth reporting.
                 Ok(_) | Err(_) => return Err(cause),
             };
+            self.inner.suspects.last(&mut alloc.replicas);
             head = alloc.replicas.first().cloned().unwrap_or_default();
             let mut pipe = match self.open_pipeline(&alloc).await {
                 Ok(p) => p,
@@ -803,6 +811,7 @@ impl Client {
                 Ok((Response::ChunkWritten { handle, size }, _))
                     if handle == chunk.handle && size == chunk.size =>
                 {
+                    self.inner.suspects.clear(&pipe.addr);
                     self.inner.pool.put(&pipe.addr, pipe.conn);
                     return Ok(CommittedChunk { handle, size });
                 }
@@ -975,12 +984,21 @@ impl Client {
                 last: "no live replica is known to the master".into(),
             });
         }
+        let mut order: Vec<String> = (0..replicas.len())
+            .map(|i| replicas[(unit.index + i) % replicas.len()].clone())
+            .collect();
+        self.inner.suspects.last(&mut order);
         let mut last = String::new();
-        for i in 0..replicas.len() {
-            let addr = &replicas[(unit.index + i) % replicas.len()];
+        for addr in &order {
             match self.read_range(addr, &unit).await {
-                Ok(parts) => return Ok(parts),
+                Ok(parts) => {
+                    self.inner.suspects.clear(addr);
+                    return Ok(parts);
+                }
                 Err(e) => {
+                    if let Some(addr) = e.unreachable() {
+                        self.inner.suspects.note(addr);
+                    }
                     tracing::info!(%addr, handle = %unit.chunk.handle, error = %e, "replica read failed; trying the next");
                     last = format!("{addr}: {e}");
                 }

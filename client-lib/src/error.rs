@@ -46,6 +46,15 @@ impl ClientError {
         }
     }
 
+    /// The peer that did not answer, or broke the exchange, if that is what failed
+    /// (not an error it answered with, nor a reply that failed its checks).
+    pub fn unreachable(&self) -> Option<&str> {
+        match self {
+            ClientError::Peer { addr, .. } | ClientError::Timeout { addr, .. } => Some(addr),
+            _ => None,
+        }
+    }
+
     /// Whether the same operation may succeed if tried again.
     pub fn is_retryable(&self) -> bool {
         match self {

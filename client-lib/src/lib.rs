@@ -20,6 +20,7 @@
 //! - [`keys`]: issuing, listing and removing client keys.
 //! - [`listing`]: directory, trash, fsck and status listings in pages.
 //! - [`rewrite`]: writes at any offset and truncates, by copy-on-write chunks.
+//! - `suspects`: chunkservers that failed this client lately, tried last.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - `link`: the one pipelined connection that carries a client's metadata calls.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
@@ -33,6 +34,7 @@ mod link;
 pub mod listing;
 pub mod pool;
 pub mod rewrite;
+mod suspects;
 
 pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions, Routes, SetAttr};

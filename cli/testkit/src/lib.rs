@@ -8,6 +8,8 @@
 //!   the master's log;
 //! - [`procs`]: masters and chunkservers as processes: kill -9, SIGTERM, restart,
 //!   freeze (SIGSTOP) and thaw; `dfs up` as a user runs it;
+//! - [`netns`]: hosts as network namespaces on one machine, with partitions, loss
+//!   and slow links between them;
 //! - [`proxy`]: a fault proxy between any two nodes, or the client and a node:
 //!   partition (both ways or one way), delay, dropped connections, resets;
 //! - [`disk`]: corrupt, truncate or remove a replica on a chunkserver's disk;
@@ -29,6 +31,7 @@ pub mod data;
 pub mod disk;
 pub mod http;
 pub mod mount;
+pub mod netns;
 pub mod procs;
 pub mod proxy;
 pub mod seeds;
