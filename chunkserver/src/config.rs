@@ -23,6 +23,10 @@ pub struct ChunkserverConfig {
     /// Bytes this server accepts; defaults to what is used plus the disk's free space.
     pub capacity: Option<u64>,
     pub heartbeat: Duration,
+    /// Between heartbeats, which carry only what changed, a full chunk report goes to
+    /// the master about this often (give or take a tenth, so servers started together
+    /// spread out): a safety net for any change a heartbeat failed to carry.
+    pub full_report_every: Duration,
     pub max_connections: usize,
     /// Limit on dialing a peer or the master.
     pub connect_timeout: Duration,
@@ -66,6 +70,7 @@ impl ChunkserverConfig {
             advertise: None,
             capacity: None,
             heartbeat: Duration::from_secs(1),
+            full_report_every: Duration::from_secs(3600),
             max_connections: 4096,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
@@ -88,6 +93,11 @@ impl ChunkserverConfig {
         if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(600) {
             return Err(ChunkserverError::Config(
                 "--heartbeat must be between 10ms and 10min".into(),
+            ));
+        }
+        if self.full_report_every < self.heartbeat {
+            return Err(ChunkserverError::Config(
+                "--full-report-every must be at least --heartbeat".into(),
             ));
         }
         if self.capacity == Some(0) {

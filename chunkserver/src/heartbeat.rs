@@ -1,5 +1,7 @@
 //! Talking to the master: registration with the full chunk list on every
-//! (re)connection, then periodic heartbeats with what changed in between.
+//! (re)connection, then periodic heartbeats with what changed in between. About
+//! once an hour (`--full-report-every`) the server registers again, so the master
+//! gets the full list as a safety net for any change a heartbeat failed to carry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +30,11 @@ pub async fn heartbeat_loop(
     let mut backoff = Duration::from_millis(50);
     loop {
         match session(&ctx, id, &advertise, &shutdown, &mut backoff).await {
-            Ok(()) if shutdown.is_cancelled() => return Ok(()),
-            Ok(()) => tracing::info!("master asked us to register again"),
+            Ok(Ended::Shutdown) => return Ok(()),
+            Ok(Ended::Reregister) => tracing::info!("master asked us to register again"),
+            Ok(Ended::FullReport) => {
+                tracing::debug!("registering again to send a full chunk report")
+            }
             Err(ProtocolError::Remote(ErrorCode::AuthFailed { reason })) => {
                 tracing::error!(master = %ctx.config.master, %reason, "the master refused this chunkserver: check the cluster secret");
                 shutdown.cancel();
@@ -61,15 +66,24 @@ async fn call(
         })?
 }
 
+/// Why a session ended without an error.
+enum Ended {
+    Shutdown,
+    /// The master asked for a new registration.
+    Reregister,
+    /// Time for the periodic full chunk report, which a registration carries.
+    FullReport,
+}
+
 /// One connection's life: register, then heartbeat until it breaks, the master asks
-/// for a new registration, or we shut down.
+/// for a new registration, a full report is due, or we shut down.
 async fn session(
     ctx: &Ctx,
     id: ServerId,
     advertise: &str,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
-) -> Result<(), ProtocolError> {
+) -> Result<Ended, ProtocolError> {
     let limit = ctx.config.io_timeout;
     let (mut conn, link) = dial_session(
         &ctx.identity,
@@ -97,13 +111,17 @@ async fn session(
     }
     tracing::info!(master = %ctx.config.master, chunks = store.len(), "registered with the master");
     *backoff = Duration::from_millis(50);
+    let full_report_at = tokio::time::Instant::now() + jittered(ctx.config.full_report_every);
     let mut ticker = tokio::time::interval(ctx.config.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
             _ = ticker.tick() => {}
+        }
+        if tokio::time::Instant::now() >= full_report_at {
+            return Ok(Ended::FullReport);
         }
         let changes = store.take_changes();
         let leases = ctx.leases.report();
@@ -122,7 +140,7 @@ async fn session(
         match call(&mut conn, beat, limit).await? {
             Response::HeartbeatAck {
                 reregister: true, ..
-            } => return Ok(()),
+            } => return Ok(Ended::Reregister),
             Response::HeartbeatAck {
                 delete,
                 replicate,
@@ -170,4 +188,9 @@ async fn session(
             }
         }
     }
+}
+
+/// `every`, give or take a tenth at random.
+fn jittered(every: Duration) -> Duration {
+    every.mul_f64(rand::random_range(0.9..1.1))
 }

@@ -707,6 +707,10 @@ pub(crate) struct ChunkserverArgs {
     /// Interval between heartbeats to the master.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) heartbeat: Duration,
+    /// Interval between full chunk reports to the master (heartbeats in between carry
+    /// only what changed): a safety net for any change a heartbeat failed to carry.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) full_report_every: Duration,
     /// Address the master, clients and other chunkservers should dial (default: --listen).
     #[arg(long, value_name = "ADDR")]
     pub(crate) advertise: Option<String>,

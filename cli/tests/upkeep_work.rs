@@ -114,3 +114,66 @@ async fn upkeep_follows_changes_and_still_repairs_at_once() {
     })
     .await;
 }
+
+/// Heartbeats carry only what changed; a full chunk report follows every
+/// `--full-report-every` as a safety net. It arrives as a fresh registration, and the
+/// server stays alive and its chunks readable through each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunkservers_send_full_reports_periodically_and_stay_in_service() {
+    bounded_for(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster = dfs_testkit::cluster_in(dir.path(), |o| {
+            o.chunkservers = 0;
+            o.replication = 1;
+            o.safe_start = Duration::from_millis(200);
+            o.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        })
+        .await;
+        let http = cluster.master_http_addr().expect("http").to_string();
+        let master = cluster.master_addr().to_string();
+        let _procs = dfs_testkit::Procs::start(
+            &master,
+            cluster.secret(),
+            dir.path(),
+            1,
+            &["--full-report-every", "1s"],
+        )
+        .await;
+        let registrations = || async {
+            let (_, metrics) = http_get(&http, "/metrics").await;
+            metric_sample(&metrics, "dfs_master_requests_total{op=\"Register\"}").unwrap_or(0.0)
+        };
+        let c = cluster.client();
+        wait_until(
+            Duration::from_secs(20),
+            "the chunkserver registered",
+            || async { registrations().await >= 1.0 },
+        )
+        .await;
+        let body = data(CHUNK + 1000, 7);
+        wait_until(Duration::from_secs(20), "a put", || async {
+            c.put("/f", &body[..], PutOptions::default()).await.is_ok()
+        })
+        .await;
+        let first = registrations().await;
+        wait_until(
+            Duration::from_secs(30),
+            "three more full reports",
+            || async { registrations().await >= first + 3.0 },
+        )
+        .await;
+        let status = c.status().await.expect("status");
+        assert_eq!(status.chunkservers.len(), 1);
+        assert!(status.chunkservers[0].alive);
+        assert_eq!(status.chunkservers[0].chunks, 2);
+        let fsck = c.fsck("/").await.expect("fsck");
+        assert_eq!(
+            (fsck.chunks, fsck.missing, fsck.under_replicated),
+            (2, 0, 0)
+        );
+        let mut out = Vec::new();
+        c.get("/f", &mut out).await.expect("get");
+        assert!(out == body, "the file reads back whole");
+    })
+    .await;
+}

@@ -254,6 +254,11 @@ impl ChunkMap {
         self.servers.contains_key(server)
     }
 
+    /// How long a silent server counts as alive.
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after
+    }
+
     /// Whether `server` is registered and heard from within the dead-after window.
     pub fn is_alive(&self, server: &ServerId, now: Instant) -> bool {
         self.servers.get(server).is_some_and(|e| self.alive(e, now))

@@ -193,7 +193,6 @@ impl MasterMetrics {
             .observe(took.as_secs_f64());
     }
 
-    /// One group commit of the operation log.
     /// One round of replication upkeep that looked at `assessed` chunks.
     pub fn upkeep(&self, assessed: usize) {
         self.upkeep_rounds.inc();
@@ -201,6 +200,7 @@ impl MasterMetrics {
             .inc_by(u64::try_from(assessed).unwrap_or(u64::MAX));
     }
 
+    /// One group commit of the operation log.
     pub fn commit(&self, took: Duration, records: u64, bytes: u64) {
         self.fsync.observe(took.as_secs_f64());
         self.batch_records.observe(records as f64);

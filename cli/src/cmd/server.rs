@@ -72,6 +72,7 @@ pub(crate) async fn chunkserver(a: ChunkserverArgs, master: &str) -> anyhow::Res
     let mut config = dfs_chunkserver::ChunkserverConfig::new(&a.data, master.to_string(), secret);
     config.capacity = a.capacity;
     config.heartbeat = a.heartbeat;
+    config.full_report_every = a.full_report_every;
     config.advertise = a.advertise;
     config.scrub_rate = a.scrub_rate;
     config.scrub_idle = a.scrub_idle;

@@ -26,6 +26,9 @@ const MAX_MOVES: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Copying {
     pub(super) target: ServerId,
+    /// The replica copied from: a copy from a server that died since fails, and the
+    /// target does not say so (it only reports what it holds).
+    pub(super) source: ServerId,
     pub(super) version: ChunkVersion,
     pub(super) at: Instant,
 }
@@ -34,10 +37,15 @@ pub(super) struct Copying {
 /// [`refresh`](super::attention::refresh) keeps), those with fewest live replicas
 /// first, at most a few per target, from a random live replica.
 pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
-    // A copy is given up after a while, or at once when its target died.
+    // A copy is given up after a while, or at once when its target or its source
+    // died. Servers killed together are declared dead over a second or so, so a
+    // repair ordered for the first may copy from the next: waiting out the timeout
+    // for such a copy held repairs back by a minute after many deaths at once.
     let State { copying, map, .. } = st;
     copying.retain(|_, c| {
-        now.saturating_duration_since(c.at) < COPY_TIMEOUT && map.is_alive(&c.target, now)
+        now.saturating_duration_since(c.at) < COPY_TIMEOUT
+            && map.is_alive(&c.target, now)
+            && map.is_alive(&c.source, now)
     });
     let State { copying, moves, .. } = st;
     moves.retain(|h, _| copying.contains_key(h));
@@ -62,7 +70,7 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
             continue;
         };
         let sources = st.map.replicas(&h, meta.version, now);
-        let Some((_, source)) = sources.choose(&mut rand::rng()).cloned() else {
+        let Some(source) = sources.choose(&mut rand::rng()).cloned() else {
             continue;
         };
         let mut exclude: HashSet<ServerId> =
@@ -79,7 +87,7 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
         let Some((target, _)) = chosen.into_iter().next() else {
             continue;
         };
-        tracing::info!(chunk = %h, %source, target = ?st.map.addr(&target), "re-replicating");
+        tracing::info!(chunk = %h, source = %source.1, target = ?st.map.addr(&target), "re-replicating");
         order_copy(st, tokens, h, meta, source, target, now);
         *per_target.entry(target).or_default() += 1;
         scheduled += 1;
@@ -168,7 +176,7 @@ pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
         return;
     };
     tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
-    order_copy(st, tokens, h, meta, source, to, now);
+    order_copy(st, tokens, h, meta, (from, source), to, now);
     st.moves.insert(h, from);
 }
 
@@ -178,7 +186,7 @@ pub(super) fn order_copy(
     tokens: &Minter,
     h: ChunkHandle,
     meta: ChunkMeta,
-    source: String,
+    (source, source_addr): (ServerId, String),
     target: ServerId,
     now: Instant,
 ) {
@@ -187,13 +195,14 @@ pub(super) fn order_copy(
         handle: h,
         version: meta.version,
         size: meta.size,
-        source,
+        source: source_addr,
         token,
     });
     st.copying.insert(
         h,
         Copying {
             target,
+            source,
             version: meta.version,
             at: now,
         },

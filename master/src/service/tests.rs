@@ -1,7 +1,7 @@
 //! Upkeep decisions on a real master state (real sled, real log in a temp dir), with
 //! chunkserver reports fed in directly, for schedules the black-box tests cannot aim.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dfs_protocol::{
     ChunkHandle, ChunkReport, ChunkVersion, ClusterSecret, CommittedChunk, ServerId,
@@ -102,7 +102,10 @@ async fn a_copy_is_done_only_at_the_version_ordered() {
     let meta = *st.ns.chunk(&h).expect("chunk");
     assert_eq!(meta.version, ChunkVersion(3));
 
-    let source = st.map.addr(&holders[0]).expect("addr").to_string();
+    let source = (
+        holders[0],
+        st.map.addr(&holders[0]).expect("addr").to_string(),
+    );
     order_copy(&mut st, &m.tokens, h, meta, source.clone(), target, now);
     st.moves.insert(h, holders[0]);
     // The target turns up holding the chunk at an old version.
@@ -121,4 +124,41 @@ async fn a_copy_is_done_only_at_the_version_ordered() {
     note_reports(&mut st, target, &[report(h, 3)]);
     assert!(!st.copying.contains_key(&h));
     assert!(st.trims.contains(&(holders[0], h)));
+}
+
+/// A copy whose source died is ordered again at once, from a live replica, rather
+/// than after the copy timeout: the target cannot copy from a dead server and does
+/// not report a failed copy. (Servers killed together are declared dead over a
+/// second or so, and repairs had waited a minute for copies from the later ones.)
+#[tokio::test]
+async fn a_copy_from_a_source_that_died_is_ordered_again_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let holders: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    let target = ServerId::random();
+    let h = setup(&m, &holders, &[target]);
+    let start = Instant::now();
+    let mut st = m.lock();
+    let meta = *st.ns.chunk(&h).expect("chunk");
+    let source = (
+        holders[0],
+        st.map.addr(&holders[0]).expect("addr").to_string(),
+    );
+    order_copy(&mut st, &m.tokens, h, meta, source, target, start);
+
+    // Long enough for the source's silence to count as death, far short of the
+    // copy timeout; everyone but the source has kept heartbeating.
+    let later = start + st.map.dead_after() + Duration::from_secs(1);
+    for s in holders[1..].iter().chain([&target]) {
+        st.map.heartbeat(*s, 1 << 30, 0, 0, vec![], vec![], later);
+    }
+    assert!(!st.map.is_alive(&holders[0], later));
+    super::attention::refresh(&mut st, later);
+    super::replication::schedule_repairs(&mut st, &m.tokens, later);
+    let copy = st.copying.get(&h).expect("a copy of the chunk, now short");
+    assert_ne!(
+        copy.source, holders[0],
+        "the copy from the dead source was kept"
+    );
+    assert!(holders[1..].contains(&copy.source));
 }
