@@ -1,5 +1,7 @@
 //! `dfs ls` of a directory with 300,000 entries: answered in pages, printed as they
-//! come, in bounded memory on the master and in the `dfs` process.
+//! come, in bounded memory on the master and in the `dfs` process. Then `dfs rm -r
+//! --skip-trash` of it: gone at once, reclaimed in the background in pieces
+//! (`dfs_master_removals_reclaiming` on `/metrics` until done).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -32,9 +34,14 @@ async fn ls_of_300k_entries_streams_in_pages() {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = ClusterSecret::generate();
         let master = dfs_testkit::free_addr();
+        let http = dfs_testkit::free_addr();
         // No chunkservers: directories are metadata only.
-        let mut master_proc =
-            dfs_testkit::master_process(&master, &dir.path().join("master"), &secret, &[]);
+        let mut master_proc = dfs_testkit::master_process(
+            &master,
+            &dir.path().join("master"),
+            &secret,
+            &["--http", &http],
+        );
         let client = Client::new(master.clone(), Identity::cluster_admin(&secret));
         wait_until(Duration::from_secs(20), "the master", || async {
             client.status().await.is_ok()
@@ -124,6 +131,46 @@ async fn ls_of_300k_entries_streams_in_pages() {
             master_after < master_before + (64 << 10),
             "the master grew from {master_before} to {master_after} KiB"
         );
+
+        // Removed for good in one command: it answers once the tree is detached, and
+        // the 300,000 entries are reclaimed after, a few thousand per record.
+        let rm = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["rm", "-r", "--skip-trash", "/big"])
+            .env("DFS_MASTER", &master)
+            .env("DFS_SECRET", secret.encode())
+            .env_remove("DFS_KEY")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("dfs rm");
+        assert!(
+            rm.status.success(),
+            "dfs rm: {}",
+            String::from_utf8_lossy(&rm.stderr)
+        );
+        assert!(client.stat("/big").await.is_err(), "/big is gone at once");
+        let reclaiming = || async {
+            let (_, metrics) = dfs_testkit::http_get(&http, "/metrics").await;
+            dfs_testkit::metric_sample(&metrics, "dfs_master_removals_reclaiming")
+        };
+        assert_eq!(
+            reclaiming().await,
+            Some(1.0),
+            "the tree is reclaimed after the answer, not before it"
+        );
+        wait_until(Duration::from_secs(300), "the tree reclaimed", || async {
+            reclaiming().await == Some(0.0)
+        })
+        .await;
+        eprintln!(
+            "master: RSS {} KiB after reclaiming the tree (peak {} KiB)",
+            proc_kib(pid, "VmRSS:"),
+            proc_kib(pid, "VmHWM:")
+        );
+        client.mkdir("/big", false).await.expect("mkdir /big again");
+        assert!(client.list("/big").await.expect("list").is_empty());
+        assert!(client.list("/").await.expect("list /").len() == 1);
         let _ = master_proc.start_kill();
         let _ = master_proc.wait().await;
     };

@@ -111,7 +111,10 @@ async fn cluster_status(master: &Master) -> Result<dfs_protocol::ClusterStatus, 
 
 async fn metrics(master: &Master) -> Reply {
     match cluster_status(master).await {
-        Ok(status) => master.metrics().refresh(&status, &master.heartbeat_ages()),
+        Ok(status) => {
+            master.metrics().refresh(&status, &master.heartbeat_ages());
+            master.metrics().set_reclaiming(master.reclaiming());
+        }
         Err(e) => tracing::warn!(error = %e, "metrics: cluster status unavailable"),
     }
     dfs_web::metrics::scrape(master.metrics().registry())

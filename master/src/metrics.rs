@@ -33,6 +33,7 @@ pub struct MasterMetrics {
     chunks: Family<Labels, Gauge>,
     queue: Family<Labels, Gauge>,
     safe_mode: Gauge,
+    reclaiming: Gauge,
     servers: Family<Labels, Gauge>,
     server_capacity: Family<Labels, Gauge>,
     server_used: Family<Labels, Gauge>,
@@ -114,6 +115,7 @@ impl MasterMetrics {
             chunks: Family::default(),
             queue: Family::default(),
             safe_mode: Gauge::default(),
+            reclaiming: Gauge::default(),
             servers: Family::default(),
             server_capacity: Family::default(),
             server_used: Family::default(),
@@ -142,6 +144,11 @@ impl MasterMetrics {
             "safe_mode",
             "1 while the master waits for chunkservers to report after a start",
             self.safe_mode.clone(),
+        );
+        r.register(
+            "removals_reclaiming",
+            "Removed trees too large for one record, detached and still being reclaimed in the background",
+            self.reclaiming.clone(),
         );
         r.register(
             "chunkservers",
@@ -205,6 +212,12 @@ impl MasterMetrics {
         self.fsync.observe(took.as_secs_f64());
         self.batch_records.observe(records as f64);
         self.batch_bytes.observe(bytes as f64);
+    }
+
+    /// Removed trees still being reclaimed in the background.
+    pub fn set_reclaiming(&self, trees: usize) {
+        self.reclaiming
+            .set(i64::try_from(trees).unwrap_or(i64::MAX));
     }
 
     /// Sets the gauges from the cluster's status; `ages` are the heartbeat ages by address.

@@ -153,6 +153,19 @@ pub enum Mutation {
         dst_name: String,
         replaced: Option<u64>,
     },
+    /// An entry unlinked for good, its subtree left to be reclaimed in pieces
+    /// ([`Mutation::Reap`]): a removal too large for one record.
+    Detach { parent: u64, name: String },
+    /// A trash entry purged, its subtree left to be reclaimed in pieces.
+    DetachTrash { entry: u64 },
+    /// One piece of a detached subtree rooted at `root` reclaimed: `dirents` (parent,
+    /// name) unlinked and `inodes` dropped, children before their directories; the
+    /// subtree is gone once `root` itself is among `inodes`.
+    Reap {
+        root: u64,
+        dirents: Vec<(u64, String)>,
+        inodes: Vec<u64>,
+    },
 }
 
 impl Mutation {
@@ -182,6 +195,9 @@ impl Mutation {
             Mutation::Rewrite { .. } => "rewrite",
             Mutation::Symlink { .. } => "symlink",
             Mutation::RenameOver { .. } => "rename-over",
+            Mutation::Detach { .. } => "detach",
+            Mutation::DetachTrash { .. } => "detach-trash",
+            Mutation::Reap { .. } => "reap",
         }
     }
 

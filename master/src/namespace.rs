@@ -83,7 +83,16 @@ pub struct Namespace {
     attrs: HashMap<u64, Attr>,
     /// Each symbolic link's target.
     links: HashMap<u64, String>,
+    /// Roots of removed subtrees still being reclaimed, a piece at a time
+    /// ([`Namespace::reap_piece`]), with the files left in each; unreachable from `/`.
+    reaping: BTreeMap<u64, u64>,
 }
+
+/// Entries (files, directories, links) a removal may drop in one logged record. A
+/// larger subtree is detached at once and reclaimed in pieces of this size, so
+/// neither one sled batch nor one log record grows with the tree: removing a tree of
+/// 300,000 entries at once had taken the master from 230 MB to 1.4 GB.
+pub const REAP_PIECE: usize = 4096;
 
 /// The longest symbolic link target stored (Linux's PATH_MAX).
 pub const MAX_LINK_TARGET: usize = 4096;
@@ -150,7 +159,9 @@ impl Namespace {
         let clock_floor = store.clock_floor()?;
         let attrs = store.attrs()?.into_iter().collect();
         let links = store.links()?.into_iter().collect();
-        Ok(Namespace {
+        let reaping = store.reaping()?;
+        let mut ns = Namespace {
+            reaping: BTreeMap::new(),
             attrs,
             links,
             clock_floor,
@@ -171,7 +182,12 @@ impl Namespace {
             trash,
             decommissioned,
             open,
-        })
+        };
+        for root in reaping {
+            let (_, files) = ns.tally(root);
+            ns.reaping.insert(root, files);
+        }
+        Ok(ns)
     }
 
     /// The writer that carries applied mutations into the store.
@@ -226,7 +242,9 @@ impl Namespace {
 
     /// Files reachable from `/` (not in the trash).
     pub fn visible_files(&self) -> u64 {
-        self.files - self.trash.values().map(|t| t.files).sum::<u64>()
+        let hidden =
+            self.trash.values().map(|t| t.files).sum::<u64>() + self.reaping.values().sum::<u64>();
+        self.files.saturating_sub(hidden)
     }
 
     pub fn upload(&self, id: &UploadId) -> Option<&UploadRecord> {
@@ -898,21 +916,14 @@ impl Namespace {
             .into());
         }
         if !to_trash {
-            return Ok(Mutation::Remove {
-                parent,
-                name: name.to_string(),
+            let name = name.to_string();
+            return Ok(if self.larger_than(ino, REAP_PIECE) {
+                Mutation::Detach { parent, name }
+            } else {
+                Mutation::Remove { parent, name }
             });
         }
-        let (size, files) = if inode.kind == FileKind::File {
-            (inode.size, 1)
-        } else {
-            let (inodes, _) = self.subtree(ino);
-            let files = inodes
-                .iter()
-                .filter_map(|i| self.inodes.get(i))
-                .filter(|i| i.kind == FileKind::File);
-            files.fold((0, 0), |(s, n), i| (s + i.size, n + 1))
-        };
+        let (size, files) = self.tally(ino);
         Ok(Mutation::Trash {
             parent,
             name: name.to_string(),
@@ -1101,13 +1112,97 @@ impl Namespace {
         })
     }
 
-    /// Trash entries older than `retention_secs`.
+    /// Trash entries older than `retention_secs`: purged, or for a large subtree
+    /// detached to be reclaimed in pieces.
     pub fn expired_trash(&self, now: u64, retention_secs: u64) -> Vec<Mutation> {
         self.trash
             .iter()
             .filter(|(_, t)| t.deleted_at.saturating_add(retention_secs) <= now)
-            .map(|(entry, _)| Mutation::Purge { entry: *entry })
+            .map(|(entry, t)| {
+                if self.larger_than(t.ino, REAP_PIECE) {
+                    Mutation::DetachTrash { entry: *entry }
+                } else {
+                    Mutation::Purge { entry: *entry }
+                }
+            })
             .collect()
+    }
+
+    /// Removed subtrees still being reclaimed.
+    pub fn reaping(&self) -> usize {
+        self.reaping.len()
+    }
+
+    /// The next piece of a detached subtree to reclaim: up to [`REAP_PIECE`] entries
+    /// in post-order (every directory after all of its entries), so each piece leaves
+    /// a smaller subtree under the same root, and the last one takes the root.
+    pub fn reap_piece(&self) -> Option<Mutation> {
+        let (&root, _) = self.reaping.first_key_value()?;
+        let mut dirents = Vec::new();
+        let mut inodes = Vec::new();
+        let children = |ino: u64| self.children.get(&ino).map(|c| c.iter());
+        // (entry, its name in its parent, its entries not yet visited): an explicit
+        // stack, so depth is no limit, holding one iterator per level.
+        let mut stack: Vec<(u64, Option<&String>, _)> = vec![(root, None, children(root))];
+        while inodes.len() < REAP_PIECE {
+            let Some((_, _, entries)) = stack.last_mut() else {
+                break;
+            };
+            match entries.as_mut().and_then(Iterator::next) {
+                Some((name, &child)) => stack.push((child, Some(name), children(child))),
+                None => {
+                    let Some((ino, name, _)) = stack.pop() else {
+                        break;
+                    };
+                    inodes.push(ino);
+                    // Unlinked from its parent along with it; the root was unlinked
+                    // when it was detached.
+                    if let (Some(name), Some((parent, _, _))) = (name, stack.last()) {
+                        dirents.push((*parent, name.clone()));
+                    }
+                }
+            }
+        }
+        Some(Mutation::Reap {
+            root,
+            dirents,
+            inodes,
+        })
+    }
+
+    /// Whether the subtree at `ino` holds more than `n` entries (counting itself);
+    /// stops counting there.
+    fn larger_than(&self, ino: u64, n: usize) -> bool {
+        let mut seen = 0usize;
+        let mut stack = vec![ino];
+        while let Some(ino) = stack.pop() {
+            seen += 1;
+            if seen > n {
+                return true;
+            }
+            if let Some(entries) = self.children.get(&ino) {
+                stack.extend(entries.values());
+            }
+        }
+        false
+    }
+
+    /// Bytes and files in the subtree at `ino`, walked without collecting it.
+    fn tally(&self, ino: u64) -> (u64, u64) {
+        let (mut size, mut files) = (0u64, 0u64);
+        let mut stack = vec![ino];
+        while let Some(ino) = stack.pop() {
+            if let Some(inode) = self.inodes.get(&ino) {
+                if inode.kind == FileKind::File {
+                    size = size.saturating_add(inode.size);
+                    files += 1;
+                }
+            }
+            if let Some(entries) = self.children.get(&ino) {
+                stack.extend(entries.values());
+            }
+        }
+        (size, files)
     }
 
     /// Uploads untouched for `idle_secs`: their clients are gone.
@@ -1339,6 +1434,48 @@ impl Namespace {
                     freed = self.remove_subtree(&mut txn, t.ino);
                 }
                 txn.remove_trash(*entry);
+            }
+            Mutation::Detach { parent, name } => {
+                let ino = self.unlink(&mut txn, *parent, name)?;
+                let (_, files) = self.tally(ino);
+                self.reaping.insert(ino, files);
+                txn.set_reaping(ino, true);
+            }
+            Mutation::DetachTrash { entry } => {
+                if let Some(t) = self.trash.remove(entry) {
+                    self.reaping.insert(t.ino, t.files);
+                    txn.set_reaping(t.ino, true);
+                }
+                txn.remove_trash(*entry);
+            }
+            Mutation::Reap {
+                root,
+                dirents,
+                inodes,
+            } => {
+                for (parent, name) in dirents {
+                    txn.remove_dirent(*parent, name);
+                    if let Some(entries) = self.children.get_mut(parent) {
+                        entries.remove(name);
+                    }
+                }
+                let mut files = 0u64;
+                for ino in inodes {
+                    if self
+                        .inodes
+                        .get(ino)
+                        .is_some_and(|i| i.kind == FileKind::File)
+                    {
+                        files += 1;
+                    }
+                    freed.extend(self.drop_inode(&mut txn, *ino));
+                }
+                if inodes.contains(root) {
+                    self.reaping.remove(root);
+                    txn.set_reaping(*root, false);
+                } else if let Some(left) = self.reaping.get_mut(root) {
+                    *left = left.saturating_sub(files);
+                }
             }
             Mutation::SetReplication {
                 inodes,

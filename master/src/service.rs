@@ -51,6 +51,9 @@ const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
 /// Cluster seconds between two clock floors in the log.
 const CLOCK_FLOOR_EVERY: u64 = 60;
+/// Pieces of removed trees (`namespace::REAP_PIECE` entries each) reclaimed per
+/// upkeep round.
+const REAP_PIECES_PER_ROUND: usize = 8;
 
 #[derive(Debug)]
 struct State {
@@ -233,6 +236,11 @@ impl Master {
     }
 
     /// How long ago each chunkserver was heard from, by address.
+    /// Removed trees still being reclaimed in the background.
+    pub fn reclaiming(&self) -> usize {
+        self.lock().ns.reaping()
+    }
+
     pub fn heartbeat_ages(&self) -> Vec<(String, std::time::Duration)> {
         let now = self.clock.now();
         self.lock().map.heartbeat_ages(now)
@@ -867,7 +875,7 @@ impl Master {
         }
     }
 
-    /// Periodic upkeep: purge expired trash, abandon idle uploads, forget garbage no
+    /// Periodic upkeep: purge expired trash, reclaim pieces of removed trees, abandon idle uploads, forget garbage no
     /// server holds, end safe mode at its deadline.
     pub async fn maintain(&self) -> Result<(), OpError> {
         let now = self.clock.secs();
@@ -882,6 +890,14 @@ impl Master {
             for m in due {
                 tracing::info!(mutation = m.name(), "upkeep");
                 seq = self.log_apply(st, m)?;
+            }
+            // Removed trees too large for one record, a few pieces a round: a million
+            // entries go in about half a minute, with the lock held in short spells.
+            for _ in 0..REAP_PIECES_PER_ROUND {
+                let Some(piece) = st.ns.reap_piece() else {
+                    break;
+                };
+                seq = self.log_apply(st, piece)?;
             }
             if now >= st.floor_logged.saturating_add(CLOCK_FLOOR_EVERY) {
                 seq = self.log_apply(st, Mutation::ClockFloor { secs: now })?;

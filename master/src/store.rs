@@ -6,6 +6,8 @@
 //! - `m` + name                 -> store-wide values (next inode, last applied log seq)
 //! - `u` + upload id (16 bytes)   -> [`UploadRecord`] (a put in progress)
 //! - `t` + trash entry id (u64)   -> [`TrashEntry`] (a removed subtree kept for a while)
+//! - `r` + inode (u64)            -> empty: the root of a removed subtree being reclaimed
+//!   in pieces
 //! - `x` + server id (16 bytes)   -> empty: a decommissioned chunkserver
 //! - `o` + chunk handle (16 bytes) -> chain (server ids): a chunk open for appends,
 //!   whose size may lag what its replicas hold
@@ -161,6 +163,13 @@ fn trash_key(entry: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b't';
     k[1..].copy_from_slice(&entry.to_be_bytes());
+    k
+}
+
+fn reaping_key(ino: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'r';
+    k[1..].copy_from_slice(&ino.to_be_bytes());
     k
 }
 
@@ -327,6 +336,15 @@ impl Txn {
 
     pub fn remove_trash(&mut self, entry: u64) {
         self.remove(trash_key(entry));
+    }
+
+    /// `ino` roots a removed subtree, reclaimed in pieces from now on (or done).
+    pub fn set_reaping(&mut self, ino: u64, on: bool) {
+        if on {
+            self.insert(reaping_key(ino), Vec::new());
+        } else {
+            self.remove(reaping_key(ino));
+        }
     }
 
     pub fn set_decommissioned(&mut self, server: ServerId, on: bool) {
@@ -539,6 +557,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Roots of removed subtrees still being reclaimed.
+    pub fn reaping(&self) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"r") {
+            let (k, _) = item?;
+            out.push(u64_value(&k, &k[1..])?);
+        }
+        Ok(out)
+    }
+
     pub fn decommissioned(&self) -> Result<Vec<ServerId>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(b"x") {
@@ -621,10 +649,20 @@ impl Store {
 /// Most transactions queued for the writer before `submit` waits: a bound on memory
 /// when sled falls behind.
 const MAX_QUEUED: usize = 1 << 16;
+/// Most key operations queued before `submit` waits (a transaction larger than this
+/// alone still goes in): the bound that holds when transactions are large.
+const MAX_QUEUED_OPS: usize = 1 << 18;
+/// Key operations the writer gathers into one sled batch (at least one transaction,
+/// whatever its size). Queued transactions are merged to spread sled's cost, but a
+/// batch of everything queued grew with a burst: a large removal's pieces, merged
+/// into one batch, cost sled as much memory as the removal in one piece.
+const MAX_BATCH_OPS: usize = 1 << 15;
 
 #[derive(Debug, Default)]
 struct WriterState {
-    queue: Vec<Txn>,
+    queue: std::collections::VecDeque<Txn>,
+    /// Key operations in `queue`.
+    queued_ops: usize,
     applied: u64,
     failed: Option<String>,
     closed: bool,
@@ -695,7 +733,10 @@ impl StoreWriter {
     /// Queues a transaction; waits only when the queue is full.
     pub fn submit(&self, txn: Txn) -> Result<(), StoreError> {
         let mut st = self.shared.lock();
-        while st.queue.len() >= MAX_QUEUED && st.failed.is_none() {
+        while !st.queue.is_empty()
+            && (st.queue.len() >= MAX_QUEUED || st.queued_ops >= MAX_QUEUED_OPS)
+            && st.failed.is_none()
+        {
             st = self
                 .shared
                 .progress
@@ -705,7 +746,8 @@ impl StoreWriter {
         if let Some(e) = &st.failed {
             return Err(Self::failure(e));
         }
-        st.queue.push(txn);
+        st.queued_ops += txn.ops.len();
+        st.queue.push_back(txn);
         drop(st);
         self.shared.work.notify_one();
         Ok(())
@@ -765,7 +807,17 @@ fn writer_loop(shared: &WriterShared) {
             if st.queue.is_empty() {
                 return;
             }
-            std::mem::take(&mut st.queue)
+            let mut txns = Vec::new();
+            let mut ops = 0;
+            while let Some(t) = st.queue.front() {
+                if !txns.is_empty() && ops + t.ops.len() > MAX_BATCH_OPS {
+                    break;
+                }
+                ops += t.ops.len();
+                txns.extend(st.queue.pop_front());
+            }
+            st.queued_ops -= ops;
+            txns
         };
         shared.progress.notify_all();
         let last = txns.iter().filter_map(|t| t.seq).max();
