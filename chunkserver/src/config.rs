@@ -12,6 +12,9 @@ use crate::error::ChunkserverError;
 /// rely on. `--pack-below 256KiB` is what the small-file figures were measured with.
 pub const DEFAULT_PACK_BELOW: u64 = 0;
 
+/// Chunks per message of a full report: about 2.2 MB of a message's 16 MiB.
+pub const DEFAULT_REPORT_PIECE: usize = 100_000;
+
 #[derive(Clone, Debug)]
 pub struct ChunkserverConfig {
     /// Holds the identity file and `chunks/`.
@@ -27,6 +30,10 @@ pub struct ChunkserverConfig {
     /// the master about this often (give or take a tenth, so servers started together
     /// spread out): a safety net for any change a heartbeat failed to carry.
     pub full_report_every: Duration,
+    /// Chunks per message of a full report: the registration carries the first so
+    /// many and heartbeats sent straight after it the rest, since one message holds
+    /// at most 16 MiB (about 750,000 chunks).
+    pub report_piece: usize,
     pub max_connections: usize,
     /// Limit on dialing a peer or the master.
     pub connect_timeout: Duration,
@@ -71,6 +78,7 @@ impl ChunkserverConfig {
             capacity: None,
             heartbeat: Duration::from_secs(1),
             full_report_every: Duration::from_secs(3600),
+            report_piece: DEFAULT_REPORT_PIECE,
             max_connections: 4096,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(60),
@@ -98,6 +106,11 @@ impl ChunkserverConfig {
         if self.full_report_every < self.heartbeat {
             return Err(ChunkserverError::Config(
                 "--full-report-every must be at least --heartbeat".into(),
+            ));
+        }
+        if self.report_piece == 0 {
+            return Err(ChunkserverError::Config(
+                "report_piece must be positive".into(),
             ));
         }
         if self.capacity == Some(0) {

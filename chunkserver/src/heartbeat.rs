@@ -92,12 +92,15 @@ async fn session(
     )
     .await?;
     let store = &ctx.store;
+    let mut chunks = store.full_report();
+    // What one message cannot hold follows in heartbeats sent at once (below).
+    let mut rest = chunks.split_off(chunks.len().min(ctx.config.report_piece));
     let register = Request::Report(ChunkserverToMaster::Register {
         server: id,
         addr: advertise.to_string(),
         capacity: store.capacity(),
         used: store.used(),
-        chunks: store.full_report(),
+        chunks,
         id_key: dfs_protocol::auth::seal(&link.key, 0, SERVER_KEY, &ctx.id_key),
     });
     match call(&mut conn, register, limit).await? {
@@ -116,14 +119,35 @@ async fn session(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            _ = ticker.tick() => {}
+        if rest.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                _ = ticker.tick() => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return Ok(Ended::Shutdown);
         }
         if tokio::time::Instant::now() >= full_report_at {
             return Ok(Ended::FullReport);
         }
-        let changes = store.take_changes();
+        let mut changes = store.take_changes();
+        if !rest.is_empty() {
+            // The rest of the full report, a piece a heartbeat, minus what changed
+            // since it was taken: those changes are newer, and a piece sent after
+            // them would undo them (a removed chunk back, an old version).
+            let changed: std::collections::HashSet<_> = changes
+                .added
+                .iter()
+                .map(|c| c.handle)
+                .chain(changes.removed.iter().copied())
+                .collect();
+            if !changed.is_empty() {
+                rest.retain(|c| !changed.contains(&c.handle));
+            }
+            let mut piece = rest.split_off(rest.len().saturating_sub(ctx.config.report_piece));
+            piece.append(&mut changes.added);
+            changes.added = piece;
+        }
         let leases = ctx.leases.report();
         let sent = std::time::Instant::now();
         let beat = Request::Report(ChunkserverToMaster::Heartbeat {

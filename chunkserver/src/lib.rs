@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{ChunkserverConfig, DEFAULT_PACK_BELOW};
+pub use config::{ChunkserverConfig, DEFAULT_PACK_BELOW, DEFAULT_REPORT_PIECE};
 pub use error::{ChunkserverError, StoreError};
 
 /// Copy orders waiting for the replicator; more are dropped and reissued by the master.

@@ -557,6 +557,51 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = bench_defaults::META_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=64))]
         in_flight: u32,
     },
+    /// Fill a stopped master's data dir with FILES files of one chunk each, under
+    /// /bulk, through the master's own namespace code (no chunk bytes are written,
+    /// and no chunkserver holds the chunks): for measuring a large master's memory
+    /// and restart time. Needs no cluster; the master must not be running.
+    Load {
+        /// The master's data dir (made if missing).
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        files: u64,
+        /// Files to a directory.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        per_dir: u64,
+        /// Each file's size (one chunk).
+        #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+        file_size: u64,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+        replication: u32,
+    },
+    /// Run SERVERS chunkservers in name only against the master: each registers over
+    /// the real protocol (with the cluster secret, from $DFS_SECRET or
+    /// --secret-file) reporting its share of the chunks `dfs bench load` wrote for
+    /// FILES files, then heartbeats until Ctrl-C or --for. They store and serve
+    /// nothing: for measuring a large master's memory and CPU.
+    Holders {
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        servers: u64,
+        /// Files `dfs bench load` wrote.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        files: u64,
+        /// Replicas of each chunk among the holders (at most --servers).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+        replication: u64,
+        /// The files' size, as `dfs bench load` was given it.
+        #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
+        file_size: u64,
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration, value_name = "DURATION")]
+        heartbeat: Duration,
+        /// Stop after this long (default: at Ctrl-C).
+        #[arg(long = "for", value_parser = parse_positive_duration, value_name = "DURATION")]
+        run_for: Option<Duration>,
+        /// File holding the cluster secret (else $DFS_SECRET).
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+    },
     /// The machine's ceilings: fdatasync writes by one and three writers, a cold
     /// read, loopback TCP through dfs's framing, blake3 on one core; and the put and
     /// get ceilings they give. Needs no cluster.

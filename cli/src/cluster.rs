@@ -54,6 +54,9 @@ pub struct ClusterOptions {
     pub direct_io: bool,
     /// Chunkservers pack new chunks of at most this many bytes (0: none).
     pub pack_below: u64,
+    /// Chunks per message of a chunkserver's full report (the rest follow in
+    /// heartbeats).
+    pub report_piece: usize,
 }
 
 impl ClusterOptions {
@@ -82,6 +85,7 @@ impl ClusterOptions {
             http: None,
             direct_io: true,
             pack_below: dfs_chunkserver::DEFAULT_PACK_BELOW,
+            report_piece: dfs_chunkserver::DEFAULT_REPORT_PIECE,
         }
     }
 }
@@ -237,6 +241,7 @@ impl LocalCluster {
         config.scrub_idle = self.options.scrub_idle;
         config.direct_io = self.options.direct_io;
         config.pack_below = self.options.pack_below;
+        config.report_piece = self.options.report_piece;
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -140,6 +140,42 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
             json,
             ..
         } => cmd::bench::ceiling_only(&dir, size, json).await,
+        // Speaks to the master as chunkservers do, with the cluster secret.
+        Command::Bench {
+            what:
+                Some(BenchCommand::Holders {
+                    servers,
+                    files,
+                    replication,
+                    file_size,
+                    heartbeat,
+                    run_for,
+                    secret_file,
+                }),
+            ..
+        } => {
+            cmd::bench::holders(
+                &server_master,
+                secret_file.as_deref(),
+                (servers, files, replication, file_size),
+                heartbeat,
+                run_for,
+            )
+            .await
+        }
+        // Needs no cluster: a stopped master's data dir.
+        Command::Bench {
+            what:
+                Some(BenchCommand::Load {
+                    data,
+                    files,
+                    per_dir,
+                    file_size,
+                    replication,
+                }),
+            json,
+            ..
+        } => cmd::bench::load(data, files, per_dir, file_size, replication, json).await,
         Command::Tls {
             command: TlsCommand::Init { dir, names },
         } => {

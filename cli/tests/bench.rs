@@ -286,3 +286,108 @@ async fn bench_ceiling_needs_no_cluster() {
     })
     .await;
 }
+
+/// `dfs bench load` fills a stopped master's data dir; a master started on it serves
+/// the files, and counts their chunks missing until `dfs bench holders` reports them
+/// from chunkservers in name only. `/metrics` then estimates every structure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_and_holders_make_a_large_master_to_measure() {
+    bounded_for(Duration::from_secs(180), async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("master");
+        let d = data.to_string_lossy().to_string();
+        let nobody = dfs_testkit::verbs::Target {
+            master: dfs_testkit::free_addr(),
+            secret: dfs_client::ClusterSecret::generate().encode(),
+        };
+        let load = [
+            "bench",
+            "load",
+            "--data",
+            &d,
+            "--files",
+            "2500",
+            "--per-dir",
+            "1000",
+        ];
+        let r = json(&dfs(&nobody, &[&load[..], &["--json"]].concat(), None).await);
+        assert_eq!(number(&r, "files"), 2500.0);
+        assert_eq!(number(&r, "directories"), 4.0, "/bulk and three of 1000");
+        let parts: Vec<&str> = r["footprint"]
+            .as_array()
+            .expect("footprint")
+            .iter()
+            .filter_map(|p| p["structure"].as_str())
+            .collect();
+        assert_eq!(
+            parts,
+            ["inodes", "directory_entries", "chunk_table", "attributes"]
+        );
+        dfs_testkit::verbs::failed_with(&dfs(&nobody, &load, None).await, "already exists");
+
+        let secret = dfs_client::ClusterSecret::generate();
+        let http = dfs_testkit::free_addr();
+        let m = dfs_testkit::MasterProc::start(
+            &data,
+            &secret,
+            &["--http", &http, "--safe-start", "1s"],
+        )
+        .await;
+        let t = dfs_testkit::verbs::Target {
+            master: m.addr.clone(),
+            secret: secret.encode(),
+        };
+        let status = || async { json(&dfs(&t, &["status", "--json"], None).await) };
+        let s = status().await;
+        assert_eq!(
+            (number(&s, "files"), number(&s, "missing")),
+            (2500.0, 2500.0)
+        );
+        let ls = json(&dfs(&t, &["ls", "--json", "/bulk/d000002"], None).await);
+        assert_eq!(ls.as_array().map(Vec::len), Some(500));
+
+        dfs_testkit::verbs::failed_with(
+            &dfs(
+                &t,
+                &["bench", "holders", "--servers", "2", "--files", "2500"],
+                None,
+            )
+            .await,
+            "--replication 3 needs at least",
+        );
+        let holders = tokio::process::Command::new(dfs_testkit::dfs_bin())
+            .args(["bench", "holders", "--servers", "5", "--files", "2500"])
+            .args(["--heartbeat", "200ms", "--for", "60s"])
+            .env("DFS_MASTER", &m.addr)
+            .env("DFS_SECRET", secret.encode())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("holders");
+        dfs_testkit::wait_until(Duration::from_secs(60), "every chunk reported", || async {
+            let s = status().await;
+            number(&s, "missing") == 0.0
+                && number(&s, "under_replicated") == 0.0
+                && s["chunkservers"].as_array().map(Vec::len) == Some(5)
+        })
+        .await;
+        let (code, metrics) = dfs_testkit::http_get(&http, "/metrics").await;
+        assert_eq!(code, 200);
+        for part in [
+            "inodes",
+            "directory_entries",
+            "chunk_table",
+            "replica_locations",
+        ] {
+            let name = format!("dfs_master_memory_bytes{{structure=\"{part}\"}}");
+            let bytes = dfs_testkit::metric_sample(&metrics, &name)
+                .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+            // Each is at least its entries' own bytes: 2500 of 16 or more.
+            assert!(bytes >= 2500.0 * 16.0, "{part}: {bytes}");
+        }
+        drop(holders);
+    })
+    .await;
+}

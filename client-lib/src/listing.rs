@@ -99,8 +99,6 @@ impl Client {
         Ok(self.gather(ask, open).await?.1)
     }
 
-    /// Replication and checksum health of every file at or below `path`, with every
-    /// unhealthy file in path order.
     /// What is at or below `path`: directories (`path` itself included when it is
     /// one), files and their bytes. Walks the tree page by page, depth first, so
     /// memory is one page plus the directories still to visit.

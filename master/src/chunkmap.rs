@@ -15,13 +15,21 @@ use rand::seq::SliceRandom;
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
 /// Changed chunks remembered one by one for upkeep; past this many, only that there
 /// were too many (then upkeep looks at every chunk), so memory stays bounded when a
-/// server holding millions of chunks registers or dies.
-const MAX_CHANGED: usize = 100_000;
+/// server holding millions of chunks registers or dies. A million (some 40 MB at
+/// most) keeps a few registrations of large servers in one round to the chunks they
+/// hold: at 100,000, each registration of a server with 100,000 chunks made the next
+/// round review all of them, and at 10 million chunks registrations queued behind
+/// those reviews.
+const MAX_CHANGED: usize = 1 << 20;
 
 /// Chunks whose replicas changed since upkeep last asked ([`ChunkMap::take_changes`]).
 #[derive(Debug, Default)]
 pub struct Changes {
     pub handles: HashSet<ChunkHandle>,
+    /// Servers every chunk of which changed: they registered, died or came back.
+    /// Named rather than listed chunk by chunk, so that a server of 100,000 chunks
+    /// costs one entry here (upkeep reads its chunks from the map).
+    pub servers: HashSet<ServerId>,
     /// Too many changed to list: every chunk must be looked at.
     pub all: bool,
 }
@@ -94,20 +102,12 @@ impl ChunkMap {
     /// removed, or on a server that died or came back since (judged at `now`).
     pub fn take_changes(&mut self, now: Instant) -> Changes {
         let dead_after = self.dead_after;
-        let mut flipped = Vec::new();
-        for e in self.servers.values_mut() {
+        for (id, e) in self.servers.iter_mut() {
             let alive = now.saturating_duration_since(e.last_seen) < dead_after;
             if alive != e.seen_alive {
                 e.seen_alive = alive;
-                if self.changed.handles.len() + flipped.len() + e.chunks.len() > MAX_CHANGED {
-                    self.changed.all = true;
-                } else {
-                    flipped.extend(e.chunks.keys().copied());
-                }
+                self.changed.servers.insert(*id);
             }
-        }
-        for h in flipped {
-            self.touch(h);
         }
         std::mem::take(&mut self.changed)
     }
@@ -117,14 +117,23 @@ impl ChunkMap {
     }
 
     fn add_location(&mut self, server: ServerId, report: ChunkReport) {
-        if let Some(entry) = self.servers.get_mut(&server) {
-            entry.chunks.insert(report.handle, report.version);
-            self.locations
-                .entry(report.handle)
-                .or_default()
-                .insert(server);
-            self.touch(report.handle);
+        let handle = report.handle;
+        if self.add_location_quietly(server, report) {
+            self.touch(handle);
         }
+    }
+
+    /// Records the replica without noting a change; whether the server is known.
+    fn add_location_quietly(&mut self, server: ServerId, report: ChunkReport) -> bool {
+        let Some(entry) = self.servers.get_mut(&server) else {
+            return false;
+        };
+        entry.chunks.insert(report.handle, report.version);
+        self.locations
+            .entry(report.handle)
+            .or_default()
+            .insert(server);
+        true
     }
 
     fn remove_location(&mut self, server: ServerId, handle: ChunkHandle) {
@@ -150,7 +159,8 @@ impl ChunkMap {
         chunks: Vec<ChunkReport>,
         now: Instant,
     ) {
-        if let Some(old) = self.servers.remove(&server) {
+        let old = self.servers.remove(&server);
+        if let Some(old) = &old {
             for handle in old.chunks.keys() {
                 if let Some(set) = self.locations.get_mut(handle) {
                     set.remove(&server);
@@ -158,7 +168,6 @@ impl ChunkMap {
                         self.locations.remove(handle);
                     }
                 }
-                self.touch(*handle);
             }
         }
         self.servers.insert(
@@ -175,7 +184,21 @@ impl ChunkMap {
             },
         );
         for report in chunks {
-            self.add_location(server, report);
+            self.add_location_quietly(server, report);
+        }
+        // Every chunk it reports now changed, and it is named as a whole; of those it
+        // held before, only the ones it no longer reports are noted one by one.
+        self.changed.servers.insert(server);
+        if let (Some(old), Some(new)) = (old, self.servers.get(&server)) {
+            let gone: Vec<ChunkHandle> = old
+                .chunks
+                .keys()
+                .filter(|h| !new.chunks.contains_key(*h))
+                .copied()
+                .collect();
+            for h in gone {
+                self.touch(h);
+            }
         }
     }
 
@@ -232,6 +255,23 @@ impl ChunkMap {
         })
     }
 
+    /// The live servers holding `handle` at `version`, without allocating.
+    pub fn live_holders<'a>(
+        &'a self,
+        handle: &'a ChunkHandle,
+        version: ChunkVersion,
+        now: Instant,
+    ) -> impl Iterator<Item = ServerId> + 'a {
+        self.locations
+            .get(handle)
+            .into_iter()
+            .flatten()
+            .filter_map(move |id| {
+                let e = self.servers.get(id)?;
+                (self.alive(e, now) && e.chunks.get(handle) == Some(&version)).then_some(*id)
+            })
+    }
+
     /// Whether `server` reported holding `handle` (at any version).
     pub fn holds(&self, server: &ServerId, handle: &ChunkHandle) -> bool {
         self.servers
@@ -252,6 +292,35 @@ impl ChunkMap {
     /// Whether `server` has registered (since this master started).
     pub fn is_registered(&self, server: &ServerId) -> bool {
         self.servers.contains_key(server)
+    }
+
+    /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
+    /// to servers, not chunks.
+    pub fn footprint(&self) -> Vec<crate::footprint::Part> {
+        use crate::footprint::{hash_table, Part};
+        let replicas: usize = self.servers.values().map(|e| e.chunks.len()).sum();
+        let per_server: u64 = self
+            .servers
+            .values()
+            .map(|e| hash_table::<ChunkHandle, ChunkVersion>(e.chunks.capacity()))
+            .sum();
+        // Each chunk's set of holders, sized by the mean replicas per chunk.
+        let chunks = self.locations.len();
+        let set = match replicas.checked_div(chunks) {
+            Some(mean) => hash_table::<ServerId, ()>(mean),
+            None => 0,
+        };
+        vec![
+            Part {
+                structure: "replica_locations",
+                bytes: hash_table::<ChunkHandle, HashSet<ServerId>>(self.locations.capacity())
+                    + (chunks as u64).saturating_mul(set),
+            },
+            Part {
+                structure: "replicas_per_server",
+                bytes: per_server,
+            },
+        ]
     }
 
     /// How long a silent server counts as alive.

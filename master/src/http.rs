@@ -114,6 +114,7 @@ async fn metrics(master: &Master) -> Reply {
         Ok(status) => {
             master.metrics().refresh(&status, &master.heartbeat_ages());
             master.metrics().set_reclaiming(master.reclaiming());
+            master.metrics().set_footprint(&master.footprint());
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cluster status unavailable"),
     }

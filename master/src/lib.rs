@@ -17,12 +17,14 @@
 //! - [`metrics`]: Prometheus metrics: requests, the log's fsyncs, cluster health.
 //! - [`recent`]: the recent operations the status page shows.
 //! - [`http`]: the status page, its JSON API and `/metrics` (`--http`).
+//! - [`footprint`]: estimated bytes per in-memory structure.
 
 pub mod access;
 pub mod chunkmap;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod footprint;
 pub mod http;
 pub mod metrics;
 pub mod mutation;

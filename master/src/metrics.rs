@@ -34,6 +34,7 @@ pub struct MasterMetrics {
     queue: Family<Labels, Gauge>,
     safe_mode: Gauge,
     reclaiming: Gauge,
+    memory: Family<Labels, Gauge>,
     servers: Family<Labels, Gauge>,
     server_capacity: Family<Labels, Gauge>,
     server_used: Family<Labels, Gauge>,
@@ -116,6 +117,7 @@ impl MasterMetrics {
             queue: Family::default(),
             safe_mode: Gauge::default(),
             reclaiming: Gauge::default(),
+            memory: Family::default(),
             servers: Family::default(),
             server_capacity: Family::default(),
             server_used: Family::default(),
@@ -149,6 +151,11 @@ impl MasterMetrics {
             "removals_reclaiming",
             "Removed trees too large for one record, detached and still being reclaimed in the background",
             self.reclaiming.clone(),
+        );
+        r.register(
+            "memory_bytes",
+            "Estimated bytes held in memory, by structure (inodes, directory_entries, chunk_table, attributes, replica_locations, replicas_per_server); sled's cache and allocator overhead come on top",
+            self.memory.clone(),
         );
         r.register(
             "chunkservers",
@@ -212,6 +219,15 @@ impl MasterMetrics {
         self.fsync.observe(took.as_secs_f64());
         self.batch_records.observe(records as f64);
         self.batch_bytes.observe(bytes as f64);
+    }
+
+    /// The estimated bytes per in-memory structure.
+    pub fn set_footprint(&self, parts: &[crate::footprint::Part]) {
+        for p in parts {
+            self.memory
+                .get_or_create(&vec![("structure", p.structure.to_string())])
+                .set(i64::try_from(p.bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// Removed trees still being reclaimed in the background.

@@ -240,6 +240,41 @@ impl Namespace {
         self.chunks.contains_key(handle) || self.upload_chunks.contains(handle)
     }
 
+    /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
+    /// to directories, not files.
+    pub fn footprint(&self) -> Vec<crate::footprint::Part> {
+        use crate::footprint::{btree, hash_table, vec_heap, Part, NAME_HEAP};
+        let entries: usize = self.children.values().map(BTreeMap::len).sum();
+        let stored_chunks = self.chunks.len();
+        vec![
+            Part {
+                structure: "inodes",
+                bytes: hash_table::<u64, Inode>(self.inodes.capacity())
+                    + vec_heap::<StoredChunk>(stored_chunks),
+            },
+            Part {
+                structure: "directory_entries",
+                bytes: hash_table::<u64, BTreeMap<String, u64>>(self.children.capacity())
+                    + btree::<String, u64>(entries)
+                    + (entries as u64).saturating_mul(NAME_HEAP),
+            },
+            Part {
+                structure: "chunk_table",
+                bytes: hash_table::<ChunkHandle, ChunkMeta>(self.chunks.capacity()),
+            },
+            Part {
+                structure: "attributes",
+                bytes: hash_table::<u64, Attr>(self.attrs.capacity())
+                    + hash_table::<u64, String>(self.links.capacity()),
+            },
+        ]
+    }
+
+    /// The inode number the next new entry gets.
+    pub fn next_inode(&self) -> u64 {
+        self.next_inode
+    }
+
     /// Files reachable from `/` (not in the trash).
     pub fn visible_files(&self) -> u64 {
         let hidden =

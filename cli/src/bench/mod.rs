@@ -5,10 +5,15 @@
 //!   here, and the put and get ceilings that follow from them;
 //! - [`workloads`]: put and get of one large file, many small files, record append
 //!   with several appenders, metadata operations;
+//! - [`holders`]: chunkservers in name only that report holding what `load` wrote;
+//! - [`load`]: many files of one chunk written into a stopped master's data dir, for
+//!   measuring a large master;
 //! - [`stats`]: latency samples and their percentiles;
 //! - [`process`]: this process's CPU time and peak memory.
 
 pub mod ceiling;
+pub mod holders;
+pub mod load;
 pub mod process;
 pub mod stats;
 pub mod workloads;

@@ -67,6 +67,107 @@ pub(crate) async fn ceiling_only(dir: &Path, size: u64, json: bool) -> anyhow::R
     print(&report, json)
 }
 
+/// `dfs bench holders`: `servers` chunkservers in name only, reporting the chunks of
+/// `files` files of `dfs bench load`, until Ctrl-C or `run_for`.
+pub(crate) async fn holders(
+    master: &str,
+    secret_file: Option<&Path>,
+    (servers, files, replication, file_size): (u64, u64, u64, u64),
+    heartbeat: std::time::Duration,
+    run_for: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    if replication > servers {
+        anyhow::bail!("--replication {replication} needs at least as many --servers ({servers})");
+    }
+    let config = dfs_cli::config::Config::default();
+    let secret = dfs_cli::credentials::server_secret(secret_file, &config)?.ok_or_else(|| {
+        anyhow::anyhow!("no cluster secret: set $DFS_SECRET or pass --secret-file")
+    })?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let stopper = {
+        let stop = stop.clone();
+        async move {
+            match run_for {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            stop.cancel();
+        }
+    };
+    let run = dfs_cli::bench::holders::run(
+        master,
+        &secret,
+        dfs_cli::bench::holders::Share {
+            servers,
+            files,
+            replication,
+            file_size,
+        },
+        heartbeat,
+        stop.clone(),
+        || {
+            eprintln!(
+                "{servers} holders registered with {master} in {:.1} s, reporting {} replicas of {files} chunks",
+                started.elapsed().as_secs_f64(),
+                files.saturating_mul(replication)
+            )
+        },
+    );
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r?,
+        _ = stopper => {
+            // The holders stop on the token; wait for every one of them.
+            stop.cancel();
+            run.await?;
+        }
+    }
+    Ok(())
+}
+
+/// `dfs bench load`: files written into a stopped master's data dir, then the
+/// master's estimate of its memory per structure.
+pub(crate) async fn load(
+    data: std::path::PathBuf,
+    files: u64,
+    per_dir: u64,
+    file_size: u64,
+    replication: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let quiet = json;
+    let report = tokio::task::spawn_blocking(move || {
+        dfs_cli::bench::load::load(&data, files, per_dir, file_size, replication, |n| {
+            if !quiet {
+                eprintln!("{n} files");
+            }
+        })
+    })
+    .await??;
+    if json {
+        return super::print_json(&serde_json::to_value(&report)?);
+    }
+    let mut out = format!(
+        "loaded {} files in {} directories under /{} in {:.1} s ({:.0} files/s)
+",
+        report.files,
+        report.directories,
+        dfs_cli::bench::load::LOAD_DIR,
+        report.seconds,
+        report.files_per_s
+    );
+    for p in &report.footprint {
+        out.push_str(&format!(
+            "  {:<20} {:>12} bytes  {:>6.1} per file (estimated)\n",
+            p.structure, p.bytes, p.bytes_per_file
+        ));
+    }
+    super::print_text(&out)
+}
+
 pub(crate) async fn bench(
     client: &Client,
     what: Option<BenchCommand>,

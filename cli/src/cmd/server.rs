@@ -169,6 +169,7 @@ pub(crate) async fn up(a: UpArgs, master: &str) -> anyhow::Result<()> {
         http: (!a.no_http).then_some(a.http),
         direct_io: !a.buffered_writes,
         pack_below: a.pack_below,
+        report_piece: dfs_chunkserver::DEFAULT_REPORT_PIECE,
     };
     let mut options = options;
     if a.tls {

@@ -156,18 +156,31 @@ pub(super) fn refresh(st: &mut State, now: Instant) {
         a.review_due = false;
         a.rounds = 0;
         a.clear();
+        let started = std::time::Instant::now();
         let all = st.ns.chunks().count();
         st.attention.last_assessed = all;
-        st.ns
+        let verdicts = st
+            .ns
             .chunks()
             .filter_map(|(h, meta)| {
                 let standing = assess(st, h, meta, now);
                 (standing != Standing::Aside).then_some((*h, standing))
             })
-            .collect()
+            .collect();
+        // The whole pass holds the state lock: its length is what a large master
+        // pauses for once a minute.
+        tracing::info!(
+            chunks = all,
+            took_ms = started.elapsed().as_millis() as u64,
+            "upkeep: full review"
+        );
+        verdicts
     } else {
         let mut handles = std::mem::take(&mut a.noted);
         handles.extend(changes.handles);
+        for server in &changes.servers {
+            handles.extend(st.map.chunks_of(server).map(|(h, _)| *h));
+        }
         a.last_assessed = handles.len();
         handles
             .into_iter()
