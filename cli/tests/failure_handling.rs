@@ -86,10 +86,14 @@ async fn a_put_succeeds_through_a_dead_replica_at_a_new_version() {
         c.put("/f", &content[..], PutOptions::default())
             .await
             .expect("put survives");
+        // Still counted alive after the put, so counted alive for all of it: some of
+        // its 12 chains of 3 out of 5 included it. (On a loaded machine the master
+        // can count it dead first, and then rightly leaves it out of every chain.)
+        let placed_on_it = alive(&c).await == 5;
         assert!(read(&c, "/f").await == content);
         let stat = c.stat("/f").await.unwrap();
         assert!(
-            stat.chunks.iter().any(|ch| ch.version.0 > 1),
+            !placed_on_it || stat.chunks.iter().any(|ch| ch.version.0 > 1),
             "a chunk rerouted around the dead server moved to a new version"
         );
         assert!(stat
