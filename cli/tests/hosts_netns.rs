@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use dfs_protocol::ClusterSecret;
 use dfs_testkit::netns::Net;
+use dfs_testkit::verbs::{run_command, Out, Target};
 use dfs_testkit::{bounded_for, data, dfs_bin, wait_until};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -34,13 +35,6 @@ const MASTER: usize = 0;
 const SERVERS: [usize; 4] = [1, 2, 3, 4];
 const CLIENT: usize = 5;
 const PORT: u16 = 7070;
-
-/// What one `dfs` run on the client host gave.
-struct Out {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
 
 struct Hosts {
     net: Net,
@@ -90,32 +84,13 @@ impl Hosts {
     /// `dfs ARGS` on the client host, with `stdin` as its input.
     async fn dfs(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
         let mut cmd = self.net.command(CLIENT, dfs_bin());
-        cmd.args(args)
-            .env("DFS_MASTER", self.addr(MASTER))
-            .env("DFS_SECRET", &self.secret)
-            // A partitioned server answers nothing: give up on it after 5 s, not 60.
-            .env("DFS_IO_TIMEOUT", "5s")
-            .env_remove("DFS_KEY")
-            .env_remove("RUST_LOG")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn dfs");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(input).await.expect("write stdin");
-            drop(pipe);
-        }
-        let out = child.wait_with_output().await.expect("dfs runs");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        // A partitioned server answers nothing: give up on it after 5 s, not 60.
+        cmd.args(args).env("DFS_IO_TIMEOUT", "5s");
+        let target = Target {
+            master: self.addr(MASTER),
+            secret: self.secret.clone(),
+        };
+        run_command(cmd, &target, stdin).await
     }
 
     async fn json(&self, args: &[&str]) -> Option<Value> {

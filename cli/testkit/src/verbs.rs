@@ -55,8 +55,15 @@ async fn run(target: &Target, dir: Option<&Path>, args: &[&str], stdin: Option<&
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
+    command.args(args);
+    run_command(command, target, stdin).await
+}
+
+/// Runs `command`, a `dfs` invocation prepared by the caller (such as `dfs` on
+/// another host, through `ip netns exec`), as a user would against `target`: the
+/// master and secret from the environment, no key, no logging, `stdin` as input.
+pub async fn run_command(mut command: Command, target: &Target, stdin: Option<&[u8]>) -> Out {
     let mut child = command
-        .args(args)
         .env("DFS_MASTER", &target.master)
         .env("DFS_SECRET", &target.secret)
         .env_remove("DFS_KEY")
