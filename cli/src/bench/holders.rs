@@ -202,6 +202,7 @@ async fn session(
     )>,
 ) -> Result<(), HoldersError> {
     let err = |source| HoldersError::Protocol { n, source };
+    let unexpected = |r: &Response| HoldersError::Unexpected { n, got: r.name() };
     let (id, id_key) = holder(n);
     // Built for each registration rather than kept: at 10 million files the
     // holders' reports together are a gigabyte.
@@ -229,12 +230,7 @@ async fn session(
     });
     let mut epoch = match call(&mut conn, register).await.map_err(err)? {
         Response::Registered { keys } => keys.epoch,
-        other => {
-            return Err(HoldersError::Unexpected {
-                n,
-                got: other.name(),
-            })
-        }
+        other => return Err(unexpected(&other)),
     };
     if let Some((ready, registering)) = ready.take() {
         drop(registering);
@@ -264,12 +260,7 @@ async fn session(
                     epoch = k.epoch;
                 }
             }
-            other => {
-                return Err(HoldersError::Unexpected {
-                    n,
-                    got: other.name(),
-                })
-            }
+            other => return Err(unexpected(&other)),
         }
     }
 }
