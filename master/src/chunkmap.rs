@@ -459,6 +459,11 @@ impl ChunkMap {
             .flat_map(|e| e.chunks.iter())
     }
 
+    /// How many chunks `server` reported holding.
+    pub fn chunks_held(&self, server: &ServerId) -> usize {
+        self.servers.get(server).map_or(0, |e| e.chunks.len())
+    }
+
     /// The server registered at `addr`.
     pub fn by_addr(&self, addr: &str) -> Option<ServerId> {
         self.servers

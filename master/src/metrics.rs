@@ -29,6 +29,7 @@ pub struct MasterMetrics {
     batch_bytes: Histogram,
     upkeep_rounds: Counter,
     upkeep_assessed: Counter,
+    upkeep_held: Histogram,
     files: Gauge,
     chunks: Family<Labels, Gauge>,
     queue: Family<Labels, Gauge>,
@@ -92,6 +93,12 @@ impl MasterMetrics {
         );
         let upkeep_rounds = Counter::default();
         let upkeep_assessed = Counter::default();
+        let upkeep_held = Histogram::new(latency_buckets());
+        registry.register(
+            "upkeep_lock_seconds",
+            "How long each upkeep round held the master's state lock (requests wait meanwhile)",
+            upkeep_held.clone(),
+        );
         registry.register(
             "upkeep_rounds",
             "Rounds of replication upkeep (one a second outside safe mode)",
@@ -99,7 +106,7 @@ impl MasterMetrics {
         );
         registry.register(
             "upkeep_chunks_assessed",
-            "Chunks upkeep looked at: those that changed, and every chunk at a full review (every 60 rounds)",
+            "Chunks upkeep looked at: those that changed, and a slice of the rolling review of every chunk",
             upkeep_assessed.clone(),
         );
         let metrics = MasterMetrics {
@@ -112,6 +119,7 @@ impl MasterMetrics {
             batch_bytes,
             upkeep_rounds,
             upkeep_assessed,
+            upkeep_held,
             files: Gauge::default(),
             chunks: Family::default(),
             queue: Family::default(),
@@ -205,6 +213,11 @@ impl MasterMetrics {
         self.latency
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// One round of upkeep held the state lock for `held` (in safe mode too).
+    pub fn upkeep_lock(&self, held: Duration) {
+        self.upkeep_held.observe(held.as_secs_f64());
     }
 
     /// One round of replication upkeep that looked at `assessed` chunks.

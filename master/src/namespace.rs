@@ -61,7 +61,11 @@ pub struct Namespace {
     children: HashMap<u64, BTreeMap<String, u64>>,
     next_inode: u64,
     applied: u64,
-    chunks: HashMap<ChunkHandle, ChunkMeta>,
+    /// In handle order, so that upkeep can review it a slice at a time (see
+    /// [`Namespace::chunks_after`]). A B-tree is also smaller than a hash table here:
+    /// about 1.5 entries' room per entry against up to 1.75 when a table has just
+    /// doubled.
+    chunks: BTreeMap<ChunkHandle, ChunkMeta>,
     /// File inodes, including those in the trash.
     files: u64,
     uploads: HashMap<UploadId, UploadRecord>,
@@ -129,7 +133,7 @@ fn corrupt(what: String) -> StoreError {
 impl Namespace {
     /// Loads the whole namespace from the store and starts its writer. Blocking.
     pub fn open(store: Store) -> Result<Namespace, StoreError> {
-        let mut chunks = HashMap::new();
+        let mut chunks = BTreeMap::new();
         let mut files = 0;
         let mut inodes = HashMap::new();
         for item in store.all_inodes() {
@@ -235,6 +239,25 @@ impl Namespace {
         self.chunks.iter()
     }
 
+    /// The chunks after `after` in handle order (all of them for `None`): where a
+    /// rolling pass over the table carries on.
+    pub fn chunks_after(
+        &self,
+        after: Option<ChunkHandle>,
+    ) -> impl Iterator<Item = (&ChunkHandle, &ChunkMeta)> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(h) => Bound::Excluded(h),
+            None => Bound::Unbounded,
+        };
+        self.chunks.range((from, Bound::Unbounded))
+    }
+
+    /// How many chunks files reference (visible or in the trash).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Whether a chunk must be kept: a file or an upload in progress references it.
     pub fn is_referenced(&self, handle: &ChunkHandle) -> bool {
         self.chunks.contains_key(handle) || self.upload_chunks.contains(handle)
@@ -260,7 +283,7 @@ impl Namespace {
             },
             Part {
                 structure: "chunk_table",
-                bytes: hash_table::<ChunkHandle, ChunkMeta>(self.chunks.capacity()),
+                bytes: btree::<ChunkHandle, ChunkMeta>(stored_chunks),
             },
             Part {
                 structure: "attributes",

@@ -39,6 +39,7 @@ mod keys;
 mod pages;
 mod replication;
 mod report;
+mod safe_mode;
 #[cfg(test)]
 mod tests;
 use append::MasterLease;
@@ -69,8 +70,9 @@ struct State {
     /// a crash that takes the record back finds its file's chunks still there.
     freeing: std::collections::VecDeque<(u64, Vec<ChunkHandle>)>,
     freeing_set: HashSet<ChunkHandle>,
-    /// Until when (at the latest) the master is in safe mode after its start.
-    safe_until: Option<Instant>,
+    /// Safe mode after the master's start, until every chunk has a live replica or
+    /// its deadline.
+    safe: Option<safe_mode::SafeMode>,
     /// Chunks with a replica reported damaged, until they are fully replicated again.
     corrupt: HashMap<ChunkHandle, u32>,
     /// Replicas at an older version than the file's: never served, to be deleted.
@@ -175,7 +177,7 @@ impl Master {
         let map = ChunkMap::new(config.dead_after);
         let clock = config.clock.restarted();
         clock.raise_floor(ns.clock_floor());
-        let safe_until = Some(clock.now() + config.safe_start);
+        let safe = Some(safe_mode::SafeMode::until(clock.now() + config.safe_start));
         let balance_threshold = config.balance_threshold;
         let tokens = Minter {
             key: secret.token_key(),
@@ -195,7 +197,7 @@ impl Master {
                 ns,
                 map,
                 garbage: HashSet::new(),
-                safe_until,
+                safe,
                 corrupt: HashMap::new(),
                 stale: BTreeSet::new(),
                 orders: HashMap::new(),
@@ -300,7 +302,10 @@ impl Master {
         }
         match st.ns.apply(seq, &m) {
             Ok(applied) => {
-                st.attention.note(&m);
+                st.attention.note(&m, &st.ns, &applied.freed);
+                if let Mutation::Decommission { server, .. } = &m {
+                    st.attention.note_server(&st.map, server);
+                }
                 for h in &applied.freed {
                     st.leases.remove(h);
                 }
@@ -819,51 +824,49 @@ impl Master {
 
     /// Leaves safe mode once every referenced chunk has a live replica, or at the deadline.
     fn update_safe_mode(&self, st: &mut State, now: Instant) {
-        let Some(until) = st.safe_until else { return };
-        let timed_out = now >= until;
-        if timed_out
-            || st
-                .ns
-                .chunks()
-                .all(|(h, meta)| st.map.has_replica(h, meta.version, now))
-        {
-            st.safe_until = None;
+        let State { safe, ns, map, .. } = st;
+        let Some(check) = safe else { return };
+        if let Some(timed_out) = check.check(ns, map, now) {
+            st.safe = None;
             tracing::info!(timed_out, "leaving safe mode: garbage collection enabled");
         }
     }
 
+    /// Cluster status. Chunk counts come from upkeep's index, kept as chunks change
+    /// (see [`attention`]), so this costs time in proportion to servers and to the
+    /// chunks not at their replication, not to all chunks: at 10 million chunks a
+    /// count by walking took seconds under the lock, for every `dfs status`, status
+    /// page refresh and metrics scrape. In safe mode, before upkeep keeps that index,
+    /// they count the chunks the safe-mode check has not passed yet (see
+    /// [`safe_mode`]).
     fn status(&self, st: &State) -> ClusterStatus {
         let now = self.clock.now();
-        // One pass over the chunk table, counting without allocating: at 10 million
-        // chunks every byte and every pass shows, and this runs under the lock for
-        // every `dfs status`, status page refresh and metrics scrape.
         let gone = st.ns.decommissioned();
-        let (mut chunks, mut under_replicated, mut missing, mut over_replicated) = (0, 0, 0, 0);
+        let chunks = st.ns.chunk_count() as u64;
+        let (under_replicated, missing, over_replicated) = match &st.safe {
+            Some(check) => {
+                let (c, assessed) =
+                    attention::counts_after(st, check.position(), safe_mode::STATUS_WALK, now);
+                let beyond = check.unconfirmed(&st.ns).saturating_sub(assessed);
+                (
+                    c.under_replicated + beyond,
+                    c.missing + beyond,
+                    c.over_replicated,
+                )
+            }
+            None => {
+                let c = attention::counts(st, now);
+                (c.under_replicated, c.missing, c.over_replicated)
+            }
+        };
         let mut draining: HashMap<ServerId, u64> = HashMap::new();
-        for (h, meta) in st.ns.chunks() {
-            chunks += 1;
-            let (mut live, mut effective) = (0usize, 0usize);
-            for id in st.map.live_holders(h, meta.version, now) {
-                live += 1;
-                if !gone.contains(&id) {
-                    effective += 1;
-                }
-            }
-            let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
-            if live < want {
-                under_replicated += 1;
-            }
-            if live == 0 {
-                missing += 1;
-            }
-            if effective > want {
-                over_replicated += 1;
-            }
-            if effective < want && live > effective {
-                for id in st.map.live_holders(h, meta.version, now) {
-                    if gone.contains(&id) {
-                        *draining.entry(id).or_default() += 1;
-                    }
+        for h in attention::draining(st, now) {
+            let Some(meta) = st.ns.chunk(&h) else {
+                continue;
+            };
+            for id in st.map.live_holders(&h, meta.version, now) {
+                if gone.contains(&id) {
+                    *draining.entry(id).or_default() += 1;
                 }
             }
         }
@@ -879,7 +882,7 @@ impl Master {
             under_replicated,
             chunk_size: self.config.chunk_size,
             replication: self.config.replication,
-            safe_mode: st.safe_until.is_some(),
+            safe_mode: st.safe.is_some(),
             trash: st.ns.trash().count() as u64,
             garbage: st.garbage.len() as u64,
             missing,
@@ -894,6 +897,7 @@ impl Master {
         let now = self.clock.secs();
         let seq = {
             let mut guard = self.lock();
+            let held = Instant::now();
             let st = &mut *guard;
             let mut due = st
                 .ns
@@ -923,7 +927,7 @@ impl Master {
             });
             self.release_freed(st);
             self.update_safe_mode(st, instant);
-            if st.safe_until.is_none() {
+            if st.safe.is_none() {
                 let State {
                     garbage,
                     garbage_at,
@@ -950,6 +954,7 @@ impl Master {
                 schedule_trims(st, instant);
                 schedule_moves(st, &self.tokens, instant);
             }
+            self.metrics.upkeep_lock(held.elapsed());
             seq
         };
         self.durable(seq).await

@@ -533,9 +533,7 @@ impl Master {
                         .place(replication, self.config.chunk_size, self.clock.now(), &out);
                 let chain = match placed {
                     // Just started: the chunkservers have not all registered yet.
-                    Err(ErrorCode::NotEnoughServers { wanted, alive })
-                        if st.safe_until.is_some() =>
-                    {
+                    Err(ErrorCode::NotEnoughServers { wanted, alive }) if st.safe.is_some() => {
                         return Err(unavailable(format!(
                             "the master is starting: {alive} of {wanted} chunkservers reported so far"
                         )));
@@ -762,7 +760,7 @@ impl Master {
         let short = {
             let mut st = self.lock();
             let now = self.clock.now();
-            if st.safe_until.is_some() || now < self.started + self.config.lease {
+            if st.safe.is_some() || now < self.started + self.config.lease {
                 return;
             }
             // One try per chunk per lease period: a fresh server that keeps failing
@@ -808,7 +806,7 @@ impl Master {
             let st = self.lock();
             let now = self.clock.now();
             // After a start, primaries get a lease duration to report the leases they hold.
-            if st.safe_until.is_some() || now < self.started + self.config.lease {
+            if st.safe.is_some() || now < self.started + self.config.lease {
                 return;
             }
             st.ns

@@ -1,102 +1,199 @@
-//! Which chunks upkeep has to look at: an index of the chunks below their replication
-//! (fewest live replicas first) and of those above it, kept up to date from what
-//! changed since the last round instead of by walking every chunk every second.
+//! Which chunks upkeep has to look at, and how the cluster's chunks stand: an index
+//! of the chunks below their replication (fewest replicas in service first) and of
+//! those above it, and the tallies `dfs status` and `/metrics` count from. It is
+//! kept up to date from what changed since the last round, never by walking every
+//! chunk under the lock.
 //!
 //! What changes a chunk's standing, and how it gets here:
 //! - its replicas (reports, registrations, forgotten servers) and the liveness of
 //!   the servers holding them: [`ChunkMap::take_changes`](crate::chunkmap::ChunkMap::take_changes);
-//! - the namespace (commits, appends' chunks opened and settled): [`Attention::note`]
-//!   from every logged mutation;
-//! - replication settings and decommissioning, which touch many chunks at once:
-//!   a full review at the next round.
+//! - the namespace (commits, appends' chunks opened and settled, replication
+//!   settings, removals) and decommissioning: [`Attention::note`] from every logged
+//!   mutation.
 //!
-//! A full review also runs every [`REVIEW_EVERY`] rounds, as a safety net for a
-//! change that reached no index, and after safe mode.
+//! Each round assesses at most [`ROUND_BUDGET`] chunks: first those noted, then a
+//! slice of a rolling sweep over the chunk table in handle order. The sweep is the
+//! safety net for a change that reached no index; it covers the table about every
+//! [`SWEEP_ROUNDS`] rounds on a small master and more slowly on a large one, so a
+//! round holds the state lock for milliseconds at 10 million chunks, where a whole
+//! pass held it for 10–28 s.
+//!
+//! When more changed than can be remembered one by one (the master's start, a
+//! `setrep -r /`, many large servers dying at once), the noted chunks are dropped
+//! and a sweep catches up from the start at the full budget. Until it ends, the
+//! counts cover only what it has reached ([`Attention::complete`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
-use dfs_protocol::ChunkHandle;
+use dfs_protocol::{ChunkHandle, ServerId};
 
 use super::State;
 use crate::mutation::Mutation;
-use crate::namespace::ChunkMeta;
+use crate::namespace::Namespace;
 
-/// Rounds between two full reviews (upkeep runs once a second).
-pub(super) const REVIEW_EVERY: u32 = 60;
-/// Chunks noted one by one before a full review is cheaper to ask for.
-const MAX_NOTED: usize = 100_000;
+/// Chunks assessed per round at most: noted ones first, then the sweep's slice.
+/// An assessment is a few hash lookups, so this keeps a round to tens of
+/// milliseconds of lock.
+pub(super) const ROUND_BUDGET: usize = 65_536;
+/// Rounds a sweep over a small table takes (upkeep runs once a second).
+pub(super) const SWEEP_ROUNDS: usize = 60;
+/// A background sweep's slice at most: at 10 million chunks a pass takes about
+/// ten minutes, with a round's lock held for a few milliseconds for it.
+const SWEEP_SLICE_MAX: usize = 16_384;
+/// Chunks remembered one by one; past this, a sweep catches up instead (some 40 MB
+/// at most).
+const MAX_NOTED: usize = 2_000_000;
 
-/// Where a chunk stands against its replication.
+/// How a chunk stood when last assessed: its live replicas at its version, those
+/// of them on servers in service, and its replication (each at most `u16::MAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    /// Exactly at its replication.
-    Even,
-    /// Below it, with this many live replicas in service (at least one).
-    Short(usize),
-    /// Above it.
-    Over,
-    /// Nothing to do now: open for appends (its length moves), no live replica to
-    /// copy from, or no longer in the namespace.
-    Aside,
+struct Tally {
+    live: u16,
+    effective: u16,
+    want: u16,
+    /// Open for appends: its length moves, so upkeep leaves it to the appenders.
+    open: bool,
+}
+
+impl Tally {
+    fn settled(&self) -> bool {
+        self.live == self.want && self.effective == self.want
+    }
+
+    /// Below its replication with a replica to copy from: repair it.
+    fn needs_copies(&self) -> bool {
+        !self.open && self.live > 0 && self.effective < self.want
+    }
+
+    fn needs_trim(&self) -> bool {
+        !self.open && self.effective > self.want
+    }
+}
+
+/// Counts of chunks by standing, as of the last round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    /// Fewer live replicas than their replication.
+    pub(super) under_replicated: u64,
+    /// No live replica at all.
+    pub(super) missing: u64,
+    /// More replicas in service than their replication.
+    pub(super) over_replicated: u64,
+}
+
+/// Where the rolling sweep stands.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// The pass carries on after this chunk; `None`: from the start.
+    after: Option<ChunkHandle>,
+    /// A pass that must reach every chunk before the index is whole: it takes the
+    /// whole budget each round.
+    catching_up: bool,
+    /// Passes finished (for tests).
+    passes: u64,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Attention {
-    /// Chunks below their replication, by (live replicas, chunk): repair order.
-    short: BTreeSet<(usize, ChunkHandle)>,
-    short_live: HashMap<ChunkHandle, usize>,
-    /// Chunks above their replication.
+    /// Chunks to copy, by (replicas in service, chunk): repair order.
+    short: BTreeSet<(u16, ChunkHandle)>,
+    /// Chunks to trim.
     over: BTreeSet<ChunkHandle>,
-    /// Chunks the namespace changed since the last round.
+    /// Every chunk not exactly at its replication, as last assessed: what the
+    /// counts come from. A healthy cluster keeps it empty.
+    unsettled: HashMap<ChunkHandle, Tally>,
+    /// Chunks changed since they were last assessed.
     noted: HashSet<ChunkHandle>,
-    review_due: bool,
-    rounds: u32,
+    sweep: Sweep,
     /// Chunks assessed in the last round (for tests and the metrics).
     pub(super) last_assessed: usize,
 }
 
 impl Attention {
-    /// Starts with a full review: nothing is indexed yet.
+    /// Starts with a sweep catching up: nothing is indexed yet.
     pub(super) fn new() -> Attention {
         Attention {
-            review_due: true,
+            sweep: Sweep {
+                catching_up: true,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 
-    /// Notes the chunks a logged mutation changed.
-    pub(super) fn note(&mut self, m: &Mutation) {
-        if self.review_due {
-            return;
-        }
-        if self.noted.len() >= MAX_NOTED {
-            // A burst while upkeep waits (safe mode): bounded, at the price of one
-            // full review.
-            self.noted = HashSet::new();
-            self.review_due = true;
-            return;
-        }
+    /// Whether every chunk has been assessed since the index was last rebuilt: when
+    /// not, the counts cover only the chunks a catching-up sweep has reached.
+    #[cfg(test)]
+    pub(super) fn complete(&self) -> bool {
+        !self.sweep.catching_up
+    }
+
+    /// Sweeps finished.
+    #[cfg(test)]
+    pub(super) fn passes(&self) -> u64 {
+        self.sweep.passes
+    }
+
+    /// Notes the chunks mutation `m` changed; `ns` is the namespace after it, and
+    /// `freed` the chunks it released.
+    pub(super) fn note(&mut self, m: &Mutation, ns: &Namespace, freed: &[ChunkHandle]) {
+        // A freed chunk leaves the index at its next assessment (it is no longer in
+        // the namespace), which the sweep, walking the namespace, never does.
+        self.note_all(freed.iter().copied());
         match m {
             Mutation::CommitFile { inode, .. } => {
-                self.noted.extend(inode.chunks.iter().map(|c| c.handle));
+                self.note_all(inode.chunks.iter().map(|c| c.handle));
             }
             Mutation::AllocateChunk { handle, .. } | Mutation::SetChunk { handle, .. } => {
-                self.noted.insert(*handle);
+                self.note_all([*handle]);
             }
             Mutation::AppendChunk { seal, handle, .. } => {
-                self.noted.insert(*handle);
-                self.noted.extend(seal.map(|(h, _)| h));
+                self.note_all(std::iter::once(*handle).chain(seal.map(|(h, _)| h)));
             }
-            // Many chunks at once, and rare.
-            Mutation::SetReplication { .. }
-            | Mutation::Decommission { .. }
-            | Mutation::Restore { .. } => self.review_due = true,
+            Mutation::SetReplication { inodes, .. } => {
+                for ino in inodes {
+                    if let Some(file) = ns.file(*ino) {
+                        self.note_all(file.chunks.iter().map(|c| c.handle));
+                    }
+                }
+            }
             _ => {}
         }
     }
 
-    /// Chunks below their replication, fewest live replicas first.
+    /// Notes every chunk `server` holds: it registered, died, came back, or went in
+    /// or out of service.
+    pub(super) fn note_server(&mut self, st_map: &crate::chunkmap::ChunkMap, server: &ServerId) {
+        if self.noted.len().saturating_add(st_map.chunks_held(server)) > MAX_NOTED {
+            self.catch_up();
+            return;
+        }
+        self.note_all(st_map.chunks_of(server).map(|(h, _)| *h));
+    }
+
+    fn note_all(&mut self, handles: impl IntoIterator<Item = ChunkHandle>) {
+        if self.sweep.catching_up && self.sweep.after.is_none() {
+            // A sweep from the very start reaches every chunk anyway.
+            return;
+        }
+        for h in handles {
+            if self.noted.len() >= MAX_NOTED {
+                self.catch_up();
+                return;
+            }
+            self.noted.insert(h);
+        }
+    }
+
+    /// Forgets what was noted and sweeps every chunk again from the start.
+    fn catch_up(&mut self) {
+        self.noted = HashSet::new();
+        self.sweep.after = None;
+        self.sweep.catching_up = true;
+    }
+
+    /// Chunks below their replication, fewest replicas in service first.
     pub(super) fn short(&self) -> impl Iterator<Item = ChunkHandle> + '_ {
         self.short.iter().map(|(_, h)| *h)
     }
@@ -106,99 +203,166 @@ impl Attention {
         self.over.iter().copied()
     }
 
-    fn set(&mut self, h: ChunkHandle, standing: Standing) {
-        if let Some(live) = self.short_live.remove(&h) {
-            self.short.remove(&(live, h));
+    /// Records `h`'s standing (`None`: no longer in the namespace).
+    fn set(&mut self, h: ChunkHandle, tally: Option<Tally>) {
+        if let Some(old) = self.unsettled.remove(&h) {
+            self.short.remove(&(old.effective, h));
+            self.over.remove(&h);
         }
-        self.over.remove(&h);
-        match standing {
-            Standing::Short(live) => {
-                self.short.insert((live, h));
-                self.short_live.insert(h, live);
-            }
-            Standing::Over => {
-                self.over.insert(h);
-            }
-            Standing::Even | Standing::Aside => {}
+        let Some(t) = tally else { return };
+        if t.settled() {
+            return;
         }
-    }
-
-    fn clear(&mut self) {
-        self.short.clear();
-        self.short_live.clear();
-        self.over.clear();
-        self.noted.clear();
+        if t.needs_copies() {
+            self.short.insert((t.effective, h));
+        }
+        if t.needs_trim() {
+            self.over.insert(h);
+        }
+        self.unsettled.insert(h, t);
     }
 }
 
-fn assess(st: &State, h: &ChunkHandle, meta: &ChunkMeta, now: Instant) -> Standing {
-    if st.ns.open_chain(h).is_some() {
-        return Standing::Aside;
+/// How `h` stands now (`None`: no file references it).
+fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
+    let meta = st.ns.chunk(h)?;
+    let gone = st.ns.decommissioned();
+    let (mut live, mut effective) = (0u16, 0u16);
+    for id in st.map.live_holders(h, meta.version, now) {
+        live = live.saturating_add(1);
+        if !gone.contains(&id) {
+            effective = effective.saturating_add(1);
+        }
     }
-    let live = st.effective(h, meta.version, now).len();
-    let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
-    match live.cmp(&want) {
-        std::cmp::Ordering::Equal => Standing::Even,
-        std::cmp::Ordering::Greater => Standing::Over,
-        std::cmp::Ordering::Less if live == 0 => Standing::Aside,
-        std::cmp::Ordering::Less => Standing::Short(live),
-    }
+    Some(Tally {
+        live,
+        effective,
+        want: u16::try_from(meta.replication).unwrap_or(u16::MAX),
+        open: st.ns.open_chain(h).is_some(),
+    })
 }
 
-/// Brings the index up to date: the chunks that changed since the last round, or
-/// every chunk when a full review is due.
+/// The counts by standing, in time proportional to the chunks not settled at the
+/// last round. Those are assessed afresh, so a chunk repaired since shows at once;
+/// one that fell short since (its server died) shows from the next round.
+pub(super) fn counts(st: &State, now: Instant) -> Counts {
+    let mut c = Counts::default();
+    for h in st.attention.unsettled.keys() {
+        let Some(t) = assess(st, h, now) else {
+            continue;
+        };
+        c.under_replicated += u64::from(t.live < t.want);
+        c.missing += u64::from(t.live == 0);
+        c.over_replicated += u64::from(t.effective > t.want);
+    }
+    c
+}
+
+/// The counts over the chunks after `after` in handle order, assessing at most
+/// `limit` of them; and how many were assessed. For safe mode, before the index is
+/// kept: see [`super::safe_mode`].
+pub(super) fn counts_after(
+    st: &State,
+    after: Option<ChunkHandle>,
+    limit: usize,
+    now: Instant,
+) -> (Counts, u64) {
+    let mut c = Counts::default();
+    let mut n = 0;
+    for (h, _) in st.ns.chunks_after(after).take(limit) {
+        n += 1;
+        let Some(t) = assess(st, h, now) else {
+            continue;
+        };
+        c.under_replicated += u64::from(t.live < t.want);
+        c.missing += u64::from(t.live == 0);
+        c.over_replicated += u64::from(t.effective > t.want);
+    }
+    (c, n)
+}
+
+/// Chunks that still need a replica on a server being decommissioned (fewer
+/// replicas in service than their replication, and more live ones), assessed afresh
+/// as in [`counts`].
+pub(super) fn draining(st: &State, now: Instant) -> Vec<ChunkHandle> {
+    st.attention
+        .unsettled
+        .keys()
+        .filter(|h| {
+            assess(st, h, now).is_some_and(|t| t.effective < t.want && t.live > t.effective)
+        })
+        .copied()
+        .collect()
+}
+
+/// Brings the index up to date: the chunks that changed since the last round, then
+/// a slice of the sweep, within [`ROUND_BUDGET`].
 pub(super) fn refresh(st: &mut State, now: Instant) {
     let changes = st.map.take_changes(now);
-    let a = &mut st.attention;
-    a.rounds = a.rounds.saturating_add(1);
-    let full = a.review_due || changes.all || a.rounds >= REVIEW_EVERY;
-    let verdicts: Vec<(ChunkHandle, Standing)> = if full {
-        a.review_due = false;
-        a.rounds = 0;
-        a.clear();
-        let started = std::time::Instant::now();
-        let all = st.ns.chunks().count();
-        st.attention.last_assessed = all;
-        let verdicts = st
-            .ns
-            .chunks()
-            .filter_map(|(h, meta)| {
-                let standing = assess(st, h, meta, now);
-                (standing != Standing::Aside).then_some((*h, standing))
-            })
-            .collect();
-        // The whole pass holds the state lock: its length is what a large master
-        // pauses for once a minute.
-        tracing::info!(
-            chunks = all,
-            took_ms = started.elapsed().as_millis() as u64,
-            "upkeep: full review"
-        );
-        verdicts
+    if changes.all {
+        st.attention.catch_up();
+    }
+    for server in &changes.servers {
+        st.attention.note_server(&st.map, server);
+    }
+    st.attention.note_all(changes.handles);
+
+    // Noted chunks first: they are what changed.
+    let batch: Vec<ChunkHandle> = st
+        .attention
+        .noted
+        .iter()
+        .take(ROUND_BUDGET)
+        .copied()
+        .collect();
+    for h in &batch {
+        st.attention.noted.remove(h);
+    }
+    if st.attention.noted.is_empty() && st.attention.noted.capacity() > 4096 {
+        // A burst's table is not kept for ever.
+        st.attention.noted = HashSet::new();
+    }
+    let mut verdicts: Vec<(ChunkHandle, Option<Tally>)> = batch
+        .into_iter()
+        .map(|h| (h, assess(st, &h, now)))
+        .collect();
+
+    // Then a slice of the sweep.
+    let total = st.ns.chunk_count();
+    let slice = if st.attention.sweep.catching_up {
+        ROUND_BUDGET
+            .saturating_sub(verdicts.len())
+            .max(SWEEP_SLICE_MAX)
     } else {
-        let mut handles = std::mem::take(&mut a.noted);
-        handles.extend(changes.handles);
-        for server in &changes.servers {
-            handles.extend(st.map.chunks_of(server).map(|(h, _)| *h));
-        }
-        a.last_assessed = handles.len();
-        handles
-            .into_iter()
-            .map(|h| {
-                let standing = match st.ns.chunk(&h) {
-                    Some(meta) => assess(st, &h, meta, now),
-                    None => Standing::Aside,
-                };
-                (h, standing)
-            })
-            .collect()
+        total.div_ceil(SWEEP_ROUNDS).clamp(1, SWEEP_SLICE_MAX)
     };
-    for (h, standing) in verdicts {
-        if matches!(standing, Standing::Even | Standing::Over) {
+    let noted = verdicts.len();
+    verdicts.extend(
+        st.ns
+            .chunks_after(st.attention.sweep.after)
+            .take(slice)
+            .map(|(h, _)| (*h, assess(st, h, now))),
+    );
+    let swept = verdicts.len() - noted;
+    let sweep = &mut st.attention.sweep;
+    if swept < slice {
+        if sweep.catching_up {
+            tracing::info!(chunks = total, "upkeep: every chunk assessed");
+        }
+        sweep.after = None;
+        sweep.catching_up = false;
+        sweep.passes += 1;
+    } else {
+        sweep.after = verdicts.last().map(|(h, _)| *h);
+    }
+
+    st.attention.last_assessed = verdicts.len();
+    for (h, tally) in verdicts {
+        if tally.is_some_and(|t| !t.open && t.effective >= t.want) {
             // Fully replicated again: a damaged replica it had is history.
             st.corrupt.remove(&h);
         }
-        st.attention.set(h, standing);
+        st.attention.set(h, tally);
     }
 }
 
@@ -210,37 +374,72 @@ mod tests {
         ChunkHandle(uuid::Uuid::from_u128(n))
     }
 
-    #[test]
-    fn the_index_orders_by_fewest_live_replicas_and_forgets_what_recovered() {
-        let mut a = Attention::new();
-        a.set(h(1), Standing::Short(2));
-        a.set(h(2), Standing::Short(1));
-        a.set(h(3), Standing::Over);
-        assert_eq!(a.short().collect::<Vec<_>>(), [h(2), h(1)]);
-        a.set(h(2), Standing::Short(2));
-        assert_eq!(a.short().collect::<Vec<_>>(), [h(1), h(2)]);
-        a.set(h(1), Standing::Even);
-        a.set(h(3), Standing::Aside);
-        assert_eq!(a.short().collect::<Vec<_>>(), [h(2)]);
-        assert_eq!(a.over().count(), 0);
-        assert_eq!(a.short_live.len(), 1);
+    fn tally(live: u16, effective: u16, want: u16) -> Option<Tally> {
+        Some(Tally {
+            live,
+            effective,
+            want,
+            open: false,
+        })
     }
 
     #[test]
-    fn mutations_note_their_chunks_or_ask_for_a_full_review() {
+    fn the_index_orders_by_fewest_replicas_and_forgets_what_recovered() {
         let mut a = Attention::default();
-        a.note(&Mutation::SetChunk {
-            handle: h(7),
-            version: dfs_protocol::ChunkVersion::FIRST,
-            size: 0,
-            open: None,
-            mtime: 0,
-        });
-        assert!(a.noted.contains(&h(7)) && !a.review_due);
-        a.note(&Mutation::SetReplication {
-            inodes: vec![2],
-            replication: 2,
-        });
-        assert!(a.review_due);
+        a.set(h(1), tally(2, 2, 3));
+        a.set(h(2), tally(1, 1, 3));
+        a.set(h(3), tally(4, 4, 3));
+        assert_eq!(a.short().collect::<Vec<_>>(), [h(2), h(1)]);
+        assert_eq!(a.over().collect::<Vec<_>>(), [h(3)]);
+        a.set(h(2), tally(2, 2, 3));
+        assert_eq!(a.short().collect::<Vec<_>>(), [h(1), h(2)]);
+        a.set(h(1), tally(3, 3, 3));
+        a.set(h(3), None);
+        assert_eq!(a.short().collect::<Vec<_>>(), [h(2)]);
+        assert_eq!(a.over().count(), 0);
+        assert_eq!(
+            a.unsettled.len(),
+            1,
+            "settled and removed chunks are not kept"
+        );
+    }
+
+    #[test]
+    fn every_chunk_off_its_replication_is_kept_and_only_copyable_ones_are_repaired() {
+        let mut a = Attention::default();
+        a.set(h(1), tally(0, 0, 3)); // missing
+        a.set(h(2), tally(1, 1, 3)); // under
+        a.set(h(3), tally(3, 2, 3)); // one replica on a draining server
+        a.set(h(4), tally(4, 4, 3)); // over
+        a.set(h(5), tally(3, 3, 3)); // settled
+        let open = Tally {
+            live: 2,
+            effective: 2,
+            want: 3,
+            open: true,
+        };
+        a.set(h(6), Some(open)); // counted, but left to its appenders
+        assert_eq!(a.unsettled.len(), 5, "every chunk but the settled one");
+        // A chunk with replicas only on draining servers is copied first; one with
+        // none at all cannot be; an open one is not upkeep's.
+        a.set(h(7), tally(2, 0, 3));
+        assert_eq!(a.short().collect::<Vec<_>>(), [h(7), h(2), h(3)]);
+        assert_eq!(a.over().collect::<Vec<_>>(), [h(4)]);
+    }
+
+    #[test]
+    fn too_much_noted_turns_into_a_sweep_from_the_start() {
+        let mut a = Attention::default();
+        a.sweep.after = Some(h(5));
+        a.note_all((0..10).map(h));
+        assert_eq!(a.noted.len(), 10);
+        a.noted.extend((100..100 + MAX_NOTED as u128).map(h));
+        a.note_all([h(11)]);
+        assert!(a.noted.is_empty());
+        assert!(a.sweep.catching_up && a.sweep.after.is_none());
+        assert!(!a.complete());
+        // Nothing more is noted until the sweep moves: it reaches every chunk.
+        a.note_all([h(12)]);
+        assert!(a.noted.is_empty());
     }
 }

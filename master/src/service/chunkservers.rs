@@ -148,7 +148,7 @@ impl Master {
                 }
                 self.release_freed(st);
                 // Everything below looks only at this server's own entries.
-                let (delete, replicate) = if known && st.safe_until.is_none() {
+                let (delete, replicate) = if known && st.safe.is_none() {
                     let mut delete: Vec<ChunkHandle> = st
                         .garbage_at
                         .range(of_server(server))

@@ -30,7 +30,7 @@ pub(super) fn fsck(
         corrupt: 0,
         stale: 0,
         over_replicated: 0,
-        safe_mode: st.safe_until.is_some(),
+        safe_mode: st.safe.is_some(),
         problems: Vec::new(),
     };
     for (path, inode) in files {
