@@ -3,13 +3,20 @@
 //! Replica locations are learned from chunk reports (and from the chain a client
 //! committed), never stored: after a restart the master relearns them from
 //! registrations. `servers[*].chunks` is the truth; `locations` is its inverse, kept in
-//! step by the methods here and nowhere else.
+//! step by the methods here and nowhere else. `locations` names servers by a slot
+//! number each gets at its first registration and keeps until it is forgotten: four
+//! bytes rather than sixteen, which lets a chunk's holders fit inline
+//! ([`holders::Holders`]).
+
+mod holders;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, ServerId, ServerStatus};
 use rand::seq::SliceRandom;
+
+use holders::Holders;
 
 /// Chunk creations within this window count as recent for placement.
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
@@ -47,6 +54,8 @@ struct ServerEntry {
     /// Whether the server was alive when upkeep last asked for changes: a server that
     /// died or came back since changed every chunk it holds.
     seen_alive: bool,
+    /// Its number in `locations`.
+    slot: u32,
 }
 
 impl ServerEntry {
@@ -70,7 +79,10 @@ impl ServerEntry {
 pub struct ChunkMap {
     dead_after: Duration,
     servers: HashMap<ServerId, ServerEntry>,
-    locations: HashMap<ChunkHandle, HashSet<ServerId>>,
+    locations: HashMap<ChunkHandle, Holders>,
+    /// The server in each slot; `None` for a free one.
+    slots: Vec<Option<ServerId>>,
+    free_slots: Vec<u32>,
     changed: Changes,
 }
 
@@ -80,7 +92,43 @@ impl ChunkMap {
             dead_after,
             servers: HashMap::new(),
             locations: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             changed: Changes::default(),
+        }
+    }
+
+    /// A slot for a server registering for the first time.
+    fn take_slot(&mut self, server: ServerId) -> u32 {
+        if let Some(slot) = self.free_slots.pop() {
+            if let Some(cell) = self.slots.get_mut(slot as usize) {
+                *cell = Some(server);
+                return slot;
+            }
+        }
+        // Four billion registrations between forgettings are not a real case; the
+        // saturation keeps the arithmetic honest all the same.
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push(Some(server));
+        slot
+    }
+
+    /// The servers holding `handle`, at whatever version.
+    fn holder_ids<'a>(&'a self, handle: &ChunkHandle) -> impl Iterator<Item = ServerId> + 'a {
+        self.locations
+            .get(handle)
+            .into_iter()
+            .flat_map(|h| h.iter())
+            .filter_map(|slot| self.slots.get(slot as usize).copied().flatten())
+    }
+
+    /// Drops `slot` from `handle`'s holders, and the entry once it is empty.
+    fn unlocate(&mut self, handle: &ChunkHandle, slot: u32) {
+        if let Some(set) = self.locations.get_mut(handle) {
+            set.remove(slot);
+            if set.is_empty() {
+                self.locations.remove(handle);
+            }
         }
     }
 
@@ -129,22 +177,19 @@ impl ChunkMap {
             return false;
         };
         entry.chunks.insert(report.handle, report.version);
+        let slot = entry.slot;
         self.locations
             .entry(report.handle)
             .or_default()
-            .insert(server);
+            .insert(slot);
         true
     }
 
     fn remove_location(&mut self, server: ServerId, handle: ChunkHandle) {
         if let Some(entry) = self.servers.get_mut(&server) {
             entry.chunks.remove(&handle);
-        }
-        if let Some(set) = self.locations.get_mut(&handle) {
-            set.remove(&server);
-            if set.is_empty() {
-                self.locations.remove(&handle);
-            }
+            let slot = entry.slot;
+            self.unlocate(&handle, slot);
         }
         self.touch(handle);
     }
@@ -160,16 +205,15 @@ impl ChunkMap {
         now: Instant,
     ) {
         let old = self.servers.remove(&server);
-        if let Some(old) = &old {
-            for handle in old.chunks.keys() {
-                if let Some(set) = self.locations.get_mut(handle) {
-                    set.remove(&server);
-                    if set.is_empty() {
-                        self.locations.remove(handle);
-                    }
+        let slot = match &old {
+            Some(old) => {
+                for handle in old.chunks.keys() {
+                    self.unlocate(handle, old.slot);
                 }
+                old.slot
             }
-        }
+            None => self.take_slot(server),
+        };
         self.servers.insert(
             server,
             ServerEntry {
@@ -181,6 +225,7 @@ impl ChunkMap {
                 chunks: HashMap::with_capacity(chunks.len()),
                 recent: VecDeque::new(),
                 seen_alive: true,
+                slot,
             },
         );
         for report in chunks {
@@ -246,12 +291,10 @@ impl ChunkMap {
 
     /// Whether a live server holds `handle` at exactly `version`.
     pub fn has_replica(&self, handle: &ChunkHandle, version: ChunkVersion, now: Instant) -> bool {
-        self.locations.get(handle).is_some_and(|set| {
-            set.iter().any(|id| {
-                self.servers
-                    .get(id)
-                    .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
-            })
+        self.holder_ids(handle).any(|id| {
+            self.servers
+                .get(&id)
+                .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
         })
     }
 
@@ -262,14 +305,11 @@ impl ChunkMap {
         version: ChunkVersion,
         now: Instant,
     ) -> impl Iterator<Item = ServerId> + 'a {
-        self.locations
-            .get(handle)
-            .into_iter()
-            .flatten()
-            .filter_map(move |id| {
-                let e = self.servers.get(id)?;
-                (self.alive(e, now) && e.chunks.get(handle) == Some(&version)).then_some(*id)
-            })
+        self.holder_ids(handle).filter(move |id| {
+            self.servers
+                .get(id)
+                .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
+        })
     }
 
     /// Whether `server` reported holding `handle` (at any version).
@@ -281,11 +321,8 @@ impl ChunkMap {
 
     /// Every server that reported holding `handle`, at the version it reported.
     pub fn holders(&self, handle: &ChunkHandle) -> Vec<(ServerId, ChunkVersion)> {
-        self.locations
-            .get(handle)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| Some((*id, *self.servers.get(id)?.chunks.get(handle)?)))
+        self.holder_ids(handle)
+            .filter_map(|id| Some((id, *self.servers.get(&id)?.chunks.get(handle)?)))
             .collect()
     }
 
@@ -304,17 +341,14 @@ impl ChunkMap {
             .values()
             .map(|e| hash_table::<ChunkHandle, ChunkVersion>(e.chunks.capacity()))
             .sum();
-        // Each chunk's set of holders, sized by the mean replicas per chunk.
-        let chunks = self.locations.len();
-        let set = match replicas.checked_div(chunks) {
-            Some(mean) => hash_table::<ServerId, ()>(mean),
-            None => 0,
-        };
+        // Holders inline in the table; a chunk with more than three spills to the
+        // heap, which is rare and not counted (counting would cost a pass).
+        let _ = replicas;
         vec![
             Part {
                 structure: "replica_locations",
-                bytes: hash_table::<ChunkHandle, HashSet<ServerId>>(self.locations.capacity())
-                    + (chunks as u64).saturating_mul(set),
+                bytes: hash_table::<ChunkHandle, Holders>(self.locations.capacity())
+                    + crate::footprint::vec_heap::<Option<ServerId>>(self.slots.capacity()),
             },
             Part {
                 structure: "replicas_per_server",
@@ -351,14 +385,11 @@ impl ChunkMap {
         now: Instant,
     ) -> Vec<(ServerId, String)> {
         let mut out: Vec<(ServerId, String)> = self
-            .locations
-            .get(handle)
-            .into_iter()
-            .flatten()
+            .holder_ids(handle)
             .filter_map(|id| {
-                let e = self.servers.get(id)?;
+                let e = self.servers.get(&id)?;
                 (self.alive(e, now) && e.chunks.get(handle) == Some(&version))
-                    .then(|| (*id, e.addr.clone()))
+                    .then(|| (id, e.addr.clone()))
             })
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
@@ -484,13 +515,13 @@ impl ChunkMap {
         for id in &gone {
             if let Some(entry) = self.servers.remove(id) {
                 for handle in entry.chunks.keys() {
-                    if let Some(set) = self.locations.get_mut(handle) {
-                        set.remove(id);
-                        if set.is_empty() {
-                            self.locations.remove(handle);
-                        }
-                    }
+                    self.unlocate(handle, entry.slot);
                     self.touch(*handle);
+                }
+                // Free only now: no chunk names the slot any more.
+                if let Some(cell) = self.slots.get_mut(entry.slot as usize) {
+                    *cell = None;
+                    self.free_slots.push(entry.slot);
                 }
             }
         }
@@ -589,6 +620,33 @@ mod tests {
         assert!(map.heartbeat(b, 10, 0, 0, vec![], vec![h], now));
         assert!(map.replicas(&h, ChunkVersion::FIRST, now).is_empty());
         assert!(!map.heartbeat(ServerId::random(), 1, 1, 0, vec![], vec![], now));
+    }
+
+    #[test]
+    fn a_forgotten_servers_slot_goes_to_the_next_newcomer_without_its_chunks() {
+        let now = Instant::now();
+        let mut map = ChunkMap::new(Duration::from_secs(10));
+        let (a, b, c) = (ServerId::random(), ServerId::random(), ServerId::random());
+        let (h1, h2) = (ChunkHandle::random(), ChunkHandle::random());
+        map.register(a, "a".into(), 10, 0, vec![report(h1)], now);
+        map.register(b, "b".into(), 10, 0, vec![report(h1), report(h2)], now);
+        let later = now + Duration::from_secs(100);
+        map.heartbeat(b, 10, 0, 0, vec![], vec![], later);
+        assert_eq!(map.forget_dead(later, Duration::from_secs(50)), [a]);
+        assert_eq!(map.holders(&h1), [(b, ChunkVersion::FIRST)]);
+        map.register(c, "c".into(), 10, 0, vec![report(h2)], later);
+        assert_eq!(map.slots.iter().flatten().count(), 2, "a's slot reused");
+        assert_eq!(map.holders(&h1), [(b, ChunkVersion::FIRST)]);
+        let mut on_h2: Vec<ServerId> = map.holders(&h2).into_iter().map(|(s, _)| s).collect();
+        on_h2.sort();
+        let mut expect = vec![b, c];
+        expect.sort();
+        assert_eq!(on_h2, expect);
+        // A re-registration keeps the slot and replaces the chunks.
+        map.register(c, "c".into(), 10, 0, vec![report(h1)], later);
+        assert_eq!(map.holders(&h2), [(b, ChunkVersion::FIRST)]);
+        assert_eq!(map.holders(&h1).len(), 2);
+        assert_eq!(map.slots.len(), 2);
     }
 
     #[test]
