@@ -18,8 +18,10 @@ const MAX_COPIES_PER_TARGET: usize = 4;
 const MAX_COPIES_PER_ROUND: usize = 256;
 /// A copy not reported done by then is forgotten and scheduled again.
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Balancing moves under way at once: balancing is gradual.
-const MAX_MOVES: usize = 4;
+/// Balancing moves under way at once onto one server, and in all: balancing is
+/// gradual, but servers that come back empty fill in parallel.
+const MOVES_PER_TARGET: usize = 2;
+const MAX_MOVES: usize = 64;
 
 /// A copy ordered to `target` of a chunk at `version`: done only when the target
 /// reports exactly that version (a replica at any other is not the copy ordered).
@@ -135,35 +137,92 @@ pub(super) fn schedule_trims(st: &mut State, now: Instant) {
     }
 }
 
-/// One balancing move per round while the spread of disk use is above the threshold:
-/// a chunk from the fullest live server is copied to the emptiest, then trimmed from
-/// the fullest.
+/// Balancing moves while the spread of disk use is above the threshold: chunks are
+/// copied from servers above the mean use (fullest first) onto servers below it
+/// (emptiest first), at most [`MOVES_PER_TARGET`] under way onto each and
+/// [`MAX_MOVES`] in all, then trimmed from the server they left. A server more than
+/// half the threshold from the mean takes part; so do the fullest and the emptiest
+/// always.
 pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
     if st.moves.len() >= MAX_MOVES {
         return;
     }
     let gone = st.ns.decommissioned();
-    let usage: Vec<(ServerId, f64)> = st
+    let mut usage: Vec<(ServerId, f64)> = st
         .map
         .usage(now)
         .into_iter()
         .filter(|(id, _)| !gone.contains(id))
         .collect();
-    let (Some(full), Some(empty)) = (
-        usage.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
-        usage.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
-    ) else {
-        return;
-    };
-    if full.1 - empty.1 <= st.balance_threshold {
+    if usage.len() < 2 {
         return;
     }
-    let (from, to) = (full.0, empty.0);
-    let Some(source) = st.map.addr(&from).map(str::to_string) else {
+    usage.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (emptiest, fullest) = (usage[0].1, usage[usage.len() - 1].1);
+    if fullest - emptiest <= st.balance_threshold {
         return;
-    };
+    }
+    let mean = usage.iter().map(|u| u.1).sum::<f64>() / usage.len() as f64;
+    let margin = st.balance_threshold / 2.0;
+    let targets: Vec<ServerId> = usage
+        .iter()
+        .enumerate()
+        .take_while(|(i, u)| *i == 0 || u.1 < mean - margin)
+        .map(|(_, u)| u.0)
+        .collect();
+    let sources: Vec<ServerId> = usage
+        .iter()
+        .rev()
+        .enumerate()
+        .take_while(|(i, u)| *i == 0 || u.1 > mean + margin)
+        .map(|(_, u)| u.0)
+        .collect();
+    let mut onto: HashMap<ServerId, usize> = HashMap::new();
+    for h in st.moves.keys() {
+        if let Some(c) = st.copying.get(h) {
+            *onto.entry(c.target).or_default() += 1;
+        }
+    }
     let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
-    let pick = st.map.chunks_of(&from).find_map(|(h, v)| {
+    let mut next_source = 0;
+    for to in targets {
+        while onto.get(&to).copied().unwrap_or(0) < MOVES_PER_TARGET && st.moves.len() < MAX_MOVES {
+            // The sources in turn, from the fullest, until one has a chunk to give.
+            let mut found = None;
+            for k in 0..sources.len() {
+                let from = sources[(next_source + k) % sources.len()];
+                if from == to {
+                    continue;
+                }
+                if let Some(pick) = movable(st, &pending, from, to) {
+                    found = Some((from, pick));
+                    next_source = (next_source + k + 1) % sources.len();
+                    break;
+                }
+            }
+            let Some((from, (h, meta))) = found else {
+                break;
+            };
+            let Some(source) = st.map.addr(&from).map(str::to_string) else {
+                break;
+            };
+            tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
+            order_copy(st, tokens, h, meta, (from, source), to, now);
+            st.moves.insert(h, from);
+            *onto.entry(to).or_default() += 1;
+        }
+    }
+}
+
+/// A chunk on `from` that can move to `to`: at its current version, settled, not
+/// on `to` at any version, and not already being copied or trimmed.
+fn movable(
+    st: &State,
+    pending: &HashSet<ChunkHandle>,
+    from: ServerId,
+    to: ServerId,
+) -> Option<(ChunkHandle, ChunkMeta)> {
+    st.map.chunks_of(&from).find_map(|(h, v)| {
         let meta = st.ns.chunk(h)?;
         let movable = meta.version == *v
             && st.ns.open_chain(h).is_none()
@@ -171,13 +230,7 @@ pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
             && !st.copying.contains_key(h)
             && !pending.contains(h);
         movable.then_some((*h, *meta))
-    });
-    let Some((h, meta)) = pick else {
-        return;
-    };
-    tracing::info!(chunk = %h, from = %source, to = ?st.map.addr(&to), "balancing");
-    order_copy(st, tokens, h, meta, (from, source), to, now);
-    st.moves.insert(h, from);
+    })
 }
 
 /// Queues a copy of `h` from `source` for `target`'s next heartbeat.
