@@ -90,3 +90,13 @@ echo "busy (dfs bench meta --ops 20000, $secs s): $(python3 -c "print(round(($t1
 import json; d = json.load(open('$DIR/meta.json'))
 print(', '.join('%s %.1f k/s' % (m['op'], m['rate']['per_s'] / 1000) for m in d['meta']))")"
 echo "final RSS $(rss_mib "$MPID") MiB"
+# How long upkeep rounds held the state lock, all rounds since the start: the mean,
+# and the bucket the slowest fell in.
+metrics | awk '
+  /^dfs_master_upkeep_lock_seconds_sum/ { sum = $2 }
+  /^dfs_master_upkeep_lock_seconds_count/ { n = $2 }
+  /^dfs_master_upkeep_lock_seconds_bucket/ {
+    split($1, a, "\""); le = a[2]
+    if ($2 > seen) { top = le; seen = $2 } }
+  END { printf "upkeep: %d rounds, lock held %.1f ms on average, the longest at most %s s\n", n, 1000 * sum / n, top }'
+echo "status: $(t=$(now); status >/dev/null; since "$t") s for dfs status after the load"

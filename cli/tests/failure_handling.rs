@@ -207,8 +207,15 @@ async fn lost_replicas_come_back_and_a_returning_server_is_trimmed() {
         .await;
         let repaired = killed_at.elapsed();
         eprintln!("dead detected after {detected:?}, 12 MiB re-replicated after {repaired:?}");
-        let status = c.status().await.unwrap();
-        assert_eq!((status.under_replicated, status.missing), (0, 0));
+        // The status counts are upkeep's, as of its last round (once a second).
+        wait_until(
+            Duration::from_secs(10),
+            "status counting no chunk short",
+            || async {
+                matches!(c.status().await, Ok(s) if (s.under_replicated, s.missing) == (0, 0))
+            },
+        )
+        .await;
 
         // It comes back with its old chunks: the extra replicas are trimmed.
         procs.spawn(3);
@@ -386,7 +393,15 @@ async fn an_empty_server_that_joins_gets_its_share() {
             "the newcomer holds its share: {}",
             joined.chunks
         );
-        assert_eq!((s.under_replicated, s.over_replicated), (0, 0));
+        wait_until(
+            Duration::from_secs(10),
+            "status counting every chunk at its replication",
+            || async {
+                matches!(c.status().await,
+                    Ok(s) if (s.under_replicated, s.over_replicated) == (0, 0))
+            },
+        )
+        .await;
         assert!(read(&c, "/f").await == content);
         procs.kill_all().await;
         cluster.shutdown().await.unwrap();

@@ -1,5 +1,6 @@
 //! `dfs ls` of a directory with 300,000 entries: answered in pages, printed as they
-//! come, in bounded memory on the master and in the `dfs` process. Then `dfs rm -r
+//! come, in bounded memory on the master and in the `dfs` process. `dfs count` and
+//! `dfs du -s` of it in one request each. Then `dfs rm -r
 //! --skip-trash` of it: gone at once, reclaimed in the background in pieces
 //! (`dfs_master_removals_reclaiming` on `/metrics` until done).
 
@@ -131,6 +132,38 @@ async fn ls_of_300k_entries_streams_in_pages() {
             master_after < master_before + (64 << 10),
             "the master grew from {master_before} to {master_after} KiB"
         );
+
+        // Counted in one request: the master walks the 300,000 entries in slices.
+        for (verb, args) in [
+            ("count", vec!["count", "--json", "/big"]),
+            ("du", vec!["du", "-s", "--json", "/big"]),
+        ] {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+                .args(&args)
+                .env("DFS_MASTER", &master)
+                .env("DFS_SECRET", secret.encode())
+                .env_remove("DFS_KEY")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .expect("dfs");
+            assert!(
+                out.status.success(),
+                "dfs {verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            if verb == "count" {
+                assert_eq!(v["dirs"], (ENTRIES + 1) as u64, "{v}");
+                assert_eq!(
+                    (v["files"].as_u64(), v["bytes"].as_u64()),
+                    (Some(0), Some(0))
+                );
+            } else {
+                assert_eq!(v[0]["path"], "/big", "{v}");
+                assert_eq!(v[0]["size"], 0, "{v}");
+            }
+        }
 
         // Removed for good in one command: it answers once the tree is detached, and
         // the 300,000 entries are reclaimed after, a few thousand per record.

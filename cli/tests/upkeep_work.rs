@@ -1,7 +1,7 @@
 //! The master's replication upkeep looks at the chunks that changed, not at every
 //! chunk every second (`dfs_master_upkeep_chunks_assessed` on `/metrics`), and still
-//! repairs a dead chunkserver's chunks promptly: from its death, not from the full
-//! review that runs once a minute.
+//! repairs a dead chunkserver's chunks promptly: from its death, not from the
+//! rolling sweep that passes every chunk about once a minute on a table this small.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,9 +59,9 @@ async fn upkeep_follows_changes_and_still_repairs_at_once() {
         )
         .await;
 
-        // A quiet cluster: over ten rounds, at most one full review (one a minute)
-        // and what the last writes' reports changed. Looking at every chunk every
-        // round would be ten times the chunks.
+        // A quiet cluster: over ten rounds, the sweep passes one chunk a round (36 / 60,
+        // rounded up), and upkeep looks at what the last writes' reports changed.
+        // Looking at every chunk every round would be ten times the chunks.
         let (r0, a0) = counters(&http).await;
         wait_until(Duration::from_secs(30), "ten upkeep rounds", || async {
             counters(&http).await.0 >= r0 + 10.0
@@ -77,7 +77,7 @@ async fn upkeep_follows_changes_and_still_repairs_at_once() {
         );
 
         // A chunkserver dies: its chunks are re-replicated on the three others well
-        // before a full review would get to them.
+        // before the sweep would get to them.
         let held = c
             .status()
             .await
@@ -107,7 +107,7 @@ async fn upkeep_follows_changes_and_still_repairs_at_once() {
         eprintln!("re-replicated {took:?} after the stop");
         assert!(
             took < DEAD_AFTER + Duration::from_secs(25),
-            "repairs waited {took:?}: for a full review, not the death"
+            "repairs waited {took:?}: for the sweep, not the death"
         );
         let (_, a2) = counters(&http).await;
         assert!(a2 > a1, "the death was looked at");

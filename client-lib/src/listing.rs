@@ -2,7 +2,7 @@
 //! (for callers that stream, like `dfs ls`), or all pages gathered.
 
 use dfs_protocol::{
-    ClientToMaster, ClusterStatus, DirEntry, FileKind, FsckReport, Request, Response, TrashInfo,
+    ClientToMaster, ClusterStatus, DirEntry, FsckReport, Request, Response, TrashInfo,
 };
 
 use crate::client::Client;
@@ -100,40 +100,18 @@ impl Client {
     }
 
     /// What is at or below `path`: directories (`path` itself included when it is
-    /// one), files and their bytes. Walks the tree page by page, depth first, so
-    /// memory is one page plus the directories still to visit.
+    /// one), files and their bytes. One request: the master walks the tree in
+    /// slices, with its lock free in between, so a tree of millions of entries
+    /// costs no round trip per page and no memory here. A tree that changes
+    /// meanwhile is not counted as of one instant.
     pub async fn summary(&self, path: &str) -> Result<Summary, ClientError> {
-        let stat = self.stat(path).await?;
-        let mut sum = Summary::default();
-        if stat.kind != FileKind::Dir {
-            sum.files = 1;
-            sum.bytes = stat.size;
-            return Ok(sum);
+        let request = Request::Master(ClientToMaster::Summary {
+            path: path.to_string(),
+        });
+        match self.master_call(request).await? {
+            Response::Summary { dirs, files, bytes } => Ok(Summary { dirs, files, bytes }),
+            other => Err(self.unexpected(&other)),
         }
-        let mut dirs = vec![stat.path];
-        while let Some(dir) = dirs.pop() {
-            sum.dirs += 1;
-            let mut after = None;
-            loop {
-                let (page, next) = self.list_page(&dir, after, PAGE).await?;
-                for e in page {
-                    match e.kind {
-                        FileKind::Dir => {
-                            dirs.push(format!("{}/{}", dir.trim_end_matches('/'), e.name))
-                        }
-                        FileKind::File | FileKind::Symlink => {
-                            sum.files += 1;
-                            sum.bytes = sum.bytes.saturating_add(e.size);
-                        }
-                    }
-                }
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-        }
-        Ok(sum)
     }
 
     pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {

@@ -27,7 +27,8 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::TrashPage { .. }
         | ClientToMaster::FsckPage { .. }
         | ClientToMaster::StatusPage { .. }
-        | ClientToMaster::ReadLink { .. } => Role::ReadOnly,
+        | ClientToMaster::ReadLink { .. }
+        | ClientToMaster::Summary { .. } => Role::ReadOnly,
         ClientToMaster::Mkdir { .. }
         | ClientToMaster::Delete { .. }
         | ClientToMaster::Rename { .. }

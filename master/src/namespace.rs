@@ -10,6 +10,8 @@
 //! `apply`, so recovery rebuilds exactly what the live master had; a sequence number
 //! already applied is skipped, which makes replay idempotent.
 
+pub mod summary;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -133,7 +135,10 @@ fn corrupt(what: String) -> StoreError {
 impl Namespace {
     /// Loads the whole namespace from the store and starts its writer. Blocking.
     pub fn open(store: Store) -> Result<Namespace, StoreError> {
-        let mut chunks = BTreeMap::new();
+        // Gathered, then built into the B-tree at once: sorted, that is a linear bulk
+        // build into full nodes, where inserting 10 million random handles one by one
+        // took some 30 s of a restart.
+        let mut chunks = Vec::new();
         let mut files = 0;
         let mut inodes = HashMap::new();
         for item in store.all_inodes() {
@@ -179,7 +184,7 @@ impl Namespace {
             store,
             inodes,
             children,
-            chunks,
+            chunks: chunks.into_iter().collect(),
             files,
             uploads,
             upload_chunks,

@@ -28,6 +28,7 @@ use crate::clock::Clock;
 use crate::config::MasterConfig;
 use crate::error::OpError;
 use crate::mutation::Mutation;
+use crate::namespace::summary::{Summary, SummaryWalk};
 use crate::namespace::Namespace;
 use crate::oplog::OpLog;
 use crate::store::Store;
@@ -55,6 +56,8 @@ const CLOCK_FLOOR_EVERY: u64 = 60;
 /// Pieces of removed trees (`namespace::REAP_PIECE` entries each) reclaimed per
 /// upkeep round.
 const REAP_PIECES_PER_ROUND: usize = 8;
+/// Entries a subtree summary counts per hold of the state lock: a few milliseconds.
+const SUMMARY_SLICE: usize = 50_000;
 
 #[derive(Debug)]
 struct State {
@@ -407,6 +410,23 @@ impl Master {
         Ok(out)
     }
 
+    /// What is at or below `path`, counted a slice at a time with the lock free in
+    /// between (see [`crate::namespace::summary`]).
+    async fn summary(&self, path: &str) -> Result<Summary, OpError> {
+        let (seq, mut walk) = {
+            let st = self.lock();
+            (st.ns.applied(), SummaryWalk::start(&st.ns, path)?)
+        };
+        let sum = loop {
+            if let Some(sum) = walk.step(&self.lock().ns, SUMMARY_SLICE) {
+                break sum;
+            }
+            tokio::task::yield_now().await;
+        };
+        self.durable(seq).await?;
+        Ok(sum)
+    }
+
     /// The key behind a connecting peer's credential (the handshake's lookup).
     pub fn lookup(
         &self,
@@ -664,6 +684,14 @@ impl Master {
                     .await?;
                 Ok(Response::FsckPage { report, next })
             }
+            ClientToMaster::Summary { path } => {
+                let s = self.summary(&path).await?;
+                Ok(Response::Summary {
+                    dirs: s.dirs,
+                    files: s.files,
+                    bytes: s.bytes,
+                })
+            }
             ClientToMaster::ListPage { path, after, limit } => {
                 let limit = pages::limit(limit);
                 let (entries, next) = self
@@ -832,11 +860,12 @@ impl Master {
         }
     }
 
-    /// Cluster status. Chunk counts come from upkeep's index, kept as chunks change
-    /// (see [`attention`]), so this costs time in proportion to servers and to the
-    /// chunks not at their replication, not to all chunks: at 10 million chunks a
-    /// count by walking took seconds under the lock, for every `dfs status`, status
-    /// page refresh and metrics scrape. In safe mode, before upkeep keeps that index,
+    /// Cluster status. Chunk counts are upkeep's, kept as chunks are assessed (see
+    /// [`attention`]), so this costs time in proportion to servers, not chunks: at
+    /// 10 million chunks a count by walking took seconds under the lock, for every
+    /// `dfs status`, status page refresh and metrics scrape. (While a server is being
+    /// decommissioned, the chunks it still has to give cost a pass over those not
+    /// settled.) In safe mode, before upkeep keeps that index,
     /// they count the chunks the safe-mode check has not passed yet (see
     /// [`safe_mode`]).
     fn status(&self, st: &State) -> ClusterStatus {
@@ -855,12 +884,13 @@ impl Master {
                 )
             }
             None => {
-                let c = attention::counts(st, now);
+                let c = st.attention.counts();
                 (c.under_replicated, c.missing, c.over_replicated)
             }
         };
         let mut draining: HashMap<ServerId, u64> = HashMap::new();
-        for h in attention::draining(st, now) {
+        let candidates = (!gone.is_empty()).then(|| attention::draining(st));
+        for h in candidates.into_iter().flatten() {
             let Some(meta) = st.ns.chunk(&h) else {
                 continue;
             };

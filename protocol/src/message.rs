@@ -204,6 +204,13 @@ pub enum ClientToMaster {
         dst: String,
         replace: bool,
     },
+    /// What is at or below `path` (the entry itself, not what a link points to):
+    /// directories (`path` included), files and symbolic links, and their bytes.
+    /// The master walks the tree in slices, so the answer is not a snapshot of a tree
+    /// that changes meanwhile. Answered `Summary`.
+    Summary {
+        path: String,
+    },
 }
 
 impl ClientToMaster {
@@ -242,6 +249,7 @@ impl ClientToMaster {
             ClientToMaster::Symlink { .. } => "Symlink",
             ClientToMaster::ReadLink { .. } => "ReadLink",
             ClientToMaster::RenameOver { .. } => "RenameOver",
+            ClientToMaster::Summary { .. } => "Summary",
         }
     }
 }
@@ -626,6 +634,12 @@ pub enum Response {
     Link {
         target: String,
     },
+    /// What a subtree holds (`ClientToMaster::Summary`).
+    Summary {
+        dirs: u64,
+        files: u64,
+        bytes: u64,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -876,6 +890,7 @@ impl Response {
             Response::ChunkDigest { .. } => "ChunkDigest",
             Response::Purged { .. } => "Purged",
             Response::Link { .. } => "Link",
+            Response::Summary { .. } => "Summary",
         }
     }
 

@@ -33,14 +33,14 @@ use crate::mutation::Mutation;
 use crate::namespace::Namespace;
 
 /// Chunks assessed per round at most: noted ones first, then the sweep's slice.
-/// An assessment is a few hash lookups, so this keeps a round to tens of
-/// milliseconds of lock.
-pub(super) const ROUND_BUDGET: usize = 65_536;
+/// An assessment is a dozen lookups in tables of millions, some 5 µs at 10 million
+/// chunks, so this keeps a round under about 80 ms of lock.
+pub(super) const ROUND_BUDGET: usize = 16_384;
 /// Rounds a sweep over a small table takes (upkeep runs once a second).
 pub(super) const SWEEP_ROUNDS: usize = 60;
-/// A background sweep's slice at most: at 10 million chunks a pass takes about
-/// ten minutes, with a round's lock held for a few milliseconds for it.
-const SWEEP_SLICE_MAX: usize = 16_384;
+/// A background sweep's slice at most: at 10 million chunks a pass takes about 40
+/// minutes, and a round's lock is held some 20 ms for it.
+const SWEEP_SLICE_MAX: usize = 4_096;
 /// Chunks remembered one by one; past this, a sweep catches up instead (some 40 MB
 /// at most).
 const MAX_NOTED: usize = 2_000_000;
@@ -54,6 +54,24 @@ struct Tally {
     want: u16,
     /// Open for appends: its length moves, so upkeep leaves it to the appenders.
     open: bool,
+}
+
+impl Counts {
+    /// Counts `t` in (`true`) or out.
+    fn add(&mut self, t: &Tally, add: bool) {
+        let f = |n: &mut u64, hit: bool| {
+            if hit {
+                *n = if add {
+                    n.saturating_add(1)
+                } else {
+                    n.saturating_sub(1)
+                };
+            }
+        };
+        f(&mut self.under_replicated, t.live < t.want);
+        f(&mut self.missing, t.live == 0);
+        f(&mut self.over_replicated, t.effective > t.want);
+    }
 }
 
 impl Tally {
@@ -71,7 +89,7 @@ impl Tally {
     }
 }
 
-/// Counts of chunks by standing, as of the last round.
+/// Counts of chunks by standing, as last assessed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Counts {
     /// Fewer live replicas than their replication.
@@ -100,9 +118,11 @@ pub(super) struct Attention {
     short: BTreeSet<(u16, ChunkHandle)>,
     /// Chunks to trim.
     over: BTreeSet<ChunkHandle>,
-    /// Every chunk not exactly at its replication, as last assessed: what the
-    /// counts come from. A healthy cluster keeps it empty.
+    /// Every chunk not exactly at its replication, as last assessed. A healthy
+    /// cluster keeps it empty.
     unsettled: HashMap<ChunkHandle, Tally>,
+    /// `unsettled` counted by standing, kept as it changes.
+    counts: Counts,
     /// Chunks changed since they were last assessed.
     noted: HashSet<ChunkHandle>,
     sweep: Sweep,
@@ -203,16 +223,24 @@ impl Attention {
         self.over.iter().copied()
     }
 
+    /// The counts by standing, as last assessed: a chunk repaired or fallen short
+    /// since shows from the next round.
+    pub(super) fn counts(&self) -> Counts {
+        self.counts
+    }
+
     /// Records `h`'s standing (`None`: no longer in the namespace).
     fn set(&mut self, h: ChunkHandle, tally: Option<Tally>) {
         if let Some(old) = self.unsettled.remove(&h) {
             self.short.remove(&(old.effective, h));
             self.over.remove(&h);
+            self.counts.add(&old, false);
         }
         let Some(t) = tally else { return };
         if t.settled() {
             return;
         }
+        self.counts.add(&t, true);
         if t.needs_copies() {
             self.short.insert((t.effective, h));
         }
@@ -242,22 +270,6 @@ fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
     })
 }
 
-/// The counts by standing, in time proportional to the chunks not settled at the
-/// last round. Those are assessed afresh, so a chunk repaired since shows at once;
-/// one that fell short since (its server died) shows from the next round.
-pub(super) fn counts(st: &State, now: Instant) -> Counts {
-    let mut c = Counts::default();
-    for h in st.attention.unsettled.keys() {
-        let Some(t) = assess(st, h, now) else {
-            continue;
-        };
-        c.under_replicated += u64::from(t.live < t.want);
-        c.missing += u64::from(t.live == 0);
-        c.over_replicated += u64::from(t.effective > t.want);
-    }
-    c
-}
-
 /// The counts over the chunks after `after` in handle order, assessing at most
 /// `limit` of them; and how many were assessed. For safe mode, before the index is
 /// kept: see [`super::safe_mode`].
@@ -271,28 +283,23 @@ pub(super) fn counts_after(
     let mut n = 0;
     for (h, _) in st.ns.chunks_after(after).take(limit) {
         n += 1;
-        let Some(t) = assess(st, h, now) else {
-            continue;
-        };
-        c.under_replicated += u64::from(t.live < t.want);
-        c.missing += u64::from(t.live == 0);
-        c.over_replicated += u64::from(t.effective > t.want);
+        if let Some(t) = assess(st, h, now) {
+            c.add(&t, true);
+        }
     }
     (c, n)
 }
 
 /// Chunks that still need a replica on a server being decommissioned (fewer
-/// replicas in service than their replication, and more live ones), assessed afresh
-/// as in [`counts`].
-pub(super) fn draining(st: &State, now: Instant) -> Vec<ChunkHandle> {
+/// replicas in service than their replication, and more live ones), as last
+/// assessed. Time in proportion to the chunks not settled: callers ask only while a
+/// server is being decommissioned.
+pub(super) fn draining(st: &State) -> impl Iterator<Item = ChunkHandle> + '_ {
     st.attention
         .unsettled
-        .keys()
-        .filter(|h| {
-            assess(st, h, now).is_some_and(|t| t.effective < t.want && t.live > t.effective)
-        })
-        .copied()
-        .collect()
+        .iter()
+        .filter(|(_, t)| t.effective < t.want && t.live > t.effective)
+        .map(|(h, _)| *h)
 }
 
 /// Brings the index up to date: the chunks that changed since the last round, then

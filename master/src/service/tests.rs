@@ -285,23 +285,20 @@ async fn upkeep_assesses_what_changed_and_sweeps_the_rest_a_slice_a_round() {
     }
     super::attention::refresh(&mut st, later);
     assert!(st.attention.last_assessed >= 240);
-    // (Counted at the test's time: the status verb reads the master's clock.)
-    let counts = super::attention::counts(&st, later);
+    let counts = st.attention.counts();
     assert_eq!(
         counts.under_replicated, 239,
         "all but the file now wanting 2"
     );
     assert_eq!(counts.missing, 0);
-    // The server returns: its chunks count as repaired without waiting a round.
+    // The server returns: its chunks count as repaired, and the file wanting 2 as
+    // one over, from the next round.
     st.map
         .heartbeat(holders[0], 1 << 40, 0, 0, vec![], vec![], later);
-    let counts = super::attention::counts(&st, later);
-    assert_eq!((counts.under_replicated, counts.over_replicated), (1, 0));
-    // The file wanting 2, settled while the server was away and one over now, shows
-    // from the next round.
     super::attention::refresh(&mut st, later);
-    let counts = super::attention::counts(&st, later);
+    let counts = st.attention.counts();
     assert_eq!((counts.under_replicated, counts.over_replicated), (1, 1));
+    assert_eq!(m.status(&st).under_replicated, 1);
 }
 
 /// Issue 15: safe mode ends once every chunk has a live replica, found by a check
@@ -350,4 +347,49 @@ async fn safe_mode_ends_when_a_rolling_check_has_seen_every_chunk_replicated() {
     );
     m.update_safe_mode(&mut st, now);
     assert!(st.safe.is_none(), "every chunk has a live replica");
+}
+
+/// Issue 15: servers that come back empty fill in parallel, each from the servers
+/// above the mean in turn, rather than one move at a time onto the emptiest.
+#[tokio::test]
+async fn servers_that_come_back_empty_are_filled_in_parallel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let full: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    let empty: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    files(&m, 12, &full);
+    let mut st = m.lock();
+    st.safe = None;
+    let now = Instant::now();
+    for s in &full {
+        st.map
+            .heartbeat(*s, 1 << 40, 1 << 39, 0, vec![], vec![], now);
+    }
+    for (i, s) in empty.iter().enumerate() {
+        st.map.register(
+            *s,
+            format!("127.0.0.1:{}", 7200 + i),
+            1 << 40,
+            0,
+            vec![],
+            now,
+        );
+    }
+    super::replication::schedule_moves(&mut st, &m.tokens, now);
+
+    let mut onto: std::collections::HashMap<ServerId, usize> = Default::default();
+    let mut off: std::collections::HashMap<ServerId, usize> = Default::default();
+    for (h, from) in &st.moves {
+        let copy = st.copying.get(h).expect("a move is a copy");
+        *onto.entry(copy.target).or_default() += 1;
+        *off.entry(*from).or_default() += 1;
+        assert_eq!(copy.source, *from);
+    }
+    assert_eq!(st.moves.len(), 6, "two onto each empty server");
+    assert!(empty.iter().all(|s| onto.get(s) == Some(&2)), "{onto:?}");
+    assert!(full.iter().all(|s| off.get(s) == Some(&2)), "{off:?}");
+
+    // Nothing more while those are under way.
+    super::replication::schedule_moves(&mut st, &m.tokens, now);
+    assert_eq!(st.moves.len(), 6);
 }

@@ -1,0 +1,120 @@
+//! `dfs count` and `dfs du` on the master: a subtree's directories, files and bytes,
+//! counted a slice at a time. However the walk is cut into slices, it counts the
+//! same; a directory removed between two slices is skipped, not a failure. Real sled
+//! and a real operation log in a temp dir.
+
+use dfs_master::mutation::Mutation;
+use dfs_master::namespace::summary::{Summary, SummaryWalk};
+use dfs_master::namespace::Namespace;
+use dfs_master::oplog::OpLog;
+use dfs_master::recovery;
+use dfs_protocol::{ChunkHandle, CommittedChunk};
+
+struct Real {
+    ns: Namespace,
+    log: OpLog,
+}
+
+impl Real {
+    fn exec(&mut self, m: Mutation) {
+        let seq = self.ns.applied() + 1;
+        self.log
+            .append(seq, &m.encode().expect("encode"))
+            .expect("append");
+        self.ns.apply(seq, &m).expect("apply");
+    }
+
+    fn mkdir(&mut self, path: &str) {
+        if let Some(m) = self.ns.plan_mkdir(path, true, 1).expect("plan mkdir") {
+            self.exec(m);
+        }
+    }
+
+    fn file(&mut self, path: &str, size: u64) {
+        let (upload, m) = self.ns.plan_begin_upload(path, 3, false, 1).expect("begin");
+        self.exec(m);
+        let handle = ChunkHandle::random();
+        let m = self
+            .ns
+            .plan_allocate(upload, handle, vec![], 1)
+            .expect("allocate");
+        self.exec(m);
+        let m = self
+            .ns
+            .plan_commit(upload, &[CommittedChunk { handle, size }], 1 << 20, 1)
+            .expect("commit");
+        self.exec(m);
+    }
+}
+
+fn walk(ns: &Namespace, path: &str, budget: usize) -> (Summary, usize) {
+    let mut w = SummaryWalk::start(ns, path).expect("start");
+    let mut steps = 1;
+    loop {
+        if let Some(s) = w.step(ns, budget) {
+            return (s, steps);
+        }
+        steps += 1;
+        assert!(steps < 10_000, "the walk does not end");
+    }
+}
+
+#[test]
+fn a_subtree_counts_the_same_in_any_slices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ns, log) = recovery::recover(dir.path()).expect("recover");
+    let mut real = Real { ns, log };
+    // /t: 3 directories of 20 files, an empty one, a nested one, a link.
+    for d in 0..3 {
+        real.mkdir(&format!("/t/d{d}"));
+        for f in 0..20 {
+            real.file(&format!("/t/d{d}/f{f}"), 1000 + f);
+        }
+    }
+    real.mkdir("/t/empty");
+    real.mkdir("/t/a/b/c");
+    real.file("/t/a/b/c/deep", 7);
+    let m = real
+        .ns
+        .plan_symlink("/t/link", "/t/d0/f0", 1)
+        .expect("symlink");
+    real.exec(m);
+    real.file("/outside", 99);
+
+    let expect = Summary {
+        // /t, d0..d2, empty, a, b, c
+        dirs: 8,
+        files: 60 + 1 + 1,
+        bytes: 3 * (20 * 1000 + (0..20).sum::<u64>()) + 7 + "/t/d0/f0".len() as u64,
+    };
+    let (whole, steps) = walk(&real.ns, "/t", 1 << 20);
+    assert_eq!((whole, steps), (expect, 1));
+    for budget in [1, 2, 7, 20, 21, 64] {
+        let (s, steps) = walk(&real.ns, "/t", budget);
+        assert_eq!(s, expect, "in slices of {budget}");
+        assert!(steps > 1, "slices of {budget} took one step");
+    }
+    // A file and a link count as themselves; a missing path is an error.
+    let file = walk(&real.ns, "/t/d1/f3", 1).0;
+    assert_eq!((file.dirs, file.files, file.bytes), (0, 1, 1003));
+    assert_eq!(walk(&real.ns, "/", 1000).0.files, 63);
+    assert!(SummaryWalk::start(&real.ns, "/nope").is_err());
+
+    // A directory removed while the walk is under way: skipped, the rest counted.
+    let mut w = SummaryWalk::start(&real.ns, "/t").expect("start");
+    assert!(w.step(&real.ns, 3).is_none());
+    let m = real
+        .ns
+        .plan_remove("/t/a", true, false, 2)
+        .expect("plan rm");
+    real.exec(m);
+    let mut done = None;
+    for _ in 0..1000 {
+        done = w.step(&real.ns, 3);
+        if done.is_some() {
+            break;
+        }
+    }
+    let s = done.expect("the walk ends");
+    assert!(s.files >= 60 && s.files <= 62, "{s:?}");
+}
