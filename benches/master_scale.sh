@@ -65,8 +65,7 @@ echo "start: answering $(since "$t") s after launch; RSS $(rss_mib "$MPID") MiB 
 t=$(now)
 "$BIN" bench holders --master "$MASTER" --servers "$SERVERS" --files "$FILES" >"$DIR/holders.log" 2>&1 &
 PIDS+=("$!")
-# Waits for the holders' own word: `dfs status` walks every chunk, and polling it
-# would slow what it waits for.
+# Waits for the holders' own word.
 for _ in $(seq 36000); do
   grep -q "registered" "$DIR/holders.log" && break
   sleep 0.1
@@ -100,3 +99,5 @@ metrics | awk '
     if ($2 > seen) { top = le; seen = $2 } }
   END { printf "upkeep: %d rounds, lock held %.1f ms on average, the longest at most %s s\n", n, 1000 * sum / n, top }'
 echo "status: $(t=$(now); status >/dev/null; since "$t") s for dfs status after the load"
+t=$(now); files=$("$BIN" count / --master "$MASTER" --json | field files)
+echo "count: dfs count / found $files files in $(since "$t") s"

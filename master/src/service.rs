@@ -884,8 +884,10 @@ impl Master {
                 )
             }
             None => {
+                // Missing afresh (few, and alerted on); the rest as last assessed.
                 let c = st.attention.counts();
-                (c.under_replicated, c.missing, c.over_replicated)
+                let missing = attention::missing_now(st, now);
+                (c.under_replicated.max(missing), missing, c.over_replicated)
             }
         };
         let mut draining: HashMap<ServerId, u64> = HashMap::new();

@@ -90,6 +90,54 @@ pub enum HoldersError {
     Unexpected { n: u64, got: &'static str },
 }
 
+/// The bytes holder `n`'s frames take on the wire (frame header and body, before
+/// TLS): its registration, which is a full report of every chunk it holds, and an
+/// idle heartbeat, which reports only what changed (nothing). For the heartbeat
+/// figures of docs/scale.md: a full report every heartbeat against incremental
+/// ones.
+pub fn wire_bytes(n: u64, share: Share) -> Result<(usize, usize), dfs_protocol::CodecError> {
+    let (id, _) = holder(n);
+    let chunks = share_of(
+        n,
+        share.servers,
+        share.files,
+        share.replication,
+        share.file_size,
+    );
+    let used = chunks.iter().map(|c| c.size).sum();
+    let register = Request::Report(ChunkserverToMaster::Register {
+        server: id,
+        addr: format!("127.0.0.1:{}", 20_000 + n % 40_000),
+        capacity: CAPACITY,
+        used,
+        chunks,
+        id_key: [0; 32],
+    });
+    let size = |r: Request| {
+        dfs_protocol::frame::encode_head(
+            &dfs_protocol::Frame::request(dfs_protocol::RequestId(1), r),
+            dfs_protocol::Limits::default(),
+        )
+        .map(|b| b.len())
+    };
+    Ok((size(register)?, size(idle_heartbeat(id, used, 0))?))
+}
+
+/// A heartbeat that reports nothing changed.
+fn idle_heartbeat(server: ServerId, used: u64, keys_epoch: u64) -> Request {
+    Request::Report(ChunkserverToMaster::Heartbeat {
+        server,
+        capacity: CAPACITY,
+        used,
+        added: Vec::new(),
+        removed: Vec::new(),
+        corrupt: Vec::new(),
+        load: 0,
+        leases: Vec::new(),
+        keys_epoch,
+    })
+}
+
 /// Runs `servers` holders against `master` until `stop` is cancelled; `registered`
 /// is called once all have registered. The first holder to fail stops the rest.
 pub async fn run(
@@ -243,18 +291,10 @@ async fn session(
             _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let beat = Request::Report(ChunkserverToMaster::Heartbeat {
-            server: id,
-            capacity: CAPACITY,
-            used,
-            added: Vec::new(),
-            removed: Vec::new(),
-            corrupt: Vec::new(),
-            load: 0,
-            leases: Vec::new(),
-            keys_epoch: epoch,
-        });
-        match call(&mut conn, beat).await.map_err(err)? {
+        match call(&mut conn, idle_heartbeat(id, used, epoch))
+            .await
+            .map_err(err)?
+        {
             Response::HeartbeatAck { keys, .. } => {
                 if let Some(k) = keys {
                     epoch = k.epoch;

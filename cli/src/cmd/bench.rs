@@ -97,25 +97,33 @@ pub(crate) async fn holders(
             stop.cancel();
         }
     };
-    let run = dfs_cli::bench::holders::run(
-        master,
-        &secret,
-        dfs_cli::bench::holders::Share {
-            servers,
-            files,
-            replication,
-            file_size,
-        },
-        heartbeat,
-        stop.clone(),
-        || {
+    let share = dfs_cli::bench::holders::Share {
+        servers,
+        files,
+        replication,
+        file_size,
+    };
+    // What a full report each heartbeat would cost, against incremental ones.
+    match dfs_cli::bench::holders::wire_bytes(0, share) {
+        Ok((register, beat)) => {
+            let per_s = heartbeat.as_secs_f64().max(0.001);
             eprintln!(
+                "holder 0: registration (a full report) {register} bytes, idle heartbeat {beat} bytes; \
+                 {servers} servers each {:.1} s: {:.1} MB/s as full reports, {:.1} KB/s as incremental ones",
+                heartbeat.as_secs_f64(),
+                (register as f64) * (servers as f64) / per_s / 1e6,
+                (beat as f64) * (servers as f64) / per_s / 1e3,
+            );
+        }
+        Err(e) => eprintln!("holder 0: its report does not fit one frame ({e}); it goes in pieces"),
+    }
+    let run = dfs_cli::bench::holders::run(master, &secret, share, heartbeat, stop.clone(), || {
+        eprintln!(
                 "{servers} holders registered with {master} in {:.1} s, reporting {} replicas of {files} chunks",
                 started.elapsed().as_secs_f64(),
                 files.saturating_mul(replication)
             )
-        },
-    );
+    });
     tokio::pin!(run);
     tokio::select! {
         r = &mut run => r?,

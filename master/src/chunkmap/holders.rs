@@ -12,7 +12,10 @@ const INLINE: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Holders {
-    Inline { len: u8, slots: [u32; INLINE] },
+    Inline {
+        len: u8,
+        slots: [u32; INLINE],
+    },
     // Boxed so that the enum stays 16 bytes (a `Vec` is 24): the spilled case is
     // rare, and its second allocation is the price of every chunk being smaller.
     #[allow(clippy::box_collection)]

@@ -123,6 +123,9 @@ pub(super) struct Attention {
     unsettled: HashMap<ChunkHandle, Tally>,
     /// `unsettled` counted by standing, kept as it changes.
     counts: Counts,
+    /// The chunks of `unsettled` with no live replica: few, and what operators
+    /// alert on, so `dfs status` checks each afresh.
+    missing: HashSet<ChunkHandle>,
     /// Chunks changed since they were last assessed.
     noted: HashSet<ChunkHandle>,
     sweep: Sweep,
@@ -235,12 +238,18 @@ impl Attention {
             self.short.remove(&(old.effective, h));
             self.over.remove(&h);
             self.counts.add(&old, false);
+            if old.live == 0 {
+                self.missing.remove(&h);
+            }
         }
         let Some(t) = tally else { return };
         if t.settled() {
             return;
         }
         self.counts.add(&t, true);
+        if t.live == 0 {
+            self.missing.insert(h);
+        }
         if t.needs_copies() {
             self.short.insert((t.effective, h));
         }
@@ -249,6 +258,26 @@ impl Attention {
         }
         self.unsettled.insert(h, t);
     }
+}
+
+/// The chunks the index holds as missing that still have no live replica now: after
+/// a mass registration the index may take minutes to reassess every chunk, and a
+/// chunk whose servers came back must not be reported missing meanwhile. Time in
+/// proportion to the chunks held as missing.
+pub(super) fn missing_now(st: &State, now: Instant) -> u64 {
+    st.attention
+        .missing
+        .iter()
+        .filter(|h| assess(st, h, now).is_some_and(|t| t.live == 0))
+        .count() as u64
+}
+
+/// `h` assessed now, and recorded: whether it still needs copies. Repairs ask this
+/// before ordering one, since the index may be a while behind after many changes.
+pub(super) fn still_short(st: &mut State, h: ChunkHandle, now: Instant) -> bool {
+    let tally = assess(st, &h, now);
+    st.attention.set(h, tally);
+    tally.is_some_and(|t| t.needs_copies())
 }
 
 /// How `h` stands now (`None`: no file references it).

@@ -68,6 +68,9 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
         if scheduled >= MAX_COPIES_PER_ROUND {
             break;
         }
+        if !super::attention::still_short(st, h, now) {
+            continue;
+        }
         let Some(meta) = st.ns.chunk(&h).copied() else {
             continue;
         };

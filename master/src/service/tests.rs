@@ -393,3 +393,58 @@ async fn servers_that_come_back_empty_are_filled_in_parallel() {
     super::replication::schedule_moves(&mut st, &m.tokens, now);
     assert_eq!(st.moves.len(), 6);
 }
+
+/// Issue 15: after many changes the index may be minutes behind at 10 M chunks.
+/// What it holds as missing is checked afresh for the status, and a repair is
+/// ordered only for a chunk still short when it is looked at: servers that came
+/// back cause neither a false "missing" nor a needless copy.
+#[tokio::test]
+async fn a_stale_index_reports_no_false_missing_and_orders_no_needless_copy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let holders: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    files(&m, 10, &holders);
+    let mut st = m.lock();
+    st.safe = None;
+    let now = Instant::now();
+    let spare = ServerId::random();
+    st.map
+        .register(spare, "127.0.0.1:7300".into(), 1 << 40, 0, vec![], now);
+    super::attention::refresh(&mut st, now);
+
+    // Every holder silent: every chunk missing.
+    let step = st.map.dead_after() + Duration::from_secs(1);
+    let t1 = now + step;
+    st.map.heartbeat(spare, 1 << 40, 0, 0, vec![], vec![], t1);
+    super::attention::refresh(&mut st, t1);
+    assert_eq!(st.attention.counts().missing, 10);
+    assert_eq!(super::attention::missing_now(&st, t1), 10);
+    // They come back; upkeep has not looked yet.
+    for s in &holders {
+        st.map.heartbeat(*s, 1 << 40, 0, 0, vec![], vec![], t1);
+    }
+    assert_eq!(st.attention.counts().missing, 10, "the index is behind");
+    assert_eq!(
+        super::attention::missing_now(&st, t1),
+        0,
+        "but not the status"
+    );
+    super::attention::refresh(&mut st, t1);
+
+    // One holder silent: every chunk short, and a spare to copy to.
+    let t2 = t1 + step;
+    for s in holders[1..].iter().chain([&spare]) {
+        st.map.heartbeat(*s, 1 << 40, 0, 0, vec![], vec![], t2);
+    }
+    super::attention::refresh(&mut st, t2);
+    assert_eq!(st.attention.short().count(), 10);
+    // It comes back before upkeep looks again: no copy is ordered.
+    st.map
+        .heartbeat(holders[0], 1 << 40, 0, 0, vec![], vec![], t2);
+    super::replication::schedule_repairs(&mut st, &m.tokens, t2);
+    assert!(
+        st.copying.is_empty(),
+        "copies ordered for chunks at 3 replicas"
+    );
+    assert_eq!(st.attention.short().count(), 0, "and the index caught up");
+}
