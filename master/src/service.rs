@@ -876,12 +876,10 @@ impl Master {
             Some(check) => {
                 let (c, assessed) =
                     attention::counts_after(st, check.position(), safe_mode::STATUS_WALK, now);
+                // Chunks past the window are not known to lack a replica: counted
+                // as short of their replication, not as missing.
                 let beyond = check.unconfirmed(&st.ns).saturating_sub(assessed);
-                (
-                    c.under_replicated + beyond,
-                    c.missing + beyond,
-                    c.over_replicated,
-                )
+                (c.under_replicated + beyond, c.missing, c.over_replicated)
             }
             None => {
                 // Missing afresh (few, and alerted on); the rest as last assessed.

@@ -8,9 +8,10 @@
 //! end of a restart.
 //!
 //! `dfs status` in safe mode counts the chunks the check has not yet passed, at
-//! most [`STATUS_WALK`] of them one by one and the rest as missing: the chunks it
-//! passed have a replica, and how many more they lack shows once upkeep's index
-//! takes over at the end of safe mode.
+//! most [`STATUS_WALK`] of them one by one, and the rest as under-replicated but
+//! not missing (nothing says they lack a replica, and a false "missing" alarms
+//! operators): the chunks it passed have a replica, and how many more they lack
+//! shows once upkeep's index takes over at the end of safe mode.
 //!
 //! A server that dies while the check is under way may take the only replica of a
 //! chunk already passed. Safe mode then ends with that chunk missing, as it would

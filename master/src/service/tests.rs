@@ -309,11 +309,13 @@ async fn safe_mode_ends_when_a_rolling_check_has_seen_every_chunk_replicated() {
     let m = master(dir.path());
     let holders: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
     let handles = files(&m, 50, &holders);
-    drop(m);
-    // Restarted: nothing reported yet.
-    let m = master(dir.path());
+    // As after a restart: nothing reported yet, safe mode until a far deadline.
     let mut st = m.lock();
     let now = Instant::now();
+    st.map = crate::chunkmap::ChunkMap::new(st.map.dead_after());
+    st.safe = Some(super::safe_mode::SafeMode::until(
+        now + Duration::from_secs(3600),
+    ));
     m.update_safe_mode(&mut st, now);
     assert!(st.safe.is_some());
     assert_eq!(m.status(&st).missing, 50);
