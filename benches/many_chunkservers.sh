@@ -8,7 +8,12 @@
 # - with KILL=1, 16 chunkservers killed (SIGKILL) two at a time, each pair
 #   re-replicated before the next, and then 16 at once: which files fsck says are
 #   missing, against the files whose every replica was on a killed server; then
-#   those 16 restarted and every file read back whole.
+#   those 16 restarted and every file read back whole;
+# - with BALANCE=1 (instead), 16 chunkservers lose their disks: killed, their
+#   chunks re-replicated, their data dirs wiped, started again empty; then how the
+#   balancer fills them (spread of disk use over time, moves, their chunks). The
+#   chunkservers then have 4 MiB each (CAPACITY) and chunks are 1 MiB, so that
+#   100 KB files make a difference to disk use.
 #
 # Usage: benches/many_chunkservers.sh [N] [FILES]
 # (default 300 and 600). Needs a built `dfs` (DFS_BIN, else target/release/dfs).
@@ -36,7 +41,10 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))' $((N + 2)))"
 MPORT=${PORTS[0]}; HPORT=${PORTS[1]}
 MASTER=127.0.0.1:$MPORT
+CAPACITY=${CAPACITY:-$([ "${BALANCE:-0}" = 1 ] && echo 4MiB || echo 1GiB)}
+CHUNK=${CHUNK:-$([ "${BALANCE:-0}" = 1 ] && echo 1MiB || echo 64MiB)}
 "$BIN" master --listen "$MASTER" --data "$DIR/master" --http 127.0.0.1:$HPORT --safe-start 1s \
+  --chunk-size "$CHUNK" \
   --dead-after "${DEAD_AFTER:-3s}" >"$DIR/master.log" 2>&1 &
 MPID=$!; PIDS+=("$MPID")
 for _ in $(seq 100); do [ -s "$DIR/master/cluster.secret" ] && break; sleep 0.1; done
@@ -54,7 +62,7 @@ start_cs() {
   local i=$1 P=${PORTS[$(($1 + 1))]}
   mkdir -p "$DIR/cs$i"
   "$BIN" chunkserver --listen 127.0.0.1:$P --master "$MASTER" --data "$DIR/cs$i" \
-    --secret-file "$SECRET" --capacity 1GiB --scrub-rate 0 >>"$DIR/cs$i.log" 2>&1 &
+    --secret-file "$SECRET" --capacity "$CAPACITY" --scrub-rate 0 >>"$DIR/cs$i.log" 2>&1 &
   CS_PID[$i]=$!
   PIDS+=("$!")
   # Killed on purpose below: no job-control notice for each.
@@ -87,8 +95,49 @@ n=len(c); mean=sum(c)/n
 print("spread of replicas: %d servers, min %d, median %d, max %d, mean %.1f (%d chunks x replication)" % (n, c[0], c[n//2], c[-1], mean, s["chunks"]))'
 idle "$FILES files"
 
-[ "${KILL:-0}" = 1 ] || exit 0
 dfs_() { DFS_SECRET=$(cat "$SECRET") "$BIN" "$@" --master "$MASTER"; }
+fsck_json() { dfs_ fsck / --json 2>/dev/null || true; }
+healthy() { fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["missing"]+r["under_replicated"])' 2>/dev/null || echo 1; }
+wait_healthy() { for _ in $(seq 600); do [ "$(healthy)" = 0 ] && return 0; sleep 0.5; done; return 1; }
+
+if [ "${BALANCE:-0}" = 1 ]; then
+  # Sixteen disks lost: the servers die, their chunks are copied elsewhere, and they
+  # come back empty, as new servers (their identity was on the disk too).
+  dfs_ balance --threshold "${THRESHOLD:-5}" >/dev/null
+  LOST=($(seq 2 "$N" | shuf -n 16))
+  for v in "${LOST[@]}"; do kill -9 "${CS_PID[$v]}"; done
+  for _ in $(seq 600); do [ "$(alive)" -le $((N - 16)) ] && break; sleep 0.2; done
+  t0=$(date +%s.%N)
+  wait_healthy || { echo "not healthy 300 s after 16 disks were lost"; exit 1; }
+  echo "16 disks lost: every chunk back at 3 live replicas $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s after they were declared dead"
+  for v in "${LOST[@]}"; do rm -rf "$DIR/cs$v"; start_cs "$v"; done
+  t0=$(date +%s.%N)
+  report() { dfs_ balance --json | python3 -c '
+import json, sys
+b = json.load(sys.stdin)
+print("%.1f %.1f %d" % (100 * b["spread"], 100 * b["threshold"], b["moving"]))'; }
+  last=""
+  for _ in $(seq 300); do
+    read -r spread threshold moving <<<"$(report)"
+    at=$(python3 -c "print(round($(date +%s.%N)-$t0))")
+    line="spread ${spread} points (threshold ${threshold}), ${moving} moves under way"
+    [ "$line" != "$last" ] && echo "  ${at} s: $line"
+    last=$line
+    if python3 -c "import sys; sys.exit(0 if $spread <= $threshold and $moving == 0 else 1)"; then break; fi
+    sleep 2
+  done
+  dfs_ status --json | python3 -c '
+import json, sys
+lost = set(sys.argv[1:])
+s = json.load(sys.stdin)
+c = sorted(x["chunks"] for x in s["chunkservers"] if x["alive"] and x["addr"] in lost)
+print("the 16 that came back empty hold %s chunks each (min %d, max %d); %d under-replicated, %d over" % (
+    "%.1f" % (sum(c) / max(len(c), 1)), c[0], c[-1], s["under_replicated"], s["over_replicated"]))' \
+    $(for v in "${LOST[@]}"; do echo "127.0.0.1:${PORTS[$((v + 1))]}"; done)
+  echo "balanced $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s after they came back"
+  exit 0
+fi
+[ "${KILL:-0}" = 1 ] || exit 0
 # Address -> chunkserver number, and each file's replica addresses.
 declare -A NUM
 for i in $(seq 1 "$N"); do NUM["127.0.0.1:${PORTS[$((i + 1))]}"]=$i; done
@@ -104,10 +153,7 @@ while True:
     obj, at = dec.raw_decode(text, at)
     print(obj["path"], " ".join(r for c in obj["chunks"] for r in c["replicas"]))' 
 }
-# fsck exits non-zero while the cluster is unhealthy: its JSON says how.
-fsck_json() { dfs_ fsck / --json 2>/dev/null || true; }
-healthy() { fsck_json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["missing"]+r["under_replicated"])' 2>/dev/null || echo 1; }
-wait_healthy() { for _ in $(seq 600); do [ "$(healthy)" = 0 ] && return 0; sleep 0.5; done; return 1; }
+# (fsck exits non-zero while the cluster is unhealthy: its JSON says how.)
 
 # Two at a time: replication 3 survives any two.
 VICTIMS=($(seq 2 "$N" | shuf -n 16))

@@ -470,6 +470,15 @@ impl ChunkMap {
         Ok(chosen)
     }
 
+    /// Live servers with the bytes they use and their capacity, as last reported.
+    pub fn usage_bytes(&self, now: Instant) -> Vec<(ServerId, u64, u64)> {
+        self.servers
+            .iter()
+            .filter(|(_, e)| self.alive(e, now))
+            .map(|(id, e)| (*id, e.used, e.capacity))
+            .collect()
+    }
+
     /// Live servers and their used fraction of capacity.
     pub fn usage(&self, now: Instant) -> Vec<(ServerId, f64)> {
         self.servers

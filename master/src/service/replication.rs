@@ -21,6 +21,7 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Balancing moves under way at once onto one server, and in all: balancing is
 /// gradual, but servers that come back empty fill in parallel.
 const MOVES_PER_TARGET: usize = 2;
+const MOVES_PER_SOURCE: usize = 4;
 const MAX_MOVES: usize = 64;
 
 /// A copy ordered to `target` of a chunk at `version`: done only when the target
@@ -141,60 +142,89 @@ pub(super) fn schedule_trims(st: &mut State, now: Instant) {
 }
 
 /// Balancing moves while the spread of disk use is above the threshold: chunks are
-/// copied from servers above the mean use (fullest first) onto servers below it
-/// (emptiest first), at most [`MOVES_PER_TARGET`] under way onto each and
-/// [`MAX_MOVES`] in all, then trimmed from the server they left. A server more than
-/// half the threshold from the mean takes part; so do the fullest and the emptiest
-/// always.
+/// copied from servers above the mean use (fullest first, in turn) onto servers
+/// below it (emptiest first), then trimmed from the server they left. A server more
+/// than half the threshold from the mean takes part; so do the fullest and the
+/// emptiest always. Use is projected: as last reported, plus the copies under way
+/// onto a server and less those leaving it and its trims still pending, so that a
+/// server is not drained (or filled) again before its reports catch up. At most
+/// [`MOVES_PER_TARGET`] moves onto a server, [`MOVES_PER_SOURCE`] off one, and
+/// [`MAX_MOVES`] in all.
 pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
     if st.moves.len() >= MAX_MOVES {
         return;
     }
     let gone = st.ns.decommissioned();
-    let mut usage: Vec<(ServerId, f64)> = st
+    let mut used: HashMap<ServerId, (f64, f64)> = st
         .map
-        .usage(now)
+        .usage_bytes(now)
         .into_iter()
-        .filter(|(id, _)| !gone.contains(id))
+        .filter(|(id, _, _)| !gone.contains(id))
+        .map(|(id, u, cap)| (id, (u as f64, cap.max(1) as f64)))
         .collect();
-    if usage.len() < 2 {
+    if used.len() < 2 {
         return;
     }
-    usage.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (emptiest, fullest) = (usage[0].1, usage[usage.len() - 1].1);
-    if fullest - emptiest <= st.balance_threshold {
-        return;
-    }
-    let mean = usage.iter().map(|u| u.1).sum::<f64>() / usage.len() as f64;
-    let margin = st.balance_threshold / 2.0;
-    let targets: Vec<ServerId> = usage
-        .iter()
-        .enumerate()
-        .take_while(|(i, u)| *i == 0 || u.1 < mean - margin)
-        .map(|(_, u)| u.0)
-        .collect();
-    let sources: Vec<ServerId> = usage
-        .iter()
-        .rev()
-        .enumerate()
-        .take_while(|(i, u)| *i == 0 || u.1 > mean + margin)
-        .map(|(_, u)| u.0)
-        .collect();
+    let size_of = |st: &State, h: &ChunkHandle| st.ns.chunk(h).map_or(0.0, |m| m.size as f64);
     let mut onto: HashMap<ServerId, usize> = HashMap::new();
-    for h in st.moves.keys() {
+    let mut off: HashMap<ServerId, usize> = HashMap::new();
+    for (h, from) in &st.moves {
+        let size = size_of(st, h);
         if let Some(c) = st.copying.get(h) {
             *onto.entry(c.target).or_default() += 1;
+            if let Some(u) = used.get_mut(&c.target) {
+                u.0 += size;
+            }
+        }
+        *off.entry(*from).or_default() += 1;
+        if let Some(u) = used.get_mut(from) {
+            u.0 -= size;
         }
     }
+    for (server, h) in &st.trims {
+        if let Some(u) = used.get_mut(server) {
+            u.0 -= size_of(st, h);
+        }
+    }
+    let frac = |used: &HashMap<ServerId, (f64, f64)>, id: &ServerId| {
+        used.get(id).map_or(0.0, |(u, cap)| u / cap)
+    };
+    let mut order: Vec<ServerId> = used.keys().copied().collect();
+    order.sort_by(|a, b| frac(&used, a).total_cmp(&frac(&used, b)));
+    let (Some(emptiest), Some(fullest)) = (order.first().copied(), order.last().copied()) else {
+        return;
+    };
+    if frac(&used, &fullest) - frac(&used, &emptiest) <= st.balance_threshold {
+        return;
+    }
+    let mean = order.iter().map(|id| frac(&used, id)).sum::<f64>() / order.len() as f64;
+    let margin = st.balance_threshold / 2.0;
+    let targets: Vec<ServerId> = order
+        .iter()
+        .take_while(|id| **id == emptiest || frac(&used, id) < mean - margin)
+        .copied()
+        .collect();
+    let sources: Vec<ServerId> = order
+        .iter()
+        .rev()
+        .take_while(|id| **id == fullest || frac(&used, id) > mean + margin)
+        .copied()
+        .collect();
     let pending: HashSet<ChunkHandle> = st.trims.iter().map(|(_, h)| *h).collect();
     let mut next_source = 0;
     for to in targets {
-        while onto.get(&to).copied().unwrap_or(0) < MOVES_PER_TARGET && st.moves.len() < MAX_MOVES {
-            // The sources in turn, from the fullest, until one has a chunk to give.
+        // Filled up to the mean at most, however empty it was.
+        while onto.get(&to).copied().unwrap_or(0) < MOVES_PER_TARGET
+            && st.moves.len() < MAX_MOVES
+            && frac(&used, &to) < mean
+        {
             let mut found = None;
             for k in 0..sources.len() {
                 let from = sources[(next_source + k) % sources.len()];
-                if from == to {
+                if from == to
+                    || off.get(&from).copied().unwrap_or(0) >= MOVES_PER_SOURCE
+                    || frac(&used, &from) <= mean
+                {
                     continue;
                 }
                 if let Some(pick) = movable(st, &pending, from, to) {
@@ -213,6 +243,14 @@ pub(super) fn schedule_moves(st: &mut State, tokens: &Minter, now: Instant) {
             order_copy(st, tokens, h, meta, (from, source), to, now);
             st.moves.insert(h, from);
             *onto.entry(to).or_default() += 1;
+            *off.entry(from).or_default() += 1;
+            let size = meta.size as f64;
+            if let Some(u) = used.get_mut(&to) {
+                u.0 += size;
+            }
+            if let Some(u) = used.get_mut(&from) {
+                u.0 -= size;
+            }
         }
     }
 }

@@ -450,3 +450,41 @@ async fn a_stale_index_reports_no_false_missing_and_orders_no_needless_copy() {
     );
     assert_eq!(st.attention.short().count(), 0, "and the index caught up");
 }
+
+/// Balancing projects disk use: a server whose chunks moved off is not drained
+/// again while its trims are still pending (its reported use lags them), which made
+/// the spread swing back and forth instead of closing.
+#[tokio::test]
+async fn balancing_counts_moves_and_trims_not_yet_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let (full, empty) = (ServerId::random(), ServerId::random());
+    // Six chunks of 10 bytes on a server of 100: 60% against 0%.
+    let handles = files(&m, 6, &[full]);
+    let mut st = m.lock();
+    st.safe = None;
+    let now = Instant::now();
+    st.map
+        .register(empty, "127.0.0.1:7400".into(), 100, 0, vec![], now);
+    st.map.heartbeat(full, 100, 60, 0, vec![], vec![], now);
+    super::replication::schedule_moves(&mut st, &m.tokens, now);
+    let first: Vec<ChunkHandle> = st.moves.keys().copied().collect();
+    assert_eq!(first.len(), 2, "two moves onto one server at a time");
+
+    // The copies land and are reported; the trims on the full server are pending,
+    // and it still reports 60%.
+    let landed: Vec<_> = first.iter().map(|h| report(*h, 1)).collect();
+    note_reports(&mut st, empty, &landed);
+    st.map.heartbeat(empty, 100, 20, 0, vec![], vec![], now);
+    assert!(st.moves.is_empty());
+    assert!(first.iter().all(|h| st.trims.contains(&(full, *h))));
+    assert!(handles.iter().all(|h| st.map.holds(&full, h)));
+
+    // 40% against 20%: one more move evens them at 30%, not two.
+    super::replication::schedule_moves(&mut st, &m.tokens, now);
+    assert_eq!(
+        st.moves.len(),
+        1,
+        "the full server's pending trims were not counted"
+    );
+}
