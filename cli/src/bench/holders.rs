@@ -97,6 +97,22 @@ pub enum HoldersError {
 /// ones.
 pub fn wire_bytes(n: u64, share: Share) -> Result<(usize, usize), dfs_protocol::CodecError> {
     let (id, _) = holder(n);
+    let (register, used) = registration(n, share, [0; 32]);
+    let size = |r: Request| {
+        dfs_protocol::frame::encode_head(
+            &dfs_protocol::Frame::request(dfs_protocol::RequestId(1), r),
+            dfs_protocol::Limits::default(),
+        )
+        .map(|b| b.len())
+    };
+    Ok((size(register)?, size(idle_heartbeat(id, used, 0))?))
+}
+
+/// Holder `n`'s registration, with its sealed key, and the bytes it uses. Built for
+/// each registration rather than kept: at 10 million files the holders' reports
+/// together are a gigabyte.
+fn registration(n: u64, share: Share, id_key: [u8; 32]) -> (Request, u64) {
+    let (id, _) = holder(n);
     let chunks = share_of(
         n,
         share.servers,
@@ -107,20 +123,14 @@ pub fn wire_bytes(n: u64, share: Share) -> Result<(usize, usize), dfs_protocol::
     let used = chunks.iter().map(|c| c.size).sum();
     let register = Request::Report(ChunkserverToMaster::Register {
         server: id,
+        // Nothing listens there: the holders serve nothing.
         addr: format!("127.0.0.1:{}", 20_000 + n % 40_000),
         capacity: CAPACITY,
         used,
         chunks,
-        id_key: [0; 32],
+        id_key,
     });
-    let size = |r: Request| {
-        dfs_protocol::frame::encode_head(
-            &dfs_protocol::Frame::request(dfs_protocol::RequestId(1), r),
-            dfs_protocol::Limits::default(),
-        )
-        .map(|b| b.len())
-    };
-    Ok((size(register)?, size(idle_heartbeat(id, used, 0))?))
+    (register, used)
 }
 
 /// A heartbeat that reports nothing changed.
@@ -252,30 +262,13 @@ async fn session(
     let err = |source| HoldersError::Protocol { n, source };
     let unexpected = |r: &Response| HoldersError::Unexpected { n, got: r.name() };
     let (id, id_key) = holder(n);
-    // Built for each registration rather than kept: at 10 million files the
-    // holders' reports together are a gigabyte.
-    let chunks = share_of(
-        n,
-        share.servers,
-        share.files,
-        share.replication,
-        share.file_size,
-    );
-    let used = chunks.iter().map(|c| c.size).sum();
     let identity = Identity::chunkserver(id, secret);
     let (mut conn, session) =
         dfs_protocol::net::dial_session(master, PeerKind::Chunkserver, &identity, LIMIT)
             .await
             .map_err(err)?;
-    let register = Request::Report(ChunkserverToMaster::Register {
-        server: id,
-        // Nothing listens there: the holders serve nothing.
-        addr: format!("127.0.0.1:{}", 20_000 + n % 40_000),
-        capacity: CAPACITY,
-        used,
-        chunks,
-        id_key: auth::seal(&session.key, 0, "server key", &id_key),
-    });
+    let (register, used) =
+        registration(n, share, auth::seal(&session.key, 0, "server key", &id_key));
     let mut epoch = match call(&mut conn, register).await.map_err(err)? {
         Response::Registered { keys } => keys.epoch,
         other => return Err(unexpected(&other)),

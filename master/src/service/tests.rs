@@ -34,6 +34,34 @@ fn report(handle: ChunkHandle, version: u64) -> ChunkReport {
     }
 }
 
+/// Logs the put of `path`: one chunk of 10 bytes, allocated on `holders`, at the
+/// first version.
+fn one_chunk_file(
+    m: &Master,
+    st: &mut super::State,
+    path: &str,
+    holders: &[ServerId],
+) -> ChunkHandle {
+    let (upload, begin) = st.ns.plan_begin_upload(path, 3, false, 1).expect("begin");
+    m.log_apply(st, begin).expect("apply");
+    let h = ChunkHandle::random();
+    let alloc = st
+        .ns
+        .plan_allocate(upload, h, holders.to_vec(), 1)
+        .expect("allocate");
+    m.log_apply(st, alloc).expect("apply");
+    let chunk = CommittedChunk {
+        handle: h,
+        size: 10,
+    };
+    let commit = st
+        .ns
+        .plan_commit(upload, &[chunk], 1 << 20, 1)
+        .expect("commit");
+    m.log_apply(st, commit).expect("apply");
+    h
+}
+
 /// A file of one chunk at version 3 on `holders`, with `others` registered empty.
 fn setup(m: &Master, holders: &[ServerId], others: &[ServerId]) -> ChunkHandle {
     let mut st = m.lock();
@@ -48,27 +76,7 @@ fn setup(m: &Master, holders: &[ServerId], others: &[ServerId]) -> ChunkHandle {
             now,
         );
     }
-    let (upload, begin) = st.ns.plan_begin_upload("/f", 3, false, 1).expect("begin");
-    m.log_apply(&mut st, begin).expect("apply");
-    let h = ChunkHandle::random();
-    let alloc = st
-        .ns
-        .plan_allocate(upload, h, holders.to_vec(), 1)
-        .expect("allocate");
-    m.log_apply(&mut st, alloc).expect("apply");
-    let commit = st
-        .ns
-        .plan_commit(
-            upload,
-            &[CommittedChunk {
-                handle: h,
-                size: 10,
-            }],
-            1 << 20,
-            1,
-        )
-        .expect("commit");
-    m.log_apply(&mut st, commit).expect("apply");
+    let h = one_chunk_file(m, &mut st, "/f", holders);
     m.log_apply(
         &mut st,
         Mutation::SetChunk {
@@ -184,29 +192,7 @@ fn files(m: &Master, n: usize, holders: &[ServerId]) -> Vec<ChunkHandle> {
     }
     let mut handles = Vec::with_capacity(n);
     for i in 0..n {
-        let path = format!("/many/{i}");
-        let (upload, begin) = st.ns.plan_begin_upload(&path, 3, true, 1).expect("begin");
-        m.log_apply(&mut st, begin).expect("apply");
-        let h = ChunkHandle::random();
-        let alloc = st
-            .ns
-            .plan_allocate(upload, h, holders.to_vec(), 1)
-            .expect("allocate");
-        m.log_apply(&mut st, alloc).expect("apply");
-        let commit = st
-            .ns
-            .plan_commit(
-                upload,
-                &[CommittedChunk {
-                    handle: h,
-                    size: 10,
-                }],
-                1 << 20,
-                1,
-            )
-            .expect("commit");
-        m.log_apply(&mut st, commit).expect("apply");
-        handles.push(h);
+        handles.push(one_chunk_file(m, &mut st, &format!("/many/{i}"), holders));
     }
     for s in holders {
         let reports = handles.iter().map(|h| report(*h, 1)).collect();
