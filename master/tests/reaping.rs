@@ -17,9 +17,25 @@ struct Real {
 }
 
 impl Real {
+    /// Opens the master's state in `dir`. Right after a close, sled's own
+    /// background threads may still hold the previous handle's file lock for a
+    /// moment: that is waited out, for at most 10 s.
     fn open(dir: &Path) -> Real {
-        let (ns, log) = recovery::recover(dir).expect("recover");
-        Real { ns, log }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match recovery::recover(dir) {
+                Ok((ns, log)) => return Real { ns, log },
+                Err(e)
+                    if format!("{e:?}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    // A plain test thread, no runtime to block.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("recover: {e}"),
+            }
+        }
     }
 
     /// Logs and applies `m`; returns the chunks it freed.
