@@ -10,7 +10,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::auth::{self, ClientKey, ClusterSecret, Credential, Peer, Role, Side};
 use crate::error::{CodecError, ErrorCode, ProtocolError};
-use crate::frame::{encode_head, Body, Frame, FrameCodec, Limits};
+use crate::frame::{encode_head, Body, Frame, FrameCodec, Limits, READ_BUFFER};
 use crate::ids::{RequestId, ServerId};
 use crate::message::{PeerKind, Request, Response};
 use crate::{HANDSHAKE_MAGIC, PROTOCOL_VERSION};
@@ -110,10 +110,6 @@ impl std::fmt::Debug for Accepted {
             .finish_non_exhaustive()
     }
 }
-
-/// Initial read buffer per connection: small, so idle connections cost little; the
-/// codec reserves a whole frame at once when its prelude arrives.
-const READ_BUFFER: usize = 16 << 10;
 
 /// Writes one frame; the payload goes out in the same vectored write as the header,
 /// without being copied.

@@ -496,6 +496,48 @@ fn oversized_header_is_refused_before_allocating() {
 }
 
 #[test]
+fn a_large_frame_does_not_keep_its_buffer() {
+    // A connection's read buffer grows to hold its largest frame; it must not stay
+    // that large afterwards (a master with 300 connections of 2 MB reports kept
+    // 690 MB that way). The buffer's own handle is what FramedRead keeps.
+    let mut codec = FrameCodec::new(Limits::default());
+    let reports: Vec<ChunkReport> = (0..100_000u128)
+        .map(|i| ChunkReport {
+            handle: ChunkHandle(Uuid::from_u128(i)),
+            version: ChunkVersion(1),
+            size: 1,
+        })
+        .collect();
+    let big = Frame::request(
+        RequestId(1),
+        Request::Master(ClientToMaster::List {
+            path: format!("{reports:?}"),
+        }),
+    );
+    let small = Frame::request(RequestId(2), Request::Master(ClientToMaster::TrashList));
+    let mut wire = BytesMut::new();
+    codec.encode(big.clone(), &mut wire).expect("encode");
+    codec.encode(small.clone(), &mut wire).expect("encode");
+    let big_len = wire.len();
+    assert!(big_len > 1 << 20, "the frame is large: {big_len}");
+    // As FramedRead does: the prelude first, then the rest into the reserved space.
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    buf.extend_from_slice(&wire[..PRELUDE_LEN]);
+    assert!(codec.decode(&mut buf).expect("prelude").is_none());
+    buf.extend_from_slice(&wire[PRELUDE_LEN..]);
+    let first = codec.decode(&mut buf).expect("decode").expect("a frame");
+    assert_eq!(first, big);
+    assert!(
+        buf.capacity() <= 64 << 10,
+        "the buffer kept {} bytes after a {big_len}-byte frame",
+        buf.capacity()
+    );
+    let second = codec.decode(&mut buf).expect("decode").expect("a frame");
+    assert_eq!(second, small, "what followed the large frame is intact");
+    assert!(buf.is_empty());
+}
+
+#[test]
 fn encoder_refuses_a_payload_over_the_limit() {
     let limits = Limits {
         max_header: 1024,
