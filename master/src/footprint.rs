@@ -9,10 +9,6 @@
 
 use std::mem::size_of;
 
-/// Bytes a name's heap allocation takes: Rust strings have no inline form, and the
-/// allocator's smallest chunk holds 24 bytes (glibc), which most names fit.
-pub const NAME_HEAP: u64 = 32;
-
 /// One structure's estimate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Part {

@@ -10,6 +10,8 @@
 //! `apply`, so recovery rebuilds exactly what the live master had; a sequence number
 //! already applied is skipped, which makes replay idempotent.
 
+mod inode_table;
+mod name;
 pub mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,9 +25,11 @@ use crate::error::{OpError, StoreError};
 use crate::mutation::{Create, Mutation};
 use crate::path;
 use crate::store::{
-    AllocatedChunk, Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, Txn,
-    UploadRecord, ROOT,
+    AllocatedChunk, Attr, ChunkList, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry,
+    Txn, UploadRecord, ROOT,
 };
+use inode_table::InodeTable;
+use name::Name;
 
 /// What the master knows of a chunk that a file (visible or in the trash) references.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +62,9 @@ pub struct Applied {
 pub struct Namespace {
     store: Store,
     writer: Arc<StoreWriter>,
-    inodes: HashMap<u64, Inode>,
+    inodes: InodeTable,
     /// Each directory's entries, by name.
-    children: HashMap<u64, BTreeMap<String, u64>>,
+    children: HashMap<u64, BTreeMap<Name, u64>>,
     next_inode: u64,
     applied: u64,
     /// In handle order, so that upkeep can review it a slice at a time (see
@@ -137,7 +141,7 @@ impl Namespace {
     pub fn open(store: Store) -> Result<Namespace, StoreError> {
         let mut files = 0;
         let mut chunk_count = 0usize;
-        let mut inodes = HashMap::new();
+        let mut inodes = InodeTable::default();
         for item in store.all_inodes() {
             let (ino, inode) = item?;
             if inode.kind == FileKind::File {
@@ -150,16 +154,19 @@ impl Namespace {
         // once (a sorted input is a linear bulk build into full nodes): inserting 10
         // million random handles one by one took some 30 s of a restart.
         let mut chunks = Vec::with_capacity(chunk_count);
-        for (ino, inode) in &inodes {
+        for (ino, inode) in inodes.iter() {
             if inode.kind == FileKind::File {
-                chunks.extend(chunk_metas(*ino, inode));
+                chunks.extend(chunk_metas(ino, inode));
             }
         }
         chunks.sort_unstable_by_key(|c: &(ChunkHandle, ChunkMeta)| c.0);
-        let mut children: HashMap<u64, BTreeMap<String, u64>> = HashMap::new();
+        let mut children: HashMap<u64, BTreeMap<Name, u64>> = HashMap::new();
         for item in store.all_dirents() {
             let (parent, name, child) = item?;
-            children.entry(parent).or_default().insert(name, child);
+            children
+                .entry(parent)
+                .or_default()
+                .insert(name.into(), child);
         }
         let uploads: HashMap<UploadId, UploadRecord> = store.uploads()?.into_iter().collect();
         let upload_chunks = uploads
@@ -278,20 +285,25 @@ impl Namespace {
     /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
     /// to directories, not files.
     pub fn footprint(&self) -> Vec<crate::footprint::Part> {
-        use crate::footprint::{btree, hash_table, vec_heap, Part, NAME_HEAP};
+        use crate::footprint::{btree, hash_table, vec_heap, Part};
         let entries: usize = self.children.values().map(BTreeMap::len).sum();
         let stored_chunks = self.chunks.len();
         vec![
             Part {
                 structure: "inodes",
-                bytes: hash_table::<u64, Inode>(self.inodes.capacity())
-                    + vec_heap::<StoredChunk>(stored_chunks),
+                // A file's first chunk is inline; those past it, about as many as
+                // chunks outnumber files, are on the heap.
+                bytes: self.inodes.footprint()
+                    + vec_heap::<StoredChunk>(
+                        stored_chunks.saturating_sub(usize::try_from(self.files).unwrap_or(0)),
+                    ),
             },
             Part {
                 structure: "directory_entries",
-                bytes: hash_table::<u64, BTreeMap<String, u64>>(self.children.capacity())
-                    + btree::<String, u64>(entries)
-                    + (entries as u64).saturating_mul(NAME_HEAP),
+                // Names longer than `name::INLINE` bytes also take their length on
+                // the heap; they are not counted.
+                bytes: hash_table::<u64, BTreeMap<Name, u64>>(self.children.capacity())
+                    + btree::<Name, u64>(entries),
             },
             Part {
                 structure: "chunk_table",
@@ -406,7 +418,7 @@ impl Namespace {
         txn: &mut Txn,
         ino: u64,
         mtime: u64,
-        change: impl FnOnce(&mut Vec<StoredChunk>) -> Result<(), StoreError>,
+        change: impl FnOnce(&mut ChunkList) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let inode = self
             .inodes
@@ -536,7 +548,7 @@ impl Namespace {
         while let Some(ino) = stack.pop() {
             if let Some(entries) = self.children.get(&ino) {
                 for (name, child) in entries {
-                    dirents.push((ino, name.clone()));
+                    dirents.push((ino, name.to_string()));
                     stack.push(*child);
                 }
             }
@@ -587,7 +599,7 @@ impl Namespace {
             }
             let c = self.inode(*child)?;
             out.push(DirEntry {
-                name: name.clone(),
+                name: name.to_string(),
                 kind: c.kind,
                 size: c.size,
                 mtime: c.mtime,
@@ -628,7 +640,7 @@ impl Namespace {
         for (name, child) in self.children.get(&ino).into_iter().flatten() {
             let c = self.inode(*child)?;
             out.push(DirEntry {
-                name: name.clone(),
+                name: name.to_string(),
                 kind: c.kind,
                 size: c.size,
                 mtime: c.mtime,
@@ -893,7 +905,7 @@ impl Namespace {
                 size: stored.iter().map(|c| c.size).sum(),
                 replication: rec.replication,
                 mtime: now,
-                chunks: stored,
+                chunks: stored.into(),
             },
             replaced,
         })
@@ -1213,7 +1225,7 @@ impl Namespace {
         let children = |ino: u64| self.children.get(&ino).map(|c| c.iter());
         // (entry, its name in its parent, its entries not yet visited): an explicit
         // stack, so depth is no limit, holding one iterator per level.
-        let mut stack: Vec<(u64, Option<&String>, _)> = vec![(root, None, children(root))];
+        let mut stack: Vec<(u64, Option<&Name>, _)> = vec![(root, None, children(root))];
         while inodes.len() < REAP_PIECE {
             let Some((_, _, entries)) = stack.last_mut() else {
                 break;
@@ -1228,7 +1240,7 @@ impl Namespace {
                     // Unlinked from its parent along with it; the root was unlinked
                     // when it was detached.
                     if let (Some(name), Some((parent, _, _))) = (name, stack.last()) {
-                        dirents.push((*parent, name.clone()));
+                        dirents.push((*parent, name.to_string()));
                     }
                 }
             }
@@ -1291,7 +1303,7 @@ impl Namespace {
         self.children
             .entry(parent)
             .or_default()
-            .insert(name.to_string(), child);
+            .insert(name.into(), child);
     }
 
     fn unlink(&mut self, txn: &mut Txn, parent: u64, name: &str) -> Result<u64, StoreError> {
@@ -1370,7 +1382,7 @@ impl Namespace {
                         size: 0,
                         replication: 0,
                         mtime: *mtime,
-                        chunks: Vec::new(),
+                        chunks: ChunkList::default(),
                     };
                     self.put_inode(&mut txn, c.ino, dir)?;
                     self.link(&mut txn, c.parent, &c.name, c.ino);
@@ -1526,7 +1538,7 @@ impl Namespace {
                 for (parent, name) in dirents {
                     txn.remove_dirent(*parent, name);
                     if let Some(entries) = self.children.get_mut(parent) {
-                        entries.remove(name);
+                        entries.remove(name.as_str());
                     }
                 }
                 let mut files = 0u64;
@@ -1576,7 +1588,7 @@ impl Namespace {
                     size: 0,
                     replication: *replication,
                     mtime: *mtime,
-                    chunks: Vec::new(),
+                    chunks: ChunkList::default(),
                 };
                 self.put_inode(&mut txn, *ino, file)?;
                 self.link(&mut txn, *parent, name, *ino);
@@ -1677,7 +1689,7 @@ impl Namespace {
                 }
                 let new = chunks.clone();
                 self.update_file(&mut txn, *ino, *mtime, |list| {
-                    *list = new;
+                    *list = new.into();
                     Ok(())
                 })?;
                 if let Some(rec) = self.uploads.remove(upload) {
@@ -1702,7 +1714,7 @@ impl Namespace {
                     size: target.len() as u64,
                     replication: 0,
                     mtime: *mtime,
-                    chunks: Vec::new(),
+                    chunks: ChunkList::default(),
                 };
                 self.put_inode(&mut txn, *ino, link)?;
                 txn.put_link(*ino, target)?;

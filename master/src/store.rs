@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
+mod chunk_list;
+pub use chunk_list::ChunkList;
+
 /// Format version written at the front of every value.
 const FORMAT: u8 = 1;
 /// The root directory's inode.
@@ -66,7 +69,7 @@ pub struct Inode {
     /// Seconds since the Unix epoch.
     pub mtime: u64,
     /// A file's chunks in order; empty for a directory.
-    pub chunks: Vec<StoredChunk>,
+    pub chunks: ChunkList,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,7 +415,7 @@ impl Store {
                     size: 0,
                     replication: 0,
                     mtime: crate::now_secs(),
-                    chunks: Vec::new(),
+                    chunks: ChunkList::default(),
                 },
             )?;
             txn.set_next_inode(ROOT + 1);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use dfs_master::mutation::{Create, Mutation};
 use dfs_master::namespace::Namespace;
-use dfs_master::store::{Inode, StoredChunk};
+use dfs_master::store::{ChunkList, Inode, StoredChunk};
 use dfs_protocol::{ChunkVersion, FileKind, UploadId};
 use serde::Serialize;
 
@@ -123,11 +123,11 @@ pub fn load(
                     size: file_size,
                     replication,
                     mtime,
-                    chunks: vec![StoredChunk {
+                    chunks: ChunkList::One(StoredChunk {
                         handle: super::holders::load_handle(i),
                         version: ChunkVersion(1),
                         size: file_size,
-                    }],
+                    }),
                 },
                 replaced: None,
             },
