@@ -34,8 +34,11 @@ pub const ROOT: u64 = 1;
 /// sled's page cache. The master serves from its namespace in memory and reads
 /// sled only when it starts, so sled's cache only speeds up the writer's updates:
 /// at sled's default (1 GiB) it made up most of a large master's memory, and grew
-/// while the writer caught up.
-const SLED_CACHE: u64 = 64 << 20;
+/// while the writer caught up. sled counts its cache in serialized bytes and holds
+/// several times that in memory: at 10 M files, 64 MiB of cache held about 400 MB
+/// more than 4 MiB did, and 16 MiB about 90 MB more; metadata rates measured the
+/// same at all three (docs/scale.md).
+const SLED_CACHE: u64 = 8 << 20;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
