@@ -10,6 +10,7 @@
 //! `apply`, so recovery rebuilds exactly what the live master had; a sequence number
 //! already applied is skipped, which makes replay idempotent.
 
+pub mod file_walk;
 mod inode_table;
 mod name;
 pub mod summary;
@@ -701,34 +702,6 @@ impl Namespace {
             attr,
             mtime: change.mtime,
         })
-    }
-
-    /// Every file at or below `raw`, with its canonical path.
-    pub fn files_under(&self, raw: &str) -> Result<Vec<(String, &Inode)>, OpError> {
-        let comps = path::components(raw)?;
-        let (ino, inode) = self.resolve(&comps)?;
-        let mut out = Vec::new();
-        if inode.kind == FileKind::File {
-            out.push((path::join(&comps), inode));
-            return Ok(out);
-        }
-        let mut stack = vec![(path::join(&comps), ino)];
-        while let Some((dir, ino)) = stack.pop() {
-            for (name, child) in self.children.get(&ino).into_iter().flatten() {
-                let p = if dir == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{dir}/{name}")
-                };
-                let c = self.inode(*child)?;
-                match c.kind {
-                    FileKind::File => out.push((p, c)),
-                    FileKind::Dir => stack.push((p, *child)),
-                    FileKind::Symlink => {}
-                }
-            }
-        }
-        Ok(out)
     }
 
     // ----- plans -----

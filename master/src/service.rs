@@ -45,7 +45,7 @@ mod safe_mode;
 mod tests;
 use append::MasterLease;
 use replication::{balance_report, schedule_moves, schedule_repairs, schedule_trims, Copying};
-use report::{fsck, stat, MAX_FSCK_PROBLEMS};
+use report::{stat, Fsck, FSCK_SLICE, MAX_FSCK_PROBLEMS};
 
 /// Deletions sent to one chunkserver per heartbeat, so a mass delete drains gradually.
 const MAX_DELETES_PER_HEARTBEAT: usize = 1000;
@@ -427,6 +427,25 @@ impl Master {
         Ok(sum)
     }
 
+    /// A page of fsck, checked a slice at a time with the lock free in between (see
+    /// [`report::Fsck`]).
+    async fn fsck(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
+        let (seq, mut walk) = {
+            let st = self.lock();
+            (st.ns.applied(), Fsck::start(&st, path, after, limit)?)
+        };
+        while !walk.step(&self.lock(), FSCK_SLICE) {
+            tokio::task::yield_now().await;
+        }
+        self.durable(seq).await?;
+        Ok(walk.finish())
+    }
+
     /// The key behind a connecting peer's credential (the handshake's lookup).
     pub fn lookup(
         &self,
@@ -673,15 +692,11 @@ impl Master {
                 Ok(Response::Status(self.read(|st| Ok(self.status(st))).await?))
             }
             ClientToMaster::Fsck { path } => Ok(Response::Fsck(
-                self.read(|st| fsck(st, &path, None, MAX_FSCK_PROBLEMS))
-                    .await?
-                    .0,
+                self.fsck(&path, None, MAX_FSCK_PROBLEMS).await?.0,
             )),
             ClientToMaster::FsckPage { path, after, limit } => {
                 let limit = pages::limit(limit);
-                let (report, next) = self
-                    .read(|st| fsck(st, &path, after.as_deref(), limit))
-                    .await?;
+                let (report, next) = self.fsck(&path, after.as_deref(), limit).await?;
                 Ok(Response::FsckPage { report, next })
             }
             ClientToMaster::Summary { path } => {

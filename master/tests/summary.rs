@@ -1,9 +1,10 @@
-//! `dfs count` and `dfs du` on the master: a subtree's directories, files and bytes,
-//! counted a slice at a time. However the walk is cut into slices, it counts the
-//! same; a directory removed between two slices is skipped, not a failure. Real sled
-//! and a real operation log in a temp dir.
+//! The master's sliced walks of a subtree: `dfs count` and `dfs du` (directories,
+//! files and bytes) and `dfs fsck` (every file with its path). However a walk is cut
+//! into slices, it finds the same; a directory removed between two slices is
+//! skipped, not a failure. Real sled and a real operation log in a temp dir.
 
 use dfs_master::mutation::Mutation;
+use dfs_master::namespace::file_walk::FileWalk;
 use dfs_master::namespace::summary::{Summary, SummaryWalk};
 use dfs_master::namespace::Namespace;
 use dfs_master::oplog::OpLog;
@@ -117,4 +118,74 @@ fn a_subtree_counts_the_same_in_any_slices() {
     }
     let s = done.expect("the walk ends");
     assert!(s.files >= 60 && s.files <= 62, "{s:?}");
+}
+
+fn files(ns: &Namespace, path: &str, budget: usize) -> (Vec<(String, u64)>, usize) {
+    let mut w = FileWalk::start(ns, path).expect("start");
+    let mut seen = Vec::new();
+    let mut steps = 1;
+    while !w.step(ns, budget, |p, inode| {
+        seen.push((p.to_string(), inode.size))
+    }) {
+        steps += 1;
+        assert!(steps < 10_000, "the walk does not end");
+    }
+    seen.sort();
+    (seen, steps)
+}
+
+#[test]
+fn every_file_is_visited_once_with_its_path_in_any_slices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ns, log) = recovery::recover(dir.path()).expect("recover");
+    let mut real = Real { ns, log };
+    real.mkdir("/a/b/c");
+    real.file("/top", 1);
+    real.file("/a/x", 2);
+    real.file("/a/b/y", 3);
+    real.file("/a/b/c/z", 4);
+    real.file("/a/b/w", 5);
+    real.mkdir("/a/empty");
+    let m = real.ns.plan_symlink("/a/link", "/a/x", 1).expect("symlink");
+    real.exec(m);
+    let all = vec![
+        ("/a/b/c/z".to_string(), 4),
+        ("/a/b/w".to_string(), 5),
+        ("/a/b/y".to_string(), 3),
+        ("/a/x".to_string(), 2),
+        ("/top".to_string(), 1),
+    ];
+    assert_eq!(files(&real.ns, "/", 1 << 20), (all.clone(), 1));
+    for budget in [1, 2, 3, 7] {
+        let (seen, steps) = files(&real.ns, "/", budget);
+        assert_eq!(seen, all, "in slices of {budget}");
+        assert!(steps > 1, "slices of {budget} took one step");
+    }
+    assert_eq!(files(&real.ns, "/a/b", 2).0, all[..3].to_vec());
+    assert_eq!(files(&real.ns, "/a/x/", 1).0, vec![("/a/x".to_string(), 2)]);
+    assert!(
+        files(&real.ns, "/a/link", 1).0.is_empty(),
+        "a link is not followed"
+    );
+    assert!(FileWalk::start(&real.ns, "/nope").is_err());
+
+    // A directory removed mid-walk is skipped; the others are still visited.
+    let mut w = FileWalk::start(&real.ns, "/").expect("start");
+    let mut seen = Vec::new();
+    assert!(!w.step(&real.ns, 1, |p, _| seen.push(p.to_string())));
+    let m = real
+        .ns
+        .plan_remove("/a/b", true, false, 2)
+        .expect("plan rm");
+    real.exec(m);
+    for _ in 0..100 {
+        if w.step(&real.ns, 1, |p, _| seen.push(p.to_string())) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&"/top".to_string()) && seen.contains(&"/a/x".to_string()),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|p| p.starts_with("/a/b/c")), "{seen:?}");
 }

@@ -1,91 +1,146 @@
-//! Health and file reports read off the state: `fsck` (paged) and `stat`.
+//! Health and file reports read off the state: `fsck` (paged, and walked in
+//! slices) and `stat`.
 
 use dfs_protocol::auth::ops;
 use dfs_protocol::{ChunkInfo, FileHealth, FileStat, FsckReport};
 
+use std::collections::BTreeMap;
+
 use super::{Minter, State};
 use crate::error::OpError;
+use crate::namespace::file_walk::FileWalk;
+use crate::store::Inode;
 
 /// Files listed in an fsck report.
 pub(super) const MAX_FSCK_PROBLEMS: usize = 10_000;
 
-/// The health of every file at or below `path`, with the unhealthy files after the
-/// path `after` (at most `limit` of them, in path order) and the cursor of the next
-/// page. Memory stays proportional to `limit` whatever the number of problems.
-pub(super) fn fsck(
-    st: &State,
-    path: &str,
-    after: Option<&str>,
+/// Files a slice of an fsck looks at before the state lock is let go.
+pub(super) const FSCK_SLICE: usize = 10_000;
+
+/// An fsck under way: the health of every file at or below a path, with the
+/// unhealthy files after the path `after` (at most `limit` of them, in path order)
+/// and the cursor of the next page. It walks the tree a slice at a time
+/// ([`FileWalk`]), so a tree of millions of files neither holds the state lock for
+/// long nor gathers its paths; memory stays proportional to `limit` whatever the
+/// number of files or problems. Like `count`, the report is not a snapshot when the
+/// tree changes during the walk.
+pub(super) struct Fsck {
+    walk: FileWalk,
+    report: FsckReport,
+    page: BTreeMap<String, FileHealth>,
+    after: Option<String>,
     limit: usize,
-) -> Result<(FsckReport, Option<String>), OpError> {
-    let mut page: std::collections::BTreeMap<String, FileHealth> = Default::default();
-    let now = st.clock.now();
-    let files = st.ns.files_under(path)?;
-    let mut report = FsckReport {
+}
+
+impl Fsck {
+    pub(super) fn start(
+        st: &State,
+        path: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Fsck, OpError> {
+        Ok(Fsck {
+            walk: FileWalk::start(&st.ns, path)?,
+            report: FsckReport {
+                path: path.to_string(),
+                files: 0,
+                chunks: 0,
+                missing: 0,
+                under_replicated: 0,
+                corrupt: 0,
+                stale: 0,
+                over_replicated: 0,
+                safe_mode: st.safe.is_some(),
+                problems: Vec::new(),
+            },
+            page: BTreeMap::new(),
+            after: after.map(str::to_string),
+            limit,
+        })
+    }
+
+    /// Checks up to `budget` entries; `true` once every file has been checked.
+    pub(super) fn step(&mut self, st: &State, budget: usize) -> bool {
+        let Fsck {
+            walk,
+            report,
+            page,
+            after,
+            limit,
+        } = self;
+        let now = st.clock.now();
+        report.safe_mode = st.safe.is_some();
+        walk.step(&st.ns, budget, |path, inode| {
+            let health = check(st, report, path, inode, now);
+            let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
+            if sick && after.as_deref().is_none_or(|a| path > a) {
+                page.insert(health.path.clone(), health);
+                if page.len() > limit.saturating_add(1) {
+                    page.pop_last();
+                }
+            }
+        })
+    }
+
+    /// The report and the cursor of the next page.
+    pub(super) fn finish(mut self) -> (FsckReport, Option<String>) {
+        let next = if self.page.len() > self.limit {
+            self.page.pop_last();
+            self.page.keys().next_back().cloned()
+        } else {
+            None
+        };
+        self.report.problems = self.page.into_values().collect();
+        (self.report, next)
+    }
+}
+
+/// One file's health, added to the report's totals.
+fn check(
+    st: &State,
+    report: &mut FsckReport,
+    path: &str,
+    inode: &Inode,
+    now: std::time::Instant,
+) -> FileHealth {
+    let mut health = FileHealth {
         path: path.to_string(),
-        files: files.len() as u64,
-        chunks: 0,
+        chunks: inode.chunks.len() as u64,
         missing: 0,
         under_replicated: 0,
         corrupt: 0,
         stale: 0,
-        over_replicated: 0,
-        safe_mode: st.safe.is_some(),
-        problems: Vec::new(),
     };
-    for (path, inode) in files {
-        let mut health = FileHealth {
-            path,
-            chunks: inode.chunks.len() as u64,
-            missing: 0,
-            under_replicated: 0,
-            corrupt: 0,
-            stale: 0,
-        };
-        for c in &inode.chunks {
-            let all = st.map.replicas(&c.handle, c.version, now).len() as u64;
-            let live = st.effective(&c.handle, c.version, now).len() as u64;
-            if all == 0 {
-                health.missing += 1;
-            } else if live < u64::from(inode.replication) {
-                health.under_replicated += 1;
-            } else if live > u64::from(inode.replication) {
-                report.over_replicated += 1;
-            }
-            if st.corrupt.contains_key(&c.handle) {
-                health.corrupt += 1;
-            }
-            // A stale replica on a dead server is harmless: deleted when it returns.
-            if st
-                .map
-                .holders(&c.handle)
-                .iter()
-                .any(|(s, v)| *v < c.version && st.map.is_alive(s, now))
-            {
-                health.stale += 1;
-            }
+    for c in &inode.chunks {
+        let all = st.map.replicas(&c.handle, c.version, now).len() as u64;
+        let live = st.effective(&c.handle, c.version, now).len() as u64;
+        if all == 0 {
+            health.missing += 1;
+        } else if live < u64::from(inode.replication) {
+            health.under_replicated += 1;
+        } else if live > u64::from(inode.replication) {
+            report.over_replicated += 1;
         }
-        report.chunks += health.chunks;
-        report.missing += health.missing;
-        report.under_replicated += health.under_replicated;
-        report.corrupt += health.corrupt;
-        report.stale += health.stale;
-        let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
-        if sick && after.is_none_or(|a| health.path.as_str() > a) {
-            page.insert(health.path.clone(), health);
-            if page.len() > limit.saturating_add(1) {
-                page.pop_last();
-            }
+        if st.corrupt.contains_key(&c.handle) {
+            health.corrupt += 1;
+        }
+        // A stale replica on a dead server is harmless: deleted when it returns.
+        if st
+            .map
+            .holders(&c.handle)
+            .iter()
+            .any(|(s, v)| *v < c.version && st.map.is_alive(s, now))
+        {
+            health.stale += 1;
         }
     }
-    let next = if page.len() > limit {
-        page.pop_last();
-        page.keys().next_back().cloned()
-    } else {
-        None
-    };
-    report.problems = page.into_values().collect();
-    Ok((report, next))
+    report.files += 1;
+    report.chunks += health.chunks;
+    report.missing += health.missing;
+    report.under_replicated += health.under_replicated;
+    report.corrupt += health.corrupt;
+    report.stale += health.stale;
+    health
 }
 
 pub(super) fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {

@@ -1,5 +1,6 @@
-//! Upkeep decisions on a real master state (real sled, real log in a temp dir), with
-//! chunkserver reports fed in directly, for schedules the black-box tests cannot aim.
+//! Upkeep decisions and fsck on a real master state (real sled, real log in a temp
+//! dir), with chunkserver reports fed in directly, for schedules the black-box tests
+//! cannot aim.
 
 use std::time::{Duration, Instant};
 
@@ -473,4 +474,53 @@ async fn balancing_counts_moves_and_trims_not_yet_reported() {
         1,
         "the full server's pending trims were not counted"
     );
+}
+
+#[tokio::test]
+async fn fsck_pages_find_every_problem_once_in_path_order_in_any_slices() {
+    use super::report::Fsck;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let mut st = m.lock();
+    let mut paths = Vec::new();
+    for i in 0..7 {
+        let parent = format!("/d{}", i % 3);
+        if let Some(mk) = st.ns.plan_mkdir(&parent, true, 1).expect("mkdir") {
+            m.log_apply(&mut st, mk).expect("apply");
+        }
+        let path = format!("{parent}/f{i}");
+        // No server holds them: every chunk is missing.
+        one_chunk_file(&m, &mut st, &path, &[]);
+        paths.push(path);
+    }
+    paths.sort();
+    for budget in [1, 2, 1000] {
+        for limit in [1, 3, 10] {
+            let mut found = Vec::new();
+            let mut after: Option<String> = None;
+            for page in 0.. {
+                assert!(page < 20, "fsck pages do not end");
+                let mut f = Fsck::start(&st, "/", after.as_deref(), limit).expect("start");
+                let mut steps = 0;
+                while !f.step(&st, budget) {
+                    steps += 1;
+                    assert!(steps < 1000, "an fsck walk does not end");
+                }
+                let (report, next) = f.finish();
+                assert_eq!((report.files, report.chunks, report.missing), (7, 7, 7));
+                assert!(report.problems.len() <= limit);
+                found.extend(report.problems.into_iter().map(|p| p.path));
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(found, paths, "slices of {budget}, pages of {limit}");
+        }
+    }
+    let one = Fsck::start(&st, "/d1/f4", None, 10).expect("start");
+    let mut one = one;
+    assert!(one.step(&st, 1));
+    let (report, next) = one.finish();
+    assert_eq!((report.files, report.problems.len(), next), (1, 1, None));
 }
