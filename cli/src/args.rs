@@ -704,7 +704,9 @@ pub(crate) struct MasterArgs {
     /// How long removed entries stay in the trash; 0 deletes at once.
     #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) trash_retention: Duration,
-    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    /// After a start, wait up to this long for chunkservers to report before deleting
+    /// garbage or copying chunks. While chunkservers are still registering it waits on,
+    /// until none has for 10 s, and at most ten times this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) safe_start: Duration,
     /// Balance while disk use of the fullest and emptiest chunkservers differs by more
@@ -819,7 +821,9 @@ pub(crate) struct UpArgs {
     /// How long removed entries stay in the trash; 0 deletes at once.
     #[arg(long, default_value = "1d", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) trash_retention: Duration,
-    /// After a start, wait up to this long for chunkservers to report before deleting garbage.
+    /// After a start, wait up to this long for chunkservers to report before deleting
+    /// garbage or copying chunks. While chunkservers are still registering it waits on,
+    /// until none has for 10 s, and at most ten times this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) safe_start: Duration,
     /// Every link over TLS: makes a cluster CA in DIR/tls on first use, and stores

@@ -180,7 +180,7 @@ impl Master {
         let map = ChunkMap::new(config.dead_after);
         let clock = config.clock.restarted();
         clock.raise_floor(ns.clock_floor());
-        let safe = Some(safe_mode::SafeMode::until(clock.now() + config.safe_start));
+        let safe = Some(safe_mode::SafeMode::new(clock.now(), config.safe_start));
         let balance_threshold = config.balance_threshold;
         let tokens = Minter {
             key: secret.token_key(),

@@ -91,6 +91,9 @@ impl Master {
                     self.log_apply(&mut st, m)?;
                 }
                 st.map.register(server, addr, capacity, used, chunks, now);
+                if let Some(safe) = st.safe.as_mut() {
+                    safe.registered(now);
+                }
                 Ok(Response::Registered { keys })
             }
             ChunkserverToMaster::Heartbeat {

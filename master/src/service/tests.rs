@@ -300,8 +300,9 @@ async fn safe_mode_ends_when_a_rolling_check_has_seen_every_chunk_replicated() {
     let mut st = m.lock();
     let now = Instant::now();
     st.map = crate::chunkmap::ChunkMap::new(st.map.dead_after());
-    st.safe = Some(super::safe_mode::SafeMode::until(
-        now + Duration::from_secs(3600),
+    st.safe = Some(super::safe_mode::SafeMode::new(
+        now,
+        Duration::from_secs(3600),
     ));
     m.update_safe_mode(&mut st, now);
     assert!(st.safe.is_some());
@@ -523,4 +524,52 @@ async fn fsck_pages_find_every_problem_once_in_path_order_in_any_slices() {
     assert!(one.step(&st, 1));
     let (report, next) = one.finish();
     assert_eq!((report.files, report.problems.len(), next), (1, 1, None));
+}
+
+/// Issue 15: the safe-mode deadline waits until chunkservers stop registering (a
+/// mass registration at scale outlasts `--safe-start`), up to ten times it.
+#[tokio::test]
+async fn the_safe_mode_deadline_waits_for_registrations_to_go_quiet() {
+    use super::safe_mode::{SafeMode, QUIET};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    // A chunk nobody reports keeps the check itself from ending safe mode.
+    files(&m, 1, &[ServerId::random()]);
+    let st = m.lock();
+    let map = crate::chunkmap::ChunkMap::new(st.map.dead_after());
+    let t0 = Instant::now();
+    let wait = Duration::from_secs(30);
+    let s = |secs: u64| t0 + Duration::from_secs(secs);
+
+    let mut quiet = SafeMode::new(t0, wait);
+    assert_eq!(quiet.check(&st.ns, &map, s(29)), None);
+    assert_eq!(
+        quiet.check(&st.ns, &map, s(30)),
+        Some(true),
+        "nothing registered"
+    );
+
+    let mut busy = SafeMode::new(t0, wait);
+    busy.registered(s(25));
+    assert_eq!(
+        busy.check(&st.ns, &map, s(30)),
+        None,
+        "a registration 5 s ago"
+    );
+    assert_eq!(busy.check(&st.ns, &map, s(25) + QUIET), Some(true));
+
+    // Registrations that never stop: ten times the wait at most.
+    let mut endless = SafeMode::new(t0, wait);
+    for t in 1..300 {
+        endless.registered(s(t));
+        assert_eq!(endless.check(&st.ns, &map, s(t)), None, "at {t} s");
+    }
+    endless.registered(s(300));
+    assert_eq!(endless.check(&st.ns, &map, s(300)), Some(true));
+
+    // A short --safe-start needs quiet only that long.
+    let mut short = SafeMode::new(t0, Duration::from_secs(2));
+    short.registered(s(1));
+    assert_eq!(short.check(&st.ns, &map, s(2)), None);
+    assert_eq!(short.check(&st.ns, &map, s(3)), Some(true));
 }
