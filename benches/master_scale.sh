@@ -11,7 +11,8 @@
 #    the master's RSS, and its estimate per structure (/metrics);
 # 4. the master's CPU while idle (20 s); with STEADY=1, also once upkeep's index
 #    has caught up on every chunk after the registrations (60 s); then during
-#    `dfs bench meta`; the lock upkeep held per round, `dfs status`, `dfs count /`.
+#    `dfs bench meta`; the lock upkeep held per round, `dfs status`, `dfs count /`,
+#    `dfs fsck /` and a `dfs stat` while it runs.
 #
 # Usage: benches/master_scale.sh [FILES] [SERVERS]  (default 1000000 and 300).
 # Needs a built `dfs` (DFS_BIN, else target/release/dfs). Everything lives in a temp
@@ -115,3 +116,14 @@ metrics | awk '
 echo "status: $(t=$(now); status >/dev/null; since "$t") s for dfs status after the load"
 t=$(now); files=$("$BIN" count / --master "$MASTER" --json | field files)
 echo "count: dfs count / found $files files in $(since "$t") s"
+# fsck walks every file in slices of 10,000 with the lock free in between; meanwhile
+# a stat must not wait for the whole walk.
+t=$(now)
+"$BIN" fsck / --master "$MASTER" --json >"$DIR/fsck.json" 2>/dev/null &
+FSCK=$!
+sleep 1
+s=$(now); "$BIN" stat /bulk/d000000/f000000 --master "$MASTER" >/dev/null 2>&1 || true
+stat_s=$(since "$s")
+wait "$FSCK" || true
+echo "fsck: dfs fsck / checked $(field files <"$DIR/fsck.json") files in $(since "$t") s;" \
+  "a dfs stat during it answered in $stat_s s"

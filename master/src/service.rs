@@ -918,7 +918,13 @@ impl Master {
         let mut chunkservers = st.map.status(now);
         for s in &mut chunkservers {
             s.decommissioning = gone.contains(&s.id);
-            s.draining = draining.get(&s.id).copied().unwrap_or(0);
+            s.draining = if st.safe.is_some() && s.decommissioning {
+                // Nothing is copied in safe mode, and upkeep's index is not kept
+                // yet: everything the server holds is still to give.
+                st.map.chunks_held(&s.id) as u64
+            } else {
+                draining.get(&s.id).copied().unwrap_or(0)
+            };
         }
         ClusterStatus {
             chunkservers,

@@ -573,3 +573,47 @@ async fn the_safe_mode_deadline_waits_for_registrations_to_go_quiet() {
     assert_eq!(short.check(&st.ns, &map, s(2)), None);
     assert_eq!(short.check(&st.ns, &map, s(3)), Some(true));
 }
+
+/// In safe mode nothing is copied and upkeep keeps no index yet: a server being
+/// decommissioned still has everything it holds to give, and `dfs status` says so
+/// (it said 0, so a drain looked finished before it began).
+#[tokio::test]
+async fn a_server_decommissioned_in_safe_mode_has_all_its_chunks_still_to_give() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let holders: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    let handles = files(&m, 5, &holders);
+    let mut st = m.lock();
+    let now = Instant::now();
+    st.safe = Some(super::safe_mode::SafeMode::new(
+        now,
+        Duration::from_secs(3600),
+    ));
+    for (i, s) in holders.iter().enumerate() {
+        let reports = handles.iter().map(|h| report(*h, 1)).collect();
+        st.map.register(
+            *s,
+            format!("127.0.0.1:{}", 7300 + i),
+            1 << 40,
+            0,
+            reports,
+            now,
+        );
+    }
+    m.log_apply(
+        &mut st,
+        Mutation::Decommission {
+            server: holders[0],
+            on: true,
+        },
+    )
+    .expect("apply");
+    let status = m.status(&st);
+    let me = status
+        .chunkservers
+        .iter()
+        .find(|s| s.id == holders[0])
+        .expect("listed");
+    assert!(me.decommissioning);
+    assert_eq!(me.draining, 5);
+}
