@@ -330,7 +330,7 @@ async fn bench_load_and_holders_make_a_large_master_to_measure() {
         let m = dfs_testkit::MasterProc::start(
             &data,
             &secret,
-            &["--http", &http, "--safe-start", "1s"],
+            &["--http", &http, "--safe-start", "1s", "--dead-after", "2s"],
         )
         .await;
         let t = dfs_testkit::verbs::Target {
@@ -372,6 +372,23 @@ async fn bench_load_and_holders_make_a_large_master_to_measure() {
                 && number(&s, "under_replicated") == 0.0
                 && s["chunkservers"].as_array().map(Vec::len) == Some(5)
         })
+        .await;
+        // They go on heartbeating once all have registered: past --dead-after,
+        // every one is still alive and no chunk is missing.
+        let reported = std::time::Instant::now();
+        dfs_testkit::wait_until(
+            Duration::from_secs(30),
+            "heartbeats past --dead-after",
+            || async {
+                let s = status().await;
+                let alive = s["chunkservers"]
+                    .as_array()
+                    .map(|a| a.iter().filter(|c| c["alive"] == true).count());
+                alive == Some(5)
+                    && number(&s, "missing") == 0.0
+                    && reported.elapsed() > Duration::from_secs(3)
+            },
+        )
         .await;
         let (code, metrics) = dfs_testkit::http_get(&http, "/metrics").await;
         assert_eq!(code, 200);

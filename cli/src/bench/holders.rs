@@ -186,16 +186,21 @@ pub async fn run(
     drop((ready_tx, fail_tx));
     let mut ready = 0;
     let mut registered = Some(registered);
+    // Each holder lets go of its sender once it has registered, so the channel
+    // closes when all have: they go on heartbeating until `stop` (Ctrl-C, --for,
+    // or the first to fail). Ending when it closed stopped every holder right
+    // after the registrations, and the master declared all of them dead.
+    let mut registering = true;
     loop {
         tokio::select! {
-            r = ready_rx.recv() => match r {
+            r = ready_rx.recv(), if registering => match r {
                 Some(()) => {
                     ready += 1;
                     if ready == servers {
                         if let Some(f) = registered.take() { f() }
                     }
                 }
-                None => break,
+                None => registering = false,
             },
             _ = stop.cancelled() => break,
         }
