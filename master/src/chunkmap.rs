@@ -321,9 +321,16 @@ impl ChunkMap {
 
     /// Every server that reported holding `handle`, at the version it reported.
     pub fn holders(&self, handle: &ChunkHandle) -> Vec<(ServerId, ChunkVersion)> {
+        self.holder_versions(handle).collect()
+    }
+
+    /// [`Self::holders`] without allocating.
+    pub fn holder_versions<'a>(
+        &'a self,
+        handle: &'a ChunkHandle,
+    ) -> impl Iterator<Item = (ServerId, ChunkVersion)> + 'a {
         self.holder_ids(handle)
-            .filter_map(|id| Some((id, *self.servers.get(&id)?.chunks.get(handle)?)))
-            .collect()
+            .filter_map(move |id| Some((id, *self.servers.get(&id)?.chunks.get(handle)?)))
     }
 
     /// Whether `server` has registered (since this master started).
@@ -335,7 +342,6 @@ impl ChunkMap {
     /// to servers, not chunks.
     pub fn footprint(&self) -> Vec<crate::footprint::Part> {
         use crate::footprint::{hash_table, Part};
-        let replicas: usize = self.servers.values().map(|e| e.chunks.len()).sum();
         let per_server: u64 = self
             .servers
             .values()
@@ -343,7 +349,6 @@ impl ChunkMap {
             .sum();
         // Holders inline in the table; a chunk with more than three spills to the
         // heap, which is rare and not counted (counting would cost a pass).
-        let _ = replicas;
         vec![
             Part {
                 structure: "replica_locations",

@@ -100,9 +100,19 @@ impl State {
         self.map
             .replicas(h, version, now)
             .into_iter()
-            .filter(|(id, _)| !self.stale.contains(&(*id, *h)))
-            .filter(|(id, _)| chain.is_none_or(|c| c.contains(id)))
+            .filter(|(id, _)| self.usable(id, h, chain))
             .collect()
+    }
+
+    /// Whether `server`'s live replica of `h` at its current version may be used:
+    /// not known stale, and on the lease's `chain` while the chunk is open.
+    pub(super) fn usable(
+        &self,
+        server: &ServerId,
+        h: &ChunkHandle,
+        chain: Option<&[ServerId]>,
+    ) -> bool {
+        !self.stale.contains(&(*server, *h)) && chain.is_none_or(|c| c.contains(server))
     }
 
     /// The valid lease on `h` at `version`, if any.
