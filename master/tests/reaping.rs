@@ -3,92 +3,24 @@
 //! a restart in the middle (recovery from sled and the log) carries on where it was.
 //! Real sled and a real operation log in a temp dir.
 
-use std::path::Path;
-
 use dfs_master::mutation::Mutation;
-use dfs_master::namespace::{Namespace, REAP_PIECE};
-use dfs_master::oplog::OpLog;
-use dfs_master::recovery;
-use dfs_protocol::{ChunkHandle, CommittedChunk};
+use dfs_master::namespace::REAP_PIECE;
+use dfs_protocol::ChunkHandle;
 
-struct Real {
-    ns: Namespace,
-    log: OpLog,
-}
+mod common;
+use common::Real;
 
-impl Real {
-    /// Opens the master's state in `dir`. Right after a close, sled's own
-    /// background threads may still hold the previous handle's file lock for a
-    /// moment: that is waited out, for at most 10 s.
-    fn open(dir: &Path) -> Real {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match recovery::recover(dir) {
-                Ok((ns, log)) => return Real { ns, log },
-                Err(e)
-                    if format!("{e:?}").contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    // A plain test thread, no runtime to block.
-                    #[allow(clippy::disallowed_methods)]
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("recover: {e}"),
-            }
+/// `/<top>` with `dirs` directories of `per_dir` empty directories each, and one
+/// file of one chunk in each of the first `files` directories; its chunks.
+fn tree(real: &mut Real, top: &str, dirs: usize, per_dir: usize, files: usize) -> Vec<ChunkHandle> {
+    for d in 0..dirs {
+        for e in 0..per_dir {
+            real.mkdir(&format!("/{top}/d{d}/e{e}"));
         }
     }
-
-    /// Logs and applies `m`; returns the chunks it freed.
-    fn exec(&mut self, m: Mutation) -> Vec<ChunkHandle> {
-        let seq = self.ns.applied() + 1;
-        self.log
-            .append(seq, &m.encode().expect("encode"))
-            .expect("append");
-        self.ns.apply(seq, &m).expect("apply").freed
-    }
-
-    /// A stop as after a crash of the process: what sled holds, plus the log.
-    fn close(self) {
-        self.log.close().expect("close the log");
-        drop(self.ns);
-    }
-
-    /// `/<top>` with `dirs` directories of `per_dir` empty directories each, and one
-    /// file of one chunk in each of the first `files` directories; its chunks.
-    fn tree(&mut self, top: &str, dirs: usize, per_dir: usize, files: usize) -> Vec<ChunkHandle> {
-        let mut handles = Vec::new();
-        for d in 0..dirs {
-            for e in 0..per_dir {
-                let m = self
-                    .ns
-                    .plan_mkdir(&format!("/{top}/d{d}/e{e}"), true, 1)
-                    .expect("plan mkdir")
-                    .expect("a new directory");
-                self.exec(m);
-            }
-        }
-        for d in 0..files {
-            let (upload, m) = self
-                .ns
-                .plan_begin_upload(&format!("/{top}/d{d}/file"), 3, false, 1)
-                .expect("begin");
-            self.exec(m);
-            let handle = ChunkHandle::random();
-            let m = self
-                .ns
-                .plan_allocate(upload, handle, vec![], 1)
-                .expect("allocate");
-            self.exec(m);
-            let chunk = CommittedChunk { handle, size: 100 };
-            let m = self
-                .ns
-                .plan_commit(upload, &[chunk], 1 << 20, 1)
-                .expect("commit");
-            self.exec(m);
-            handles.push(handle);
-        }
-        handles
-    }
+    (0..files)
+        .map(|d| real.file(&format!("/{top}/d{d}/file"), 100))
+        .collect()
 }
 
 fn reap(real: &mut Real) -> Option<(usize, Vec<ChunkHandle>)> {
@@ -105,8 +37,8 @@ fn a_large_tree_is_detached_at_once_and_reclaimed_in_pieces_across_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut real = Real::open(dir.path());
     // 1 + 12 + 12 * 700 = 8,413 entries, and 5 files: over two pieces.
-    let handles = real.tree("big", 12, 700, 5);
-    real.tree("keep", 2, 3, 1);
+    let handles = tree(&mut real, "big", 12, 700, 5);
+    tree(&mut real, "keep", 2, 3, 1);
     assert_eq!(real.ns.visible_files(), 6);
     let chunks_before = real.ns.chunks().count();
 
@@ -167,8 +99,8 @@ fn a_large_tree_is_detached_at_once_and_reclaimed_in_pieces_across_a_restart() {
 fn a_large_trash_entry_is_purged_in_pieces_and_a_small_removal_stays_one_record() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut real = Real::open(dir.path());
-    real.tree("big", 6, 800, 2);
-    real.tree("small", 2, 5, 1);
+    tree(&mut real, "big", 6, 800, 2);
+    tree(&mut real, "small", 2, 5, 1);
 
     let m = real
         .ns

@@ -3,50 +3,12 @@
 //! into slices, it finds the same; a directory removed between two slices is
 //! skipped, not a failure. Real sled and a real operation log in a temp dir.
 
-use dfs_master::mutation::Mutation;
 use dfs_master::namespace::file_walk::FileWalk;
 use dfs_master::namespace::summary::{Summary, SummaryWalk};
 use dfs_master::namespace::Namespace;
-use dfs_master::oplog::OpLog;
-use dfs_master::recovery;
-use dfs_protocol::{ChunkHandle, CommittedChunk};
 
-struct Real {
-    ns: Namespace,
-    log: OpLog,
-}
-
-impl Real {
-    fn exec(&mut self, m: Mutation) {
-        let seq = self.ns.applied() + 1;
-        self.log
-            .append(seq, &m.encode().expect("encode"))
-            .expect("append");
-        self.ns.apply(seq, &m).expect("apply");
-    }
-
-    fn mkdir(&mut self, path: &str) {
-        if let Some(m) = self.ns.plan_mkdir(path, true, 1).expect("plan mkdir") {
-            self.exec(m);
-        }
-    }
-
-    fn file(&mut self, path: &str, size: u64) {
-        let (upload, m) = self.ns.plan_begin_upload(path, 3, false, 1).expect("begin");
-        self.exec(m);
-        let handle = ChunkHandle::random();
-        let m = self
-            .ns
-            .plan_allocate(upload, handle, vec![], 1)
-            .expect("allocate");
-        self.exec(m);
-        let m = self
-            .ns
-            .plan_commit(upload, &[CommittedChunk { handle, size }], 1 << 20, 1)
-            .expect("commit");
-        self.exec(m);
-    }
-}
+mod common;
+use common::Real;
 
 fn walk(ns: &Namespace, path: &str, budget: usize) -> (Summary, usize) {
     let mut w = SummaryWalk::start(ns, path).expect("start");
@@ -63,8 +25,7 @@ fn walk(ns: &Namespace, path: &str, budget: usize) -> (Summary, usize) {
 #[test]
 fn a_subtree_counts_the_same_in_any_slices() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ns, log) = recovery::recover(dir.path()).expect("recover");
-    let mut real = Real { ns, log };
+    let mut real = Real::open(dir.path());
     // /t: 3 directories of 20 files, an empty one, a nested one, a link.
     for d in 0..3 {
         real.mkdir(&format!("/t/d{d}"));
@@ -137,8 +98,7 @@ fn files(ns: &Namespace, path: &str, budget: usize) -> (Vec<(String, u64)>, usiz
 #[test]
 fn every_file_is_visited_once_with_its_path_in_any_slices() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ns, log) = recovery::recover(dir.path()).expect("recover");
-    let mut real = Real { ns, log };
+    let mut real = Real::open(dir.path());
     real.mkdir("/a/b/c");
     real.file("/top", 1);
     real.file("/a/x", 2);
