@@ -40,10 +40,7 @@ async fn a_chunkserver_stops_in_bounded_time_with_a_peer_that_stopped_reading() 
         .await;
         let master = cluster.master_addr().to_string();
         let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 1, &[]).await;
-        cluster
-            .wait_for_chunkservers(1, Duration::from_secs(30))
-            .await
-            .expect("chunkserver");
+        procs.wait_registered(&cluster).await;
         let c = cluster.client();
         let size = 48 << 20;
         c.put("/big", &data(size, 9)[..], PutOptions::default())

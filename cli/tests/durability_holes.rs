@@ -110,10 +110,7 @@ async fn an_interrupted_get_leaves_no_partial_file() {
         let master = cluster.master_addr().to_string();
         let mut procs =
             dfs_testkit::Procs::start(&master, cluster.secret(), dir.path(), 3, &[]).await;
-        cluster
-            .wait_for_chunkservers(3, Duration::from_secs(30))
-            .await
-            .expect("chunkservers");
+        procs.wait_registered(&cluster).await;
         let c = cluster.client();
         c.put("/big", &data(4 << 20, 2)[..], PutOptions::default())
             .await

@@ -27,7 +27,7 @@ async fn master(dir: &std::path::Path) -> LocalCluster {
 async fn setup(n: usize, args: &[&str]) -> (tempfile::TempDir, LocalCluster, Procs, Client) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = master(dir.path()).await;
-    let procs = Procs::start(
+    let mut procs = Procs::start(
         &cluster.master_addr().to_string(),
         cluster.secret(),
         dir.path(),
@@ -35,10 +35,7 @@ async fn setup(n: usize, args: &[&str]) -> (tempfile::TempDir, LocalCluster, Pro
         args,
     )
     .await;
-    cluster
-        .wait_for_chunkservers(n, Duration::from_secs(30))
-        .await
-        .expect("chunkservers register");
+    procs.wait_registered(&cluster).await;
     let c = cluster.client();
     (dir, cluster, procs, c)
 }
@@ -365,10 +362,7 @@ async fn an_empty_server_that_joins_gets_its_share() {
             .await
             .unwrap();
         let newcomer = procs.add();
-        cluster
-            .wait_for_chunkservers(4, Duration::from_secs(30))
-            .await
-            .unwrap();
+        procs.wait_registered(&cluster).await;
         let start = c.balance(None).await.unwrap();
         assert!(
             start.spread > start.threshold,

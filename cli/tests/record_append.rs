@@ -287,10 +287,7 @@ async fn a_chunkserver_killed_midway_loses_no_acknowledged_record() {
         .await;
         let master = cluster.master_addr().to_string();
         let mut procs = Procs::start(&master, cluster.secret(), dir.path(), 4, &[]).await;
-        cluster
-            .wait_for_chunkservers(4, Duration::from_secs(30))
-            .await
-            .expect("chunkservers register");
+        procs.wait_registered(&cluster).await;
         let c = cluster.client();
         let max = (CHUNK_SIZE / 4) as usize;
         let run = appenders_a_third_done(

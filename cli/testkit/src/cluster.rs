@@ -48,22 +48,34 @@ pub fn runtime_cluster(
 /// between the check here and the server's own bind.
 const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A loopback address with a port nothing listens on now (bound, checked, released),
-/// for a server started afterwards. Two tests may still pick the same one: servers
-/// the kit starts as processes are restarted on another port if theirs is taken.
+/// Ports this test binary has handed out. None is handed out twice: a server a test
+/// killed keeps its port for its restart, and a server not yet bound (a process still
+/// starting) must not be given it again. Before this, two chunkservers of one test
+/// could get one port; the loser exited, and the check that it listened was answered
+/// by the winner.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A loopback address with a port nothing listens on now (bound, checked, released)
+/// and never handed out before by this test binary, for a server started afterwards.
+/// Another program may still take it first: servers the kit starts as processes are
+/// restarted on another port if theirs is taken.
 pub fn free_addr() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    for _ in 0..200 {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
         let port = rng.random_range(SERVER_PORTS);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
             return format!("127.0.0.1:{port}");
         }
     }
-    std::net::TcpListener::bind("127.0.0.1:0")
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string()
+        .expect("free port");
+    handed.insert(addr.port());
+    addr.to_string()
 }
 
 /// A loopback port for [`free_addr`]'s use by the kit.

@@ -266,7 +266,70 @@ impl Procs {
         )
         .args(&self.args)
         .env("DFS_SECRET", &self.secret);
-        self.procs[i] = Some(quiet(&mut cmd).spawn().expect("spawn chunkserver"));
+        quiet(&mut cmd);
+        // Its warnings go to a file in the test's dir, so a failing wait can show them.
+        if let Ok(log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+        {
+            cmd.env("RUST_LOG", "warn").stderr(log);
+        }
+        self.procs[i] = Some(cmd.spawn().expect("spawn chunkserver"));
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("proc-cs{i}.log"))
+    }
+
+    /// Waits until every running chunkserver is alive at `cluster`'s master. On a
+    /// timeout, panics with each one's state and the end of its log.
+    pub async fn wait_registered(&mut self, cluster: &dfs_cli::cluster::LocalCluster) {
+        let running = self.procs.iter().filter(|p| p.is_some()).count();
+        if cluster
+            .wait_for_chunkservers(running, Duration::from_secs(30))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let seen = match cluster.client().status().await {
+            Ok(s) => s
+                .chunkservers
+                .iter()
+                .map(|c| format!("{} alive={}", c.addr, c.alive))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("no status: {e}"),
+        };
+        panic!(
+            "{running} chunkservers did not register within 30s; the master sees [{seen}]\n{}",
+            self.describe()
+        );
+    }
+
+    /// Each chunkserver's address, whether it runs, and the end of its log.
+    pub fn describe(&mut self) -> String {
+        let mut out = String::new();
+        for i in 0..self.ports.len() {
+            let state = match self.procs[i].as_mut().map(|c| c.try_wait()) {
+                None => "stopped by the test".to_string(),
+                Some(Ok(None)) => "running".to_string(),
+                Some(Ok(Some(exit))) => format!("exited: {exit}"),
+                Some(Err(e)) => format!("unknown: {e}"),
+            };
+            let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            out.push_str(&format!(
+                "chunkserver {i} at {}: {state}; log {} bytes\n",
+                self.addr(i),
+                log.len()
+            ));
+            for line in tail.into_iter().rev() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        out
     }
 
     /// Puts chunkserver `i` behind a fault proxy: it is restarted advertising the
