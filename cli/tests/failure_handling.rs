@@ -315,6 +315,9 @@ async fn a_decommissioned_server_drains_and_can_then_go() {
         let s = c.status().await.unwrap();
         let me = s.chunkservers.iter().find(|s| s.addr == victim).unwrap();
         assert!(me.decommissioning);
+        // What it holds is to give from the start, not from upkeep's next round
+        // (copies may have begun already: nothing waits for the status call).
+        assert!(me.draining > 0, "{me:?}");
         wait_until(Duration::from_secs(30), "the server to drain", || async {
             match c.status().await {
                 Ok(s) => {

@@ -880,7 +880,7 @@ impl Master {
     /// 10 million chunks a count by walking took seconds under the lock, for every
     /// `dfs status`, status page refresh and metrics scrape. (While a server is being
     /// decommissioned, the chunks it still has to give cost a pass over those not
-    /// settled.) In safe mode, before upkeep keeps that index,
+    /// settled and those it holds.) In safe mode, before upkeep keeps that index,
     /// they count the chunks the safe-mode check has not passed yet (see
     /// [`safe_mode`]).
     fn status(&self, st: &State) -> ClusterStatus {
@@ -904,7 +904,7 @@ impl Master {
             }
         };
         let mut draining: HashMap<ServerId, u64> = HashMap::new();
-        let candidates = (!gone.is_empty()).then(|| attention::draining(st));
+        let candidates = (!gone.is_empty()).then(|| attention::draining(st, now));
         for h in candidates.into_iter().flatten() {
             let Some(meta) = st.ns.chunk(&h) else {
                 continue;

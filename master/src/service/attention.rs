@@ -320,15 +320,36 @@ pub(super) fn counts_after(
 }
 
 /// Chunks that still need a replica on a server being decommissioned (fewer
-/// replicas in service than their replication, and more live ones), as last
-/// assessed. Time in proportion to the chunks not settled: callers ask only while a
-/// server is being decommissioned.
-pub(super) fn draining(st: &State) -> impl Iterator<Item = ChunkHandle> + '_ {
-    st.attention
+/// replicas in service than their replication, and more live ones): those the
+/// index holds so, and those of the decommissioned servers it has yet to assess
+/// (noted since the last round, or not reached yet by a catching-up sweep) that
+/// need one now. Without the second part, `dfs status` right after `dfs
+/// decommission` said `draining 0` until the next upkeep round, and an operator (or
+/// a script) could take the server away before anything was copied. Time in
+/// proportion to the chunks not settled and those the decommissioned servers hold:
+/// callers ask only while a server is being decommissioned.
+pub(super) fn draining(st: &State, now: Instant) -> HashSet<ChunkHandle> {
+    let drains = |t: &Tally| t.effective < t.want && t.live > t.effective;
+    let mut out: HashSet<ChunkHandle> = st
+        .attention
         .unsettled
         .iter()
-        .filter(|(_, t)| t.effective < t.want && t.live > t.effective)
+        .filter(|(_, t)| drains(t))
         .map(|(h, _)| *h)
+        .collect();
+    let sweep = &st.attention.sweep;
+    let unassessed = |h: &ChunkHandle| {
+        st.attention.noted.contains(h) || (sweep.catching_up && sweep.after.is_none_or(|a| *h > a))
+    };
+    for server in st.ns.decommissioned() {
+        out.extend(
+            st.map
+                .chunks_of(server)
+                .map(|(h, _)| *h)
+                .filter(|h| unassessed(h) && assess(st, h, now).is_some_and(|t| drains(&t))),
+        );
+    }
+    out
 }
 
 /// Brings the index up to date: the chunks that changed since the last round, then
