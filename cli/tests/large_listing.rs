@@ -211,3 +211,77 @@ async fn ls_of_300k_entries_streams_in_pages() {
         .await
         .expect("test exceeded its time bound");
 }
+
+/// `dfs fsck` of 12,500 files no chunkserver holds (loaded with `dfs bench load`):
+/// every one named missing, once, in tree order, across three pages. The pages after
+/// the first are walked from their cursor (`FsckFrom`), not from the top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_names_every_missing_file_once_across_pages() {
+    const FILES: u64 = 12_500;
+    let run = async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("master");
+        let load = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["bench", "load", "--quiet", "--per-dir", "4000", "--files"])
+            .arg(FILES.to_string())
+            .arg("--data")
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("dfs bench load");
+        assert!(
+            load.status.success(),
+            "dfs bench load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        let secret = ClusterSecret::generate();
+        let master = dfs_testkit::free_addr();
+        let mut master_proc = dfs_testkit::master_process(&master, &data, &secret, &[]);
+        let client = Client::new(master.clone(), Identity::cluster_admin(&secret));
+        wait_until(Duration::from_secs(60), "the master", || async {
+            client.status().await.is_ok()
+        })
+        .await;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["fsck", "--json", "/"])
+            .env("DFS_MASTER", &master)
+            .env("DFS_SECRET", secret.encode())
+            .env_remove("DFS_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("dfs fsck");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "dfs fsck exits 1 when files are unhealthy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["healthy"], false, "{}", v["path"]);
+        assert_eq!(
+            (v["files"].as_u64(), v["missing"].as_u64()),
+            (Some(FILES), Some(FILES))
+        );
+        let problems: Vec<&str> = v["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .map(|p| p["path"].as_str().expect("a path"))
+            .collect();
+        assert_eq!(problems.len() as u64, FILES, "every missing file named");
+        // The loaded names sort alike in tree and string order: strictly increasing
+        // means each named once, in order, across the pages.
+        assert!(
+            problems.windows(2).all(|w| w[0] < w[1]),
+            "each file once, in tree order"
+        );
+        assert!(problems.iter().all(|p| p.starts_with("/bulk/d")));
+        let _ = master_proc.start_kill();
+        let _ = master_proc.wait().await;
+    };
+    tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("test exceeded its time bound");
+}

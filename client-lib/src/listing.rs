@@ -114,20 +114,36 @@ impl Client {
         }
     }
 
+    /// The health of every file at or below `path`, with every unhealthy one in tree
+    /// order. The first page carries the totals; the next ones are walked by the
+    /// master from their cursor, so a million problems cost no walk of the whole
+    /// tree per page.
     pub async fn fsck(&self, path: &str) -> Result<FsckReport, ClientError> {
-        let ask = |after| ClientToMaster::FsckPage {
-            path: path.to_string(),
-            after,
-            limit: PAGE,
+        let ask = |after: Option<String>| match after {
+            None => ClientToMaster::FsckPage {
+                path: path.to_string(),
+                after: None,
+                limit: PAGE,
+            },
+            Some(after) => ClientToMaster::FsckFrom {
+                path: path.to_string(),
+                after,
+                limit: PAGE,
+            },
         };
         let open = |r| match r {
             Response::FsckPage { mut report, next } => {
                 let problems = std::mem::take(&mut report.problems);
-                Ok((report, problems, next))
+                Ok((Some(report), problems, next))
             }
+            Response::FsckProblems { problems, next } => Ok((None, problems, next)),
             other => Err(other.name()),
         };
-        let (mut report, problems) = self.gather(ask, open).await?;
+        let (report, problems) = self.gather(ask, open).await?;
+        let mut report = report.ok_or_else(|| ClientError::BadReply {
+            addr: self.master().to_string(),
+            reason: "an fsck without its first page".into(),
+        })?;
         report.problems = problems;
         Ok(report)
     }

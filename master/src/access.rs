@@ -26,6 +26,7 @@ fn role_for(request: &ClientToMaster) -> Role {
         | ClientToMaster::ListPage { .. }
         | ClientToMaster::TrashPage { .. }
         | ClientToMaster::FsckPage { .. }
+        | ClientToMaster::FsckFrom { .. }
         | ClientToMaster::StatusPage { .. }
         | ClientToMaster::ReadLink { .. }
         | ClientToMaster::Summary { .. } => Role::ReadOnly,

@@ -10,10 +10,10 @@
 //! `apply`, so recovery rebuilds exactly what the live master had; a sequence number
 //! already applied is skipped, which makes replay idempotent.
 
-pub mod file_walk;
 mod inode_table;
 mod name;
 pub mod summary;
+pub mod tree_walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -435,9 +435,29 @@ impl Master {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
+        self.run_fsck(|st| Fsck::start(st, path, after, limit))
+            .await
+    }
+
+    /// A next page of fsck problems, walked from its cursor (no totals).
+    async fn fsck_from(
+        &self,
+        path: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
+        self.run_fsck(|st| Fsck::start_after(st, path, after, limit))
+            .await
+    }
+
+    /// Runs an fsck a slice at a time, with the state lock let go in between.
+    async fn run_fsck(
+        &self,
+        start: impl FnOnce(&State) -> Result<Fsck, OpError>,
+    ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
         let (seq, mut walk) = {
             let st = self.lock();
-            (st.ns.applied(), Fsck::start(&st, path, after, limit)?)
+            (st.ns.applied(), start(&st)?)
         };
         while !walk.step(&self.lock(), FSCK_SLICE) {
             tokio::task::yield_now().await;
@@ -698,6 +718,14 @@ impl Master {
                 let limit = pages::limit(limit);
                 let (report, next) = self.fsck(&path, after.as_deref(), limit).await?;
                 Ok(Response::FsckPage { report, next })
+            }
+            ClientToMaster::FsckFrom { path, after, limit } => {
+                let limit = pages::limit(limit);
+                let (report, next) = self.fsck_from(&path, &after, limit).await?;
+                Ok(Response::FsckProblems {
+                    problems: report.problems,
+                    next,
+                })
             }
             ClientToMaster::Summary { path } => {
                 let s = self.summary(&path).await?;

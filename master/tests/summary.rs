@@ -1,10 +1,11 @@
 //! The master's sliced walks of a subtree: `dfs count` and `dfs du` (directories,
-//! files and bytes) and `dfs fsck` (every file with its path). However a walk is cut
-//! into slices, it finds the same; a directory removed between two slices is
-//! skipped, not a failure. Real sled and a real operation log in a temp dir.
+//! files and bytes) and `dfs fsck` (every entry with its path, in tree order, from
+//! the start or after a cursor). However a walk is cut into slices, it finds the
+//! same; a directory removed between two slices is skipped, not a failure. Real
+//! sled and a real operation log in a temp dir.
 
-use dfs_master::namespace::file_walk::FileWalk;
 use dfs_master::namespace::summary::{Summary, SummaryWalk};
+use dfs_master::namespace::tree_walk::{tree_cmp, TreeWalk};
 use dfs_master::namespace::Namespace;
 
 mod common;
@@ -81,8 +82,8 @@ fn a_subtree_counts_the_same_in_any_slices() {
     assert!(s.files >= 60 && s.files <= 62, "{s:?}");
 }
 
-fn files(ns: &Namespace, path: &str, budget: usize) -> (Vec<(String, u64)>, usize) {
-    let mut w = FileWalk::start(ns, path).expect("start");
+/// What a walk visits, in order: each entry's path and size.
+fn visits(mut w: TreeWalk, ns: &Namespace, budget: usize) -> (Vec<(String, u64)>, usize) {
     let mut seen = Vec::new();
     let mut steps = 1;
     while !w.step(ns, budget, |p, inode| {
@@ -91,12 +92,19 @@ fn files(ns: &Namespace, path: &str, budget: usize) -> (Vec<(String, u64)>, usiz
         steps += 1;
         assert!(steps < 10_000, "the walk does not end");
     }
-    seen.sort();
     (seen, steps)
 }
 
+fn files(ns: &Namespace, path: &str, budget: usize) -> (Vec<(String, u64)>, usize) {
+    visits(TreeWalk::start(ns, path).expect("start"), ns, budget)
+}
+
+fn paths(v: &[(String, u64)]) -> Vec<&str> {
+    v.iter().map(|(p, _)| p.as_str()).collect()
+}
+
 #[test]
-fn every_file_is_visited_once_with_its_path_in_any_slices() {
+fn every_entry_is_visited_once_in_tree_order_in_any_slices() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut real = Real::open(dir.path());
     real.mkdir("/a/b/c");
@@ -105,34 +113,75 @@ fn every_file_is_visited_once_with_its_path_in_any_slices() {
     real.file("/a/b/y", 3);
     real.file("/a/b/c/z", 4);
     real.file("/a/b/w", 5);
+    // Names that sort before "/" in a plain string comparison: "/a.txt" is
+    // after all of "/a/..." in tree order, before them as strings.
+    real.file("/a.txt", 6);
+    real.mkdir("/a-dir");
+    real.file("/a-dir/q", 7);
     real.mkdir("/a/empty");
     let m = real.ns.plan_symlink("/a/link", "/a/x", 1).expect("symlink");
     real.exec(m);
-    let all = vec![
-        ("/a/b/c/z".to_string(), 4),
-        ("/a/b/w".to_string(), 5),
-        ("/a/b/y".to_string(), 3),
-        ("/a/x".to_string(), 2),
-        ("/top".to_string(), 1),
+    let order = vec![
+        "/", "/a", "/a/b", "/a/b/c", "/a/b/c/z", "/a/b/w", "/a/b/y", "/a/empty", "/a/link", "/a/x",
+        "/a-dir", "/a-dir/q", "/a.txt", "/top",
     ];
-    assert_eq!(files(&real.ns, "/", 1 << 20), (all.clone(), 1));
+    let (whole, steps) = files(&real.ns, "/", 1 << 20);
+    assert_eq!((paths(&whole), steps), (order.clone(), 1));
     for budget in [1, 2, 3, 7] {
         let (seen, steps) = files(&real.ns, "/", budget);
-        assert_eq!(seen, all, "in slices of {budget}");
+        assert_eq!(paths(&seen), order, "in slices of {budget}");
         assert!(steps > 1, "slices of {budget} took one step");
     }
-    assert_eq!(files(&real.ns, "/a/b", 2).0, all[..3].to_vec());
-    assert_eq!(files(&real.ns, "/a/x/", 1).0, vec![("/a/x".to_string(), 2)]);
-    assert!(
-        files(&real.ns, "/a/link", 1).0.is_empty(),
-        "a link is not followed"
+    // Tree order is the order tree_cmp gives.
+    let mut sorted = order.clone();
+    sorted.sort_by(|a, b| tree_cmp(a, b));
+    assert_eq!(sorted, order);
+
+    assert_eq!(
+        paths(&files(&real.ns, "/a/b", 2).0),
+        ["/a/b", "/a/b/c", "/a/b/c/z", "/a/b/w", "/a/b/y"]
     );
-    assert!(FileWalk::start(&real.ns, "/nope").is_err());
+    assert_eq!(files(&real.ns, "/a/x/", 1).0, vec![("/a/x".to_string(), 2)]);
+    assert_eq!(
+        paths(&files(&real.ns, "/a/link", 1).0),
+        ["/a/link"],
+        "a link is visited, not followed"
+    );
+    assert!(TreeWalk::start(&real.ns, "/nope").is_err());
+
+    // Started after any entry, a walk visits exactly what follows it, in any
+    // slices; so does one after a path that is gone, or never was.
+    for (i, after) in order.iter().enumerate() {
+        for budget in [1, 3, 1 << 20] {
+            let w = TreeWalk::start_after(&real.ns, "/", after).expect("start after");
+            let (seen, _) = visits(w, &real.ns, budget);
+            assert_eq!(
+                paths(&seen),
+                order[i + 1..],
+                "after {after}, slices of {budget}"
+            );
+        }
+    }
+    let rest = |after: &str| {
+        let w = TreeWalk::start_after(&real.ns, "/", after).expect("start after");
+        visits(w, &real.ns, 2).0
+    };
+    assert_eq!(paths(&rest("/a/b/c/gone")), order[4..]);
+    assert_eq!(paths(&rest("/a/b/v")), order[5..]);
+    assert_eq!(paths(&rest("/a/b/zz")), order[7..]);
+    assert_eq!(paths(&rest("/a/nothing/below")), order[9..]);
+    assert_eq!(paths(&rest("/zzz")), Vec::<&str>::new());
+    let w = TreeWalk::start_after(&real.ns, "/a/b", "/a/b/c/z").expect("start after");
+    assert_eq!(paths(&visits(w, &real.ns, 1).0), ["/a/b/w", "/a/b/y"]);
+    assert!(
+        TreeWalk::start_after(&real.ns, "/a/b", "/a/x").is_err(),
+        "a cursor outside the walk"
+    );
 
     // A directory removed mid-walk is skipped; the others are still visited.
-    let mut w = FileWalk::start(&real.ns, "/").expect("start");
+    let mut w = TreeWalk::start(&real.ns, "/").expect("start");
     let mut seen = Vec::new();
-    assert!(!w.step(&real.ns, 1, |p, _| seen.push(p.to_string())));
+    assert!(!w.step(&real.ns, 3, |p, _| seen.push(p.to_string())));
     let m = real
         .ns
         .plan_remove("/a/b", true, false, 2)
@@ -147,5 +196,5 @@ fn every_file_is_visited_once_with_its_path_in_any_slices() {
         seen.contains(&"/top".to_string()) && seen.contains(&"/a/x".to_string()),
         "{seen:?}"
     );
-    assert!(!seen.iter().any(|p| p.starts_with("/a/b/c")), "{seen:?}");
+    assert!(!seen.iter().any(|p| p.starts_with("/a/b/c/")), "{seen:?}");
 }

@@ -36,7 +36,7 @@ pub use message::*;
 /// Carried by `Hello`: "DFS" and a zero byte.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"DFS\0";
 /// Version of the message set; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 /// Size of a data packet in a pipelined write or a streamed read.
 pub const PACKET_SIZE: usize = 1 << 20;
 /// Checksum block: blake3 covers each block of this many bytes of a chunk.

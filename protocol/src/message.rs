@@ -148,7 +148,9 @@ pub enum ClientToMaster {
         after: Option<u64>,
         limit: u32,
     },
-    /// The totals of `Fsck`, with up to `limit` unhealthy files after the path `after`.
+    /// The totals of `Fsck`, with up to `limit` unhealthy files after the path `after`
+    /// in tree order (a directory's entries right after it, in name order). The
+    /// next pages are cheaper as `FsckFrom`.
     FsckPage {
         path: String,
         after: Option<String>,
@@ -211,6 +213,15 @@ pub enum ClientToMaster {
     Summary {
         path: String,
     },
+    /// The next page of an fsck: up to `limit` unhealthy files at or below `path`
+    /// after the path `after` (the cursor of the page before), in tree order, and no
+    /// totals (the first page, `FsckPage`, has them). The master walks from the
+    /// cursor and stops at a full page. Answered `FsckProblems`.
+    FsckFrom {
+        path: String,
+        after: String,
+        limit: u32,
+    },
 }
 
 impl ClientToMaster {
@@ -250,6 +261,7 @@ impl ClientToMaster {
             ClientToMaster::ReadLink { .. } => "ReadLink",
             ClientToMaster::RenameOver { .. } => "RenameOver",
             ClientToMaster::Summary { .. } => "Summary",
+            ClientToMaster::FsckFrom { .. } => "FsckFrom",
         }
     }
 }
@@ -640,6 +652,12 @@ pub enum Response {
         files: u64,
         bytes: u64,
     },
+    /// A next page of an fsck (`FsckFrom`): its unhealthy files, and the cursor of
+    /// the page after it (`None`: that was the last).
+    FsckProblems {
+        problems: Vec<FileHealth>,
+        next: Option<String>,
+    },
 }
 
 /// Disk use per chunkserver and the balancer's work.
@@ -891,6 +909,7 @@ impl Response {
             Response::Purged { .. } => "Purged",
             Response::Link { .. } => "Link",
             Response::Summary { .. } => "Summary",
+            Response::FsckProblems { .. } => "FsckProblems",
         }
     }
 

@@ -1,14 +1,14 @@
 //! Health and file reports read off the state: `fsck` (paged, and walked in
 //! slices) and `stat`.
 
-use dfs_protocol::auth::ops;
-use dfs_protocol::{ChunkInfo, FileHealth, FileStat, FsckReport};
+use std::cmp::Ordering;
 
-use std::collections::BTreeMap;
+use dfs_protocol::auth::ops;
+use dfs_protocol::{ChunkInfo, FileHealth, FileKind, FileStat, FsckReport};
 
 use super::{Minter, State};
 use crate::error::OpError;
-use crate::namespace::file_walk::FileWalk;
+use crate::namespace::tree_walk::{tree_cmp, TreeWalk};
 use crate::store::Inode;
 
 /// Files listed in an fsck report.
@@ -17,22 +17,31 @@ pub(super) const MAX_FSCK_PROBLEMS: usize = 10_000;
 /// Files a slice of an fsck looks at before the state lock is let go.
 pub(super) const FSCK_SLICE: usize = 10_000;
 
-/// An fsck under way: the health of every file at or below a path, with the
-/// unhealthy files after the path `after` (at most `limit` of them, in path order)
-/// and the cursor of the next page. It walks the tree a slice at a time
-/// ([`FileWalk`]), so a tree of millions of files neither holds the state lock for
-/// long nor gathers its paths; memory stays proportional to `limit` whatever the
-/// number of files or problems. Like `count`, the report is not a snapshot when the
-/// tree changes during the walk.
+/// An fsck under way: the unhealthy files at or below a path after the path
+/// `after` (at most `limit` of them, in tree order: see [`tree_cmp`]) and the
+/// cursor of the next page, with the health of every file (a first page) or not (a
+/// next page). It walks the tree a slice at a time ([`TreeWalk`]), so a tree of
+/// millions of files neither holds the state lock for long nor gathers its paths;
+/// memory stays proportional to `limit` whatever the number of files or problems.
+/// Like `count`, the report is not a snapshot when the tree changes during the walk.
+///
+/// A first page walks the whole tree for its totals. A next page starts at its
+/// cursor and stops once its page is full: after a loss at 10 M files, when a
+/// million files are short of replicas, each page of problems used to walk every
+/// file again (some 30 s a page).
 pub(super) struct Fsck {
-    walk: FileWalk,
+    walk: TreeWalk,
     report: FsckReport,
-    page: BTreeMap<String, FileHealth>,
+    page: Vec<FileHealth>,
+    /// Problems count only after this path (a first page asked with a cursor).
     after: Option<String>,
     limit: usize,
+    /// Walk every file for the totals, rather than stop at a full page.
+    totals: bool,
 }
 
 impl Fsck {
+    /// The first page (with totals) of the problems after `after`.
     pub(super) fn start(
         st: &State,
         path: &str,
@@ -40,26 +49,37 @@ impl Fsck {
         limit: usize,
     ) -> Result<Fsck, OpError> {
         Ok(Fsck {
-            walk: FileWalk::start(&st.ns, path)?,
-            report: FsckReport {
-                path: path.to_string(),
-                files: 0,
-                chunks: 0,
-                missing: 0,
-                under_replicated: 0,
-                corrupt: 0,
-                stale: 0,
-                over_replicated: 0,
-                safe_mode: st.safe.is_some(),
-                problems: Vec::new(),
-            },
-            page: BTreeMap::new(),
+            walk: TreeWalk::start(&st.ns, path)?,
+            report: empty_report(st, path),
+            page: Vec::new(),
             after: after.map(str::to_string),
             limit,
+            totals: true,
         })
     }
 
-    /// Checks up to `budget` entries; `true` once every file has been checked.
+    /// A next page: the problems after `after` alone, walked from there.
+    pub(super) fn start_after(
+        st: &State,
+        path: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Fsck, OpError> {
+        Ok(Fsck {
+            walk: TreeWalk::start_after(&st.ns, path, after)?,
+            report: empty_report(st, path),
+            page: Vec::new(),
+            after: None,
+            limit,
+            totals: false,
+        })
+    }
+
+    fn full(&self) -> bool {
+        self.page.len() > self.limit
+    }
+
+    /// Checks up to `budget` entries; `true` once done.
     pub(super) fn step(&mut self, st: &State, budget: usize) -> bool {
         let Fsck {
             walk,
@@ -67,32 +87,54 @@ impl Fsck {
             page,
             after,
             limit,
+            totals,
         } = self;
         let now = st.clock.now();
         report.safe_mode = st.safe.is_some();
-        walk.step(&st.ns, budget, |path, inode| {
+        let done = walk.step(&st.ns, budget, |path, inode| {
+            if inode.kind != FileKind::File || (!*totals && page.len() > *limit) {
+                return;
+            }
             let mut health = check(st, report, inode, now);
             let sick = health.missing + health.under_replicated + health.corrupt + health.stale > 0;
-            if sick && after.as_deref().is_none_or(|a| path > a) {
+            if sick
+                && page.len() <= *limit
+                && after
+                    .as_deref()
+                    .is_none_or(|a| tree_cmp(path, a) == Ordering::Greater)
+            {
                 health.path = path.to_string();
-                page.insert(health.path.clone(), health);
-                if page.len() > limit.saturating_add(1) {
-                    page.pop_last();
-                }
+                page.push(health);
             }
-        })
+        });
+        done || (!self.totals && self.full())
     }
 
     /// The report and the cursor of the next page.
     pub(super) fn finish(mut self) -> (FsckReport, Option<String>) {
-        let next = if self.page.len() > self.limit {
-            self.page.pop_last();
-            self.page.keys().next_back().cloned()
+        let next = if self.full() {
+            self.page.truncate(self.limit);
+            self.page.last().map(|h| h.path.clone())
         } else {
             None
         };
-        self.report.problems = self.page.into_values().collect();
+        self.report.problems = self.page;
         (self.report, next)
+    }
+}
+
+fn empty_report(st: &State, path: &str) -> FsckReport {
+    FsckReport {
+        path: path.to_string(),
+        files: 0,
+        chunks: 0,
+        missing: 0,
+        under_replicated: 0,
+        corrupt: 0,
+        stale: 0,
+        over_replicated: 0,
+        safe_mode: st.safe.is_some(),
+        problems: Vec::new(),
     }
 }
 

@@ -477,16 +477,21 @@ async fn balancing_counts_moves_and_trims_not_yet_reported() {
     );
 }
 
+/// fsck pages list every problem once, in tree order, however the walk is sliced
+/// and paged: a first page with the totals, then pages walked from their cursor
+/// (`FsckFrom`, as the client asks) or, as older clients ask, first pages with a
+/// cursor. A page walked from its cursor stops once it is full.
 #[tokio::test]
-async fn fsck_pages_find_every_problem_once_in_path_order_in_any_slices() {
+async fn fsck_pages_find_every_problem_once_in_tree_order_in_any_slices() {
     use super::report::Fsck;
     let dir = tempfile::tempdir().expect("temp dir");
     let m = master(dir.path());
     let mut st = m.lock();
     let mut paths = Vec::new();
-    for i in 0..7 {
-        let parent = format!("/d{}", i % 3);
-        if let Some(mk) = st.ns.plan_mkdir(&parent, true, 1).expect("mkdir") {
+    // "/d0.x/..." sorts before "/d0/..." as a string, after it in tree order.
+    for i in 0..9 {
+        let parent = ["/d0", "/d0.x", "/d1"][i % 3];
+        if let Some(mk) = st.ns.plan_mkdir(parent, true, 1).expect("mkdir") {
             m.log_apply(&mut st, mk).expect("apply");
         }
         let path = format!("{parent}/f{i}");
@@ -494,35 +499,57 @@ async fn fsck_pages_find_every_problem_once_in_path_order_in_any_slices() {
         one_chunk_file(&m, &mut st, &path, &[]);
         paths.push(path);
     }
-    paths.sort();
+    paths.sort_by(|a, b| crate::namespace::tree_walk::tree_cmp(a, b));
+    assert_eq!(paths[..4], ["/d0/f0", "/d0/f3", "/d0/f6", "/d0.x/f1"]);
+    let run = |mut f: Fsck, budget: usize| {
+        let mut steps = 1;
+        while !f.step(&st, budget) {
+            steps += 1;
+            assert!(steps < 1000, "an fsck walk does not end");
+        }
+        (f.finish(), steps)
+    };
     for budget in [1, 2, 1000] {
         for limit in [1, 3, 10] {
-            let mut found = Vec::new();
-            let mut after: Option<String> = None;
-            for page in 0.. {
-                assert!(page < 20, "fsck pages do not end");
-                let mut f = Fsck::start(&st, "/", after.as_deref(), limit).expect("start");
-                let mut steps = 0;
-                while !f.step(&st, budget) {
-                    steps += 1;
-                    assert!(steps < 1000, "an fsck walk does not end");
+            for from_cursor in [true, false] {
+                let mut found = Vec::new();
+                let mut after: Option<String> = None;
+                for page in 0.. {
+                    assert!(page < 20, "fsck pages do not end");
+                    let f = match &after {
+                        Some(a) if from_cursor => Fsck::start_after(&st, "/", a, limit),
+                        a => Fsck::start(&st, "/", a.as_deref(), limit),
+                    };
+                    let ((report, next), _) = run(f.expect("start"), budget);
+                    if after.is_none() || !from_cursor {
+                        assert_eq!((report.files, report.chunks, report.missing), (9, 9, 9));
+                    }
+                    assert!(report.problems.len() <= limit);
+                    found.extend(report.problems.into_iter().map(|p| p.path));
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
                 }
-                let (report, next) = f.finish();
-                assert_eq!((report.files, report.chunks, report.missing), (7, 7, 7));
-                assert!(report.problems.len() <= limit);
-                found.extend(report.problems.into_iter().map(|p| p.path));
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
+                assert_eq!(
+                    found, paths,
+                    "slices of {budget}, pages of {limit}, from the cursor: {from_cursor}"
+                );
             }
-            assert_eq!(found, paths, "slices of {budget}, pages of {limit}");
         }
     }
-    let one = Fsck::start(&st, "/d1/f4", None, 10).expect("start");
-    let mut one = one;
-    assert!(one.step(&st, 1));
-    let (report, next) = one.finish();
+    // A page of one walked from a cursor stops at the second problem after it
+    // (which says there is a next page), not at the end of the tree.
+    let (_, whole) = run(Fsck::start(&st, "/", None, 1).expect("start"), 1);
+    let ((report, next), steps) = run(
+        Fsck::start_after(&st, "/", "/d0/f0", 1).expect("start after"),
+        1,
+    );
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(report.problems[0].path, "/d0/f3");
+    assert_eq!(next.as_deref(), Some("/d0/f3"));
+    assert!(steps < whole / 2, "{steps} steps of {whole}");
+    let ((report, next), _) = run(Fsck::start(&st, "/d1/f2", None, 10).expect("start"), 1);
     assert_eq!((report.files, report.problems.len(), next), (1, 1, None));
 }
 
