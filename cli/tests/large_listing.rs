@@ -243,20 +243,15 @@ async fn fsck_names_every_missing_file_once_across_pages() {
             client.status().await.is_ok()
         })
         .await;
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dfs"))
-            .args(["fsck", "--json", "/"])
-            .env("DFS_MASTER", &master)
-            .env("DFS_SECRET", secret.encode())
-            .env_remove("DFS_KEY")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("dfs fsck");
+        let target = dfs_testkit::verbs::Target {
+            master: master.clone(),
+            secret: secret.encode(),
+        };
+        let out = dfs_testkit::verbs::dfs(&target, &["fsck", "--json", "/"], None).await;
         assert_eq!(
-            out.status.code(),
-            Some(1),
+            out.code, 1,
             "dfs fsck exits 1 when files are unhealthy: {}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(v["healthy"], false, "{}", v["path"]);

@@ -427,30 +427,8 @@ impl Master {
         Ok(sum)
     }
 
-    /// A page of fsck, checked a slice at a time with the lock free in between (see
-    /// [`report::Fsck`]).
-    async fn fsck(
-        &self,
-        path: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
-        self.run_fsck(|st| Fsck::start(st, path, after, limit))
-            .await
-    }
-
-    /// A next page of fsck problems, walked from its cursor (no totals).
-    async fn fsck_from(
-        &self,
-        path: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<(dfs_protocol::FsckReport, Option<String>), OpError> {
-        self.run_fsck(|st| Fsck::start_after(st, path, after, limit))
-            .await
-    }
-
-    /// Runs an fsck a slice at a time, with the state lock let go in between.
+    /// Runs an fsck page a slice at a time, with the state lock let go in between
+    /// (see [`report::Fsck`]).
     async fn run_fsck(
         &self,
         start: impl FnOnce(&State) -> Result<Fsck, OpError>,
@@ -712,16 +690,22 @@ impl Master {
                 Ok(Response::Status(self.read(|st| Ok(self.status(st))).await?))
             }
             ClientToMaster::Fsck { path } => Ok(Response::Fsck(
-                self.fsck(&path, None, MAX_FSCK_PROBLEMS).await?.0,
+                self.run_fsck(|st| Fsck::start(st, &path, None, MAX_FSCK_PROBLEMS))
+                    .await?
+                    .0,
             )),
             ClientToMaster::FsckPage { path, after, limit } => {
                 let limit = pages::limit(limit);
-                let (report, next) = self.fsck(&path, after.as_deref(), limit).await?;
+                let (report, next) = self
+                    .run_fsck(|st| Fsck::start(st, &path, after.as_deref(), limit))
+                    .await?;
                 Ok(Response::FsckPage { report, next })
             }
             ClientToMaster::FsckFrom { path, after, limit } => {
                 let limit = pages::limit(limit);
-                let (report, next) = self.fsck_from(&path, &after, limit).await?;
+                let (report, next) = self
+                    .run_fsck(|st| Fsck::start_after(st, &path, &after, limit))
+                    .await?;
                 Ok(Response::FsckProblems {
                     problems: report.problems,
                     next,
