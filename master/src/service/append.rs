@@ -132,7 +132,7 @@ impl State {
         exclude: &HashSet<ServerId>,
         now: Instant,
     ) -> Vec<(ServerId, String)> {
-        let Some(meta) = self.ns.chunk(h).copied() else {
+        let Some(meta) = self.ns.chunk(h) else {
             return Vec::new();
         };
         let want = usize::try_from(meta.replication).unwrap_or(usize::MAX);
@@ -201,7 +201,7 @@ impl State {
                 extended.push(r.handle);
                 continue;
             }
-            let Some(meta) = self.ns.chunk(&r.handle).copied() else {
+            let Some(meta) = self.ns.chunk(&r.handle) else {
                 continue;
             };
             let Some(chain) = self.ns.open_chain(&r.handle) else {
@@ -714,7 +714,7 @@ impl Master {
                             .map(|(id, _)| *id),
                     );
                     self.mutate(|st| {
-                        let meta = st.ns.chunk(&handle).copied().ok_or_else(|| {
+                        let meta = st.ns.chunk(&handle).ok_or_else(|| {
                             unavailable("the file was removed during the append".into())
                         })?;
                         if meta.version != version {

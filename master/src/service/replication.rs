@@ -72,7 +72,7 @@ pub(super) fn schedule_repairs(st: &mut State, tokens: &Minter, now: Instant) {
         if !super::attention::still_short(st, h, now) {
             continue;
         }
-        let Some(meta) = st.ns.chunk(&h).copied() else {
+        let Some(meta) = st.ns.chunk(&h) else {
             continue;
         };
         let sources = st.map.replicas(&h, meta.version, now);
@@ -274,7 +274,7 @@ fn movable(
             && !st.map.holds(&to, h)
             && !st.copying.contains_key(h)
             && !pending.contains(h);
-        movable.then_some((*h, *meta))
+        movable.then_some((*h, meta))
     })
 }
 

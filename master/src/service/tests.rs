@@ -108,7 +108,7 @@ async fn a_copy_is_done_only_at_the_version_ordered() {
     let h = setup(&m, &holders, &[target]);
     let now = Instant::now();
     let mut st = m.lock();
-    let meta = *st.ns.chunk(&h).expect("chunk");
+    let meta = st.ns.chunk(&h).expect("chunk");
     assert_eq!(meta.version, ChunkVersion(3));
 
     let source = (
@@ -148,7 +148,7 @@ async fn a_copy_from_a_source_that_died_is_ordered_again_at_once() {
     let h = setup(&m, &holders, &[target]);
     let start = Instant::now();
     let mut st = m.lock();
-    let meta = *st.ns.chunk(&h).expect("chunk");
+    let meta = st.ns.chunk(&h).expect("chunk");
     let source = (
         holders[0],
         st.map.addr(&holders[0]).expect("addr").to_string(),
@@ -635,14 +635,18 @@ async fn a_server_decommissioned_in_safe_mode_has_all_its_chunks_still_to_give()
         },
     )
     .expect("apply");
-    let status = m.status(&st);
-    let me = status
-        .chunkservers
-        .iter()
-        .find(|s| s.id == holders[0])
-        .expect("listed");
+    let me = server_status(&m, &st, holders[0]);
     assert!(me.decommissioning);
     assert_eq!(me.draining, 5);
+}
+
+/// What `dfs status` says of `server`.
+fn server_status(m: &Master, st: &super::State, server: ServerId) -> dfs_protocol::ServerStatus {
+    m.status(st)
+        .chunkservers
+        .into_iter()
+        .find(|s| s.id == server)
+        .expect("listed")
 }
 
 /// Right after `dfs decommission`, before upkeep's next round has assessed what the
@@ -669,14 +673,7 @@ async fn a_server_just_decommissioned_has_its_chunks_to_give_before_upkeep_runs(
         if catching_up {
             st.attention = super::attention::Attention::new();
         }
-        let draining = |st: &super::State| {
-            m.status(st)
-                .chunkservers
-                .iter()
-                .find(|s| s.id == holders[0])
-                .expect("listed")
-                .draining
-        };
+        let draining = |st: &super::State| server_status(&m, st, holders[0]).draining;
         assert_eq!(draining(&st), 0);
         m.log_apply(
             &mut st,
@@ -691,4 +688,86 @@ async fn a_server_just_decommissioned_has_its_chunks_to_give_before_upkeep_runs(
         super::attention::refresh(&mut st, now);
         assert_eq!(draining(&st), 5, "catching up: {catching_up}");
     }
+}
+
+/// The chunk table keeps only where a chunk is (its file and place); version, size
+/// and replication come from the file. They follow every change to the file, and
+/// a chunk dropped from it is no longer known.
+#[tokio::test]
+async fn the_chunk_table_answers_from_the_file_through_appends_and_rewrites() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let mut st = m.lock();
+    let ino = 1000;
+    m.log_apply(
+        &mut st,
+        Mutation::CreateFile {
+            parent: crate::store::ROOT,
+            name: "log".into(),
+            ino,
+            replication: 3,
+            mtime: 1,
+        },
+    )
+    .expect("apply");
+    let chain = vec![ServerId::random()];
+    let hs: Vec<ChunkHandle> = (0..3).map(|_| ChunkHandle::random()).collect();
+    for (i, h) in hs.iter().enumerate() {
+        let seal = i.checked_sub(1).map(|p| (hs[p], 100 + p as u64));
+        let append = Mutation::AppendChunk {
+            ino,
+            seal,
+            handle: *h,
+            chain: chain.clone(),
+            mtime: 2,
+        };
+        m.log_apply(&mut st, append).expect("apply");
+    }
+    let set = Mutation::SetChunk {
+        handle: hs[2],
+        version: ChunkVersion(7),
+        size: 5,
+        open: None,
+        mtime: 3,
+    };
+    m.log_apply(&mut st, set).expect("apply");
+    let meta = |st: &super::State, h: &ChunkHandle| {
+        st.ns
+            .chunk(h)
+            .map(|c| (c.ino, c.version.0, c.size, c.replication))
+    };
+    assert_eq!(meta(&st, &hs[0]), Some((ino, 1, 100, 3)));
+    assert_eq!(meta(&st, &hs[1]), Some((ino, 1, 101, 3)));
+    assert_eq!(meta(&st, &hs[2]), Some((ino, 7, 5, 3)));
+    let more = Mutation::SetReplication {
+        inodes: vec![ino],
+        replication: 2,
+    };
+    m.log_apply(&mut st, more).expect("apply");
+    assert_eq!(meta(&st, &hs[1]), Some((ino, 1, 101, 2)));
+    // A rewrite that drops the first chunk and moves the others up.
+    let kept: Vec<crate::store::StoredChunk> = hs[1..]
+        .iter()
+        .map(|h| {
+            let c = st.ns.chunk(h).expect("known");
+            crate::store::StoredChunk {
+                handle: *h,
+                version: c.version,
+                size: c.size,
+            }
+        })
+        .collect();
+    let rewrite = Mutation::Rewrite {
+        upload: dfs_protocol::UploadId::random(),
+        ino,
+        chunks: kept,
+        mtime: 4,
+    };
+    m.log_apply(&mut st, rewrite).expect("apply");
+    assert_eq!(meta(&st, &hs[0]), None, "dropped");
+    assert_eq!(meta(&st, &hs[1]), Some((ino, 1, 101, 2)));
+    assert_eq!(meta(&st, &hs[2]), Some((ino, 7, 5, 2)));
+    let listed: Vec<ChunkHandle> = st.ns.chunks().map(|(h, _)| *h).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(hs[1..].iter().all(|h| listed.contains(h)));
 }
