@@ -2,13 +2,15 @@
 //!
 //! Replica locations are learned from chunk reports (and from the chain a client
 //! committed), never stored: after a restart the master relearns them from
-//! registrations. `servers[*].chunks` is the truth; `locations` is its inverse, kept in
-//! step by the methods here and nowhere else. `locations` names servers by a slot
-//! number each gets at its first registration and keeps until it is forgotten: four
-//! bytes rather than sixteen, which lets a chunk's holders fit inline
-//! ([`holders::Holders`]).
+//! registrations. Every chunk some server holds has a record ([`records`]) with its
+//! holders and the version each reported; `servers[*].chunks` is the inverse, each
+//! server's chunks by record number, kept in step by the methods here and nowhere
+//! else. Records name servers by a slot number each gets at its first registration
+//! and keeps until it is forgotten: four bytes rather than sixteen, which lets a
+//! chunk's holders fit inline ([`holders::Holders`]).
 
 mod holders;
+mod records;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, ServerId, ServerStatus};
 use rand::seq::SliceRandom;
 
-use holders::Holders;
+use records::Records;
 
 /// Chunk creations within this window count as recent for placement.
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
@@ -48,7 +50,8 @@ struct ServerEntry {
     used: u64,
     load: u32,
     last_seen: Instant,
-    chunks: HashMap<ChunkHandle, ChunkVersion>,
+    /// What it holds, by record number (the version is in the record).
+    chunks: HashSet<u32>,
     /// When chunks were recently placed here.
     recent: VecDeque<Instant>,
     /// Whether the server was alive when upkeep last asked for changes: a server that
@@ -79,7 +82,7 @@ impl ServerEntry {
 pub struct ChunkMap {
     dead_after: Duration,
     servers: HashMap<ServerId, ServerEntry>,
-    locations: HashMap<ChunkHandle, Holders>,
+    records: Records,
     /// The server in each slot; `None` for a free one.
     slots: Vec<Option<ServerId>>,
     free_slots: Vec<u32>,
@@ -91,7 +94,7 @@ impl ChunkMap {
         ChunkMap {
             dead_after,
             servers: HashMap::new(),
-            locations: HashMap::new(),
+            records: Records::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             changed: Changes::default(),
@@ -113,23 +116,44 @@ impl ChunkMap {
         slot
     }
 
-    /// The servers holding `handle`, at whatever version.
-    fn holder_ids<'a>(&'a self, handle: &ChunkHandle) -> impl Iterator<Item = ServerId> + 'a {
-        self.locations
-            .get(handle)
+    /// The servers holding `handle`, with the version each reported.
+    fn holder_versions_of<'a>(
+        &'a self,
+        handle: &ChunkHandle,
+    ) -> impl Iterator<Item = (ServerId, ChunkVersion)> + 'a {
+        self.records
+            .by_handle(handle)
             .into_iter()
-            .flat_map(|h| h.iter())
-            .filter_map(|slot| self.slots.get(slot as usize).copied().flatten())
+            .flat_map(|r| r.holders.iter())
+            .filter_map(|(slot, v)| Some((self.slots.get(slot as usize).copied().flatten()?, v)))
     }
 
-    /// Drops `slot` from `handle`'s holders, and the entry once it is empty.
-    fn unlocate(&mut self, handle: &ChunkHandle, slot: u32) {
-        if let Some(set) = self.locations.get_mut(handle) {
-            set.remove(slot);
-            if set.is_empty() {
-                self.locations.remove(handle);
-            }
+    /// The live servers holding `handle` at exactly `version`.
+    fn live_at<'a>(
+        &'a self,
+        handle: &ChunkHandle,
+        version: ChunkVersion,
+        now: Instant,
+    ) -> impl Iterator<Item = (ServerId, &'a ServerEntry)> + 'a {
+        self.holder_versions_of(handle)
+            .filter(move |(_, v)| *v == version)
+            .filter_map(move |(id, _)| {
+                let e = self.servers.get(&id)?;
+                self.alive(e, now).then_some((id, e))
+            })
+    }
+
+    /// Drops `slot` from chunk `n`'s holders, and the record once it has none.
+    fn unlocate(&mut self, n: u32, slot: u32) {
+        if let Some(holders) = self.records.holders_mut(n) {
+            holders.remove(slot);
         }
+        self.records.release_if_unheld(n);
+    }
+
+    /// The handle of chunk `n`.
+    fn handle_of(&self, n: u32) -> Option<ChunkHandle> {
+        self.records.get(n).map(|r| r.handle)
     }
 
     /// Notes that `handle`'s replicas changed.
@@ -173,23 +197,30 @@ impl ChunkMap {
 
     /// Records the replica without noting a change; whether the server is known.
     fn add_location_quietly(&mut self, server: ServerId, report: ChunkReport) -> bool {
-        let Some(entry) = self.servers.get_mut(&server) else {
+        let Some(slot) = self.servers.get(&server).map(|e| e.slot) else {
             return false;
         };
-        entry.chunks.insert(report.handle, report.version);
-        let slot = entry.slot;
-        self.locations
-            .entry(report.handle)
-            .or_default()
-            .insert(slot);
+        let Some(n) = self.records.number_or_new(report.handle) else {
+            tracing::error!(handle = %report.handle, "chunk map full: replica not recorded");
+            return false;
+        };
+        if let Some(holders) = self.records.holders_mut(n) {
+            holders.set(slot, report.version);
+        }
+        if let Some(entry) = self.servers.get_mut(&server) {
+            entry.chunks.insert(n);
+        }
         true
     }
 
     fn remove_location(&mut self, server: ServerId, handle: ChunkHandle) {
-        if let Some(entry) = self.servers.get_mut(&server) {
-            entry.chunks.remove(&handle);
-            let slot = entry.slot;
-            self.unlocate(&handle, slot);
+        if let (Some(entry), Some(n)) =
+            (self.servers.get_mut(&server), self.records.number(&handle))
+        {
+            if entry.chunks.remove(&n) {
+                let slot = entry.slot;
+                self.unlocate(n, slot);
+            }
         }
         self.touch(handle);
     }
@@ -205,10 +236,16 @@ impl ChunkMap {
         now: Instant,
     ) {
         let old = self.servers.remove(&server);
+        // By handle: unlocating may free a number, which the new report may reuse.
+        let mut old_handles = Vec::new();
         let slot = match &old {
             Some(old) => {
-                for handle in old.chunks.keys() {
-                    self.unlocate(handle, old.slot);
+                old_handles.reserve(old.chunks.len());
+                for &n in &old.chunks {
+                    if let Some(h) = self.handle_of(n) {
+                        old_handles.push(h);
+                    }
+                    self.unlocate(n, old.slot);
                 }
                 old.slot
             }
@@ -222,7 +259,7 @@ impl ChunkMap {
                 used,
                 load: 0,
                 last_seen: now,
-                chunks: HashMap::with_capacity(chunks.len()),
+                chunks: HashSet::with_capacity(chunks.len()),
                 recent: VecDeque::new(),
                 seen_alive: true,
                 slot,
@@ -234,14 +271,8 @@ impl ChunkMap {
         // Every chunk it reports now changed, and it is named as a whole; of those it
         // held before, only the ones it no longer reports are noted one by one.
         self.changed.servers.insert(server);
-        if let (Some(old), Some(new)) = (old, self.servers.get(&server)) {
-            let gone: Vec<ChunkHandle> = old
-                .chunks
-                .keys()
-                .filter(|h| !new.chunks.contains_key(*h))
-                .copied()
-                .collect();
-            for h in gone {
+        for h in old_handles {
+            if !self.holds(&server, &h) {
                 self.touch(h);
             }
         }
@@ -291,11 +322,7 @@ impl ChunkMap {
 
     /// Whether a live server holds `handle` at exactly `version`.
     pub fn has_replica(&self, handle: &ChunkHandle, version: ChunkVersion, now: Instant) -> bool {
-        self.holder_ids(handle).any(|id| {
-            self.servers
-                .get(&id)
-                .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
-        })
+        self.live_at(handle, version, now).next().is_some()
     }
 
     /// The live servers holding `handle` at `version`, without allocating.
@@ -305,18 +332,16 @@ impl ChunkMap {
         version: ChunkVersion,
         now: Instant,
     ) -> impl Iterator<Item = ServerId> + 'a {
-        self.holder_ids(handle).filter(move |id| {
-            self.servers
-                .get(id)
-                .is_some_and(|e| self.alive(e, now) && e.chunks.get(handle) == Some(&version))
-        })
+        self.live_at(handle, version, now).map(|(id, _)| id)
     }
 
     /// Whether `server` reported holding `handle` (at any version).
     pub fn holds(&self, server: &ServerId, handle: &ChunkHandle) -> bool {
-        self.servers
-            .get(server)
-            .is_some_and(|e| e.chunks.contains_key(handle))
+        self.records.number(handle).is_some_and(|n| {
+            self.servers
+                .get(server)
+                .is_some_and(|e| e.chunks.contains(&n))
+        })
     }
 
     /// Every server that reported holding `handle`, at the version it reported.
@@ -329,8 +354,7 @@ impl ChunkMap {
         &'a self,
         handle: &'a ChunkHandle,
     ) -> impl Iterator<Item = (ServerId, ChunkVersion)> + 'a {
-        self.holder_ids(handle)
-            .filter_map(move |id| Some((id, *self.servers.get(&id)?.chunks.get(handle)?)))
+        self.holder_versions_of(handle)
     }
 
     /// Whether `server` has registered (since this master started).
@@ -345,14 +369,15 @@ impl ChunkMap {
         let per_server: u64 = self
             .servers
             .values()
-            .map(|e| hash_table::<ChunkHandle, ChunkVersion>(e.chunks.capacity()))
+            .map(|e| hash_table::<u32, ()>(e.chunks.capacity()))
             .sum();
-        // Holders inline in the table; a chunk with more than three spills to the
-        // heap, which is rare and not counted (counting would cost a pass).
+        // Holders inline in the records; a chunk with more than three, or with
+        // holders at different versions, spills to the heap, which is rare and not
+        // counted (counting would cost a pass).
         vec![
             Part {
                 structure: "replica_locations",
-                bytes: hash_table::<ChunkHandle, Holders>(self.locations.capacity())
+                bytes: self.records.footprint()
                     + crate::footprint::vec_heap::<Option<ServerId>>(self.slots.capacity()),
             },
             Part {
@@ -379,7 +404,7 @@ impl ChunkMap {
 
     /// Whether any server, live or not, reported holding `handle`.
     pub fn is_held(&self, handle: &ChunkHandle) -> bool {
-        self.locations.contains_key(handle)
+        self.records.number(handle).is_some()
     }
 
     /// Live servers holding `handle` at exactly `version`, as (id, address).
@@ -390,12 +415,8 @@ impl ChunkMap {
         now: Instant,
     ) -> Vec<(ServerId, String)> {
         let mut out: Vec<(ServerId, String)> = self
-            .holder_ids(handle)
-            .filter_map(|id| {
-                let e = self.servers.get(&id)?;
-                (self.alive(e, now) && e.chunks.get(handle) == Some(&version))
-                    .then(|| (id, e.addr.clone()))
-            })
+            .live_at(handle, version, now)
+            .map(|(id, e)| (id, e.addr.clone()))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
@@ -497,11 +518,16 @@ impl ChunkMap {
     pub fn chunks_of(
         &self,
         server: &ServerId,
-    ) -> impl Iterator<Item = (&ChunkHandle, &ChunkVersion)> {
-        self.servers
-            .get(server)
+    ) -> impl Iterator<Item = (&ChunkHandle, ChunkVersion)> {
+        let entry = self.servers.get(server);
+        let slot = entry.map_or(0, |e| e.slot);
+        entry
             .into_iter()
             .flat_map(|e| e.chunks.iter())
+            .filter_map(move |n| {
+                let r = self.records.get(*n)?;
+                Some((&r.handle, r.holders.version_of(slot)?))
+            })
     }
 
     /// How many chunks `server` reported holding.
@@ -528,9 +554,11 @@ impl ChunkMap {
             .collect();
         for id in &gone {
             if let Some(entry) = self.servers.remove(id) {
-                for handle in entry.chunks.keys() {
-                    self.unlocate(handle, entry.slot);
-                    self.touch(*handle);
+                for &n in &entry.chunks {
+                    if let Some(handle) = self.handle_of(n) {
+                        self.touch(handle);
+                    }
+                    self.unlocate(n, entry.slot);
                 }
                 // Free only now: no chunk names the slot any more.
                 if let Some(cell) = self.slots.get_mut(entry.slot as usize) {
@@ -661,6 +689,66 @@ mod tests {
         assert_eq!(map.holders(&h2), [(b, ChunkVersion::FIRST)]);
         assert_eq!(map.holders(&h1).len(), 2);
         assert_eq!(map.slots.len(), 2);
+    }
+
+    /// A re-registration frees the numbers of chunks no longer reported, and the new
+    /// report may be handed the same numbers: the chunks that went are still named
+    /// by handle as changed, and nothing is confused with what took their number.
+    #[test]
+    fn a_reregistration_that_swaps_every_chunk_keeps_handles_apart() {
+        let now = Instant::now();
+        let mut map = ChunkMap::new(Duration::from_secs(10));
+        let (a, b) = (ServerId::random(), ServerId::random());
+        let old: Vec<ChunkHandle> = (0..4).map(|_| ChunkHandle::random()).collect();
+        let new: Vec<ChunkHandle> = (0..4).map(|_| ChunkHandle::random()).collect();
+        map.register(
+            a,
+            "a".into(),
+            10,
+            0,
+            old.iter().map(|h| report(*h)).collect(),
+            now,
+        );
+        map.register(b, "b".into(), 10, 0, vec![report(old[0])], now);
+        map.take_changes(now);
+        let numbers: Vec<u32> = old.iter().filter_map(|h| map.records.number(h)).collect();
+        let fresh = ChunkReport {
+            handle: new[0],
+            version: ChunkVersion(2),
+            size: 1,
+        };
+        let reports = std::iter::once(fresh)
+            .chain(new[1..].iter().map(|h| report(*h)))
+            .collect();
+        map.register(a, "a".into(), 10, 0, reports, now);
+        let reused = new
+            .iter()
+            .filter(|h| map.records.number(h).is_some_and(|n| numbers.contains(&n)))
+            .count();
+        assert!(reused >= 3, "freed numbers are handed out again ({reused})");
+        for h in &old[1..] {
+            assert!(!map.holds(&a, h) && !map.is_held(h));
+            assert!(map.holders(h).is_empty());
+        }
+        assert_eq!(map.holders(&old[0]), [(b, ChunkVersion::FIRST)]);
+        assert_eq!(map.holders(&new[0]), [(a, ChunkVersion(2))]);
+        assert!(map.has_replica(&new[0], ChunkVersion(2), now));
+        assert!(!map.has_replica(&new[0], ChunkVersion::FIRST, now));
+        let mut held: Vec<(ChunkHandle, ChunkVersion)> =
+            map.chunks_of(&a).map(|(h, v)| (*h, v)).collect();
+        held.sort();
+        let mut expect: Vec<(ChunkHandle, ChunkVersion)> = new[1..]
+            .iter()
+            .map(|h| (*h, ChunkVersion::FIRST))
+            .chain([(new[0], ChunkVersion(2))])
+            .collect();
+        expect.sort();
+        assert_eq!(held, expect);
+        let changes = map.take_changes(now);
+        assert!(changes.servers.contains(&a));
+        for h in &old {
+            assert!(changes.handles.contains(h), "{h} went from a");
+        }
     }
 
     #[test]

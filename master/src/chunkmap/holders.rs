@@ -1,107 +1,177 @@
-//! The servers holding one chunk, by slot number (see [`super::ChunkMap`]): the
-//! inverse index of what each server reported, kept per chunk in 16 bytes.
+//! The servers holding one chunk, by slot number (see [`super::ChunkMap`]), each
+//! with the version it reported: kept per chunk in 24 bytes.
 //!
 //! At 10 million chunks this set is the master's most numerous object. As a
 //! `HashSet<ServerId>` it cost about 190 bytes a chunk: the set's own header, and a
 //! heap table of 16-byte ids. Three slot numbers fit inline, which covers chunks at
-//! replication 3; a chunk with more holders (a higher replication, a copy or a stale
-//! replica in flight) moves them to the heap.
+//! replication 3. Their replicas are nearly always at one version, so the inline
+//! form keeps one version for all of them; holders at different versions (a lease
+//! just granted, a stale replica), or more than three, move to the heap with a
+//! version each, and come back inline once they agree again.
+
+use dfs_protocol::ChunkVersion;
 
 /// Slot numbers inline before spilling to the heap.
 const INLINE: usize = 3;
 
+/// How many inline slots are in use. An enum rather than a `u8` so that its unused
+/// values hold the enum's tag, and `Option<Holders>`'s too: with a `u8` the tag
+/// would take a word of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Len {
+    Zero,
+    One,
+    Two,
+    Three,
+}
+
+impl Len {
+    fn get(self) -> usize {
+        self as usize
+    }
+
+    /// `n` (at most [`INLINE`]).
+    fn of(n: usize) -> Len {
+        match n {
+            0 => Len::Zero,
+            1 => Len::One,
+            2 => Len::Two,
+            _ => Len::Three,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Holders {
     Inline {
-        len: u8,
+        len: Len,
         slots: [u32; INLINE],
+        /// Every inline holder's version.
+        version: ChunkVersion,
     },
-    // Boxed so that the enum stays 16 bytes (a `Vec` is 24): the spilled case is
-    // rare, and its second allocation is the price of every chunk being smaller.
+    // Boxed so that the enum stays 24 bytes (a `Vec` is 24 on its own): the spilled
+    // case is rare, and its second allocation is the price of every chunk being
+    // smaller.
     #[allow(clippy::box_collection)]
-    Spilled(Box<Vec<u32>>),
+    Spilled(Box<Vec<(u32, ChunkVersion)>>),
 }
 
 impl Default for Holders {
     fn default() -> Holders {
         Holders::Inline {
-            len: 0,
+            len: Len::Zero,
             slots: [0; INLINE],
+            version: ChunkVersion(0),
         }
     }
 }
 
 impl Holders {
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Holders::Inline { len, slots } => &slots[..usize::from(*len)],
-            Holders::Spilled(v) => v,
-        }
-    }
-
-    /// The slots, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.as_slice().iter().copied()
+    /// The slots with their versions, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, ChunkVersion)> + '_ {
+        let (inline, version, spilled): (&[u32], ChunkVersion, &[(u32, ChunkVersion)]) = match self
+        {
+            Holders::Inline {
+                len,
+                slots,
+                version,
+            } => (&slots[..len.get()], *version, &[]),
+            Holders::Spilled(v) => (&[], ChunkVersion(0), v.as_slice()),
+        };
+        inline
+            .iter()
+            .map(move |s| (*s, version))
+            .chain(spilled.iter().copied())
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
+        self.len() == 0
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    /// Adds `slot`; whether it was not there yet.
-    pub(super) fn insert(&mut self, slot: u32) -> bool {
-        if self.as_slice().contains(&slot) {
-            return false;
-        }
+    pub(super) fn len(&self) -> usize {
         match self {
-            Holders::Inline { len, slots } if usize::from(*len) < INLINE => {
-                slots[usize::from(*len)] = slot;
-                *len += 1;
-            }
-            Holders::Inline { slots, .. } => {
-                let mut v = Vec::with_capacity(INLINE * 2);
-                v.extend_from_slice(slots);
-                v.push(slot);
-                *self = Holders::Spilled(Box::new(v));
-            }
-            Holders::Spilled(v) => v.push(slot),
+            Holders::Inline { len, .. } => len.get(),
+            Holders::Spilled(v) => v.len(),
         }
-        true
     }
 
-    /// Removes `slot`; whether it was there. Back inline once few enough are left.
+    /// The version `slot` holds, if it is a holder.
+    pub(super) fn version_of(&self, slot: u32) -> Option<ChunkVersion> {
+        self.iter().find(|(s, _)| *s == slot).map(|(_, v)| v)
+    }
+
+    /// Records that `slot` holds the chunk at `version`, added or replacing the
+    /// version it held.
+    pub(super) fn set(&mut self, slot: u32, at: ChunkVersion) {
+        if let Holders::Inline {
+            len,
+            slots,
+            version,
+        } = self
+        {
+            let n = len.get();
+            let held = slots[..n].contains(&slot);
+            if n == 0 || (*version == at && (held || n < INLINE)) {
+                if !held {
+                    slots[n] = slot;
+                    *len = Len::of(n + 1);
+                }
+                *version = at;
+                return;
+            }
+            if n == 1 && held {
+                *version = at;
+                return;
+            }
+        }
+        let mut all: Vec<(u32, ChunkVersion)> = self.iter().collect();
+        match all.iter_mut().find(|(s, _)| *s == slot) {
+            Some(entry) => entry.1 = at,
+            None => all.push((slot, at)),
+        }
+        *self = Holders::from_vec(all);
+    }
+
+    /// Removes `slot`; whether it was there.
     pub(super) fn remove(&mut self, slot: u32) -> bool {
         match self {
-            Holders::Inline { len, slots } => {
-                let n = usize::from(*len);
+            Holders::Inline { len, slots, .. } => {
+                let n = len.get();
                 let Some(i) = slots[..n].iter().position(|s| *s == slot) else {
                     return false;
                 };
                 slots.copy_within(i + 1..n, i);
-                *len -= 1;
+                *len = Len::of(n - 1);
+                true
             }
             Holders::Spilled(v) => {
-                let Some(i) = v.iter().position(|s| *s == slot) else {
+                let Some(i) = v.iter().position(|(s, _)| *s == slot) else {
                     return false;
                 };
                 v.swap_remove(i);
-                if v.len() <= INLINE {
-                    let mut slots = [0; INLINE];
-                    slots[..v.len()].copy_from_slice(v);
-                    *self = Holders::Inline {
-                        // At most INLINE, which fits.
-                        len: v.len() as u8,
-                        slots,
-                    };
-                }
+                let all = std::mem::take(&mut **v);
+                *self = Holders::from_vec(all);
+                true
             }
         }
-        true
+    }
+
+    /// Inline when the holders fit and agree on the version; spilled otherwise.
+    fn from_vec(all: Vec<(u32, ChunkVersion)>) -> Holders {
+        let agree = all.windows(2).all(|w| w[0].1 == w[1].1);
+        if all.len() <= INLINE && agree {
+            let mut slots = [0; INLINE];
+            for (cell, (s, _)) in slots.iter_mut().zip(&all) {
+                *cell = *s;
+            }
+            return Holders::Inline {
+                len: Len::of(all.len()),
+                slots,
+                version: all.first().map_or(ChunkVersion(0), |(_, v)| *v),
+            };
+        }
+        Holders::Spilled(Box::new(all))
     }
 }
 
@@ -109,31 +179,80 @@ impl Holders {
 mod tests {
     use super::*;
 
+    fn sorted(h: &Holders) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> = h.iter().map(|(s, v)| (s, v.0)).collect();
+        v.sort_unstable();
+        v
+    }
+
     #[test]
-    fn sixteen_bytes_and_any_number_of_holders() {
-        assert_eq!(std::mem::size_of::<Holders>(), 16);
+    fn twenty_four_bytes_and_any_number_of_holders() {
+        assert_eq!(std::mem::size_of::<Holders>(), 24);
+        assert_eq!(std::mem::size_of::<Option<Holders>>(), 24);
+        let v1 = ChunkVersion(1);
         let mut h = Holders::default();
         assert!(h.is_empty());
         for s in [5, 9, 5, 2] {
-            h.insert(s);
+            h.set(s, v1);
         }
         assert_eq!(h.len(), 3);
         assert!(matches!(h, Holders::Inline { .. }));
         for s in 10..20 {
-            assert!(h.insert(s));
+            h.set(s, v1);
         }
-        assert!(!h.insert(12));
+        h.set(12, v1);
         assert_eq!(h.len(), 13);
         assert!(matches!(h, Holders::Spilled(_)));
         for s in 10..20 {
             assert!(h.remove(s));
         }
         assert!(!h.remove(10));
-        assert!(matches!(h, Holders::Inline { len: 3, .. }));
-        let mut left: Vec<u32> = h.iter().collect();
-        left.sort_unstable();
-        assert_eq!(left, [2, 5, 9]);
+        assert!(matches!(
+            h,
+            Holders::Inline {
+                len: Len::Three,
+                ..
+            }
+        ));
+        assert_eq!(sorted(&h), [(2, 1), (5, 1), (9, 1)]);
         assert!(h.remove(5) && h.remove(2) && h.remove(9));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn holders_at_different_versions_keep_their_own_until_they_agree() {
+        let mut h = Holders::default();
+        for s in [1, 2, 3] {
+            h.set(s, ChunkVersion(4));
+        }
+        // A lease moves the replicas to version 5 one report at a time.
+        h.set(2, ChunkVersion(5));
+        assert!(matches!(h, Holders::Spilled(_)));
+        assert_eq!(sorted(&h), [(1, 4), (2, 5), (3, 4)]);
+        assert_eq!(h.version_of(2), Some(ChunkVersion(5)));
+        assert_eq!(h.version_of(3), Some(ChunkVersion(4)));
+        assert_eq!(h.version_of(7), None);
+        h.set(1, ChunkVersion(5));
+        h.set(3, ChunkVersion(5));
+        assert!(matches!(
+            h,
+            Holders::Inline {
+                len: Len::Three,
+                ..
+            }
+        ));
+        assert_eq!(sorted(&h), [(1, 5), (2, 5), (3, 5)]);
+        // A stale replica, then its removal brings the rest back inline.
+        h.set(3, ChunkVersion(2));
+        assert_eq!(sorted(&h), [(1, 5), (2, 5), (3, 2)]);
+        assert!(h.remove(3));
+        assert!(matches!(h, Holders::Inline { len: Len::Two, .. }));
+        assert_eq!(sorted(&h), [(1, 5), (2, 5)]);
+        // A lone holder changes its version in place.
+        let mut one = Holders::default();
+        one.set(8, ChunkVersion(1));
+        one.set(8, ChunkVersion(2));
+        assert!(matches!(one, Holders::Inline { len: Len::One, .. }));
+        assert_eq!(one.version_of(8), Some(ChunkVersion(2)));
     }
 }

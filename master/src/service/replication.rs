@@ -269,7 +269,7 @@ fn movable(
 ) -> Option<(ChunkHandle, ChunkMeta)> {
     st.map.chunks_of(&from).find_map(|(h, v)| {
         let meta = st.ns.chunk(h)?;
-        let movable = meta.version == *v
+        let movable = meta.version == v
             && st.ns.open_chain(h).is_none()
             && !st.map.holds(&to, h)
             && !st.copying.contains_key(h)
