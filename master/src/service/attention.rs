@@ -68,7 +68,9 @@ impl Counts {
                 };
             }
         };
-        f(&mut self.under_replicated, t.live < t.want);
+        // fsck's rule: replicas to count on (usable, in service) short of the file's
+        // replication, so a drain or a fenced replica shows in both alike.
+        f(&mut self.under_replicated, t.effective < t.want);
         f(&mut self.missing, t.live == 0);
         f(&mut self.over_replicated, t.effective > t.want);
     }
@@ -92,7 +94,7 @@ impl Tally {
 /// Counts of chunks by standing, as last assessed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Counts {
-    /// Fewer live replicas than their replication.
+    /// Fewer replicas to count on than their replication.
     pub(super) under_replicated: u64,
     /// No live replica at all.
     pub(super) missing: u64,
@@ -284,10 +286,13 @@ pub(super) fn still_short(st: &mut State, h: ChunkHandle, now: Instant) -> bool 
 fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
     let meta = st.ns.chunk(h)?;
     let gone = st.ns.decommissioned();
+    let chain = st.ns.open_chain(h);
     let (mut live, mut effective) = (0u16, 0u16);
     for id in st.map.live_holders(h, meta.version, now) {
         live = live.saturating_add(1);
-        if !gone.contains(&id) {
+        // The rule fsck and `State::effective` follow: a replica known to have
+        // missed a write, or off an open chunk's chain, is not one to count on.
+        if st.usable(&id, h, chain) && !gone.contains(&id) {
             effective = effective.saturating_add(1);
         }
     }

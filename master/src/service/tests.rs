@@ -771,3 +771,43 @@ async fn the_chunk_table_answers_from_the_file_through_appends_and_rewrites() {
     assert_eq!(listed.len(), 2);
     assert!(hs[1..].iter().all(|h| listed.contains(h)));
 }
+
+/// Upkeep's index and fsck count a chunk's replicas by one rule: a replica fenced
+/// off by a grant on a chain without it (it missed a write) does not count, even at
+/// the chunk's version. The index counted it, so `dfs status` showed a chunk healthy
+/// that `dfs fsck` called under-replicated, and no copy was ordered until the stale
+/// replica had been deleted.
+#[tokio::test]
+async fn status_and_fsck_count_a_fenced_replica_alike() {
+    use super::report::Fsck;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = master(dir.path());
+    let holders: Vec<ServerId> = (0..3).map(|_| ServerId::random()).collect();
+    let spare = ServerId::random();
+    let h = setup(&m, &holders, &[spare]);
+    let mut st = m.lock();
+    let now = Instant::now();
+    st.safe = None;
+    super::attention::refresh(&mut st, now);
+    let counts = |m: &Master, st: &super::State| {
+        let s = m.status(st);
+        (s.under_replicated, s.missing)
+    };
+    assert_eq!(counts(&m, &st), (0, 0));
+    // A grant on two of the three: the third holds version 3 still, but stale.
+    st.fence(h, ChunkVersion(3), &holders[..2]);
+    super::attention::refresh(&mut st, now);
+    assert_eq!(
+        counts(&m, &st),
+        (1, 0),
+        "the index counts two usable replicas"
+    );
+    let mut f = Fsck::start(&st, "/", None, 10).expect("fsck");
+    while !f.step(&st, 100) {}
+    let (report, _) = f.finish();
+    assert_eq!((report.under_replicated, report.missing), (1, 0));
+    assert!(
+        super::attention::still_short(&mut st, h, now),
+        "a copy is wanted"
+    );
+}
