@@ -627,17 +627,16 @@ async fn a_server_decommissioned_in_safe_mode_has_all_its_chunks_still_to_give()
             now,
         );
     }
-    m.log_apply(
-        &mut st,
-        Mutation::Decommission {
-            server: holders[0],
-            on: true,
-        },
-    )
-    .expect("apply");
+    decommission(&m, &mut st, holders[0]);
     let me = server_status(&m, &st, holders[0]);
     assert!(me.decommissioning);
     assert_eq!(me.draining, 5);
+}
+
+/// Logs `dfs decommission` of `server`.
+fn decommission(m: &Master, st: &mut super::State, server: ServerId) {
+    let order = Mutation::Decommission { server, on: true };
+    m.log_apply(st, order).expect("apply");
 }
 
 /// What `dfs status` says of `server`.
@@ -675,14 +674,7 @@ async fn a_server_just_decommissioned_has_its_chunks_to_give_before_upkeep_runs(
         }
         let draining = |st: &super::State| server_status(&m, st, holders[0]).draining;
         assert_eq!(draining(&st), 0);
-        m.log_apply(
-            &mut st,
-            Mutation::Decommission {
-                server: holders[0],
-                on: true,
-            },
-        )
-        .expect("apply");
+        decommission(&m, &mut st, holders[0]);
         assert_eq!(draining(&st), 5, "catching up: {catching_up}");
         // Upkeep's round agrees.
         super::attention::refresh(&mut st, now);
