@@ -154,6 +154,46 @@ fn chunk_entries(ino: u64, inode: &Inode) -> impl Iterator<Item = (ChunkHandle, 
         .map(move |(i, c)| (c.handle, ChunkAt::new(ino, i)))
 }
 
+/// Every directory's entries, from the store. They come in the store's key order:
+/// one directory after another, each in name order. Each directory is built into
+/// its B-tree at once, which fills the nodes: inserted one by one in order, a
+/// B-tree leaves each node it splits about half full, and at 1 M files the entries
+/// took 182 bytes each (heaptrack) instead of about 35.
+fn load_directories(store: &Store) -> Result<HashMap<u64, BTreeMap<Name, u64>>, StoreError> {
+    fn build(
+        children: &mut HashMap<u64, BTreeMap<Name, u64>>,
+        parent: u64,
+        run: &mut Vec<(Name, u64)>,
+    ) {
+        // Sorted already, so the sort inside `collect` is one pass.
+        let built: BTreeMap<Name, u64> = run.drain(..).collect();
+        match children.entry(parent) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(built);
+            }
+            // Only if the store's order were not by directory: still correct.
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().extend(built),
+        }
+    }
+    let mut children: HashMap<u64, BTreeMap<Name, u64>> = HashMap::new();
+    let mut run: Vec<(Name, u64)> = Vec::new();
+    let mut current = None;
+    for item in store.all_dirents() {
+        let (parent, name, child) = item?;
+        if current != Some(parent) {
+            if let Some(done) = current {
+                build(&mut children, done, &mut run);
+            }
+            current = Some(parent);
+        }
+        run.push((name.into(), child));
+    }
+    if let Some(done) = current {
+        build(&mut children, done, &mut run);
+    }
+    Ok(children)
+}
+
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt {
         key: "log replay".into(),
@@ -185,14 +225,7 @@ impl Namespace {
             }
         }
         chunks.sort_unstable_by_key(|c: &(ChunkHandle, ChunkAt)| c.0);
-        let mut children: HashMap<u64, BTreeMap<Name, u64>> = HashMap::new();
-        for item in store.all_dirents() {
-            let (parent, name, child) = item?;
-            children
-                .entry(parent)
-                .or_default()
-                .insert(name.into(), child);
-        }
+        let children = load_directories(&store)?;
         let uploads: HashMap<UploadId, UploadRecord> = store.uploads()?.into_iter().collect();
         let upload_chunks = uploads
             .values()
