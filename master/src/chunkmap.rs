@@ -197,18 +197,16 @@ impl ChunkMap {
 
     /// Records the replica without noting a change; whether the server is known.
     fn add_location_quietly(&mut self, server: ServerId, report: ChunkReport) -> bool {
-        let Some(slot) = self.servers.get(&server).map(|e| e.slot) else {
+        let Some(entry) = self.servers.get_mut(&server) else {
             return false;
         };
         let Some(n) = self.records.number_or_new(report.handle) else {
             tracing::error!(handle = %report.handle, "chunk map full: replica not recorded");
             return false;
         };
+        entry.chunks.insert(n);
         if let Some(holders) = self.records.holders_mut(n) {
-            holders.set(slot, report.version);
-        }
-        if let Some(entry) = self.servers.get_mut(&server) {
-            entry.chunks.insert(n);
+            holders.set(entry.slot, report.version);
         }
         true
     }
