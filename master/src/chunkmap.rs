@@ -2,12 +2,12 @@
 //!
 //! Replica locations are learned from chunk reports (and from the chain a client
 //! committed), never stored: after a restart the master relearns them from
-//! registrations. Every chunk some server holds has a record ([`records`]) with its
+//! registrations. Every chunk some server holds has a record (`records.rs`) with its
 //! holders and the version each reported; `servers[*].chunks` is the inverse, each
 //! server's chunks by record number, kept in step by the methods here and nowhere
 //! else. Records name servers by a slot number each gets at its first registration
 //! and keeps until it is forgotten: four bytes rather than sixteen, which lets a
-//! chunk's holders fit inline ([`holders::Holders`]).
+//! chunk's holders fit inline (`holders.rs`).
 
 mod holders;
 mod records;

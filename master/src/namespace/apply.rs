@@ -1,0 +1,524 @@
+//! Applying a mutation: the one sled batch it makes (through the store's writer)
+//! and the matching in-memory changes, for live requests and log replay alike (see
+//! the parent module).
+
+use std::collections::HashSet;
+
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId};
+
+use super::{chunk_entries, corrupt, Applied, ChunkAt, Namespace};
+use crate::error::StoreError;
+use crate::mutation::Mutation;
+use crate::store::{AllocatedChunk, ChunkList, Inode, StoredChunk, TrashEntry, Txn, UploadRecord};
+
+impl Namespace {
+    /// Rewrites file `ino` after `change` edited its chunk list.
+    fn update_file(
+        &mut self,
+        txn: &mut Txn,
+        ino: u64,
+        mtime: u64,
+        change: impl FnOnce(&mut ChunkList) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .filter(|i| i.kind == FileKind::File)
+            .ok_or_else(|| corrupt(format!("append to {ino}, which is not a file")))?;
+        change(&mut inode.chunks)?;
+        inode.size = inode.chunks.iter().map(|c| c.size).sum();
+        inode.mtime = mtime;
+        txn.put_inode(ino, inode)?;
+        self.chunks.extend(chunk_entries(ino, inode));
+        Ok(())
+    }
+
+    /// Sets inode `ino`'s modification time in place (it stays the same inode).
+    fn set_mtime(&mut self, txn: &mut Txn, ino: u64, mtime: u64) -> Result<(), StoreError> {
+        let inode = self
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| corrupt(format!("times of {ino}, which does not exist")))?;
+        inode.mtime = mtime;
+        txn.put_inode(ino, inode)?;
+        Ok(())
+    }
+
+    fn set_open(
+        &mut self,
+        txn: &mut Txn,
+        handle: ChunkHandle,
+        chain: Option<&Vec<ServerId>>,
+    ) -> Result<(), StoreError> {
+        match chain {
+            Some(chain) => {
+                txn.put_open(handle, chain)?;
+                self.open.insert(handle, chain.clone());
+            }
+            None => {
+                txn.remove_open(handle);
+                self.open.remove(&handle);
+            }
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, txn: &mut Txn, parent: u64, name: &str, child: u64) {
+        txn.put_dirent(parent, name, child);
+        self.children
+            .entry(parent)
+            .or_default()
+            .insert(name.into(), child);
+    }
+
+    fn unlink(&mut self, txn: &mut Txn, parent: u64, name: &str) -> Result<u64, StoreError> {
+        txn.remove_dirent(parent, name);
+        self.children
+            .get_mut(&parent)
+            .and_then(|c| c.remove(name))
+            .ok_or_else(|| corrupt(format!("no entry {name} in directory {parent}")))
+    }
+
+    fn put_inode(&mut self, txn: &mut Txn, ino: u64, inode: Inode) -> Result<(), StoreError> {
+        txn.put_inode(ino, &inode)?;
+        if inode.kind == FileKind::File {
+            self.files += 1;
+            self.chunks.extend(chunk_entries(ino, &inode));
+        }
+        self.inodes.insert(ino, inode);
+        self.next_inode = self.next_inode.max(ino + 1);
+        Ok(())
+    }
+
+    /// Removes one inode; returns the chunks it referenced.
+    fn drop_inode(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
+        txn.remove_inode(ino);
+        if self.attrs.remove(&ino).is_some() {
+            txn.remove_attr(ino);
+        }
+        if self.links.remove(&ino).is_some() {
+            txn.remove_link(ino);
+        }
+        self.children.remove(&ino);
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return Vec::new();
+        };
+        if inode.kind != FileKind::File {
+            return Vec::new();
+        }
+        self.files -= 1;
+        let freed: Vec<ChunkHandle> = inode.chunks.iter().map(|c| c.handle).collect();
+        for h in &freed {
+            self.chunks.remove(h);
+            if self.open.remove(h).is_some() {
+                txn.remove_open(*h);
+            }
+        }
+        freed
+    }
+
+    /// Removes the subtree at `ino` (already unlinked from its parent); returns the
+    /// freed chunks.
+    fn remove_subtree(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
+        let (inodes, dirents) = self.subtree(ino);
+        for (parent, name) in dirents {
+            txn.remove_dirent(parent, &name);
+        }
+        let mut freed = Vec::new();
+        for ino in inodes {
+            freed.extend(self.drop_inode(txn, ino));
+        }
+        freed
+    }
+
+    /// Carries out mutation `seq`. Skips a sequence number already applied.
+    pub fn apply(&mut self, seq: u64, m: &Mutation) -> Result<Applied, StoreError> {
+        if seq <= self.applied {
+            return Ok(Applied::default());
+        }
+        self.writer.check()?;
+        let mut txn = Txn::default();
+        let mut freed = Vec::new();
+        match m {
+            Mutation::Mkdir { creates, mtime } => {
+                for c in creates {
+                    let dir = Inode {
+                        kind: FileKind::Dir,
+                        size: 0,
+                        replication: 0,
+                        mtime: *mtime,
+                        chunks: ChunkList::default(),
+                    };
+                    self.put_inode(&mut txn, c.ino, dir)?;
+                    self.link(&mut txn, c.parent, &c.name, c.ino);
+                }
+            }
+            Mutation::BeginUpload {
+                upload,
+                path,
+                replication,
+                overwrite,
+                at,
+            } => {
+                let rec = UploadRecord {
+                    path: path.clone(),
+                    replication: *replication,
+                    overwrite: *overwrite,
+                    touched: *at,
+                    chunks: Vec::new(),
+                };
+                txn.put_upload(*upload, &rec)?;
+                self.uploads.insert(*upload, rec);
+            }
+            Mutation::AllocateChunk {
+                upload,
+                handle,
+                version,
+                chain,
+                at,
+            } => {
+                let rec = self
+                    .uploads
+                    .get_mut(upload)
+                    .ok_or_else(|| corrupt(format!("allocation for unknown upload {upload}")))?;
+                let allocated = AllocatedChunk {
+                    handle: *handle,
+                    version: *version,
+                    chain: chain.clone(),
+                };
+                // A retry on a new chain replaces the chunk's earlier allocation.
+                match rec.chunks.iter_mut().find(|c| c.handle == *handle) {
+                    Some(c) => *c = allocated,
+                    None => rec.chunks.push(allocated),
+                }
+                rec.touched = *at;
+                txn.put_upload(*upload, rec)?;
+                self.upload_chunks.insert(*handle);
+            }
+            Mutation::EndUpload { upload } => {
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        freed.push(c.handle);
+                    }
+                }
+                txn.remove_upload(*upload);
+            }
+            Mutation::CommitFile {
+                upload,
+                parent,
+                name,
+                ino,
+                inode,
+                replaced,
+            } => {
+                if let Some(old) = replaced {
+                    self.unlink(&mut txn, *parent, name)?;
+                    freed.extend(self.drop_inode(&mut txn, *old));
+                }
+                self.put_inode(&mut txn, *ino, inode.clone())?;
+                self.link(&mut txn, *parent, name, *ino);
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        if !self.chunks.contains_key(&c.handle) {
+                            freed.push(c.handle);
+                        }
+                    }
+                }
+                txn.remove_upload(*upload);
+            }
+            Mutation::Remove { parent, name } => {
+                let ino = self.unlink(&mut txn, *parent, name)?;
+                freed = self.remove_subtree(&mut txn, ino);
+            }
+            Mutation::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+            } => {
+                let ino = self.unlink(&mut txn, *src_parent, src_name)?;
+                self.link(&mut txn, *dst_parent, dst_name, ino);
+            }
+            Mutation::Trash {
+                parent,
+                name,
+                entry,
+                original_path,
+                kind,
+                size,
+                files,
+                deleted_at,
+            } => {
+                let ino = self.unlink(&mut txn, *parent, name)?;
+                let t = TrashEntry {
+                    ino,
+                    original_path: original_path.clone(),
+                    kind: *kind,
+                    size: *size,
+                    files: *files,
+                    deleted_at: *deleted_at,
+                };
+                txn.put_trash(*entry, &t)?;
+                self.trash.insert(*entry, t);
+                self.next_inode = self.next_inode.max(entry + 1);
+            }
+            Mutation::Restore {
+                entry,
+                parent,
+                name,
+            } => {
+                let t = self
+                    .trash
+                    .remove(entry)
+                    .ok_or_else(|| corrupt(format!("restore of unknown trash entry {entry}")))?;
+                txn.remove_trash(*entry);
+                self.link(&mut txn, *parent, name, t.ino);
+            }
+            Mutation::Purge { entry } => {
+                if let Some(t) = self.trash.remove(entry) {
+                    freed = self.remove_subtree(&mut txn, t.ino);
+                }
+                txn.remove_trash(*entry);
+            }
+            Mutation::Detach { parent, name } => {
+                let ino = self.unlink(&mut txn, *parent, name)?;
+                let (_, files) = self.tally(ino);
+                self.reaping.insert(ino, files);
+                txn.set_reaping(ino, true);
+            }
+            Mutation::DetachTrash { entry } => {
+                if let Some(t) = self.trash.remove(entry) {
+                    self.reaping.insert(t.ino, t.files);
+                    txn.set_reaping(t.ino, true);
+                }
+                txn.remove_trash(*entry);
+            }
+            Mutation::Reap {
+                root,
+                dirents,
+                inodes,
+            } => {
+                for (parent, name) in dirents {
+                    txn.remove_dirent(*parent, name);
+                    if let Some(entries) = self.children.get_mut(parent) {
+                        entries.remove(name.as_str());
+                    }
+                }
+                let mut files = 0u64;
+                for ino in inodes {
+                    if self
+                        .inodes
+                        .get(ino)
+                        .is_some_and(|i| i.kind == FileKind::File)
+                    {
+                        files += 1;
+                    }
+                    freed.extend(self.drop_inode(&mut txn, *ino));
+                }
+                if inodes.contains(root) {
+                    self.reaping.remove(root);
+                    txn.set_reaping(*root, false);
+                } else if let Some(left) = self.reaping.get_mut(root) {
+                    *left = left.saturating_sub(files);
+                }
+            }
+            Mutation::SetReplication {
+                inodes,
+                replication,
+            } => {
+                for ino in inodes {
+                    let Some(inode) = self.inodes.get_mut(ino) else {
+                        continue;
+                    };
+                    inode.replication = *replication;
+                    txn.put_inode(*ino, inode)?;
+                }
+            }
+            Mutation::CreateFile {
+                parent,
+                name,
+                ino,
+                replication,
+                mtime,
+            } => {
+                let file = Inode {
+                    kind: FileKind::File,
+                    size: 0,
+                    replication: *replication,
+                    mtime: *mtime,
+                    chunks: ChunkList::default(),
+                };
+                self.put_inode(&mut txn, *ino, file)?;
+                self.link(&mut txn, *parent, name, *ino);
+            }
+            Mutation::AppendChunk {
+                ino,
+                seal,
+                handle,
+                chain,
+                mtime,
+            } => {
+                let new = StoredChunk {
+                    handle: *handle,
+                    version: ChunkVersion::FIRST,
+                    size: 0,
+                };
+                self.update_file(&mut txn, *ino, *mtime, |chunks| {
+                    if let Some((sealed, size)) = seal {
+                        let last = chunks
+                            .last_mut()
+                            .filter(|c| c.handle == *sealed)
+                            .ok_or_else(|| {
+                                corrupt(format!("seal of {sealed}, not the last chunk"))
+                            })?;
+                        last.size = *size;
+                    }
+                    chunks.push(new);
+                    Ok(())
+                })?;
+                if let Some((sealed, _)) = seal {
+                    self.set_open(&mut txn, *sealed, None)?;
+                }
+                self.set_open(&mut txn, *handle, Some(chain))?;
+            }
+            Mutation::SetChunk {
+                handle,
+                version,
+                size,
+                open,
+                mtime,
+            } => {
+                let ino = self
+                    .chunks
+                    .get(handle)
+                    .map(ChunkAt::ino)
+                    .ok_or_else(|| corrupt(format!("update of unknown chunk {handle}")))?;
+                self.update_file(&mut txn, ino, *mtime, |chunks| {
+                    let c = chunks
+                        .iter_mut()
+                        .find(|c| c.handle == *handle)
+                        .ok_or_else(|| corrupt(format!("chunk {handle} not in file {ino}")))?;
+                    c.version = *version;
+                    c.size = *size;
+                    Ok(())
+                })?;
+                self.set_open(&mut txn, *handle, open.as_ref())?;
+            }
+            Mutation::CreateKey { name, record } => {
+                txn.put_key(name, record)?;
+                self.keys.insert(name.clone(), record.clone());
+                self.keys_epoch = seq;
+            }
+            Mutation::RemoveKey { name } => {
+                txn.remove_key(name);
+                self.keys.remove(name);
+                self.keys_epoch = seq;
+            }
+            Mutation::EnrollServer {
+                server,
+                fingerprint,
+            } => {
+                txn.put_server_key(*server, fingerprint);
+                self.server_keys.insert(*server, *fingerprint);
+            }
+            Mutation::SetTimes { ino, mtime } => self.set_mtime(&mut txn, *ino, *mtime)?,
+            Mutation::SetAttr { ino, attr, mtime } => {
+                if let Some(mtime) = mtime {
+                    self.set_mtime(&mut txn, *ino, *mtime)?;
+                }
+                txn.put_attr(*ino, attr)?;
+                self.attrs.insert(*ino, *attr);
+            }
+            Mutation::Rewrite {
+                upload,
+                ino,
+                chunks,
+                mtime,
+            } => {
+                let keep: HashSet<ChunkHandle> = chunks.iter().map(|c| c.handle).collect();
+                let old = self
+                    .inodes
+                    .get(ino)
+                    .map(|i| i.chunks.clone())
+                    .unwrap_or_default();
+                for c in old.iter().filter(|c| !keep.contains(&c.handle)) {
+                    self.chunks.remove(&c.handle);
+                    freed.push(c.handle);
+                }
+                let new = chunks.clone();
+                self.update_file(&mut txn, *ino, *mtime, |list| {
+                    *list = new.into();
+                    Ok(())
+                })?;
+                if let Some(rec) = self.uploads.remove(upload) {
+                    for c in rec.chunks {
+                        self.upload_chunks.remove(&c.handle);
+                        if !keep.contains(&c.handle) {
+                            freed.push(c.handle);
+                        }
+                    }
+                }
+                txn.remove_upload(*upload);
+            }
+            Mutation::Symlink {
+                parent,
+                name,
+                ino,
+                target,
+                mtime,
+            } => {
+                let link = Inode {
+                    kind: FileKind::Symlink,
+                    size: target.len() as u64,
+                    replication: 0,
+                    mtime: *mtime,
+                    chunks: ChunkList::default(),
+                };
+                self.put_inode(&mut txn, *ino, link)?;
+                txn.put_link(*ino, target)?;
+                self.links.insert(*ino, target.clone());
+                self.link(&mut txn, *parent, name, *ino);
+            }
+            Mutation::RenameOver {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                replaced,
+            } => {
+                let ino = self.unlink(&mut txn, *src_parent, src_name)?;
+                // Renaming an entry onto itself changes nothing (POSIX).
+                if *replaced == Some(ino) {
+                    self.link(&mut txn, *src_parent, src_name, ino);
+                } else {
+                    if let Some(old) = replaced {
+                        self.unlink(&mut txn, *dst_parent, dst_name)?;
+                        freed.extend(self.drop_inode(&mut txn, *old));
+                    }
+                    self.link(&mut txn, *dst_parent, dst_name, ino);
+                }
+            }
+            Mutation::ClockFloor { secs } => {
+                if *secs > self.clock_floor {
+                    self.clock_floor = *secs;
+                    txn.set_clock_floor(*secs);
+                }
+            }
+            Mutation::Decommission { server, on } => {
+                txn.set_decommissioned(*server, *on);
+                if *on {
+                    self.decommissioned.insert(*server);
+                } else {
+                    self.decommissioned.remove(server);
+                }
+            }
+        }
+        txn.set_next_inode(self.next_inode);
+        txn.set_applied(seq);
+        self.writer.submit(txn)?;
+        self.applied = seq;
+        Ok(Applied { freed })
+    }
+}
