@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId};
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 
 use super::{chunk_entries, corrupt, Applied, ChunkAt, Namespace};
 use crate::error::StoreError;
@@ -12,6 +12,20 @@ use crate::mutation::Mutation;
 use crate::store::{AllocatedChunk, ChunkList, Inode, StoredChunk, TrashEntry, Txn, UploadRecord};
 
 impl Namespace {
+    /// Ends upload `upload`: its chunks that no file references (all of them for an
+    /// abandoned upload; those a commit or rewrite left out) are freed.
+    fn end_upload(&mut self, txn: &mut Txn, upload: &UploadId, freed: &mut Vec<ChunkHandle>) {
+        if let Some(rec) = self.uploads.remove(upload) {
+            for c in rec.chunks {
+                self.upload_chunks.remove(&c.handle);
+                if !self.chunks.contains_key(&c.handle) {
+                    freed.push(c.handle);
+                }
+            }
+        }
+        txn.remove_upload(*upload);
+    }
+
     /// Rewrites file `ino` after `change` edited its chunk list.
     fn update_file(
         &mut self,
@@ -196,13 +210,7 @@ impl Namespace {
                 self.upload_chunks.insert(*handle);
             }
             Mutation::EndUpload { upload } => {
-                if let Some(rec) = self.uploads.remove(upload) {
-                    for c in rec.chunks {
-                        self.upload_chunks.remove(&c.handle);
-                        freed.push(c.handle);
-                    }
-                }
-                txn.remove_upload(*upload);
+                self.end_upload(&mut txn, upload, &mut freed);
             }
             Mutation::CommitFile {
                 upload,
@@ -218,15 +226,7 @@ impl Namespace {
                 }
                 self.put_inode(&mut txn, *ino, inode.clone())?;
                 self.link(&mut txn, *parent, name, *ino);
-                if let Some(rec) = self.uploads.remove(upload) {
-                    for c in rec.chunks {
-                        self.upload_chunks.remove(&c.handle);
-                        if !self.chunks.contains_key(&c.handle) {
-                            freed.push(c.handle);
-                        }
-                    }
-                }
-                txn.remove_upload(*upload);
+                self.end_upload(&mut txn, upload, &mut freed);
             }
             Mutation::Remove { parent, name } => {
                 let ino = self.unlink(&mut txn, *parent, name)?;
@@ -452,15 +452,7 @@ impl Namespace {
                     *list = new.into();
                     Ok(())
                 })?;
-                if let Some(rec) = self.uploads.remove(upload) {
-                    for c in rec.chunks {
-                        self.upload_chunks.remove(&c.handle);
-                        if !keep.contains(&c.handle) {
-                            freed.push(c.handle);
-                        }
-                    }
-                }
-                txn.remove_upload(*upload);
+                self.end_upload(&mut txn, upload, &mut freed);
             }
             Mutation::Symlink {
                 parent,
