@@ -15,6 +15,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::process;
 use super::stats::{mib_per_s, per_s, Latency, Samples};
 
+/// Longest a workload waits for the deletions of the one before.
+const SETTLE: Duration = Duration::from_secs(60);
+
 /// One large transfer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Transfer {
@@ -124,11 +127,25 @@ impl Bench {
         Ok(transfer(got, start.elapsed(), cpu))
     }
 
-    /// Removes run `run`'s large file, so that runs do not pile up on the disks.
+    /// Removes run `run`'s large file, so that runs do not pile up on the disks,
+    /// and waits for the chunkservers to delete its chunks: deleting 1 GiB of
+    /// replicas while the next workload runs made its appends' batches up to five
+    /// times slower for a second (docs/benchmarks.md).
     pub async fn drop_large(&self, run: u32) -> Result<(), ClientError> {
         self.client
             .remove(&self.path(&format!("big-{run}")), false, true)
-            .await
+            .await?;
+        self.settle().await
+    }
+
+    /// Waits until the master holds no garbage replicas (up to [`SETTLE`]; a
+    /// cluster that takes longer is measured as it is).
+    pub async fn settle(&self) -> Result<(), ClientError> {
+        let until = Instant::now() + SETTLE;
+        while self.client.status().await?.garbage > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     /// `files` files of `size` bytes, `concurrency` at a time, stored and read back;
