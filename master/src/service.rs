@@ -124,18 +124,32 @@ impl Minter {
 }
 
 impl State {
-    /// Live replicas at `version` on servers in service (not being decommissioned).
+    /// Live replicas at `version` that count toward the chunk's replication.
     fn effective(
         &self,
         h: &ChunkHandle,
         version: ChunkVersion,
         now: Instant,
     ) -> Vec<(ServerId, String)> {
-        let gone = self.ns.decommissioned();
-        self.current(h, version, now)
+        let chain = self.ns.open_chain(h);
+        self.map
+            .replicas(h, version, now)
             .into_iter()
-            .filter(|(id, _)| !gone.contains(id))
+            .filter(|(id, _)| self.counts(id, h, chain))
             .collect()
+    }
+
+    /// Whether `server`'s live replica of `h` at its current version counts toward
+    /// the chunk's replication: usable (see [`State::usable`]), and on a server in
+    /// service, not one being decommissioned. The one rule by which `dfs fsck`,
+    /// upkeep (and so `dfs status`) and re-replication count replicas.
+    pub(super) fn counts(
+        &self,
+        server: &ServerId,
+        h: &ChunkHandle,
+        chain: Option<&[ServerId]>,
+    ) -> bool {
+        self.usable(server, h, chain) && !self.ns.decommissioned().contains(server)
     }
 }
 

@@ -285,14 +285,11 @@ pub(super) fn still_short(st: &mut State, h: ChunkHandle, now: Instant) -> bool 
 /// How `h` stands now (`None`: no file references it).
 fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
     let meta = st.ns.chunk(h)?;
-    let gone = st.ns.decommissioned();
     let chain = st.ns.open_chain(h);
     let (mut live, mut effective) = (0u16, 0u16);
     for id in st.map.live_holders(h, meta.version, now) {
         live = live.saturating_add(1);
-        // The rule fsck and `State::effective` follow: a replica known to have
-        // missed a write, or off an open chunk's chain, is not one to count on.
-        if st.usable(&id, h, chain) && !gone.contains(&id) {
+        if st.counts(&id, h, chain) {
             effective = effective.saturating_add(1);
         }
     }

@@ -154,7 +154,6 @@ fn check(
         corrupt: 0,
         stale: 0,
     };
-    let gone = st.ns.decommissioned();
     for c in &inode.chunks {
         // One pass over the holders: at 10 M files the lookups into the chunk map
         // are most of fsck's time, each a likely cache (and TLB) miss.
@@ -166,8 +165,7 @@ fn check(
             }
             if version == c.version {
                 all += 1;
-                // What `State::effective` counts: usable, and not being decommissioned.
-                if st.usable(&server, &c.handle, chain) && !gone.contains(&server) {
+                if st.counts(&server, &c.handle, chain) {
                     live += 1;
                 }
             } else if version < c.version {
