@@ -10,6 +10,7 @@
 //! chunk's holders fit inline (`holders.rs`).
 
 mod holders;
+mod number_set;
 mod records;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use dfs_protocol::{ChunkHandle, ChunkReport, ChunkVersion, ErrorCode, ServerId, ServerStatus};
 use rand::seq::SliceRandom;
 
+use number_set::NumberSet;
 use records::Records;
 
 /// Chunk creations within this window count as recent for placement.
@@ -51,7 +53,7 @@ struct ServerEntry {
     load: u32,
     last_seen: Instant,
     /// What it holds, by record number (the version is in the record).
-    chunks: HashSet<u32>,
+    chunks: NumberSet,
     /// When chunks were recently placed here.
     recent: VecDeque<Instant>,
     /// Whether the server was alive when upkeep last asked for changes: a server that
@@ -215,7 +217,7 @@ impl ChunkMap {
         if let (Some(entry), Some(n)) =
             (self.servers.get_mut(&server), self.records.number(&handle))
         {
-            if entry.chunks.remove(&n) {
+            if entry.chunks.remove(n) {
                 let slot = entry.slot;
                 self.unlocate(n, slot);
             }
@@ -239,7 +241,7 @@ impl ChunkMap {
         let slot = match &old {
             Some(old) => {
                 old_handles.reserve(old.chunks.len());
-                for &n in &old.chunks {
+                for n in old.chunks.iter() {
                     if let Some(h) = self.handle_of(n) {
                         old_handles.push(h);
                     }
@@ -257,7 +259,7 @@ impl ChunkMap {
                 used,
                 load: 0,
                 last_seen: now,
-                chunks: HashSet::with_capacity(chunks.len()),
+                chunks: NumberSet::default(),
                 recent: VecDeque::new(),
                 seen_alive: true,
                 slot,
@@ -338,7 +340,7 @@ impl ChunkMap {
         self.records.number(handle).is_some_and(|n| {
             self.servers
                 .get(server)
-                .is_some_and(|e| e.chunks.contains(&n))
+                .is_some_and(|e| e.chunks.contains(n))
         })
     }
 
@@ -363,12 +365,8 @@ impl ChunkMap {
     /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
     /// to servers, not chunks.
     pub fn footprint(&self) -> Vec<crate::footprint::Part> {
-        use crate::footprint::{hash_table, Part};
-        let per_server: u64 = self
-            .servers
-            .values()
-            .map(|e| hash_table::<u32, ()>(e.chunks.capacity()))
-            .sum();
+        use crate::footprint::Part;
+        let per_server: u64 = self.servers.values().map(|e| e.chunks.footprint()).sum();
         // Holders inline in the records; a chunk with more than three, or with
         // holders at different versions, spills to the heap, which is rare and not
         // counted (counting would cost a pass).
@@ -523,7 +521,7 @@ impl ChunkMap {
             .into_iter()
             .flat_map(|e| e.chunks.iter())
             .filter_map(move |n| {
-                let r = self.records.get(*n)?;
+                let r = self.records.get(n)?;
                 Some((&r.handle, r.holders.version_of(slot)?))
             })
     }
@@ -552,7 +550,7 @@ impl ChunkMap {
             .collect();
         for id in &gone {
             if let Some(entry) = self.servers.remove(id) {
-                for &n in &entry.chunks {
+                for n in entry.chunks.iter() {
                     if let Some(handle) = self.handle_of(n) {
                         self.touch(handle);
                     }
