@@ -5,7 +5,7 @@
 //! sixteen-byte handles, and with no version beside them (the record keeps each
 //! holder's). At 10 million chunks on three replicas, per-server maps of handle to
 //! version cost 98 bytes a chunk and a map of handle to holders 55 more; numbered,
-//! the sets cost about 20 and the records 40.
+//! the records cost 40, and the sets (`number_set.rs`) 1 to 10.
 //!
 //! A handle is found through a hash table of numbers alone: the handle to compare
 //! is the one in the number's record. A `HashMap` of handle to number held the
