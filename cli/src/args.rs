@@ -506,10 +506,17 @@ pub(crate) mod bench_defaults {
     /// Enough that one appender's run is not mostly its lease being granted.
     pub(crate) const APPEND_RECORDS: u64 = 64;
     pub(crate) const APPENDERS: [u32; 3] = [1, 4, 16];
-    /// Two batches' worth of 1 MiB records (a primary writes up to 8 MiB at once):
-    /// the next batch is already there when one is answered. Over 512 records on a
-    /// quiet cluster, 16 gave 339–350 MiB/s and 8 gave 309–310 (docs/benchmarks.md).
+    /// Records in flight over all appenders of a run, shared out evenly (at least
+    /// one each): two batches' worth of 1 MiB records (a primary writes up to 8 MiB
+    /// at once), so the next batch is already there when one is answered. One
+    /// appender gave 339–350 MiB/s with 16 and 309–310 with 8; 16 appenders gave
+    /// 384 MiB/s with 1 each and 294 with 16 each (docs/benchmarks.md).
     pub(crate) const APPEND_IN_FLIGHT: u32 = 16;
+
+    /// Records each of `appenders` keeps in flight when not set.
+    pub(crate) fn append_in_flight(appenders: u32) -> u32 {
+        (APPEND_IN_FLIGHT / appenders.max(1)).max(1)
+    }
     pub(crate) const META_OPS: u64 = 2000;
     pub(crate) const META_CLIENTS: u32 = 32;
     pub(crate) const META_IN_FLIGHT: u32 = 1;
@@ -546,8 +553,10 @@ pub(crate) enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         appenders: Vec<u32>,
         /// Records each appender keeps in flight (they land whole, in any order).
-        #[arg(long, default_value_t = bench_defaults::APPEND_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=64))]
-        in_flight: u32,
+        /// Default: 16 shared out over each run's appenders, at least 1 each (16, 4
+        /// and 1 for 1, 4 and 16 appenders).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        in_flight: Option<u32>,
     },
     /// mkdir, create, rename and stat, each OPS times, spread over CLIENTS clients.
     Meta {
@@ -898,7 +907,7 @@ mod tests {
                 record: D::APPEND_RECORD,
                 records: D::APPEND_RECORDS,
                 appenders: D::APPENDERS.to_vec(),
-                in_flight: D::APPEND_IN_FLIGHT,
+                in_flight: None,
             }
         );
         assert_eq!(

@@ -185,18 +185,20 @@ impl Bench {
     }
 
     /// For each count in `appenders`: that many clients append `records` records of
-    /// `record` bytes each to one new file, `in_flight` records at once per client.
+    /// `record` bytes each to one new file, `in_flight(appenders)` records at once
+    /// per client.
     pub async fn append(
         &self,
         appenders: &[u32],
         record: u64,
         records: u64,
-        in_flight: u32,
+        in_flight: impl Fn(u32) -> u32,
         run: u32,
     ) -> Result<Vec<AppendRun>, ClientError> {
         let mut out = Vec::new();
         let body = Bytes::from(vec![0x5a; usize::try_from(record).unwrap_or(1 << 20)]);
         for &n in appenders {
+            let in_flight = in_flight(n);
             let path = self.path(&format!("append-{n}-{run}"));
             let start = Instant::now();
             let runs = (0..n.max(1)).map(|_| {

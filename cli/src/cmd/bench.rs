@@ -364,7 +364,7 @@ async fn run(
             D::APPENDERS.to_vec(),
             D::APPEND_RECORD,
             D::APPEND_RECORDS,
-            D::APPEND_IN_FLIGHT,
+            None,
         )),
         _ => None,
     };
@@ -373,7 +373,13 @@ async fn run(
         for n in 0..runs {
             each.push(
                 bench
-                    .append(&appenders, record, records, in_flight, n)
+                    .append(
+                        &appenders,
+                        record,
+                        records,
+                        |each| in_flight.unwrap_or_else(|| D::append_in_flight(each)),
+                        n,
+                    )
                     .await?,
             );
         }
