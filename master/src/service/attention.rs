@@ -297,7 +297,7 @@ fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
         live,
         effective,
         want: u16::try_from(meta.replication).unwrap_or(u16::MAX),
-        open: st.ns.open_chain(h).is_some(),
+        open: chain.is_some(),
     })
 }
 
