@@ -64,7 +64,7 @@ pub(crate) fn disk_writer(
     let mut writer = store.create(handle, version)?;
     while let Some(piece) = rx.blocking_recv() {
         match piece {
-            Piece::Data(bytes) => writer.write(&bytes)?,
+            Piece::Data(bytes) => writer.write_bytes(bytes)?,
             Piece::Commit => return writer.commit(),
         }
     }

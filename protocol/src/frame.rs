@@ -40,6 +40,12 @@ pub const READ_BUFFER: usize = 16 << 10;
 /// A frame at least this large is decoded out of a buffer reserved for it, which the
 /// codec then lets go rather than keep for the connection's life.
 const RELEASE_AFTER: usize = 256 << 10;
+/// Large payloads start at a multiple of this in memory, so that a chunkserver can
+/// hand them to an `O_DIRECT` write as they are instead of copying them into an
+/// aligned buffer (4 KiB: the logical block size of common devices).
+pub const PAYLOAD_ALIGN: usize = 4096;
+/// Payloads of at least this many bytes are aligned (see [`PAYLOAD_ALIGN`]).
+const ALIGN_FROM: usize = 64 << 10;
 
 const KIND_REQUEST: u8 = 1;
 const KIND_RESPONSE: u8 = 2;
@@ -228,6 +234,25 @@ fn decode_body(kind: u8, header: &[u8]) -> Result<Body, CodecError> {
     })
 }
 
+/// Moves the start of a frame of `total` bytes, whose payload begins `head` bytes in,
+/// to a buffer of its own where that payload starts at a multiple of
+/// [`PAYLOAD_ALIGN`], with room for the whole frame. The rest of the frame is then
+/// read straight into place. Copies what has arrived so far (usually at most one
+/// read buffer's worth); a payload already aligned where it is stays put.
+fn realign(src: &mut BytesMut, head: usize, total: usize) {
+    let aligned = |b: &BytesMut| (b.as_ptr() as usize + head).is_multiple_of(PAYLOAD_ALIGN);
+    if aligned(src) && src.capacity() >= total {
+        return;
+    }
+    let mut fresh = BytesMut::with_capacity(total + PAYLOAD_ALIGN);
+    let pad = (PAYLOAD_ALIGN - (fresh.as_ptr() as usize + head) % PAYLOAD_ALIGN) % PAYLOAD_ALIGN;
+    fresh.resize(pad, 0);
+    fresh.advance(pad);
+    fresh.extend_from_slice(src);
+    debug_assert!(aligned(&fresh) && fresh.capacity() >= total);
+    *src = fresh;
+}
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = CodecError;
@@ -239,8 +264,13 @@ impl Decoder for FrameCodec {
         let prelude = Prelude::parse(&src[..PRELUDE_LEN], self.limits)?;
         let total = PRELUDE_LEN + prelude.header_len + prelude.payload_len;
         if src.len() < total {
-            // Bounded by the limits checked above; one reservation instead of many regrowths.
-            src.reserve(total - src.len());
+            if prelude.payload_len >= ALIGN_FROM {
+                realign(src, PRELUDE_LEN + prelude.header_len, total);
+            } else {
+                // Bounded by the limits checked above; one reservation instead of many
+                // regrowths.
+                src.reserve(total - src.len());
+            }
             return Ok(None);
         }
         src.advance(PRELUDE_LEN);

@@ -825,3 +825,56 @@ async fn requests_before_authentication_and_version_mismatch_are_refused() {
         ProtocolError::Remote(ErrorCode::VersionMismatch { .. })
     ));
 }
+
+/// A large payload read as `FramedRead` reads (into the buffer's spare room, never
+/// past it) starts at a multiple of `PAYLOAD_ALIGN`, whatever the header's length
+/// and however the first read fell, so a chunkserver can write it with `O_DIRECT`
+/// as it is; and the frame arrives whole.
+#[test]
+fn a_large_payload_lands_aligned() {
+    use dfs_protocol::frame::PAYLOAD_ALIGN;
+    let mut codec = FrameCodec::default();
+    for (i, (payload_len, first_read)) in [
+        (1usize << 20, 16usize << 10),
+        (1 << 20, PRELUDE_LEN),
+        ((1 << 20) + 17, 5000),
+        (64 << 10, 100),
+        (8 << 20, 16 << 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payload: Bytes = (0..payload_len).map(|b| (b * 7 + i) as u8).collect();
+        let path = "x".repeat(i * 13);
+        let f = Frame::request(
+            RequestId(i as u64),
+            Request::Master(ClientToMaster::Stat { path }),
+        )
+        .with_payload(payload);
+        let mut wire = BytesMut::new();
+        codec.encode(f.clone(), &mut wire).expect("encode");
+        let mut buf = BytesMut::with_capacity(16 << 10);
+        let mut at = first_read.min(wire.len());
+        buf.extend_from_slice(&wire[..at]);
+        let mut got = None;
+        for _ in 0..10_000 {
+            if let Some(frame) = codec.decode(&mut buf).expect("decode") {
+                got = Some(frame);
+                break;
+            }
+            let room = buf.capacity() - buf.len();
+            assert!(room > 0, "the codec left no room for the rest of the frame");
+            let n = room.min(wire.len() - at).min(300_000);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+        }
+        let got = got.expect("the frame arrives");
+        assert_eq!(
+            got.payload.as_ptr() as usize % PAYLOAD_ALIGN,
+            0,
+            "payload of {payload_len} after a first read of {first_read}"
+        );
+        assert_eq!(got, f);
+        assert!(buf.is_empty());
+    }
+}

@@ -21,6 +21,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 /// Alignment for address, length and offset: 4 KiB covers every logical block size
 /// Linux file systems use for `O_DIRECT` on common devices.
 pub const ALIGN: usize = 4096;
@@ -36,6 +38,11 @@ pub struct SequentialFile {
     direct: Option<Aligned>,
     /// With `O_DIRECT`: bytes written to the file so far (where the buffer goes).
     written: u64,
+    /// With `O_DIRECT`: aligned pieces held as they came, to be written in one
+    /// vectored write without copying (see [`SequentialFile::write_bytes`]). They
+    /// come before anything in the buffer.
+    held: Vec<Bytes>,
+    held_len: usize,
 }
 
 /// The write buffer: `raw[start..]` is the data gathered, `start` the first
@@ -254,6 +261,8 @@ impl SequentialFile {
                         file,
                         direct: Some(Aligned::new()),
                         written: 0,
+                        held: Vec::new(),
+                        held_len: 0,
                     })
                 }
                 // EINVAL: this file system has no O_DIRECT; nothing was created.
@@ -265,6 +274,8 @@ impl SequentialFile {
             file: open(0)?,
             direct: None,
             written: 0,
+            held: Vec::new(),
+            held_len: 0,
         })
     }
 
@@ -275,14 +286,63 @@ impl SequentialFile {
     }
 
     pub fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write_held()?;
         match self.direct.as_mut() {
             Some(buf) => buf.push(&self.file, &mut self.written, data),
             None => self.file.write_all(data),
         }
     }
 
+    /// [`SequentialFile::write_all`] for bytes the caller owns. With `O_DIRECT`, a
+    /// piece whose address and length are multiples of [`ALIGN`] (as the frame
+    /// codec lays out large payloads) is kept as it is and written from where it
+    /// lies, a buffer's worth at a time, instead of being copied into the aligned
+    /// buffer: that copy was 13% of a chunkserver's CPU in a replication-3 put.
+    pub fn write_bytes(&mut self, data: Bytes) -> std::io::Result<()> {
+        let fits = |b: &Bytes| {
+            !b.is_empty()
+                && (b.as_ptr() as usize).is_multiple_of(ALIGN)
+                && b.len().is_multiple_of(ALIGN)
+        };
+        match self.direct.as_ref() {
+            Some(buf) if buf.filled() == 0 && fits(&data) => {
+                self.held_len += data.len();
+                self.held.push(data);
+                if self.held_len >= BUFFER {
+                    self.write_held()?;
+                }
+                Ok(())
+            }
+            _ => self.write_all(&data),
+        }
+    }
+
+    /// Writes the held pieces at the end of the file, in one vectored write when the
+    /// device takes it whole.
+    fn write_held(&mut self) -> std::io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut at = self.written;
+        let mut skip = 0usize;
+        while skip < self.held_len {
+            let slices = unwritten(&self.held, skip);
+            let n = rustix::io::pwritev(&self.file, &slices, at)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            skip += n;
+            at += n as u64;
+        }
+        self.written = at;
+        self.held.clear();
+        self.held_len = 0;
+        Ok(())
+    }
+
     /// Writes what is buffered and fsyncs data and metadata; the file is closed.
     pub fn finish(mut self) -> std::io::Result<()> {
+        self.write_held()?;
         if let Some(buf) = self.direct.as_mut() {
             let (end, padded_end) = buf.flush_padded(&self.file, self.written)?;
             if padded_end != end {
@@ -291,6 +351,20 @@ impl SequentialFile {
         }
         self.file.sync_all()
     }
+}
+
+/// The parts of `pieces` past their first `skip` bytes, as slices to write.
+fn unwritten(pieces: &[Bytes], mut skip: usize) -> Vec<std::io::IoSlice<'_>> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        out.push(std::io::IoSlice::new(&p[skip..]));
+        skip = 0;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -326,6 +400,62 @@ mod tests {
                     std::fs::read(&path).unwrap(),
                     data,
                     "len {len} direct {direct}"
+                );
+            }
+        }
+    }
+
+    /// `data` at an address that is a multiple of `ALIGN`, as the frame codec
+    /// places large payloads.
+    fn aligned(data: &[u8]) -> Bytes {
+        let mut v = vec![0u8; data.len() + ALIGN];
+        let off = v.as_ptr().align_offset(ALIGN);
+        v[off..off + data.len()].copy_from_slice(data);
+        Bytes::from(v).slice(off..off + data.len())
+    }
+
+    /// Owned pieces, aligned and not, in every order: aligned ones are held and
+    /// written from where they lie, the others copied, and the file reads back
+    /// exactly either way.
+    #[test]
+    fn owned_pieces_aligned_or_not_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1 << 20;
+        let shapes: [&[(usize, bool)]; 5] = [
+            &[
+                (mib, true),
+                (mib, true),
+                (mib, true),
+                (mib, true),
+                (mib, true),
+            ],
+            &[(mib, true), (777, false), (mib, true), (mib, false)],
+            &[(5000, false), (mib, true), (mib, true)],
+            &[(mib, true), (mib, true), (4096 * 3, true), (100, true)],
+            &[(BUFFER, true), (BUFFER * 2, true), (mib + 1, true)],
+        ];
+        for (i, shape) in shapes.iter().enumerate() {
+            for direct in [true, false] {
+                let path = dir.path().join(format!("o{i}-{direct}"));
+                let mut f = SequentialFile::create(&path, direct).unwrap();
+                let mut want = Vec::new();
+                for (j, &(len, align)) in shape.iter().enumerate() {
+                    let data: Vec<u8> = (0..len).map(|b| (b * 13 + j * 7 + i) as u8).collect();
+                    want.extend_from_slice(&data);
+                    let piece = if align {
+                        aligned(&data)
+                    } else {
+                        Bytes::copy_from_slice(&data)
+                    };
+                    f.write_bytes(piece).unwrap();
+                    if direct && i == 0 && j == 0 {
+                        assert_eq!(f.held_len, mib, "an aligned piece is held, not copied");
+                    }
+                }
+                f.finish().unwrap();
+                assert!(
+                    std::fs::read(&path).unwrap() == want,
+                    "shape {i} direct {direct}"
                 );
             }
         }
