@@ -82,6 +82,8 @@ async fn serve(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, shutdown: Cancellat
         Err(_) => return tracing::info!("handshake timed out"),
     };
     tracing::debug!(%peer, "authenticated");
+    // Chunk packets arrive here: placed so that they go to disk without a copy.
+    conn.align_payloads();
     let idle = ctx.config.idle_timeout;
     loop {
         let frame = tokio::select! {

@@ -153,6 +153,13 @@ where
         }
     }
 
+    /// Receives large payloads at aligned addresses from now on (see
+    /// [`FrameCodec::aligning_payloads`]).
+    pub fn align_payloads(&mut self) {
+        let codec = *self.reader.decoder();
+        *self.reader.decoder_mut() = codec.aligning_payloads(true);
+    }
+
     /// Payload bytes (bulk data) received and sent on this connection so far.
     pub fn payload_bytes(&self) -> (u64, u64) {
         (self.payload_in, self.payload_out)

@@ -40,8 +40,9 @@ pub const READ_BUFFER: usize = 16 << 10;
 /// A frame at least this large is decoded out of a buffer reserved for it, which the
 /// codec then lets go rather than keep for the connection's life.
 const RELEASE_AFTER: usize = 256 << 10;
-/// Large payloads start at a multiple of this in memory, so that a chunkserver can
-/// hand them to an `O_DIRECT` write as they are instead of copying them into an
+/// Large payloads start at a multiple of this in memory (when the codec is asked
+/// to: [`FrameCodec::aligning_payloads`]), so that a chunkserver can hand them to an
+/// `O_DIRECT` write as they are instead of copying them into an
 /// aligned buffer (4 KiB: the logical block size of common devices).
 pub const PAYLOAD_ALIGN: usize = 4096;
 /// Payloads of at least this many bytes are aligned (see [`PAYLOAD_ALIGN`]).
@@ -156,11 +157,26 @@ fn checked_len(len: usize, max: u32, header: bool) -> Result<u32, CodecError> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FrameCodec {
     limits: Limits,
+    /// Whether large payloads are placed at aligned addresses (see
+    /// [`FrameCodec::aligning_payloads`]).
+    align: bool,
 }
 
 impl FrameCodec {
     pub fn new(limits: Limits) -> Self {
-        FrameCodec { limits }
+        FrameCodec {
+            limits,
+            align: false,
+        }
+    }
+
+    /// Places every payload of 64 KiB or more at a multiple of [`PAYLOAD_ALIGN`]
+    /// in memory, for a receiver that writes payloads with `O_DIRECT` (a
+    /// chunkserver). Off by default: a receiver that does not paid for it in
+    /// fresh buffers, 9% more CPU in a client's get.
+    pub fn aligning_payloads(mut self, on: bool) -> Self {
+        self.align = on;
+        self
     }
 
     pub fn limits(&self) -> Limits {
@@ -264,7 +280,7 @@ impl Decoder for FrameCodec {
         let prelude = Prelude::parse(&src[..PRELUDE_LEN], self.limits)?;
         let total = PRELUDE_LEN + prelude.header_len + prelude.payload_len;
         if src.len() < total {
-            if prelude.payload_len >= ALIGN_FROM {
+            if self.align && prelude.payload_len >= ALIGN_FROM {
                 realign(src, PRELUDE_LEN + prelude.header_len, total);
             } else {
                 // Bounded by the limits checked above; one reservation instead of many

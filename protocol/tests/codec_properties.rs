@@ -826,14 +826,14 @@ async fn requests_before_authentication_and_version_mismatch_are_refused() {
     ));
 }
 
-/// A large payload read as `FramedRead` reads (into the buffer's spare room, never
+/// With alignment asked for, a large payload read as `FramedRead` reads (into the buffer's spare room, never
 /// past it) starts at a multiple of `PAYLOAD_ALIGN`, whatever the header's length
 /// and however the first read fell, so a chunkserver can write it with `O_DIRECT`
 /// as it is; and the frame arrives whole.
 #[test]
 fn a_large_payload_lands_aligned() {
     use dfs_protocol::frame::PAYLOAD_ALIGN;
-    let mut codec = FrameCodec::default();
+    let mut codec = FrameCodec::default().aligning_payloads(true);
     for (i, (payload_len, first_read)) in [
         (1usize << 20, 16usize << 10),
         (1 << 20, PRELUDE_LEN),
