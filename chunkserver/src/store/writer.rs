@@ -99,38 +99,24 @@ pub struct ChunkWriter {
 
 impl ChunkWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.admit(data)?;
-        if let Some(mem) = self.mem.as_mut() {
-            mem.extend_from_slice(data);
-        } else {
-            let written = self.file_mut()?.write_all(data);
-            written
-                .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
-        }
-        self.len += data.len() as u64;
-        Ok(())
+        self.write_with(data, |file| file.write_all(data))
     }
 
     /// [`ChunkWriter::write`] for bytes the caller owns: with `O_DIRECT`, aligned
     /// ones reach the disk without a copy (see `SequentialFile::write_bytes`).
     pub fn write_bytes(&mut self, data: Bytes) -> Result<(), StoreError> {
-        self.admit(&data)?;
-        let n = data.len() as u64;
-        if let Some(mem) = self.mem.as_mut() {
-            mem.extend_from_slice(&data);
-        } else {
-            let written = self.file_mut()?.write_bytes(data);
-            written
-                .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
-        }
-        self.len += n;
-        Ok(())
+        let owned = data.clone();
+        self.write_with(&data, move |file| file.write_bytes(owned))
     }
 
     /// Checks and reserves room for `data`, moves to a file of its own if it no
-    /// longer packs, and hashes it (before the write: a file may hold the bytes for
-    /// a later vectored write).
-    fn admit(&mut self, data: &[u8]) -> Result<(), StoreError> {
+    /// longer packs, hashes it, and keeps it in memory or has `to_file` write it.
+    /// Hashed first: a file may hold owned bytes for a later vectored write.
+    fn write_with(
+        &mut self,
+        data: &[u8],
+        to_file: impl FnOnce(&mut SequentialFile) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
         let n = data.len() as u64;
         if self.len + n > MAX_CHUNK_LEN {
             return Err(ErrorCode::BadRequest {
@@ -145,6 +131,14 @@ impl ChunkWriter {
             self.open_file()?;
         }
         self.hasher.update(data);
+        if let Some(mem) = self.mem.as_mut() {
+            mem.extend_from_slice(data);
+        } else {
+            let written = to_file(self.file_mut()?);
+            written
+                .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
+        }
+        self.len += n;
         Ok(())
     }
 
