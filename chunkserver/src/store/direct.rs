@@ -42,7 +42,6 @@ pub struct SequentialFile {
     /// vectored write without copying (see [`SequentialFile::write_bytes`]). They
     /// come before anything in the buffer.
     held: Vec<Bytes>,
-    held_len: usize,
 }
 
 /// The write buffer: `raw[start..]` is the data gathered, `start` the first
@@ -262,7 +261,6 @@ impl SequentialFile {
                         direct: Some(Aligned::new()),
                         written: 0,
                         held: Vec::new(),
-                        held_len: 0,
                     })
                 }
                 // EINVAL: this file system has no O_DIRECT; nothing was created.
@@ -275,7 +273,6 @@ impl SequentialFile {
             direct: None,
             written: 0,
             held: Vec::new(),
-            held_len: 0,
         })
     }
 
@@ -306,9 +303,8 @@ impl SequentialFile {
         };
         match self.direct.as_ref() {
             Some(buf) if buf.filled() == 0 && fits(&data) => {
-                self.held_len += data.len();
                 self.held.push(data);
-                if self.held_len >= BUFFER {
+                if self.held_len() >= BUFFER {
                     self.write_held()?;
                 }
                 Ok(())
@@ -317,15 +313,18 @@ impl SequentialFile {
         }
     }
 
+    /// Bytes held for the next vectored write (a handful of pieces).
+    fn held_len(&self) -> usize {
+        self.held.iter().map(Bytes::len).sum()
+    }
+
     /// Writes the held pieces at the end of the file, in one vectored write when the
     /// device takes it whole.
     fn write_held(&mut self) -> std::io::Result<()> {
-        if self.held.is_empty() {
-            return Ok(());
-        }
+        let total = self.held_len();
         let mut at = self.written;
         let mut skip = 0usize;
-        while skip < self.held_len {
+        while skip < total {
             let slices = unwritten(&self.held, skip);
             let n = rustix::io::pwritev(&self.file, &slices, at)?;
             if n == 0 {
@@ -336,7 +335,6 @@ impl SequentialFile {
         }
         self.written = at;
         self.held.clear();
-        self.held_len = 0;
         Ok(())
     }
 
@@ -449,7 +447,7 @@ mod tests {
                     };
                     f.write_bytes(piece).unwrap();
                     if direct && i == 0 && j == 0 {
-                        assert_eq!(f.held_len, mib, "an aligned piece is held, not copied");
+                        assert_eq!(f.held_len(), mib, "an aligned piece is held, not copied");
                     }
                 }
                 f.finish().unwrap();
