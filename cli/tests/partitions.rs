@@ -2,11 +2,16 @@
 //! partition, through the test kit's proxy in front of it. It keeps heartbeating, so
 //! the master still counts it alive; puts fail over around it and gets read the
 //! other replicas. Healed, every byte reads back and `fsck` is healthy.
+//!
+//! And a master whose connections are lost on the way (every packet of a dial
+//! dropped, as 5% loss on a link does now and then for longer than the connect
+//! timeout): a request that only reads is sent again on a new connection.
 
 use std::time::Duration;
 
+use dfs_client::ClientError;
 use dfs_client::{Client, ClientOptions, PutOptions};
-use dfs_testkit::{bounded, cluster_in, data, wait_until, Direction, Procs};
+use dfs_testkit::{bounded, cluster, cluster_in, data, wait_until, Direction, FaultProxy, Procs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunkserver_nobody_reaches_is_routed_around_and_healed() {
@@ -96,4 +101,51 @@ async fn a_chunkserver_nobody_reaches_is_routed_around_and_healed() {
         cluster.shutdown().await.expect("shutdown");
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_connection_is_lost_is_sent_again() {
+    bounded(async {
+        let (_dir, cluster) = cluster().await;
+        let body = data(300_000, 7);
+        cluster
+            .client()
+            .put("/f", &body[..], PutOptions::default())
+            .await
+            .expect("put");
+        let proxy = FaultProxy::start(&cluster.master_addr().to_string()).await;
+        let timeout = Duration::from_millis(500);
+        let c = Client::with_options(
+            proxy.addr().to_string(),
+            dfs_protocol::Identity::cluster_admin(cluster.secret()),
+            ClientOptions {
+                connect_timeout: timeout,
+                io_timeout: timeout,
+                ..ClientOptions::default()
+            },
+        );
+
+        // Two dials answer nothing; the third gets through.
+        proxy.swallow_next(2);
+        let mut got = Vec::new();
+        c.get("/f", &mut got)
+            .await
+            .expect("a get whose first two dials were lost");
+        assert_eq!(got, body);
+        assert_eq!(proxy.to_swallow(), 0, "both lost dials were made");
+
+        // Three lost dials are the caller's error, after three tries, not before.
+        let fresh = c.reconfigured(|_| {});
+        proxy.swallow_next(3);
+        let started = std::time::Instant::now();
+        let err = fresh.stat("/f").await.expect_err("three lost dials");
+        assert!(
+            matches!(err, ClientError::Timeout { .. }),
+            "a timeout, not {err}"
+        );
+        assert_eq!(proxy.to_swallow(), 0, "tried three times");
+        assert!(started.elapsed() >= timeout * 3, "{:?}", started.elapsed());
+        proxy.stop().await;
+    })
+    .await;
 }

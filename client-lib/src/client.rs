@@ -221,28 +221,41 @@ impl Client {
 
     /// One request to the master; an error code comes back as `ClientError::Remote`.
     /// Waits out an unreachable master for up to `master_wait` (see
-    /// [`ClientOptions::master_wait`]).
+    /// [`ClientOptions::master_wait`]). A request that only reads is sent again, up
+    /// to [`READ_ATTEMPTS`] times in all, when its answer never came: on a lossy
+    /// network one connection can lose its SYNs for longer than the connect timeout
+    /// while the next gets through.
     pub(crate) async fn master_call(&self, request: Request) -> Result<Response, ClientError> {
         let wait = self.inner.options.master_wait;
-        if wait.is_zero() {
+        let reads_only = matches!(&request, Request::Master(r) if r.reads_only());
+        if wait.is_zero() && !reads_only {
             return self.master_link_call(request).await;
         }
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(50);
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             let result = self.master_link_call(request.clone()).await;
-            let again = match &result {
+            let waiting = match &result {
                 Err(ClientError::Remote(
                     ErrorCode::Unavailable { .. } | ErrorCode::NotEnoughServers { .. },
                 )) => true,
                 Err(ClientError::Peer { source, .. }) => master_gone(source),
                 _ => false,
             };
-            if !again || started.elapsed() >= wait {
+            let lost = reads_only
+                && attempts < READ_ATTEMPTS
+                && result
+                    .as_ref()
+                    .err()
+                    .and_then(ClientError::unreachable)
+                    .is_some();
+            if !(lost || waiting && started.elapsed() < wait) {
                 return result;
             }
             if let Err(e) = &result {
-                tracing::warn!(error = %e, "the master cannot serve {} yet; waiting", request.name());
+                tracing::warn!(error = %e, attempts, "no answer from the master to {} yet; trying again", request.name());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
@@ -1086,6 +1099,10 @@ impl Client {
         Ok(parts)
     }
 }
+
+/// How many times a request that only reads goes to the master before its
+/// timeout or broken connection is the caller's error.
+pub(crate) const READ_ATTEMPTS: u32 = 3;
 
 /// Whether a failed master exchange means the master is gone (refused, or an idle
 /// pooled connection found closed by its restart).

@@ -264,6 +264,47 @@ impl ClientToMaster {
             ClientToMaster::FsckFrom { .. } => "FsckFrom",
         }
     }
+
+    /// Whether the request only reads: sent twice, it changes nothing, so a client
+    /// may send it again when the first answer never came.
+    pub fn reads_only(&self) -> bool {
+        match self {
+            ClientToMaster::List { .. }
+            | ClientToMaster::Stat { .. }
+            | ClientToMaster::Status
+            | ClientToMaster::TrashList
+            | ClientToMaster::Fsck { .. }
+            | ClientToMaster::ListKeys
+            | ClientToMaster::ListPage { .. }
+            | ClientToMaster::TrashPage { .. }
+            | ClientToMaster::FsckPage { .. }
+            | ClientToMaster::StatusPage { .. }
+            | ClientToMaster::ReadLink { .. }
+            | ClientToMaster::Summary { .. }
+            | ClientToMaster::FsckFrom { .. } => true,
+            ClientToMaster::Mkdir { .. }
+            | ClientToMaster::Delete { .. }
+            | ClientToMaster::BeginPut { .. }
+            | ClientToMaster::AllocateChunk { .. }
+            | ClientToMaster::CommitPut { .. }
+            | ClientToMaster::AbortPut { .. }
+            | ClientToMaster::Rename { .. }
+            | ClientToMaster::TrashRestore { .. }
+            | ClientToMaster::RetryChunk { .. }
+            | ClientToMaster::SetReplication { .. }
+            | ClientToMaster::Decommission { .. }
+            | ClientToMaster::Balance { .. }
+            | ClientToMaster::AppendTarget { .. }
+            | ClientToMaster::CreateKey { .. }
+            | ClientToMaster::RemoveKey { .. }
+            | ClientToMaster::Touch { .. }
+            | ClientToMaster::TrashEmpty
+            | ClientToMaster::SetAttr { .. }
+            | ClientToMaster::CommitRewrite { .. }
+            | ClientToMaster::Symlink { .. }
+            | ClientToMaster::RenameOver { .. } => false,
+        }
+    }
 }
 
 impl From<ClientToMaster> for Request {

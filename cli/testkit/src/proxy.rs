@@ -5,6 +5,8 @@
 //!   would look to TCP, and flow again once healed, as retransmissions would;
 //! - a delay on every piece forwarded;
 //! - dropped connections: new ones are closed as soon as they arrive;
+//! - swallowed connections: the next few are accepted and then answered nothing,
+//!   as a dial whose every packet is lost looks to the dialer at its timeout;
 //! - resets: every open connection is cut with a RST.
 //!
 //! It also counts the bytes it forwarded each way, so a test can tell what crossed.
@@ -12,7 +14,7 @@
 //! Put one between any two nodes by handing its address to the side that dials: a
 //! client's `Routes`, a chunkserver's `--master`, a master address given to clients.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +55,8 @@ pub struct FaultProxy {
     tasks: TaskTracker,
     /// Bytes forwarded: [to the target, from the target].
     forwarded: Arc<[AtomicU64; 2]>,
+    /// How many of the next connections to swallow.
+    swallow: Arc<AtomicU32>,
 }
 
 const PIECE: usize = 64 << 10;
@@ -71,15 +75,19 @@ impl FaultProxy {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             forwarded: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+            swallow: Arc::new(AtomicU32::new(0)),
         };
         proxy.tasks.spawn(accept_loop(
             listener,
-            proxy.target.clone(),
-            proxy.faults.subscribe(),
-            proxy.resets.clone(),
-            proxy.stop.clone(),
-            proxy.tasks.clone(),
-            proxy.forwarded.clone(),
+            Accepting {
+                target: proxy.target.clone(),
+                faults: proxy.faults.subscribe(),
+                resets: proxy.resets.clone(),
+                stop: proxy.stop.clone(),
+                tasks: proxy.tasks.clone(),
+                forwarded: proxy.forwarded.clone(),
+                swallow: proxy.swallow.clone(),
+            },
         ));
         proxy
     }
@@ -128,6 +136,17 @@ impl FaultProxy {
         self.faults.send_modify(|f| f.drop_new = on);
     }
 
+    /// Accepts the next `n` connections and holds them open, reading nothing and
+    /// forwarding nothing, until the proxy stops; later ones are served as before.
+    pub fn swallow_next(&self, n: u32) {
+        self.swallow.store(n, Ordering::Relaxed);
+    }
+
+    /// How many of the connections `swallow_next` asked for are still to come.
+    pub fn to_swallow(&self) -> u32 {
+        self.swallow.load(Ordering::Relaxed)
+    }
+
     /// Cuts every open connection with a RST; new ones are served as before.
     pub fn reset(&self) {
         let mut token = self
@@ -152,15 +171,27 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop shares with the proxy's handle.
+struct Accepting {
     target: String,
     faults: watch::Receiver<Faults>,
     resets: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
     tasks: TaskTracker,
     forwarded: Arc<[AtomicU64; 2]>,
-) {
+    swallow: Arc<AtomicU32>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Accepting) {
+    let Accepting {
+        target,
+        faults,
+        resets,
+        stop,
+        tasks,
+        forwarded,
+        swallow,
+    } = shared;
     loop {
         let (inbound, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -171,6 +202,17 @@ async fn accept_loop(
         };
         if faults.borrow().drop_new {
             drop(inbound);
+            continue;
+        }
+        let swallowed = swallow
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if swallowed {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                drop(inbound);
+            });
             continue;
         }
         let reset = resets
