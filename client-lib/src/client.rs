@@ -246,16 +246,17 @@ impl Client {
             };
             let lost = reads_only
                 && attempts < READ_ATTEMPTS
-                && result
-                    .as_ref()
-                    .err()
-                    .and_then(ClientError::unreachable)
-                    .is_some();
-            if !(lost || waiting && started.elapsed() < wait) {
+                && result.as_ref().is_err_and(lost_on_the_way);
+            let waiting = waiting && started.elapsed() < wait;
+            if !(lost || waiting) {
                 return result;
             }
             if let Err(e) = &result {
-                tracing::warn!(error = %e, attempts, "no answer from the master to {} yet; trying again", request.name());
+                if waiting {
+                    tracing::warn!(error = %e, "the master cannot serve {} yet; waiting", request.name());
+                } else {
+                    tracing::info!(error = %e, attempts, "no answer from the master to {}; sending it again", request.name());
+                }
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
@@ -1103,6 +1104,21 @@ impl Client {
 /// How many times a request that only reads goes to the master before its
 /// timeout or broken connection is the caller's error.
 pub(crate) const READ_ATTEMPTS: u32 = 3;
+
+/// Whether an exchange failed on the way (no answer in time, a connection broken),
+/// as a lossy network fails one now and then; not a refusal, which says at once and
+/// for sure that nobody listens there.
+fn lost_on_the_way(e: &ClientError) -> bool {
+    match e {
+        ClientError::Timeout { .. } => true,
+        ClientError::Peer { source, .. } => !matches!(
+            source,
+            ProtocolError::Codec(dfs_protocol::CodecError::Io(io))
+                if io.kind() == std::io::ErrorKind::ConnectionRefused
+        ),
+        _ => false,
+    }
+}
 
 /// Whether a failed master exchange means the master is gone (refused, or an idle
 /// pooled connection found closed by its restart).
