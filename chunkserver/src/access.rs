@@ -145,6 +145,12 @@ fn needs(request: &Request) -> Option<(Sender, ChunkHandle, ChunkVersion, u8, &C
             handle,
             version,
             token,
+        })
+        | Request::Chunk(ChunkRequest::ReadStored {
+            handle,
+            version,
+            token,
+            ..
         }) => (
             Sender::ClientOrPeer(Role::ReadOnly),
             *handle,

@@ -1,4 +1,4 @@
-//! Verified, streamed chunk reads.
+//! Streamed chunk reads, verified here or by the reader.
 
 use dfs_protocol::{
     ChunkHandle, ChunkVersion, ErrorCode, Frame, ProtocolError, RequestId, Response,
@@ -14,18 +14,43 @@ use crate::store::Blocks;
 /// Pieces buffered between the disk reader and the network for one read.
 const READ_QUEUE: usize = 2;
 
-/// Streams a verified byte range as `ReadData` frames of at most one packet each,
-/// widened to whole checksum blocks and carrying their checksums. A damaged replica
-/// is quarantined and the read answered with the checksum error.
+/// The part of one chunk a read asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Range {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Who hashes the blocks of a read against their stored checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// This chunkserver, before sending (`ReadChunk`: peers copying a replica).
+    Here,
+    /// The reader, which gets the stored checksums with the blocks and verifies them
+    /// anyway (`ReadStored`: clients). Hashing here too cost a get a fifth of the
+    /// chunkserver's CPU for nothing the reader's check does not already catch; a
+    /// reader that finds damage asks for `Digest`, and the scrubber covers the rest.
+    ByReader,
+}
+
+/// Streams a byte range as `ReadData` frames of at most one packet each, widened to
+/// whole checksum blocks and carrying their checksums. Damage found here quarantines
+/// the replica, and the read is answered with the checksum error.
 pub(crate) async fn read_chunk(
     ctx: &Ctx,
     conn: &mut Conn,
     id: RequestId,
-    handle: ChunkHandle,
-    version: ChunkVersion,
-    offset: u64,
-    len: u64,
+    range: Range,
+    check: Check,
 ) -> Result<(), ProtocolError> {
+    let Range {
+        handle,
+        version,
+        offset,
+        len,
+    } = range;
     let _slot = match crate::server::stream_slot(ctx).await {
         Ok(slot) => slot,
         Err(busy) => {
@@ -47,7 +72,10 @@ pub(crate) async fn read_chunk(
                 // Keep each frame within one packet even when `pos` is not block-aligned.
                 let lead = pos % CHECKSUM_BLOCK;
                 let n = (end - pos).min(PACKET_SIZE as u64 - lead);
-                let blocks = reader.read_blocks(pos, n)?;
+                let blocks = match check {
+                    Check::Here => reader.read_blocks(pos, n)?,
+                    Check::ByReader => reader.read_stored(pos, n)?,
+                };
                 pos += n;
                 let last = pos >= end;
                 if tx.blocking_send(Ok((blocks, last))).is_err() || last {

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::access;
 use crate::ctx::{Busy, Ctx};
 use crate::net::Conn;
+use crate::read::{Check, Range};
 use crate::stream::read_packets;
 
 /// A peer that has not proven itself by then is dropped: unauthenticated
@@ -231,7 +232,31 @@ async fn chunk_link(
             ..
         } => {
             let span = tracing::debug_span!("read", %handle, %version, offset, len);
-            crate::read::read_chunk(ctx, conn, id, handle, version, offset, len)
+            let range = Range {
+                handle,
+                version,
+                offset,
+                len,
+            };
+            crate::read::read_chunk(ctx, conn, id, range, Check::Here)
+                .instrument(span)
+                .await
+        }
+        ChunkRequest::ReadStored {
+            handle,
+            version,
+            offset,
+            len,
+            ..
+        } => {
+            let span = tracing::debug_span!("read_stored", %handle, %version, offset, len);
+            let range = Range {
+                handle,
+                version,
+                offset,
+                len,
+            };
+            crate::read::read_chunk(ctx, conn, id, range, Check::ByReader)
                 .instrument(span)
                 .await
         }

@@ -2,6 +2,11 @@
 //! partial block and the checksum file, truncation, deletion, old versions — and read
 //! through the client: always the right bytes or a clear error, never wrong bytes; the
 //! bad replica is replaced within a bounded time and fsck is healthy again.
+//!
+//! Clients read with `ReadStored`, which a chunkserver answers without hashing: the
+//! client's own check finds the damage and its `Digest` request has the chunkserver
+//! quarantine the replica. Peers copying a chunk read with `ReadChunk`, verified at
+//! the source.
 
 use std::fs::{self, OpenOptions};
 use std::path::PathBuf;
@@ -335,6 +340,83 @@ async fn damage_to_packed_replicas_is_caught_and_repaired() {
             }
         }
         cluster.shutdown().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_read_is_sent_as_stored_and_a_peer_read_is_verified() {
+    use dfs_protocol::{
+        ChunkRequest, ErrorCode, Frame, PeerKind, ProtocolError, Request, Response,
+    };
+    bounded(async {
+        let (_dir, cluster, _c, content, stat) = setup(false).await;
+        let chunk = &stat.chunks[0];
+        let addr = chunk.replicas[0].clone();
+        let file = chunk_file(&cluster, server_of(&cluster, &addr), &chunk.handle, "chunk");
+        flip(&file, 100);
+        let mut conn = dfs_protocol::net::dial(
+            &addr,
+            PeerKind::Client,
+            &dfs_protocol::Identity::cluster_admin(cluster.secret()),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("dial the chunkserver");
+
+        // As stored: the damaged block comes out with its stored checksum.
+        let id = conn.next_request_id();
+        let read = Request::Chunk(ChunkRequest::ReadStored {
+            handle: chunk.handle,
+            version: chunk.version,
+            offset: 0,
+            len: 1000,
+            token: chunk.token,
+        });
+        conn.send(&Frame::request(id, read)).await.expect("send");
+        let (response, payload) = conn.recv_response(id, "ReadStored").await.expect("data");
+        let Response::ReadData {
+            last,
+            offset,
+            checksums,
+        } = response
+        else {
+            panic!("not data: {response:?}");
+        };
+        assert!(last && offset == 0 && checksums.len() == 1);
+        assert_eq!(payload.len(), 64 << 10, "the whole block");
+        assert_ne!(
+            &payload[..],
+            &content[..payload.len()],
+            "the damaged bytes, as stored"
+        );
+        assert_eq!(
+            dfs_protocol::checksum::verify_blocks(&payload, &checksums),
+            Err(0),
+            "for the reader to find"
+        );
+        assert!(file.exists(), "not hashed there, so not quarantined yet");
+
+        // A peer's read, verified there, refuses them and quarantines the replica
+        // (the client's `Digest` after a failed check: the test above).
+        let verified = conn
+            .call(Request::Chunk(ChunkRequest::ReadChunk {
+                handle: chunk.handle,
+                version: chunk.version,
+                offset: 0,
+                len: 1000,
+                token: chunk.token,
+            }))
+            .await;
+        assert!(
+            matches!(
+                verified,
+                Err(ProtocolError::Remote(ErrorCode::ChecksumMismatch { .. }))
+            ),
+            "{verified:?}"
+        );
+        assert!(!file.exists(), "quarantined");
+        cluster.shutdown().await.expect("shutdown");
     })
     .await
 }

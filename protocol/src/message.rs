@@ -421,6 +421,17 @@ pub enum ChunkRequest {
         version: ChunkVersion,
         token: ChunkToken,
     },
+    /// As `ReadChunk`, answered the same way, but the blocks go out as stored, not
+    /// hashed by the chunkserver: the reader verifies them against the checksums
+    /// that come with them, which it must do anyway, and on a mismatch asks for
+    /// `Digest`, which verifies the replica here and quarantines it if damaged.
+    ReadStored {
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        offset: u64,
+        len: u64,
+        token: ChunkToken,
+    },
 }
 
 impl ChunkRequest {
@@ -434,6 +445,7 @@ impl ChunkRequest {
             ChunkRequest::ChunkLength { .. } => "ChunkLength",
             ChunkRequest::CopyFrom { .. } => "CopyFrom",
             ChunkRequest::Digest { .. } => "Digest",
+            ChunkRequest::ReadStored { .. } => "ReadStored",
         }
     }
 }
