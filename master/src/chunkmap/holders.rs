@@ -1,5 +1,5 @@
 //! The servers holding one chunk, by slot number (see [`super::ChunkMap`]), each
-//! with the version it reported: kept per chunk in 24 bytes.
+//! with the version it reported: kept per chunk in 16 bytes.
 //!
 //! At 10 million chunks this set is the master's most numerous object. As a
 //! `HashSet<ServerId>` it cost about 190 bytes a chunk: the set's own header, and a
@@ -8,6 +8,11 @@
 //! form keeps one version for all of them; holders at different versions (a lease
 //! just granted, a stale replica), or more than three, move to the heap with a
 //! version each, and come back inline once they agree again.
+//!
+//! Inline slots are two bytes each: slots are numbered densely from 0 as servers
+//! register, so any cluster of up to 65,536 servers keeps every chunk inline, and
+//! a chunk on a slot past that simply spills. Four-byte slots made this 24 bytes
+//! and each chunk's record 40; at 10 million chunks the 8 bytes are 80 MB.
 
 use dfs_protocol::ChunkVersion;
 
@@ -46,11 +51,11 @@ impl Len {
 pub(super) enum Holders {
     Inline {
         len: Len,
-        slots: [u32; INLINE],
+        slots: [u16; INLINE],
         /// Every inline holder's version.
         version: ChunkVersion,
     },
-    // Boxed so that the enum stays 24 bytes (a `Vec` is 24 on its own): the spilled
+    // Boxed so that the enum stays 16 bytes (a `Vec` is 24 on its own): the spilled
     // case is rare, and its second allocation is the price of every chunk being
     // smaller.
     #[allow(clippy::box_collection)]
@@ -70,7 +75,7 @@ impl Default for Holders {
 impl Holders {
     /// The slots with their versions, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u32, ChunkVersion)> + '_ {
-        let (inline, version, spilled): (&[u32], ChunkVersion, &[(u32, ChunkVersion)]) = match self
+        let (inline, version, spilled): (&[u16], ChunkVersion, &[(u32, ChunkVersion)]) = match self
         {
             Holders::Inline {
                 len,
@@ -81,7 +86,7 @@ impl Holders {
         };
         inline
             .iter()
-            .map(move |s| (*s, version))
+            .map(move |s| (u32::from(*s), version))
             .chain(spilled.iter().copied())
     }
 
@@ -104,11 +109,14 @@ impl Holders {
     /// Records that `slot` holds the chunk at `version`, added or replacing the
     /// version it held.
     pub(super) fn set(&mut self, slot: u32, at: ChunkVersion) {
-        if let Holders::Inline {
-            len,
-            slots,
-            version,
-        } = self
+        if let (
+            Holders::Inline {
+                len,
+                slots,
+                version,
+            },
+            Ok(slot),
+        ) = (&mut *self, u16::try_from(slot))
         {
             let n = len.get();
             let held = slots[..n].contains(&slot);
@@ -138,7 +146,7 @@ impl Holders {
         match self {
             Holders::Inline { len, slots, .. } => {
                 let n = len.get();
-                let Some(i) = slots[..n].iter().position(|s| *s == slot) else {
+                let Some(i) = slots[..n].iter().position(|s| u32::from(*s) == slot) else {
                     return false;
                 };
                 slots.copy_within(i + 1..n, i);
@@ -160,10 +168,11 @@ impl Holders {
     /// Inline when the holders fit and agree on the version; spilled otherwise.
     fn from_vec(all: Vec<(u32, ChunkVersion)>) -> Holders {
         let agree = all.windows(2).all(|w| w[0].1 == w[1].1);
-        if all.len() <= INLINE && agree {
+        let short: Option<Vec<u16>> = all.iter().map(|(s, _)| u16::try_from(*s).ok()).collect();
+        if let (true, true, Some(short)) = (all.len() <= INLINE, agree, short) {
             let mut slots = [0; INLINE];
-            for (cell, (s, _)) in slots.iter_mut().zip(&all) {
-                *cell = *s;
+            for (cell, s) in slots.iter_mut().zip(short) {
+                *cell = s;
             }
             return Holders::Inline {
                 len: Len::of(all.len()),
@@ -186,9 +195,9 @@ mod tests {
     }
 
     #[test]
-    fn twenty_four_bytes_and_any_number_of_holders() {
-        assert_eq!(std::mem::size_of::<Holders>(), 24);
-        assert_eq!(std::mem::size_of::<Option<Holders>>(), 24);
+    fn sixteen_bytes_and_any_number_of_holders() {
+        assert_eq!(std::mem::size_of::<Holders>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Holders>>(), 16);
         let v1 = ChunkVersion(1);
         let mut h = Holders::default();
         assert!(h.is_empty());
@@ -254,5 +263,25 @@ mod tests {
         one.set(8, ChunkVersion(2));
         assert!(matches!(one, Holders::Inline { len: Len::One, .. }));
         assert_eq!(one.version_of(8), Some(ChunkVersion(2)));
+    }
+
+    #[test]
+    fn slots_past_two_bytes_spill_and_stay_exact() {
+        let v = ChunkVersion(3);
+        let big = u32::from(u16::MAX) + 1;
+        let mut h = Holders::default();
+        h.set(7, v);
+        h.set(big, v);
+        assert!(matches!(h, Holders::Spilled(_)), "{h:?}");
+        assert_eq!(sorted(&h), [(7, 3), (big, 3)]);
+        assert_eq!(h.version_of(big), Some(v));
+        assert!(h.remove(big));
+        assert!(matches!(h, Holders::Inline { len: Len::One, .. }));
+        assert_eq!(sorted(&h), [(7, 3)]);
+        // The largest two-byte slot is still inline, and no slot aliases another.
+        h.set(u32::from(u16::MAX), v);
+        assert!(matches!(h, Holders::Inline { len: Len::Two, .. }));
+        assert!(!h.remove(big + 7));
+        assert_eq!(sorted(&h), [(7, 3), (u32::from(u16::MAX), 3)]);
     }
 }

@@ -5,7 +5,7 @@
 //! sixteen-byte handles, and with no version beside them (the record keeps each
 //! holder's). At 10 million chunks on three replicas, per-server maps of handle to
 //! version cost 98 bytes a chunk and a map of handle to holders 55 more; numbered,
-//! the records cost 40, and the sets (`number_set.rs`) 1 to 10.
+//! the records cost 32, and the sets (`number_set.rs`) 1 to 10.
 //!
 //! A handle is found through a hash table of numbers alone: the handle to compare
 //! is the one in the number's record. A `HashMap` of handle to number held the
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn forty_bytes_a_record_and_numbers_come_back() {
-        assert_eq!(std::mem::size_of::<Option<Record>>(), 40);
+        assert_eq!(std::mem::size_of::<Option<Record>>(), 32);
         let mut r = Records::default();
         let hs: Vec<ChunkHandle> = (0..PAGE + 10).map(|_| ChunkHandle::random()).collect();
         for (i, h) in hs.iter().enumerate() {
