@@ -212,6 +212,11 @@ async fn chunk_link(
     id: RequestId,
     request: ChunkRequest,
 ) -> Result<(), ProtocolError> {
+    // Clients' reads come as stored; peers' are verified here (see `read.rs`).
+    let check = match request {
+        ChunkRequest::ReadStored { .. } => Check::ByReader,
+        _ => Check::Here,
+    };
     match request {
         ChunkRequest::WriteChunk {
             handle,
@@ -230,33 +235,22 @@ async fn chunk_link(
             offset,
             len,
             ..
-        } => {
-            let span = tracing::debug_span!("read", %handle, %version, offset, len);
-            let range = Range {
-                handle,
-                version,
-                offset,
-                len,
-            };
-            crate::read::read_chunk(ctx, conn, id, range, Check::Here)
-                .instrument(span)
-                .await
         }
-        ChunkRequest::ReadStored {
+        | ChunkRequest::ReadStored {
             handle,
             version,
             offset,
             len,
             ..
         } => {
-            let span = tracing::debug_span!("read_stored", %handle, %version, offset, len);
+            let span = tracing::debug_span!("read", %handle, %version, offset, len, ?check);
             let range = Range {
                 handle,
                 version,
                 offset,
                 len,
             };
-            crate::read::read_chunk(ctx, conn, id, range, Check::ByReader)
+            crate::read::read_chunk(ctx, conn, id, range, check)
                 .instrument(span)
                 .await
         }
