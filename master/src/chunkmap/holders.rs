@@ -168,17 +168,19 @@ impl Holders {
     /// Inline when the holders fit and agree on the version; spilled otherwise.
     fn from_vec(all: Vec<(u32, ChunkVersion)>) -> Holders {
         let agree = all.windows(2).all(|w| w[0].1 == w[1].1);
-        let short: Option<Vec<u16>> = all.iter().map(|(s, _)| u16::try_from(*s).ok()).collect();
-        if let (true, true, Some(short)) = (all.len() <= INLINE, agree, short) {
+        if all.len() <= INLINE && agree {
             let mut slots = [0; INLINE];
-            for (cell, s) in slots.iter_mut().zip(short) {
-                *cell = s;
+            let fit = slots
+                .iter_mut()
+                .zip(&all)
+                .all(|(cell, (s, _))| u16::try_from(*s).map(|s| *cell = s).is_ok());
+            if fit {
+                return Holders::Inline {
+                    len: Len::of(all.len()),
+                    slots,
+                    version: all.first().map_or(ChunkVersion(0), |(_, v)| *v),
+                };
             }
-            return Holders::Inline {
-                len: Len::of(all.len()),
-                slots,
-                version: all.first().map_or(ChunkVersion(0), |(_, v)| *v),
-            };
         }
         Holders::Spilled(Box::new(all))
     }
