@@ -237,7 +237,7 @@ impl Client {
         loop {
             attempts += 1;
             let result = self.master_link_call(request.clone()).await;
-            let waiting = match &result {
+            let unavailable = match &result {
                 Err(ClientError::Remote(
                     ErrorCode::Unavailable { .. } | ErrorCode::NotEnoughServers { .. },
                 )) => true,
@@ -247,7 +247,7 @@ impl Client {
             let lost = reads_only
                 && attempts < READ_ATTEMPTS
                 && result.as_ref().is_err_and(lost_on_the_way);
-            let waiting = waiting && started.elapsed() < wait;
+            let waiting = unavailable && started.elapsed() < wait;
             if !(lost || waiting) {
                 return result;
             }
@@ -1126,7 +1126,7 @@ impl Client {
 
 /// How many times a request that only reads goes to the master before its
 /// timeout or broken connection is the caller's error.
-pub(crate) const READ_ATTEMPTS: u32 = 3;
+const READ_ATTEMPTS: u32 = 3;
 
 /// Whether an exchange failed on the way (no answer in time, a connection broken),
 /// as a lossy network fails one now and then; not a refusal, which says at once and
