@@ -134,8 +134,7 @@ impl ChunkWriter {
         if let Some(mem) = self.mem.as_mut() {
             mem.extend_from_slice(data);
         } else {
-            let written = to_file(self.file_mut()?);
-            written
+            to_file(self.file_mut()?)
                 .map_err(|e| StoreError::io(format!("write {}", self.tmp_chunk.display()), e))?;
         }
         self.len += n;
