@@ -31,6 +31,7 @@ use crate::store::{
     Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, UploadRecord, ROOT,
 };
 use inode_table::InodeTable;
+pub use inode_table::{Chunks, InodeRef};
 use name::Name;
 
 /// What the master knows of a chunk that a file (visible or in the trash) references.
@@ -147,9 +148,11 @@ impl ChunkAt {
 }
 
 /// The chunk table entries of file `ino`.
-fn chunk_entries(ino: u64, inode: &Inode) -> impl Iterator<Item = (ChunkHandle, ChunkAt)> + '_ {
-    inode
-        .chunks
+fn chunk_entries(
+    ino: u64,
+    chunks: &[StoredChunk],
+) -> impl Iterator<Item = (ChunkHandle, ChunkAt)> + '_ {
+    chunks
         .iter()
         .enumerate()
         .map(move |(i, c)| (c.handle, ChunkAt::new(ino, i)))
@@ -222,7 +225,7 @@ impl Namespace {
         let mut chunks = Vec::with_capacity(chunk_count);
         for (ino, inode) in inodes.iter() {
             if inode.kind == FileKind::File {
-                chunks.extend(chunk_entries(ino, inode));
+                chunks.extend(chunk_entries(ino, &inode.chunks));
             }
         }
         chunks.sort_unstable_by_key(|c: &(ChunkHandle, ChunkAt)| c.0);
@@ -371,8 +374,9 @@ impl Namespace {
         vec![
             Part {
                 structure: "inodes",
-                // A file's first chunk is inline; those past it, about as many as
-                // chunks outnumber files, are on the heap.
+                // A file of one chunk holds it inline; a file of several holds them
+                // all on the heap, about as many as chunks outnumber files (the
+                // first of each such file is not counted).
                 bytes: self.inodes.footprint()
                     + vec_heap::<StoredChunk>(
                         stored_chunks.saturating_sub(usize::try_from(self.files).unwrap_or(0)),
@@ -438,7 +442,7 @@ impl Namespace {
     }
 
     /// A file by inode number.
-    pub fn file(&self, ino: u64) -> Option<&Inode> {
+    pub fn file(&self, ino: u64) -> Option<InodeRef<'_>> {
         self.inodes.get(&ino).filter(|i| i.kind == FileKind::File)
     }
 
@@ -511,7 +515,7 @@ impl Namespace {
             .collect())
     }
 
-    fn inode(&self, ino: u64) -> Result<&Inode, StoreError> {
+    fn inode(&self, ino: u64) -> Result<InodeRef<'_>, StoreError> {
         self.inodes
             .get(&ino)
             .ok_or_else(|| corrupt(format!("inode {ino} is referenced but missing")))
@@ -529,7 +533,7 @@ impl Namespace {
     }
 
     /// Walks `comps` from the root.
-    fn resolve(&self, comps: &[String]) -> Result<(u64, &Inode), OpError> {
+    fn resolve(&self, comps: &[String]) -> Result<(u64, InodeRef<'_>), OpError> {
         let mut ino = ROOT;
         let mut inode = self.inode(ROOT)?;
         for (i, name) in comps.iter().enumerate() {
@@ -687,22 +691,22 @@ impl Namespace {
     pub fn stat(&self, raw: &str) -> Result<(String, Inode), OpError> {
         let comps = path::components(raw)?;
         let (_, inode) = self.resolve(&comps)?;
-        Ok((path::join(&comps), inode.clone()))
+        Ok((path::join(&comps), inode.to_inode()))
     }
 
-    /// The attributes of inode `ino` (of `inode`).
-    pub fn attr(&self, ino: u64, inode: &Inode) -> Attr {
+    /// The attributes of inode `ino`, of kind `kind` and modified at `mtime`.
+    pub fn attr(&self, ino: u64, kind: FileKind, mtime: u64) -> Attr {
         self.attrs
             .get(&ino)
             .copied()
-            .unwrap_or_else(|| Attr::default_for(inode.kind, inode.mtime))
+            .unwrap_or_else(|| Attr::default_for(kind, mtime))
     }
 
     /// The canonical path, the inode number and the inode at `raw`.
     pub fn stat_ino(&self, raw: &str) -> Result<(String, u64, Inode), OpError> {
         let comps = path::components(raw)?;
         let (ino, inode) = self.resolve(&comps)?;
-        Ok((path::join(&comps), ino, inode.clone()))
+        Ok((path::join(&comps), ino, inode.to_inode()))
     }
 
     /// `chmod`, `chown`, `touch -a`/`-m` with times: the attributes of `raw` with
@@ -718,7 +722,7 @@ impl Namespace {
                 .into());
             }
         }
-        let old = self.attr(ino, inode);
+        let old = self.attr(ino, inode.kind, inode.mtime);
         let attr = Attr {
             mode: change.mode.unwrap_or(old.mode),
             uid: change.uid.unwrap_or(old.uid),

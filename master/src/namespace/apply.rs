@@ -34,28 +34,31 @@ impl Namespace {
         mtime: u64,
         change: impl FnOnce(&mut ChunkList) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let inode = self
-            .inodes
-            .get_mut(&ino)
-            .filter(|i| i.kind == FileKind::File)
-            .ok_or_else(|| corrupt(format!("append to {ino}, which is not a file")))?;
-        change(&mut inode.chunks)?;
-        inode.size = inode.chunks.iter().map(|c| c.size).sum();
-        inode.mtime = mtime;
-        txn.put_inode(ino, inode)?;
-        self.chunks.extend(chunk_entries(ino, inode));
-        Ok(())
+        let not_a_file = || corrupt(format!("append to {ino}, which is not a file"));
+        let table = &mut self.chunks;
+        self.inodes
+            .update(ino, |inode| {
+                if inode.kind != FileKind::File {
+                    return Err(not_a_file());
+                }
+                change(&mut inode.chunks)?;
+                inode.size = inode.chunks.iter().map(|c| c.size).sum();
+                inode.mtime = mtime;
+                txn.put_inode(ino, inode)?;
+                table.extend(chunk_entries(ino, &inode.chunks));
+                Ok(())
+            })
+            .unwrap_or_else(|| Err(not_a_file()))
     }
 
     /// Sets inode `ino`'s modification time in place (it stays the same inode).
     fn set_mtime(&mut self, txn: &mut Txn, ino: u64, mtime: u64) -> Result<(), StoreError> {
-        let inode = self
-            .inodes
-            .get_mut(&ino)
-            .ok_or_else(|| corrupt(format!("times of {ino}, which does not exist")))?;
-        inode.mtime = mtime;
-        txn.put_inode(ino, inode)?;
-        Ok(())
+        self.inodes
+            .update(ino, |inode| {
+                inode.mtime = mtime;
+                txn.put_inode(ino, inode)
+            })
+            .unwrap_or_else(|| Err(corrupt(format!("times of {ino}, which does not exist"))))
     }
 
     fn set_open(
@@ -97,7 +100,7 @@ impl Namespace {
         txn.put_inode(ino, &inode)?;
         if inode.kind == FileKind::File {
             self.files += 1;
-            self.chunks.extend(chunk_entries(ino, &inode));
+            self.chunks.extend(chunk_entries(ino, &inode.chunks));
         }
         self.inodes.insert(ino, inode);
         self.next_inode = self.next_inode.max(ino + 1);
@@ -329,11 +332,11 @@ impl Namespace {
                 replication,
             } => {
                 for ino in inodes {
-                    let Some(inode) = self.inodes.get_mut(ino) else {
-                        continue;
-                    };
-                    inode.replication = *replication;
-                    txn.put_inode(*ino, inode)?;
+                    let put = self.inodes.update(*ino, |inode| {
+                        inode.replication = *replication;
+                        txn.put_inode(*ino, inode)
+                    });
+                    put.transpose()?;
                 }
             }
             Mutation::CreateFile {
@@ -441,7 +444,7 @@ impl Namespace {
                 let old = self
                     .inodes
                     .get(ino)
-                    .map(|i| i.chunks.clone())
+                    .map(|i| i.chunks.to_vec())
                     .unwrap_or_default();
                 for c in old.iter().filter(|c| !keep.contains(&c.handle)) {
                     self.chunks.remove(&c.handle);

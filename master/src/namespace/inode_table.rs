@@ -1,4 +1,5 @@
-//! The namespace's inodes by number, in pages of 64 consecutive numbers.
+//! The namespace's inodes by number, in pages of 64 consecutive numbers, each
+//! packed into 48 bytes.
 //!
 //! Inode numbers are handed out in order, so live inodes sit close together. A hash
 //! table keyed by number paid for the key, a control byte and, at 10 million
@@ -7,20 +8,215 @@
 //! order, so a full page costs the inodes and about a byte each besides. A page
 //! that empties is dropped, and one mostly emptied gives its spare room back, so a
 //! file that outlives its neighbours costs at most about a page header more.
+//!
+//! An [`Inode`] is 64 bytes: its chunk list holds one chunk inline, and the list's
+//! tag cannot share the inode's spare bytes. Most files are one chunk as long as the
+//! file, so the table keeps such a file without the chunk's size (it is the file's)
+//! and with the tag, kind and replication side by side: 48 bytes ([`Packed`]). Any
+//! other inode keeps its chunks in a boxed slice, also within 48. Readers get an
+//! [`InodeRef`], a view with the inode's fields; writers put whole inodes.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 
-use crate::store::Inode;
+use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind};
+
+use crate::store::{ChunkList, Inode, StoredChunk};
 
 /// Numbers per page: one bit each in the page's bitmap.
 const PAGE: u64 = 64;
+
+/// An inode as the table keeps it.
+#[derive(Debug)]
+enum Packed {
+    /// A file of one chunk whose size is the file's, with a replication under 256.
+    One {
+        size: u64,
+        mtime: u64,
+        version: ChunkVersion,
+        handle: ChunkHandle,
+        replication: u8,
+        kind: FileKind,
+    },
+    /// Every other inode: directories, links, empty files and files of several chunks.
+    Other {
+        size: u64,
+        mtime: u64,
+        replication: u32,
+        kind: FileKind,
+        chunks: Box<[StoredChunk]>,
+    },
+}
+
+impl Packed {
+    /// Stands in while an inode is out being changed; holds nothing on the heap.
+    fn empty() -> Packed {
+        Packed::Other {
+            size: 0,
+            mtime: 0,
+            replication: 0,
+            kind: FileKind::File,
+            chunks: Box::new([]),
+        }
+    }
+
+    fn pack(inode: Inode) -> Packed {
+        let Inode {
+            kind,
+            size,
+            replication,
+            mtime,
+            chunks,
+        } = inode;
+        if let ([one], Ok(replication)) = (&chunks[..], u8::try_from(replication)) {
+            if one.size == size {
+                return Packed::One {
+                    size,
+                    mtime,
+                    version: one.version,
+                    handle: one.handle,
+                    replication,
+                    kind,
+                };
+            }
+        }
+        let chunks = match chunks {
+            ChunkList::One(c) => Box::new([c]) as Box<[StoredChunk]>,
+            ChunkList::Many(v) => v.into_boxed_slice(),
+        };
+        Packed::Other {
+            size,
+            mtime,
+            replication,
+            kind,
+            chunks,
+        }
+    }
+
+    fn view(&self) -> InodeRef<'_> {
+        match self {
+            Packed::One {
+                size,
+                mtime,
+                version,
+                handle,
+                replication,
+                kind,
+            } => InodeRef {
+                kind: *kind,
+                size: *size,
+                replication: u32::from(*replication),
+                mtime: *mtime,
+                chunks: Chunks::One(StoredChunk {
+                    handle: *handle,
+                    version: *version,
+                    size: *size,
+                }),
+            },
+            Packed::Other {
+                size,
+                mtime,
+                replication,
+                kind,
+                chunks,
+            } => InodeRef {
+                kind: *kind,
+                size: *size,
+                replication: *replication,
+                mtime: *mtime,
+                chunks: Chunks::Many(chunks),
+            },
+        }
+    }
+
+    fn unpack(self) -> Inode {
+        match self {
+            one @ Packed::One { .. } => one.view().to_inode(),
+            Packed::Other {
+                size,
+                mtime,
+                replication,
+                kind,
+                chunks,
+            } => Inode {
+                kind,
+                size,
+                replication,
+                mtime,
+                chunks: ChunkList::from(chunks.into_vec()),
+            },
+        }
+    }
+}
+
+/// An inode in the table, read in place: the fields of an [`Inode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InodeRef<'a> {
+    pub kind: FileKind,
+    pub size: u64,
+    pub replication: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: u64,
+    /// A file's chunks in order; empty for a directory.
+    pub chunks: Chunks<'a>,
+}
+
+impl InodeRef<'_> {
+    /// The inode itself, to change and put back.
+    pub fn to_inode(&self) -> Inode {
+        Inode {
+            kind: self.kind,
+            size: self.size,
+            replication: self.replication,
+            mtime: self.mtime,
+            chunks: ChunkList::from(self.chunks.to_vec()),
+        }
+    }
+}
+
+impl PartialEq<Inode> for InodeRef<'_> {
+    fn eq(&self, other: &Inode) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.replication == other.replication
+            && self.mtime == other.mtime
+            && self.chunks[..] == other.chunks[..]
+    }
+}
+
+/// An inode's chunks: the one a packed file holds, or a slice of the table's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunks<'a> {
+    One(StoredChunk),
+    Many(&'a [StoredChunk]),
+}
+
+impl Deref for Chunks<'_> {
+    type Target = [StoredChunk];
+
+    fn deref(&self) -> &[StoredChunk] {
+        match self {
+            Chunks::One(c) => std::slice::from_ref(c),
+            Chunks::Many(s) => s,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Chunks<'_> {
+    type Item = &'a StoredChunk;
+    type IntoIter = std::slice::Iter<'a, StoredChunk>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Page {
     /// Bit `n` is set when number `page * 64 + n` is live.
     present: u64,
     /// The live inodes, in number order.
-    inodes: Vec<Inode>,
+    inodes: Vec<Packed>,
 }
 
 impl Page {
@@ -46,27 +242,33 @@ pub struct InodeTable {
 }
 
 impl InodeTable {
-    pub fn get(&self, ino: &u64) -> Option<&Inode> {
+    pub fn get(&self, ino: &u64) -> Option<InodeRef<'_>> {
         let (page, slot) = split(*ino);
         let p = self.pages.get(&page)?;
         if !p.has(slot) {
             return None;
         }
-        p.inodes.get(p.rank(slot))
+        p.inodes.get(p.rank(slot)).map(Packed::view)
     }
 
-    pub fn get_mut(&mut self, ino: &u64) -> Option<&mut Inode> {
-        let (page, slot) = split(*ino);
+    /// Changes `ino`'s inode in place with `change`; `None` if there is none.
+    pub fn update<R>(&mut self, ino: u64, change: impl FnOnce(&mut Inode) -> R) -> Option<R> {
+        let (page, slot) = split(ino);
         let p = self.pages.get_mut(&page)?;
         if !p.has(slot) {
             return None;
         }
         let at = p.rank(slot);
-        p.inodes.get_mut(at)
+        let packed = p.inodes.get_mut(at)?;
+        let mut inode = std::mem::replace(packed, Packed::empty()).unpack();
+        let out = change(&mut inode);
+        *packed = Packed::pack(inode);
+        Some(out)
     }
 
     /// Sets `ino`'s inode; returns the one it replaced.
     pub fn insert(&mut self, ino: u64, inode: Inode) -> Option<Inode> {
+        let inode = Packed::pack(inode);
         let (page, slot) = split(ino);
         let p = self.pages.entry(page).or_default();
         let at = p.rank(slot);
@@ -74,7 +276,7 @@ impl InodeTable {
             return p
                 .inodes
                 .get_mut(at)
-                .map(|old| std::mem::replace(old, inode));
+                .map(|old| std::mem::replace(old, inode).unpack());
         }
         p.present |= 1 << slot;
         p.inodes.insert(at, inode);
@@ -96,33 +298,40 @@ impl InodeTable {
             let keep = p.inodes.len() * 2;
             p.inodes.shrink_to(keep);
         }
-        Some(inode)
+        Some(inode.unpack())
     }
 
     /// Every inode with its number, pages in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Inode)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, InodeRef<'_>)> + '_ {
         self.pages.iter().flat_map(|(page, p)| {
             (0..PAGE as u32)
                 .filter(|slot| p.has(*slot))
                 .zip(p.inodes.iter())
-                .map(move |(slot, inode)| (page * PAGE + u64::from(slot), inode))
+                .map(move |(slot, inode)| (page * PAGE + u64::from(slot), inode.view()))
         })
     }
 
     /// Estimated bytes held, for `/metrics`: the page table and every page's room.
+    /// Chunk lists on the heap are the caller's to estimate.
     pub fn footprint(&self) -> u64 {
         let rooms: usize = self.pages.values().map(|p| p.inodes.capacity()).sum();
         crate::footprint::hash_table::<u64, Page>(self.pages.capacity())
-            + crate::footprint::vec_heap::<Inode>(rooms)
+            + crate::footprint::vec_heap::<Packed>(rooms)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ChunkList;
-    use dfs_protocol::FileKind;
     use std::collections::BTreeMap;
+
+    fn chunk(n: u64, size: u64) -> StoredChunk {
+        StoredChunk {
+            handle: ChunkHandle(uuid::Uuid::from_u64_pair(n, !n)),
+            version: ChunkVersion(n + 1),
+            size,
+        }
+    }
 
     fn inode(size: u64) -> Inode {
         Inode {
@@ -134,8 +343,46 @@ mod tests {
         }
     }
 
-    /// A pseudo-random walk of inserts and removals over a few pages, checked
-    /// against a map after every step.
+    /// Every shape an inode takes: packed whole or not.
+    fn shaped(n: u64) -> Inode {
+        let mut i = inode(n);
+        match n % 6 {
+            // One chunk as long as the file: packed whole.
+            0 => i.chunks = ChunkList::from(vec![chunk(n, n)]),
+            // One chunk of another length than the file.
+            1 => i.chunks = ChunkList::from(vec![chunk(n, n + 1)]),
+            // One chunk, a replication past a byte.
+            2 => {
+                i.chunks = ChunkList::from(vec![chunk(n, n)]);
+                i.replication = 300;
+            }
+            3 => {
+                i.chunks = ChunkList::from(vec![chunk(n, 7), chunk(n + 1, n)]);
+                i.size = n + 7;
+            }
+            4 => {
+                i.kind = FileKind::Dir;
+                i.mtime = n;
+            }
+            _ => {}
+        }
+        i
+    }
+
+    #[test]
+    fn packed_in_48_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 48);
+        assert!(matches!(Packed::pack(shaped(6)), Packed::One { .. }));
+        for n in 7..12 {
+            assert!(
+                matches!(Packed::pack(shaped(n)), Packed::Other { .. }),
+                "{n}"
+            );
+        }
+    }
+
+    /// A pseudo-random walk of inserts, changes and removals over a few pages,
+    /// checked against a map after every step.
     #[test]
     fn agrees_with_a_map() {
         let mut table = InodeTable::default();
@@ -146,18 +393,33 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let ino = x % 300;
-            if x.is_multiple_of(3) {
-                assert_eq!(table.remove(&ino), model.remove(&ino), "step {step}");
-            } else {
-                assert_eq!(
-                    table.insert(ino, inode(step)),
-                    model.insert(ino, inode(step)),
+            match x % 4 {
+                0 => assert_eq!(table.remove(&ino), model.remove(&ino), "step {step}"),
+                1 => {
+                    let changed = table.update(ino, |i| {
+                        i.chunks.push(chunk(step, 1));
+                        i.size += 1;
+                        i.size
+                    });
+                    let want = model.get_mut(&ino).map(|i| {
+                        i.chunks.push(chunk(step, 1));
+                        i.size += 1;
+                        i.size
+                    });
+                    assert_eq!(changed, want, "step {step}");
+                }
+                _ => assert_eq!(
+                    table.insert(ino, shaped(step)),
+                    model.insert(ino, shaped(step)),
                     "step {step}"
-                );
+                ),
             }
-            assert_eq!(table.get(&ino), model.get(&ino));
+            assert_eq!(
+                table.get(&ino).map(|i| i.to_inode()),
+                model.get(&ino).cloned()
+            );
         }
-        let mut all: Vec<(u64, Inode)> = table.iter().map(|(i, n)| (i, n.clone())).collect();
+        let mut all: Vec<(u64, Inode)> = table.iter().map(|(i, n)| (i, n.to_inode())).collect();
         all.sort_by_key(|(i, _)| *i);
         let want: Vec<(u64, Inode)> = model.into_iter().collect();
         assert_eq!(all, want);
@@ -180,11 +442,10 @@ mod tests {
         let p = table.pages.get(&1).expect("the second page");
         assert_eq!(p.inodes.len(), 4);
         assert!(p.inodes.capacity() <= 16, "{}", p.inodes.capacity());
-        if let Some(i) = table.get_mut(&127) {
-            i.size = 7;
-        }
+        assert_eq!(table.update(127, |i| i.size = 7), Some(()));
         assert_eq!(table.get(&127).map(|i| i.size), Some(7));
         assert!(table.get(&63).is_none() && table.get(&(1 << 40)).is_none());
+        assert_eq!(table.update(63, |i| i.size = 7), None);
     }
 
     #[test]

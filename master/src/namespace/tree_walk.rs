@@ -17,10 +17,10 @@ use std::ops::Bound;
 
 use dfs_protocol::{ErrorCode, FileKind};
 
+use super::InodeRef;
 use super::Namespace;
 use crate::error::OpError;
 use crate::path;
-use crate::store::Inode;
 
 /// One directory on the walk's stack.
 #[derive(Debug)]
@@ -111,12 +111,12 @@ impl TreeWalk {
         &mut self,
         ns: &Namespace,
         budget: usize,
-        mut visit: impl FnMut(&str, &Inode),
+        mut visit: impl FnMut(&str, &InodeRef<'_>),
     ) -> bool {
         let mut left = budget.max(1);
         if let Some((p, ino)) = self.root.take() {
             if let Some(inode) = ns.inodes.get(&ino) {
-                visit(&p, inode);
+                visit(&p, &inode);
             }
             left -= 1;
         }
@@ -147,7 +147,7 @@ impl TreeWalk {
                     self.scratch.push('/');
                 }
                 self.scratch.push_str(name);
-                visit(&self.scratch, inode);
+                visit(&self.scratch, &inode);
                 if inode.kind == FileKind::Dir {
                     // Into it now: what it holds comes before its next sibling.
                     below = Some(*child);

@@ -9,7 +9,7 @@ use dfs_protocol::{ChunkInfo, FileHealth, FileKind, FileStat, FsckReport};
 use super::{Minter, State};
 use crate::error::OpError;
 use crate::namespace::tree_walk::{tree_cmp, TreeWalk};
-use crate::store::Inode;
+use crate::namespace::InodeRef;
 
 /// Files listed in an fsck report.
 pub(super) const MAX_FSCK_PROBLEMS: usize = 10_000;
@@ -143,7 +143,7 @@ fn empty_report(st: &State, path: &str) -> FsckReport {
 fn check(
     st: &State,
     report: &mut FsckReport,
-    inode: &Inode,
+    inode: &InodeRef<'_>,
     now: std::time::Instant,
 ) -> FileHealth {
     let mut health = FileHealth {
@@ -198,7 +198,7 @@ fn check(
 
 pub(super) fn stat(st: &State, tokens: &Minter, path: &str) -> Result<FileStat, OpError> {
     let (path, ino, inode) = st.ns.stat_ino(path)?;
-    let attr = st.ns.attr(ino, &inode);
+    let attr = st.ns.attr(ino, inode.kind, inode.mtime);
     let now = st.clock.now();
     let chunks = inode
         .chunks
