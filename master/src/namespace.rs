@@ -12,6 +12,7 @@
 //! plans are here; applying is in `apply.rs`.
 
 mod apply;
+mod chunk_table;
 mod inode_table;
 mod name;
 pub mod summary;
@@ -30,6 +31,7 @@ use crate::path;
 use crate::store::{
     Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, UploadRecord, ROOT,
 };
+use chunk_table::{ChunkAt, ChunkTable};
 use inode_table::InodeTable;
 pub use inode_table::{Chunks, InodeRef};
 use name::Name;
@@ -70,11 +72,9 @@ pub struct Namespace {
     children: HashMap<u64, BTreeMap<Name, u64>>,
     next_inode: u64,
     applied: u64,
-    /// In handle order, so that upkeep can review it a slice at a time (see
-    /// [`Namespace::chunks_after`]). A B-tree is also smaller than a hash table here:
-    /// about 1.5 entries' room per entry against up to 1.75 when a table has just
-    /// doubled.
-    chunks: BTreeMap<ChunkHandle, ChunkAt>,
+    /// Each chunk's file and place in it, in handle order, so that upkeep can
+    /// review it a slice at a time (see [`Namespace::chunks_after`]).
+    chunks: ChunkTable,
     /// File inodes, including those in the trash.
     files: u64,
     uploads: HashMap<UploadId, UploadRecord>,
@@ -117,36 +117,6 @@ fn not_found(comps: &[String]) -> OpError {
     .into()
 }
 
-/// Where the chunk table finds a chunk: its file, and its place in the file's list.
-///
-/// The table keeps only this, 12 bytes; version, size and replication are read from
-/// the inode, which holds them anyway. With the whole [`ChunkMeta`] (32 bytes) the
-/// table cost 72 bytes a file at 10 million files; it repeated what the inodes say.
-/// Three `u32`s rather than a `u64` and a `u32`, so that the entry is not padded to
-/// 16 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ChunkAt {
-    ino: [u32; 2],
-    /// The chunk's index in the file's list when it was last placed there: a hint,
-    /// checked against the handle on every lookup (see [`Namespace::chunk`]).
-    index: u32,
-}
-
-impl ChunkAt {
-    fn new(ino: u64, index: usize) -> ChunkAt {
-        ChunkAt {
-            ino: [ino as u32, (ino >> 32) as u32],
-            // A list longer than 4 billion chunks cannot exist (a file would be
-            // exabytes); if it did, the lookup's scan would still find it.
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn ino(&self) -> u64 {
-        u64::from(self.ino[0]) | u64::from(self.ino[1]) << 32
-    }
-}
-
 /// The chunk table entries of file `ino`.
 fn chunk_entries(
     ino: u64,
@@ -155,7 +125,7 @@ fn chunk_entries(
     chunks
         .iter()
         .enumerate()
-        .map(move |(i, c)| (c.handle, ChunkAt::new(ino, i)))
+        .map(move |(index, c)| (c.handle, ChunkAt { ino, index }))
 }
 
 /// Every directory's entries, from the store. They come in the store's key order:
@@ -219,16 +189,13 @@ impl Namespace {
             }
             inodes.insert(ino, inode);
         }
-        // Gathered at their number, sorted in place, then built into the B-tree at
-        // once (a sorted input is a linear bulk build into full nodes): inserting 10
-        // million random handles one by one took some 30 s of a restart.
         let mut chunks = Vec::with_capacity(chunk_count);
         for (ino, inode) in inodes.iter() {
             if inode.kind == FileKind::File {
                 chunks.extend(chunk_entries(ino, &inode.chunks));
             }
         }
-        chunks.sort_unstable_by_key(|c: &(ChunkHandle, ChunkAt)| c.0);
+        let chunks = ChunkTable::build(chunks);
         let children = load_directories(&store)?;
         let uploads: HashMap<UploadId, UploadRecord> = store.uploads()?.into_iter().collect();
         let upload_chunks = uploads
@@ -260,7 +227,7 @@ impl Namespace {
             store,
             inodes,
             children,
-            chunks: chunks.into_iter().collect(),
+            chunks,
             files,
             uploads,
             upload_chunks,
@@ -314,28 +281,22 @@ impl Namespace {
 
     /// What a file says of chunk `handle`, if a file references it.
     pub fn chunk(&self, handle: &ChunkHandle) -> Option<ChunkMeta> {
-        self.meta(handle, self.chunks.get(handle)?)
+        self.meta(self.chunks.get(&self.inodes, handle)?)
     }
 
-    /// The chunk's entry in its file, found at the table's index or, should the list
-    /// have moved under it, by a scan of the file's list.
-    fn meta(&self, handle: &ChunkHandle, at: &ChunkAt) -> Option<ChunkMeta> {
-        let ino = at.ino();
-        let inode = self.inodes.get(&ino)?;
-        let chunk = usize::try_from(at.index)
-            .ok()
-            .and_then(|i| inode.chunks.get(i))
-            .filter(|c| c.handle == *handle)
-            .or_else(|| inode.chunks.iter().find(|c| c.handle == *handle))?;
+    /// The chunk's entry in its file.
+    fn meta(&self, at: ChunkAt) -> Option<ChunkMeta> {
+        let inode = self.inodes.get(&at.ino)?;
+        let chunk = inode.chunks.get(at.index)?;
         Some(ChunkMeta {
             version: chunk.version,
             size: chunk.size,
             replication: inode.replication,
-            ino,
+            ino: at.ino,
         })
     }
 
-    pub fn chunks(&self) -> impl Iterator<Item = (&ChunkHandle, ChunkMeta)> {
+    pub fn chunks(&self) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
         self.chunks_after(None)
     }
 
@@ -344,15 +305,10 @@ impl Namespace {
     pub fn chunks_after(
         &self,
         after: Option<ChunkHandle>,
-    ) -> impl Iterator<Item = (&ChunkHandle, ChunkMeta)> {
-        use std::ops::Bound;
-        let from = match after {
-            Some(h) => Bound::Excluded(h),
-            None => Bound::Unbounded,
-        };
+    ) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
         self.chunks
-            .range((from, Bound::Unbounded))
-            .filter_map(|(h, at)| Some((h, self.meta(h, at)?)))
+            .after(&self.inodes, after)
+            .filter_map(|(h, at)| Some((h, self.meta(at)?)))
     }
 
     /// How many chunks files reference (visible or in the trash).
@@ -362,7 +318,7 @@ impl Namespace {
 
     /// Whether a chunk must be kept: a file or an upload in progress references it.
     pub fn is_referenced(&self, handle: &ChunkHandle) -> bool {
-        self.chunks.contains_key(handle) || self.upload_chunks.contains(handle)
+        self.chunks.get(&self.inodes, handle).is_some() || self.upload_chunks.contains(handle)
     }
 
     /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
@@ -391,7 +347,7 @@ impl Namespace {
             },
             Part {
                 structure: "chunk_table",
-                bytes: btree::<ChunkHandle, ChunkAt>(stored_chunks),
+                bytes: self.chunks.footprint(),
             },
             Part {
                 structure: "attributes",

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 
-use super::{chunk_entries, corrupt, Applied, ChunkAt, Namespace};
+use super::{corrupt, Applied, Namespace};
 use crate::error::StoreError;
 use crate::mutation::Mutation;
 use crate::store::{AllocatedChunk, ChunkList, Inode, StoredChunk, TrashEntry, Txn, UploadRecord};
@@ -18,7 +18,7 @@ impl Namespace {
         if let Some(rec) = self.uploads.remove(upload) {
             for c in rec.chunks {
                 self.upload_chunks.remove(&c.handle);
-                if !self.chunks.contains_key(&c.handle) {
+                if self.chunks.get(&self.inodes, &c.handle).is_none() {
                     freed.push(c.handle);
                 }
             }
@@ -35,7 +35,6 @@ impl Namespace {
         change: impl FnOnce(&mut ChunkList) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let not_a_file = || corrupt(format!("append to {ino}, which is not a file"));
-        let table = &mut self.chunks;
         self.inodes
             .update(ino, |inode| {
                 if inode.kind != FileKind::File {
@@ -44,11 +43,12 @@ impl Namespace {
                 change(&mut inode.chunks)?;
                 inode.size = inode.chunks.iter().map(|c| c.size).sum();
                 inode.mtime = mtime;
-                txn.put_inode(ino, inode)?;
-                table.extend(chunk_entries(ino, &inode.chunks));
-                Ok(())
+                txn.put_inode(ino, inode)
             })
-            .unwrap_or_else(|| Err(not_a_file()))
+            .unwrap_or_else(|| Err(not_a_file()))?;
+        // After the change: the table reads each chunk's owner from the lists.
+        self.chunks.put_file(&self.inodes, ino);
+        Ok(())
     }
 
     /// Sets inode `ino`'s modification time in place (it stays the same inode).
@@ -98,11 +98,12 @@ impl Namespace {
 
     fn put_inode(&mut self, txn: &mut Txn, ino: u64, inode: Inode) -> Result<(), StoreError> {
         txn.put_inode(ino, &inode)?;
-        if inode.kind == FileKind::File {
-            self.files += 1;
-            self.chunks.extend(chunk_entries(ino, &inode.chunks));
-        }
+        let file = inode.kind == FileKind::File;
         self.inodes.insert(ino, inode);
+        if file {
+            self.files += 1;
+            self.chunks.put_file(&self.inodes, ino);
+        }
         self.next_inode = self.next_inode.max(ino + 1);
         Ok(())
     }
@@ -125,8 +126,8 @@ impl Namespace {
         }
         self.files -= 1;
         let freed: Vec<ChunkHandle> = inode.chunks.iter().map(|c| c.handle).collect();
+        self.chunks.remove_from_file(&self.inodes, ino, &freed);
         for h in &freed {
-            self.chunks.remove(h);
             if self.open.remove(h).is_some() {
                 txn.remove_open(*h);
             }
@@ -395,8 +396,8 @@ impl Namespace {
             } => {
                 let ino = self
                     .chunks
-                    .get(handle)
-                    .map(ChunkAt::ino)
+                    .get(&self.inodes, handle)
+                    .map(|at| at.ino)
                     .ok_or_else(|| corrupt(format!("update of unknown chunk {handle}")))?;
                 self.update_file(&mut txn, ino, *mtime, |chunks| {
                     let c = chunks
@@ -446,15 +447,19 @@ impl Namespace {
                     .get(ino)
                     .map(|i| i.chunks.to_vec())
                     .unwrap_or_default();
-                for c in old.iter().filter(|c| !keep.contains(&c.handle)) {
-                    self.chunks.remove(&c.handle);
-                    freed.push(c.handle);
-                }
+                let dropped: Vec<ChunkHandle> = old
+                    .iter()
+                    .map(|c| c.handle)
+                    .filter(|h| !keep.contains(h))
+                    .collect();
                 let new = chunks.clone();
                 self.update_file(&mut txn, *ino, *mtime, |list| {
                     *list = new.into();
                     Ok(())
                 })?;
+                // After the new list is in: an entry a kept chunk may own stays.
+                self.chunks.remove_from_file(&self.inodes, *ino, &dropped);
+                freed.extend(dropped);
                 self.end_upload(&mut txn, upload, &mut freed);
             }
             Mutation::Symlink {

@@ -314,7 +314,7 @@ pub(super) fn counts_after(
     let mut n = 0;
     for (h, _) in st.ns.chunks_after(after).take(limit) {
         n += 1;
-        if let Some(t) = assess(st, h, now) {
+        if let Some(t) = assess(st, &h, now) {
             c.add(&t, true);
         }
     }
@@ -410,7 +410,7 @@ pub(super) fn refresh(st: &mut State, now: Instant) {
         st.ns
             .chunks_after(st.attention.sweep.after)
             .take(slice)
-            .map(|(h, _)| (*h, assess(st, h, now))),
+            .map(|(h, _)| (h, assess(st, &h, now))),
     );
     let swept = verdicts.len() - noted;
     let sweep = &mut st.attention.sweep;

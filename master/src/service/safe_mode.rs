@@ -91,10 +91,10 @@ impl SafeMode {
             return Some(true);
         }
         for (looked, (h, meta)) in ns.chunks_after(self.after).enumerate() {
-            if looked >= SLICE || !map.has_replica(h, meta.version, now) {
+            if looked >= SLICE || !map.has_replica(&h, meta.version, now) {
                 return None;
             }
-            self.after = Some(*h);
+            self.after = Some(h);
             self.confirmed += 1;
         }
         Some(false)

@@ -759,7 +759,7 @@ async fn the_chunk_table_answers_from_the_file_through_appends_and_rewrites() {
     assert_eq!(meta(&st, &hs[0]), None, "dropped");
     assert_eq!(meta(&st, &hs[1]), Some((ino, 1, 101, 2)));
     assert_eq!(meta(&st, &hs[2]), Some((ino, 7, 5, 2)));
-    let listed: Vec<ChunkHandle> = st.ns.chunks().map(|(h, _)| *h).collect();
+    let listed: Vec<ChunkHandle> = st.ns.chunks().map(|(h, _)| h).collect();
     assert_eq!(listed.len(), 2);
     assert!(hs[1..].iter().all(|h| listed.contains(h)));
 }
