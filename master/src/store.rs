@@ -17,6 +17,7 @@
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
@@ -39,6 +40,13 @@ pub const ROOT: u64 = 1;
 /// more than 4 MiB did, and 16 MiB about 90 MB more; metadata rates measured the
 /// same at all three (docs/scale.md).
 const SLED_CACHE: u64 = 8 << 20;
+
+/// Consecutive inode numbers kept under one key (see [`Txn::put_inode_group`]).
+pub const INODE_GROUP: u64 = 16;
+/// What the root's key of an inode of its own holds once inodes are kept in
+/// groups: a value of this format alone, which releases that read inodes one a key
+/// refuse to open (they would take the store for an empty one).
+const GROUPED_MARKER: u8 = 2;
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
@@ -73,6 +81,28 @@ pub struct Inode {
     pub mtime: u64,
     /// A file's chunks in order; empty for a directory.
     pub chunks: ChunkList,
+}
+
+impl Inode {
+    pub fn out(&self) -> InodeOut<'_> {
+        InodeOut {
+            kind: self.kind,
+            size: self.size,
+            replication: self.replication,
+            mtime: self.mtime,
+            chunks: &self.chunks,
+        }
+    }
+}
+
+/// An inode to encode, borrowed; encodes exactly as an [`Inode`] does.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct InodeOut<'a> {
+    pub kind: FileKind,
+    pub size: u64,
+    pub replication: u32,
+    pub mtime: u64,
+    pub chunks: &'a [StoredChunk],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +230,36 @@ fn inode_key(ino: u64) -> [u8; 9] {
     k
 }
 
+fn group_key(group: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'g';
+    k[1..].copy_from_slice(&group.to_be_bytes());
+    k
+}
+
+/// Inode `ino`'s place in its group.
+pub fn slot(ino: u64) -> u8 {
+    // The remainder is below `INODE_GROUP`, 16.
+    (ino % INODE_GROUP) as u8
+}
+
+/// A group's live inodes by their place in it, as stored.
+type Group = Vec<(u8, Inode)>;
+
+fn decode_group(key: &[u8], bytes: &[u8]) -> Result<Group, StoreError> {
+    let group: Group = decode(key, bytes)?;
+    if group
+        .iter()
+        .any(|(slot, _)| u64::from(*slot) >= INODE_GROUP)
+    {
+        return Err(StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "an inode's place is past its group".into(),
+        });
+    }
+    Ok(group)
+}
+
 fn dirent_prefix(parent: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(b'd');
@@ -266,6 +326,8 @@ pub struct Store {
 pub struct Txn {
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     seq: Option<u64>,
+    /// Inode groups to write again (see [`Txn::inode_changed`]).
+    groups: Vec<u64>,
 }
 
 impl Txn {
@@ -277,13 +339,41 @@ impl Txn {
         self.ops.push((key.into(), None));
     }
 
-    pub fn put_inode(&mut self, ino: u64, inode: &Inode) -> Result<(), StoreError> {
-        self.insert(inode_key(ino), encode(inode)?);
-        Ok(())
+    /// Notes that inode `ino` changed (or was made or removed): its group is to be
+    /// written again before the transaction is applied (see [`Txn::changed_groups`]).
+    pub fn inode_changed(&mut self, ino: u64) {
+        let group = ino / INODE_GROUP;
+        if !self.groups.contains(&group) {
+            self.groups.push(group);
+        }
     }
 
-    pub fn remove_inode(&mut self, ino: u64) {
-        self.remove(inode_key(ino));
+    /// The groups of the inodes [`Txn::inode_changed`] noted, each once.
+    pub fn changed_groups(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.groups)
+    }
+
+    /// Writes inode group `group` as `members`, its live inodes by their place in
+    /// the group (removes it when there are none).
+    ///
+    /// One key per group of [`INODE_GROUP`] numbers rather than one per inode: sled
+    /// keeps some 150 bytes in memory for every page of its tree, cached or not, and
+    /// splits a page past 16 keys, so at two keys a file (inode and directory entry)
+    /// its pages cost 37 bytes a file at 10 million files (docs/scale.md). Grouped,
+    /// the inodes add a sixteenth of a key a file. Numbers are handed out in order,
+    /// so a group fills up and is rewritten (some 600 bytes) only while its files
+    /// change; the writer merges the rewrites of one group within a batch.
+    pub fn put_inode_group(
+        &mut self,
+        group: u64,
+        members: &[(u8, InodeOut<'_>)],
+    ) -> Result<(), StoreError> {
+        if members.is_empty() {
+            self.remove(group_key(group));
+        } else {
+            self.insert(group_key(group), encode(&members)?);
+        }
+        Ok(())
     }
 
     pub fn put_attr(&mut self, ino: u64, attr: &Attr) -> Result<(), StoreError> {
@@ -409,18 +499,18 @@ impl Store {
             .open()?;
         let tree = db.open_tree("meta")?;
         let store = Store { db, tree };
+        store.group_inodes()?;
         if store.inode(ROOT)?.is_none() {
             let mut txn = Txn::default();
-            txn.put_inode(
-                ROOT,
-                &Inode {
-                    kind: FileKind::Dir,
-                    size: 0,
-                    replication: 0,
-                    mtime: crate::now_secs(),
-                    chunks: ChunkList::default(),
-                },
-            )?;
+            let root = InodeOut {
+                kind: FileKind::Dir,
+                size: 0,
+                replication: 0,
+                mtime: crate::now_secs(),
+                chunks: &[],
+            };
+            txn.put_inode_group(ROOT / INODE_GROUP, &[(slot(ROOT), root)])?;
+            txn.insert(inode_key(ROOT), vec![GROUPED_MARKER]);
             txn.set_next_inode(ROOT + 1);
             store.apply(txn)?;
             store.db.flush()?;
@@ -428,9 +518,77 @@ impl Store {
         Ok(store)
     }
 
+    /// Moves inodes kept one a key (as releases before inode groups wrote them)
+    /// into their groups, a batch at a time: each batch writes whole groups and
+    /// drops the keys it moved, so a crash part-way leaves every inode in exactly
+    /// one place, and the next start carries on.
+    fn group_inodes(&self) -> Result<(), StoreError> {
+        const BATCH: usize = 1 << 16;
+        let mut moved = 0u64;
+        loop {
+            let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+            let mut keys = Vec::new();
+            for item in self.tree.scan_prefix(b"i") {
+                let (k, v) = item?;
+                if v.first() == Some(&GROUPED_MARKER) {
+                    continue;
+                }
+                let ino = u64_value(&k, &k[1..])?;
+                let inode: Inode = decode(&k, &v)?;
+                groups
+                    .entry(ino / INODE_GROUP)
+                    .or_default()
+                    .push((slot(ino), inode));
+                keys.push(k);
+                if keys.len() >= BATCH {
+                    break;
+                }
+            }
+            if keys.is_empty() {
+                break;
+            }
+            let mut txn = Txn::default();
+            for (group, mut members) in groups {
+                let key = group_key(group);
+                if let Some(v) = self.tree.get(key)? {
+                    for (s, inode) in decode_group(&key, &v)? {
+                        if !members.iter().any(|(m, _)| *m == s) {
+                            members.push((s, inode));
+                        }
+                    }
+                }
+                members.sort_by_key(|(s, _)| *s);
+                let out: Vec<(u8, InodeOut<'_>)> =
+                    members.iter().map(|(s, i)| (*s, i.out())).collect();
+                txn.put_inode_group(group, &out)?;
+            }
+            moved += keys.len() as u64;
+            for k in keys {
+                // The root's key is kept as the marker, in the batch that moves it.
+                if *k == inode_key(ROOT) {
+                    txn.insert(k.to_vec(), vec![GROUPED_MARKER]);
+                } else {
+                    txn.remove(k.to_vec());
+                }
+            }
+            self.apply(txn)?;
+        }
+        if moved > 0 {
+            self.db.flush()?;
+            tracing::info!(inodes = moved, "inodes moved into groups of {INODE_GROUP}");
+        }
+        Ok(())
+    }
+
     pub fn inode(&self, ino: u64) -> Result<Option<Inode>, StoreError> {
-        let key = inode_key(ino);
-        self.tree.get(key)?.map(|v| decode(&key, &v)).transpose()
+        let key = group_key(ino / INODE_GROUP);
+        let Some(v) = self.tree.get(key)? else {
+            return Ok(None);
+        };
+        Ok(decode_group(&key, &v)?
+            .into_iter()
+            .find(|(s, _)| *s == slot(ino))
+            .map(|(_, inode)| inode))
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Option<u64>, StoreError> {
@@ -606,12 +764,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Every inode, for rebuilding in-memory indexes at start.
+    /// Every inode, in number order, for rebuilding in-memory indexes at start.
     pub fn all_inodes(&self) -> impl Iterator<Item = Result<(u64, Inode), StoreError>> + '_ {
-        self.tree.scan_prefix(b"i").map(|item| {
-            let (k, v) = item?;
-            let ino = u64_value(&k, &k[1..])?;
-            Ok((ino, decode(&k, &v)?))
+        self.tree.scan_prefix(b"g").flat_map(|item| {
+            let group = item.map_err(StoreError::from).and_then(|(k, v)| {
+                let group = u64_value(&k, &k[1..])?;
+                let first = group
+                    .checked_mul(INODE_GROUP)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        reason: "inode group past the last number".into(),
+                    })?;
+                Ok((first, decode_group(&k, &v)?))
+            });
+            let items: Vec<Result<(u64, Inode), StoreError>> = match group {
+                Ok((first, members)) => members
+                    .into_iter()
+                    .map(|(s, inode)| Ok((first + u64::from(s), inode)))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
         })
     }
 
@@ -852,5 +1025,137 @@ fn writer_loop(shared: &WriterShared) {
         }
         drop(st);
         shared.progress.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_protocol::ChunkVersion;
+
+    fn file(ino: u64) -> Inode {
+        Inode {
+            kind: FileKind::File,
+            size: ino,
+            replication: 3,
+            mtime: ino * 7,
+            chunks: ChunkList::from(vec![StoredChunk {
+                handle: ChunkHandle(uuid::Uuid::from_u64_pair(ino, ino)),
+                version: ChunkVersion(ino),
+                size: ino,
+            }]),
+        }
+    }
+
+    fn dir() -> Inode {
+        Inode {
+            kind: FileKind::Dir,
+            size: 0,
+            replication: 0,
+            mtime: 5,
+            chunks: ChunkList::default(),
+        }
+    }
+
+    /// Writes `inos` one a key, as releases before inode groups did.
+    fn put_one_a_key(store: &Store, inos: impl IntoIterator<Item = u64>) {
+        for ino in inos {
+            let inode = if ino == ROOT { dir() } else { file(ino) };
+            let value = encode(&inode).expect("encode");
+            store.tree.insert(inode_key(ino), value).expect("insert");
+        }
+    }
+
+    fn all(store: &Store) -> Vec<(u64, Inode)> {
+        store
+            .all_inodes()
+            .collect::<Result<Vec<_>, _>>()
+            .expect("all inodes")
+    }
+
+    fn want(inos: impl IntoIterator<Item = u64>) -> Vec<(u64, Inode)> {
+        inos.into_iter()
+            .map(|ino| (ino, if ino == ROOT { dir() } else { file(ino) }))
+            .collect()
+    }
+
+    #[test]
+    fn a_borrowed_inode_encodes_as_the_inode() {
+        for inode in [file(9), dir()] {
+            let a = encode(&inode).expect("encode");
+            let b = encode(&inode.out()).expect("encode");
+            assert_eq!(a, b);
+        }
+    }
+
+    /// A store of inodes one a key opens with every inode moved into its group,
+    /// also when an earlier start moved only some of them (a crash part-way), and
+    /// leaves a marker that releases reading one inode a key refuse.
+    #[test]
+    fn inodes_one_a_key_move_into_groups() {
+        let dir_ = tempfile::tempdir().expect("tempdir");
+        let inos: Vec<u64> = std::iter::once(ROOT).chain(2..50).chain(100..103).collect();
+        {
+            let db = sled::Config::new().path(dir_.path()).open().expect("sled");
+            let store = Store {
+                tree: db.open_tree("meta").expect("tree"),
+                db,
+            };
+            put_one_a_key(&store, inos.iter().copied());
+            // A start that moved group 1 (inodes 16..32) and half of group 2, then
+            // stopped before removing those of group 2 it had not moved.
+            let mut txn = Txn::default();
+            let g1: Vec<Inode> = (16..32).map(file).collect();
+            let g1: Vec<(u8, InodeOut<'_>)> = g1
+                .iter()
+                .zip(16..32)
+                .map(|(i, n)| (slot(n), i.out()))
+                .collect();
+            txn.put_inode_group(1, &g1).expect("group");
+            let g2: Vec<Inode> = (32..40).map(file).collect();
+            let g2: Vec<(u8, InodeOut<'_>)> = g2
+                .iter()
+                .zip(32..40)
+                .map(|(i, n)| (slot(n), i.out()))
+                .collect();
+            txn.put_inode_group(2, &g2).expect("group");
+            for ino in 16..40 {
+                txn.remove(inode_key(ino).to_vec());
+            }
+            store.apply(txn).expect("apply");
+            store.db.flush().expect("flush");
+        }
+        let store = Store::open(dir_.path()).expect("open");
+        assert_eq!(all(&store), want(inos.iter().copied()));
+        assert_eq!(store.inode(101).expect("read"), Some(file(101)));
+        assert_eq!(store.inode(99).expect("read"), None);
+        let left: Vec<_> = store
+            .tree
+            .scan_prefix(b"i")
+            .map(|item| item.expect("scan"))
+            .collect();
+        assert_eq!(left.len(), 1, "only the marker is left");
+        let (key, marker) = &left[0];
+        assert!(matches!(
+            decode::<Inode>(key, marker),
+            Err(StoreError::UnsupportedFormat { found: 2, .. })
+        ));
+        drop(store);
+        let store = Store::open(dir_.path()).expect("open again");
+        assert_eq!(all(&store), want(inos.iter().copied()));
+    }
+
+    #[test]
+    fn a_new_store_keeps_its_root_in_a_group_behind_the_marker() {
+        let dir_ = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir_.path()).expect("open");
+        let inodes = all(&store);
+        assert_eq!(inodes.len(), 1);
+        assert_eq!(inodes[0].0, ROOT);
+        assert_eq!(inodes[0].1.kind, FileKind::Dir);
+        assert_eq!(
+            store.tree.get(inode_key(ROOT)).expect("get").as_deref(),
+            Some(&[GROUPED_MARKER][..])
+        );
     }
 }

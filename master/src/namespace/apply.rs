@@ -9,7 +9,9 @@ use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 use super::{corrupt, Applied, Namespace};
 use crate::error::StoreError;
 use crate::mutation::Mutation;
-use crate::store::{AllocatedChunk, ChunkList, Inode, StoredChunk, TrashEntry, Txn, UploadRecord};
+use crate::store::{
+    AllocatedChunk, ChunkList, Inode, InodeOut, StoredChunk, TrashEntry, Txn, UploadRecord,
+};
 
 impl Namespace {
     /// Ends upload `upload`: its chunks that no file references (all of them for an
@@ -43,9 +45,10 @@ impl Namespace {
                 change(&mut inode.chunks)?;
                 inode.size = inode.chunks.iter().map(|c| c.size).sum();
                 inode.mtime = mtime;
-                txn.put_inode(ino, inode)
+                Ok(())
             })
             .unwrap_or_else(|| Err(not_a_file()))?;
+        txn.inode_changed(ino);
         // After the change: the table reads each chunk's owner from the lists.
         self.chunks.put_file(&self.inodes, ino);
         Ok(())
@@ -54,11 +57,10 @@ impl Namespace {
     /// Sets inode `ino`'s modification time in place (it stays the same inode).
     fn set_mtime(&mut self, txn: &mut Txn, ino: u64, mtime: u64) -> Result<(), StoreError> {
         self.inodes
-            .update(ino, |inode| {
-                inode.mtime = mtime;
-                txn.put_inode(ino, inode)
-            })
-            .unwrap_or_else(|| Err(corrupt(format!("times of {ino}, which does not exist"))))
+            .update(ino, |inode| inode.mtime = mtime)
+            .ok_or_else(|| corrupt(format!("times of {ino}, which does not exist")))?;
+        txn.inode_changed(ino);
+        Ok(())
     }
 
     fn set_open(
@@ -97,7 +99,7 @@ impl Namespace {
     }
 
     fn put_inode(&mut self, txn: &mut Txn, ino: u64, inode: Inode) -> Result<(), StoreError> {
-        txn.put_inode(ino, &inode)?;
+        txn.inode_changed(ino);
         let file = inode.kind == FileKind::File;
         self.inodes.insert(ino, inode);
         if file {
@@ -110,7 +112,7 @@ impl Namespace {
 
     /// Removes one inode; returns the chunks it referenced.
     fn drop_inode(&mut self, txn: &mut Txn, ino: u64) -> Vec<ChunkHandle> {
-        txn.remove_inode(ino);
+        txn.inode_changed(ino);
         if self.attrs.remove(&ino).is_some() {
             txn.remove_attr(ino);
         }
@@ -333,11 +335,13 @@ impl Namespace {
                 replication,
             } => {
                 for ino in inodes {
-                    let put = self.inodes.update(*ino, |inode| {
-                        inode.replication = *replication;
-                        txn.put_inode(*ino, inode)
-                    });
-                    put.transpose()?;
+                    if self
+                        .inodes
+                        .update(*ino, |inode| inode.replication = *replication)
+                        .is_some()
+                    {
+                        txn.inode_changed(*ino);
+                    }
                 }
             }
             Mutation::CreateFile {
@@ -514,6 +518,14 @@ impl Namespace {
                     self.decommissioned.remove(server);
                 }
             }
+        }
+        for group in txn.changed_groups() {
+            let live = self.inodes.group(group);
+            let members: Vec<(u8, InodeOut<'_>)> = live
+                .iter()
+                .map(|(slot, inode)| (*slot, inode.out()))
+                .collect();
+            txn.put_inode_group(group, &members)?;
         }
         txn.set_next_inode(self.next_inode);
         txn.set_applied(seq);

@@ -21,7 +21,7 @@ use std::ops::Deref;
 
 use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind};
 
-use crate::store::{ChunkList, Inode, StoredChunk};
+use crate::store::{slot, ChunkList, Inode, InodeOut, StoredChunk, INODE_GROUP};
 
 /// Numbers per page: one bit each in the page's bitmap.
 const PAGE: u64 = 64;
@@ -162,6 +162,17 @@ pub struct InodeRef<'a> {
 }
 
 impl InodeRef<'_> {
+    /// The inode to encode.
+    pub fn out(&self) -> InodeOut<'_> {
+        InodeOut {
+            kind: self.kind,
+            size: self.size,
+            replication: self.replication,
+            mtime: self.mtime,
+            chunks: &self.chunks,
+        }
+    }
+
     /// The inode itself, to change and put back.
     pub fn to_inode(&self) -> Inode {
         Inode {
@@ -299,6 +310,14 @@ impl InodeTable {
             p.inodes.shrink_to(keep);
         }
         Some(inode.unpack())
+    }
+
+    /// The live inodes of store group `group`, by their place in it.
+    pub fn group(&self, group: u64) -> Vec<(u8, InodeRef<'_>)> {
+        let first = group.saturating_mul(INODE_GROUP);
+        (first..first.saturating_add(INODE_GROUP))
+            .filter_map(|ino| Some((slot(ino), self.get(&ino)?)))
+            .collect()
     }
 
     /// Every inode with its number, pages in no particular order.
