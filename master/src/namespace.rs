@@ -31,7 +31,7 @@ use crate::path;
 use crate::store::{
     Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, UploadRecord, ROOT,
 };
-use chunk_table::{ChunkAt, ChunkTable};
+use chunk_table::{ChunkAt, ChunkTable, Found};
 use inode_table::InodeTable;
 pub use inode_table::{Chunks, InodeRef};
 use name::Name;
@@ -44,6 +44,17 @@ pub struct ChunkMeta {
     pub replication: u32,
     /// The file that references it.
     pub ino: u64,
+}
+
+impl From<Found> for ChunkMeta {
+    fn from(f: Found) -> ChunkMeta {
+        ChunkMeta {
+            version: f.chunk.version,
+            size: f.chunk.size,
+            replication: f.replication,
+            ino: f.at.ino,
+        }
+    }
 }
 
 /// What `plan_set_attr` changes: each field given.
@@ -281,19 +292,7 @@ impl Namespace {
 
     /// What a file says of chunk `handle`, if a file references it.
     pub fn chunk(&self, handle: &ChunkHandle) -> Option<ChunkMeta> {
-        self.meta(self.chunks.get(&self.inodes, handle)?)
-    }
-
-    /// The chunk's entry in its file.
-    fn meta(&self, at: ChunkAt) -> Option<ChunkMeta> {
-        let inode = self.inodes.get(&at.ino)?;
-        let chunk = inode.chunks.get(at.index)?;
-        Some(ChunkMeta {
-            version: chunk.version,
-            size: chunk.size,
-            replication: inode.replication,
-            ino: at.ino,
-        })
+        self.chunks.get(&self.inodes, handle).map(ChunkMeta::from)
     }
 
     pub fn chunks(&self) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
@@ -308,7 +307,7 @@ impl Namespace {
     ) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
         self.chunks
             .after(&self.inodes, after)
-            .filter_map(|(h, at)| Some((h, self.meta(at)?)))
+            .map(|(h, found)| (h, ChunkMeta::from(found)))
     }
 
     /// How many chunks files reference (visible or in the trash).

@@ -401,7 +401,7 @@ impl Namespace {
                 let ino = self
                     .chunks
                     .get(&self.inodes, handle)
-                    .map(|at| at.ino)
+                    .map(|found| found.at.ino)
                     .ok_or_else(|| corrupt(format!("update of unknown chunk {handle}")))?;
                 self.update_file(&mut txn, ino, *mtime, |chunks| {
                     let c = chunks

@@ -57,24 +57,33 @@ fn unpack(packed: u64) -> ChunkAt {
     }
 }
 
-/// The chunk of file `ino` whose handle satisfies `is`, and its index: looked for
-/// at `index` first, where the table last saw it, then in the whole list (every
-/// change to a list puts its chunks' places again, so the scan is a safety net).
+/// A chunk found in its file: where, its entry, and the file's replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub at: ChunkAt,
+    pub chunk: StoredChunk,
+    pub replication: u32,
+}
+
+/// The chunk of file `ino` whose handle satisfies `is`: looked for at `index`
+/// first, where the table last saw it, then in the whole list (every change to a
+/// list puts its chunks' places again, so the scan is a safety net).
 fn chunk_in(
     inodes: &InodeTable,
     ino: u64,
     index: usize,
     is: impl Fn(&ChunkHandle) -> bool,
-) -> Option<(usize, StoredChunk)> {
+) -> Option<Found> {
     let inode = inodes.get(&ino)?;
-    match inode.chunks.get(index) {
-        Some(c) if is(&c.handle) => Some((index, *c)),
-        _ => inode
-            .chunks
-            .iter()
-            .position(|c| is(&c.handle))
-            .and_then(|i| Some((i, *inode.chunks.get(i)?))),
-    }
+    let index = match inode.chunks.get(index) {
+        Some(c) if is(&c.handle) => index,
+        _ => inode.chunks.iter().position(|c| is(&c.handle))?,
+    };
+    Some(Found {
+        at: ChunkAt { ino, index },
+        chunk: *inode.chunks.get(index)?,
+        replication: inode.replication,
+    })
 }
 
 /// Whether file `ino` has a chunk whose handle begins with `p`.
@@ -126,13 +135,14 @@ impl ChunkTable {
     }
 
     /// Where chunk `handle` is, if a file holds it.
-    pub fn get(&self, inodes: &InodeTable, handle: &ChunkHandle) -> Option<ChunkAt> {
+    pub fn get(&self, inodes: &InodeTable, handle: &ChunkHandle) -> Option<Found> {
         if let Some(at) = self.narrow.get(&prefix(handle)).map(|p| unpack(*p)) {
-            if let Some((index, _)) = chunk_in(inodes, at.ino, at.index, |h| h == handle) {
-                return Some(ChunkAt { ino: at.ino, index });
+            if let Some(found) = chunk_in(inodes, at.ino, at.index, |h| h == handle) {
+                return Some(found);
             }
         }
-        self.wide.get(handle).copied()
+        let at = self.wide.get(handle)?;
+        chunk_in(inodes, at.ino, at.index, |h| h == handle)
     }
 
     /// Puts every chunk of file `ino` at its place in the file's list, as `inodes`
@@ -211,13 +221,12 @@ impl ChunkTable {
         }
     }
 
-    /// Every chunk with its handle and place, from the one after `after` on, in
-    /// handle order.
+    /// Every chunk with its handle, from the one after `after` on, in handle order.
     pub fn after<'a>(
         &'a self,
         inodes: &'a InodeTable,
         after: Option<ChunkHandle>,
-    ) -> impl Iterator<Item = (ChunkHandle, ChunkAt)> + 'a {
+    ) -> impl Iterator<Item = (ChunkHandle, Found)> + 'a {
         let (narrow_from, wide_from) = match after {
             Some(h) => (Bound::Included(prefix(&h)), Bound::Excluded(h)),
             None => (Bound::Unbounded, Bound::Unbounded),
@@ -227,14 +236,14 @@ impl ChunkTable {
             .range((narrow_from, Bound::Unbounded))
             .filter_map(move |(p, v)| {
                 let at = unpack(*v);
-                let (index, c) = chunk_in(inodes, at.ino, at.index, |h| prefix(h) == *p)?;
-                Some((c.handle, ChunkAt { ino: at.ino, index }))
+                let found = chunk_in(inodes, at.ino, at.index, |h| prefix(h) == *p)?;
+                Some((found.chunk.handle, found))
             })
             .filter(move |(h, _)| after.is_none_or(|a| *h > a));
         let wide = self
             .wide
             .range((wide_from, Bound::Unbounded))
-            .map(|(h, at)| (*h, *at));
+            .filter_map(move |(h, at)| Some((*h, chunk_in(inodes, at.ino, at.index, |x| x == h)?)));
         Merged {
             a: narrow.peekable(),
             b: wide.peekable(),
@@ -254,12 +263,12 @@ struct Merged<A: Iterator, B: Iterator> {
     b: std::iter::Peekable<B>,
 }
 
-impl<A, B> Iterator for Merged<A, B>
+impl<A, B, T> Iterator for Merged<A, B>
 where
-    A: Iterator<Item = (ChunkHandle, ChunkAt)>,
-    B: Iterator<Item = (ChunkHandle, ChunkAt)>,
+    A: Iterator<Item = (ChunkHandle, T)>,
+    B: Iterator<Item = (ChunkHandle, T)>,
 {
-    type Item = (ChunkHandle, ChunkAt);
+    type Item = (ChunkHandle, T);
 
     fn next(&mut self) -> Option<Self::Item> {
         match (self.a.peek(), self.b.peek()) {
@@ -318,7 +327,11 @@ mod tests {
             .collect();
         want.sort_by_key(|(h, _)| *h);
         for (h, at) in &want {
-            assert_eq!(table.get(inodes, h), Some(*at), "step {step}: {h}");
+            assert_eq!(
+                table.get(inodes, h).map(|f| f.at),
+                Some(*at),
+                "step {step}: {h}"
+            );
         }
         for h in gone {
             if !want.iter().any(|(w, _)| w == h) {
@@ -326,10 +339,13 @@ mod tests {
             }
         }
         assert_eq!(table.len(), want.len(), "step {step}");
-        let all: Vec<_> = table.after(inodes, None).collect();
+        let all: Vec<_> = table.after(inodes, None).map(|(h, f)| (h, f.at)).collect();
         assert_eq!(all, want, "step {step}");
         if let Some((mid, _)) = want.get(want.len() / 2) {
-            let rest: Vec<_> = table.after(inodes, Some(*mid)).collect();
+            let rest: Vec<_> = table
+                .after(inodes, Some(*mid))
+                .map(|(h, f)| (h, f.at))
+                .collect();
             let want_rest: Vec<_> = want.iter().filter(|(h, _)| h > mid).copied().collect();
             assert_eq!(rest, want_rest, "step {step}");
         }
@@ -392,7 +408,8 @@ mod tests {
                 }
             }
             check(&table, &inodes, &files, &gone, step);
-            let entries: Vec<(ChunkHandle, ChunkAt)> = table.after(&inodes, None).collect();
+            let entries: Vec<(ChunkHandle, ChunkAt)> =
+                table.after(&inodes, None).map(|(h, f)| (h, f.at)).collect();
             let built = ChunkTable::build(entries);
             check(&built, &inodes, &files, &gone, step);
         }
@@ -410,10 +427,13 @@ mod tests {
         let long: Vec<ChunkHandle> = (0..=MAX_INDEX + 1).map(|n| handle(n, n + 1)).collect();
         inodes.insert(3, file(&long));
         table.put_file(&inodes, 3);
-        assert_eq!(table.get(&inodes, &h), Some(ChunkAt { ino: far, index: 0 }));
+        assert_eq!(
+            table.get(&inodes, &h).map(|f| f.at),
+            Some(ChunkAt { ino: far, index: 0 })
+        );
         let last = MAX_INDEX as usize + 1;
         assert_eq!(
-            table.get(&inodes, &long[last]),
+            table.get(&inodes, &long[last]).map(|f| f.at),
             Some(ChunkAt {
                 ino: 3,
                 index: last

@@ -17,6 +17,8 @@
 //! [`InodeRef`], a view with the inode's fields; writers put whole inodes.
 
 use std::collections::HashMap;
+
+use hashbrown::DefaultHashBuilder;
 use std::ops::Deref;
 
 use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind};
@@ -247,9 +249,12 @@ fn split(ino: u64) -> (u64, u32) {
     (ino / PAGE, (ino % PAGE) as u32)
 }
 
+/// Pages by number. Page numbers come from inode numbers the master hands out, not
+/// from clients, so the table uses hashbrown's fast hash rather than std's
+/// DoS-resistant one: every path walk and chunk lookup goes through it.
 #[derive(Debug, Default)]
 pub struct InodeTable {
-    pages: HashMap<u64, Page>,
+    pages: HashMap<u64, Page, DefaultHashBuilder>,
 }
 
 impl InodeTable {
