@@ -30,7 +30,7 @@ use dfs_protocol::{ChunkHandle, ServerId};
 
 use super::State;
 use crate::mutation::Mutation;
-use crate::namespace::Namespace;
+use crate::namespace::{ChunkMeta, Namespace};
 
 /// Chunks assessed per round at most: noted ones first, then the sweep's slice.
 /// An assessment is a dozen lookups in tables of millions, some 5 µs at 10 million
@@ -284,7 +284,13 @@ pub(super) fn still_short(st: &mut State, h: ChunkHandle, now: Instant) -> bool 
 
 /// How `h` stands now (`None`: no file references it).
 fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
-    let meta = st.ns.chunk(h)?;
+    Some(assess_known(st, h, st.ns.chunk(h)?, now))
+}
+
+/// How `h`, which a file references as `meta` says, stands now: for passes over
+/// the chunk table, which have `meta` at hand (looking it up again is a second
+/// walk of the table and the file's inode, each likely a cache miss).
+fn assess_known(st: &State, h: &ChunkHandle, meta: ChunkMeta, now: Instant) -> Tally {
     let chain = st.ns.open_chain(h);
     let (mut live, mut effective) = (0u16, 0u16);
     for id in st.map.live_holders(h, meta.version, now) {
@@ -293,12 +299,12 @@ fn assess(st: &State, h: &ChunkHandle, now: Instant) -> Option<Tally> {
             effective = effective.saturating_add(1);
         }
     }
-    Some(Tally {
+    Tally {
         live,
         effective,
         want: u16::try_from(meta.replication).unwrap_or(u16::MAX),
         open: chain.is_some(),
-    })
+    }
 }
 
 /// The counts over the chunks after `after` in handle order, assessing at most
@@ -312,11 +318,9 @@ pub(super) fn counts_after(
 ) -> (Counts, u64) {
     let mut c = Counts::default();
     let mut n = 0;
-    for (h, _) in st.ns.chunks_after(after).take(limit) {
+    for (h, meta) in st.ns.chunks_after(after).take(limit) {
         n += 1;
-        if let Some(t) = assess(st, &h, now) {
-            c.add(&t, true);
-        }
+        c.add(&assess_known(st, &h, meta, now), true);
     }
     (c, n)
 }
@@ -410,7 +414,7 @@ pub(super) fn refresh(st: &mut State, now: Instant) {
         st.ns
             .chunks_after(st.attention.sweep.after)
             .take(slice)
-            .map(|(h, _)| (h, assess(st, &h, now))),
+            .map(|(h, meta)| (h, Some(assess_known(st, &h, meta, now)))),
     );
     let swept = verdicts.len() - noted;
     let sweep = &mut st.attention.sweep;
