@@ -19,6 +19,12 @@ pub enum StoreError {
     },
     #[error("encoding a record: {0}")]
     Encode(#[from] bincode::error::EncodeError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a request failed: the client's fault or the world's (answered with a code), or

@@ -17,7 +17,7 @@
 //! Every value starts with a one-byte format version. A mutation is one [`Txn`],
 //! applied atomically as a sled batch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use dfs_protocol::{ChunkHandle, ChunkVersion, FileKind, ServerId, UploadId};
 use serde::{Deserialize, Serialize};
@@ -47,12 +47,11 @@ pub const INODE_GROUP: u64 = 16;
 /// refuse to open (they would take the store for an empty one).
 const GROUPED_MARKER: u8 = 2;
 
-/// The tree a store began in, and the one it moves to when its inodes move into
-/// groups (see [`Store::regroup`]); which is current is the value of
-/// [`CURRENT_TREE_KEY`] in sled's default tree (absent: the first).
+/// The sled tree the store lives in.
 const TREE: &str = "meta";
-const GROUPED_TREE: &str = "meta.grouped";
-const CURRENT_TREE_KEY: &[u8] = b"current_tree";
+/// A file in the directory of a store copied into groups (see [`Store::regroup`]):
+/// the copy is whole.
+const GROUPED_COMPLETE: &str = "COMPLETE";
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
@@ -319,6 +318,94 @@ fn u64_value(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
         })
 }
 
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    Ok(sled::Config::new()
+        .path(dir)
+        .cache_capacity(SLED_CACHE)
+        .open()?)
+}
+
+/// Where the store in `dir` is copied when its inodes move into groups: beside it,
+/// named as it is with `.grouped` added.
+fn grouped_dir(dir: &Path) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map_or_else(|| "meta".into(), |n| n.to_os_string());
+    name.push(".grouped");
+    dir.with_file_name(name)
+}
+
+/// Writes [`GROUPED_COMPLETE`] into `grouped`, durably (the file and the
+/// directory entry both synced).
+fn mark_complete(grouped: &Path) -> Result<(), StoreError> {
+    let io = |what: &str, e: std::io::Error| StoreError::Io {
+        context: format!("{what} {}", grouped.join(GROUPED_COMPLETE).display()),
+        source: e,
+    };
+    let file =
+        std::fs::File::create(grouped.join(GROUPED_COMPLETE)).map_err(|e| io("create", e))?;
+    file.sync_all().map_err(|e| io("sync", e))?;
+    std::fs::File::open(grouped)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync the directory of", e))
+}
+
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::remove_dir_all(dir).map_err(|e| StoreError::Io {
+        context: format!("remove {}", dir.display()),
+        source: e,
+    })
+}
+
+/// Whether `tree` holds inodes one a key, as releases before inode groups wrote
+/// them.
+fn has_inodes_one_a_key(tree: &sled::Tree) -> Result<bool, StoreError> {
+    for item in tree.scan_prefix(b"i") {
+        let (_, v) = item?;
+        if v.first() != Some(&GROUPED_MARKER) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether sled could not open a store because another handle holds its lock.
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Makes `dir`, the store a whole copy into groups replaced, a sled store holding
+/// only the marker of format 2: releases that read inodes one a key refuse it,
+/// instead of taking the data dir for an empty one and starting afresh. `false`
+/// when `dir` is locked (by this process's old handle, which sled releases some
+/// time after it is dropped, or by another process): it is left as it is.
+fn leave_marker(dir: &Path) -> Result<bool, StoreError> {
+    let is_marker = |db: &sled::Db| -> Result<bool, StoreError> {
+        let tree = db.open_tree(TREE)?;
+        let mut keys = tree.iter().keys();
+        let first = keys.next().transpose()?;
+        Ok(keys.next().is_none()
+            && first.is_some_and(|k| *k == inode_key(ROOT))
+            && tree.get(inode_key(ROOT))?.as_deref() == Some(&[GROUPED_MARKER][..]))
+    };
+    if dir.exists() {
+        match open_db(dir) {
+            Ok(db) if is_marker(&db)? => return Ok(true),
+            Ok(_) => {}
+            Err(StoreError::Sled(e)) if is_locked(&e) => return Ok(false),
+            // A store that does not open (a removal a crash cut short) is replaced
+            // too: the copy holds all of it.
+            Err(_) => {}
+        }
+        remove_dir(dir)?;
+    }
+    let db = open_db(dir)?;
+    db.open_tree(TREE)?
+        .insert(inode_key(ROOT), vec![GROUPED_MARKER])?;
+    db.flush()?;
+    Ok(true)
+}
+
 fn apply_to(tree: &sled::Tree, txn: Txn) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     txn.into_batch(&mut batch);
@@ -511,27 +598,37 @@ impl Txn {
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Blocking: call from a blocking context.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE)
-            .open()?;
-        Store::from_db(db, 1 << 16)
+        let grouped = grouped_dir(dir);
+        if grouped.join(GROUPED_COMPLETE).exists() {
+            let db = open_db(&grouped)?;
+            if !leave_marker(dir)? {
+                return Err(StoreError::Io {
+                    context: format!(
+                        "{} is in use by another process; this data dir's store is {}",
+                        dir.display(),
+                        grouped.display()
+                    ),
+                    source: std::io::ErrorKind::WouldBlock.into(),
+                });
+            }
+            return Store::from_db(db);
+        }
+        if grouped.exists() {
+            // A copy a crash cut short: the store in `dir` is whole; start over.
+            remove_dir(&grouped)?;
+        }
+        let db = open_db(dir)?;
+        let tree = db.open_tree(TREE)?;
+        if has_inodes_one_a_key(&tree)? {
+            return Store::regroup(db, dir, &grouped, 1 << 16);
+        }
+        Store::from_db(db)
     }
 
-    /// The store in `db`, its inodes moved into groups first if they are kept one a
-    /// key (copying `batch` keys a batch), and a root made if there is none.
-    fn from_db(db: sled::Db, batch: usize) -> Result<Store, StoreError> {
-        let current = match db.get(CURRENT_TREE_KEY)? {
-            Some(name) if *name == *GROUPED_TREE.as_bytes() => GROUPED_TREE,
-            _ => TREE,
-        };
-        let tree = db.open_tree(current)?;
-        let mut store = Store { db, tree };
-        if current == GROUPED_TREE {
-            store.retire_old_tree()?;
-        } else if store.has_inodes_one_a_key()? {
-            store = store.regroup(batch)?;
-        }
+    /// The store in `db`, with a root made if there is none (a new store).
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let tree = db.open_tree(TREE)?;
+        let store = Store { db, tree };
         if store.inode(ROOT)?.is_none() {
             let mut txn = Txn::default();
             let root = InodeOut {
@@ -550,45 +647,31 @@ impl Store {
         Ok(store)
     }
 
-    /// Whether the tree holds inodes one a key, as releases before inode groups
-    /// wrote them.
-    fn has_inodes_one_a_key(&self) -> Result<bool, StoreError> {
-        for item in self.tree.scan_prefix(b"i") {
-            let (_, v) = item?;
-            if v.first() != Some(&GROUPED_MARKER) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Copies the whole tree into a new one with its inodes in groups, then makes
-    /// the new tree the store's.
+    /// Copies the store in `old` (at `dir`), whose inodes are kept one a key, into a
+    /// new one at `grouped` with its inodes in groups (`batch` keys a batch), which
+    /// becomes the store; `dir` is left holding only the marker of format 2.
     ///
-    /// A new tree rather than moving the inodes in place: sled keeps the pages a
-    /// mass removal empties, and a data dir of 10 million files moved in place
-    /// held 411 MiB more after a restart than one loaded anew (docs/scale.md). The
-    /// switch is one write to sled's default tree, after the copy is flushed: a
-    /// crash before it leaves the old tree as it was (the copy is started over), a
-    /// crash after it leaves the old tree to be retired at the next start. The old
-    /// tree is then emptied down to the marker of format 2, which releases that
-    /// read inodes one a key refuse, instead of taking the data dir for an empty
-    /// one.
-    fn regroup(self, batch: usize) -> Result<Store, StoreError> {
+    /// A new store rather than moving the inodes in place: sled keeps the pages a
+    /// mass removal empties, and a data dir of 10 million files moved in place held
+    /// 411 MiB more after a restart than one loaded anew; and dropping the old tree
+    /// in the same sled instead left the master freeing it for minutes, at 5 GB
+    /// (docs/scale.md). The copy counts once its directory holds the file
+    /// [`GROUPED_COMPLETE`], written and synced after the copy is flushed: a crash
+    /// before that leaves the old store whole (the copy is started over), a crash
+    /// after it leaves `dir` to be replaced by the marker at the next start.
+    fn regroup(
+        old: sled::Db,
+        dir: &Path,
+        grouped: &Path,
+        batch: usize,
+    ) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
-        let Store { db, tree: old } = self;
-        if db
-            .tree_names()
-            .iter()
-            .any(|n| **n == *GROUPED_TREE.as_bytes())
-        {
-            db.drop_tree(GROUPED_TREE)?;
-        }
-        let new = db.open_tree(GROUPED_TREE)?;
+        let db = open_db(grouped)?;
+        let new = db.open_tree(TREE)?;
         let mut txn = Txn::default();
         let mut group: Option<(u64, Group)> = None;
         let mut inodes = 0u64;
-        for item in old.iter() {
+        for item in old.open_tree(TREE)?.iter() {
             let (k, v) = item?;
             if k.first() != Some(&b'i') {
                 txn.insert(k.to_vec(), v.to_vec());
@@ -618,34 +701,18 @@ impl Store {
         txn.insert(inode_key(ROOT), vec![GROUPED_MARKER]);
         apply_to(&new, txn)?;
         db.flush()?;
-        db.insert(CURRENT_TREE_KEY, GROUPED_TREE.as_bytes())?;
-        db.flush()?;
-        let store = Store { db, tree: new };
-        store.retire_old_tree()?;
+        mark_complete(grouped)?;
+        drop(old);
+        if !leave_marker(dir)? {
+            tracing::info!(dir = %dir.display(), "the store inodes were moved from is emptied at the next start");
+        }
         tracing::info!(
             inodes,
             seconds = started.elapsed().as_secs_f64(),
-            "inodes moved into groups of {INODE_GROUP}"
+            "inodes moved into groups of {INODE_GROUP}, in {}",
+            grouped.display()
         );
-        Ok(store)
-    }
-
-    /// Empties the tree inodes were kept one a key in down to the marker of format
-    /// 2 (see [`Store::regroup`]), if that is not done yet.
-    fn retire_old_tree(&self) -> Result<(), StoreError> {
-        let old = self.db.open_tree(TREE)?;
-        let mut keys = old.iter().keys();
-        let first = keys.next().transpose()?;
-        let retired = keys.next().is_none()
-            && first.is_some_and(|k| *k == inode_key(ROOT))
-            && old.get(inode_key(ROOT))?.as_deref() == Some(&[GROUPED_MARKER][..]);
-        if !retired {
-            self.db.drop_tree(TREE)?;
-            let old = self.db.open_tree(TREE)?;
-            old.insert(inode_key(ROOT), vec![GROUPED_MARKER])?;
-            self.db.flush()?;
-        }
-        Ok(())
+        Store::from_db(db)
     }
 
     pub fn inode(&self, ino: u64) -> Result<Option<Inode>, StoreError> {
@@ -1153,55 +1220,93 @@ mod tests {
         }
     }
 
-    /// A store of inodes one a key opens with every inode moved into its group in
-    /// a new tree, also over the leftovers of a copy a crash cut short, and leaves
-    /// in the old tree only a marker that releases reading one inode a key refuse.
+    /// A store of inodes one a key is copied into a new one beside it with every
+    /// inode in its group, and the old one is left holding only a marker that
+    /// releases reading one inode a key refuse.
     #[test]
-    fn inodes_one_a_key_move_into_groups_in_a_new_tree() {
-        let dir_ = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new().path(dir_.path()).open().expect("sled");
+    fn inodes_one_a_key_are_copied_into_groups_beside_the_store() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("meta");
+        let grouped = grouped_dir(&dir);
+        assert_eq!(grouped, base.path().join("meta.grouped"));
         let inos: Vec<u64> = std::iter::once(ROOT).chain(2..50).chain(100..103).collect();
+        let db = open_db(&dir).expect("sled");
         let old = db.open_tree(TREE).expect("tree");
         put_one_a_key(&old, inos.iter().copied());
         old.insert(b"mnext_inode", &103u64.to_be_bytes())
             .expect("insert");
-        // What a copy cut short by a crash left.
-        let cut = db.open_tree(GROUPED_TREE).expect("tree");
-        cut.insert(b"gjunk", b"junk".to_vec()).expect("insert");
+        assert!(has_inodes_one_a_key(&old).expect("scan"));
 
-        let store = Store::from_db(db.clone(), 5).expect("open");
+        let store = Store::regroup(db, &dir, &grouped, 5).expect("regroup");
         assert_eq!(all(&store), want(inos.iter().copied()));
         assert_eq!(store.inode(101).expect("read"), Some(file(101)));
         assert_eq!(store.inode(99).expect("read"), None);
         assert_eq!(store.next_inode().expect("next"), 103);
-        assert!(store.tree.get(b"gjunk").expect("get").is_none());
-        assert_eq!(
-            db.get(CURRENT_TREE_KEY).expect("get").as_deref(),
-            Some(GROUPED_TREE.as_bytes())
-        );
+        assert!(!has_inodes_one_a_key(&store.tree).expect("scan"));
+        assert!(grouped.join(GROUPED_COMPLETE).exists());
+    }
+
+    /// The old store is replaced by the marker, also when a crash cut its removal
+    /// short and left what sled cannot open.
+    #[test]
+    fn the_old_store_is_left_as_a_marker() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("meta");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("db"), b"half removed").expect("write");
+        std::fs::write(dir.join("conf"), b"half removed").expect("write");
+        assert!(leave_marker(&dir).expect("marker"));
+        let db = open_db(&dir).expect("open");
         let left: Vec<_> = db
             .open_tree(TREE)
             .expect("tree")
             .iter()
             .map(|item| item.expect("scan"))
             .collect();
-        assert_eq!(left.len(), 1, "only the marker is left in the old tree");
+        assert_eq!(left.len(), 1, "only the marker");
         let (key, marker) = &left[0];
         assert!(matches!(
             decode::<Inode>(key, marker),
             Err(StoreError::UnsupportedFormat { found: 2, .. })
         ));
+        // Locked (the handle above is still open): left as it is.
+        assert!(!leave_marker(&dir).expect("locked"));
+    }
 
-        // The next start opens the grouped tree as it is.
+    /// A copy a crash cut short (no completion file) is removed and the store in
+    /// place opened; a whole copy is opened instead of it.
+    #[test]
+    fn a_cut_short_copy_is_dropped_and_a_whole_one_opened() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("meta");
+        let grouped = grouped_dir(&dir);
+        std::fs::create_dir_all(&grouped).expect("mkdir");
+        std::fs::write(grouped.join("db"), b"cut short").expect("write");
+        let store = Store::open(&dir).expect("open");
+        assert!(!grouped.exists(), "the cut-short copy is gone");
+        assert_eq!(all(&store).len(), 1, "a new store, with its root");
         drop(store);
-        let store = Store::from_db(db.clone(), 5).expect("open again");
-        assert_eq!(all(&store), want(inos.iter().copied()));
 
-        // A crash after the switch, before the old tree was emptied.
-        put_one_a_key(&db.open_tree(TREE).expect("tree"), inos.iter().copied());
-        let store = Store::from_db(db, 5).expect("open after a crash");
-        assert_eq!(all(&store), want(inos.iter().copied()));
-        assert_eq!(store.db.open_tree(TREE).expect("tree").len(), 1);
+        let other = base.path().join("other");
+        let other_grouped = grouped_dir(&other);
+        let db = open_db(&other_grouped).expect("sled");
+        let tree = db.open_tree(TREE).expect("tree");
+        let root = dir_inode_group();
+        tree.insert(group_key(0), root).expect("insert");
+        drop(tree);
+        drop(db);
+        mark_complete(&other_grouped).expect("complete");
+        // Opening the copy here would race sled's release of the handle just
+        // dropped; what `open` reads first is the completion file.
+        assert!(other_grouped.join(GROUPED_COMPLETE).exists());
+        assert!(!other.exists());
+        assert!(leave_marker(&other).expect("marker"));
+        assert!(other.exists());
+    }
+
+    fn dir_inode_group() -> Vec<u8> {
+        let root = dir();
+        encode(&vec![(slot(ROOT), root.out())]).expect("encode")
     }
 
     #[test]
