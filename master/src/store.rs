@@ -88,18 +88,6 @@ pub struct Inode {
     pub chunks: ChunkList,
 }
 
-impl Inode {
-    pub fn out(&self) -> InodeOut<'_> {
-        InodeOut {
-            kind: self.kind,
-            size: self.size,
-            replication: self.replication,
-            mtime: self.mtime,
-            chunks: &self.chunks,
-        }
-    }
-}
-
 /// An inode to encode, borrowed; encodes exactly as an [`Inode`] does.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct InodeOut<'a> {
@@ -413,11 +401,6 @@ fn apply_to(tree: &sled::Tree, txn: Txn) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn put_group(txn: &mut Txn, group: u64, members: &Group) -> Result<(), StoreError> {
-    let out: Vec<(u8, InodeOut<'_>)> = members.iter().map(|(s, i)| (*s, i.out())).collect();
-    txn.put_inode_group(group, &out)
-}
-
 /// Typed access to the master's persistent metadata.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -459,7 +442,8 @@ impl Txn {
     }
 
     /// Writes inode group `group` as `members`, its live inodes by their place in
-    /// the group (removes it when there are none).
+    /// the group (removes it when there are none); each an [`Inode`], or an
+    /// [`InodeOut`] borrowed from the table in memory, which encodes alike.
     ///
     /// One key per group of [`INODE_GROUP`] numbers rather than one per inode: sled
     /// keeps some 150 bytes in memory for every page of its tree, cached or not, and
@@ -468,10 +452,10 @@ impl Txn {
     /// the inodes add a sixteenth of a key a file. Numbers are handed out in order,
     /// so a group fills up and is rewritten (some 600 bytes) only while its files
     /// change; the writer merges the rewrites of one group within a batch.
-    pub fn put_inode_group(
+    pub fn put_inode_group<I: Serialize>(
         &mut self,
         group: u64,
-        members: &[(u8, InodeOut<'_>)],
+        members: &[(u8, I)],
     ) -> Result<(), StoreError> {
         if members.is_empty() {
             self.remove(group_key(group));
@@ -685,7 +669,7 @@ impl Store {
                     }
                     _ => {
                         if let Some((g, members)) = group.take() {
-                            put_group(&mut txn, g, &members)?;
+                            txn.put_inode_group(g, &members)?;
                         }
                         group = Some((ino / INODE_GROUP, vec![(slot(ino), inode)]));
                     }
@@ -696,7 +680,7 @@ impl Store {
             }
         }
         if let Some((g, members)) = group.take() {
-            put_group(&mut txn, g, &members)?;
+            txn.put_inode_group(g, &members)?;
         }
         txn.insert(inode_key(ROOT), vec![GROUPED_MARKER]);
         apply_to(&new, txn)?;
@@ -1215,7 +1199,14 @@ mod tests {
     fn a_borrowed_inode_encodes_as_the_inode() {
         for inode in [file(9), dir()] {
             let a = encode(&inode).expect("encode");
-            let b = encode(&inode.out()).expect("encode");
+            let b = encode(&InodeOut {
+                kind: inode.kind,
+                size: inode.size,
+                replication: inode.replication,
+                mtime: inode.mtime,
+                chunks: &inode.chunks,
+            })
+            .expect("encode");
             assert_eq!(a, b);
         }
     }
@@ -1306,7 +1297,7 @@ mod tests {
 
     fn dir_inode_group() -> Vec<u8> {
         let root = dir();
-        encode(&vec![(slot(ROOT), root.out())]).expect("encode")
+        encode(&vec![(slot(ROOT), root)]).expect("encode")
     }
 
     #[test]
