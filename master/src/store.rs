@@ -430,15 +430,16 @@ impl Txn {
     /// Notes that inode `ino` changed (or was made or removed): its group is to be
     /// written again before the transaction is applied (see [`Txn::changed_groups`]).
     pub fn inode_changed(&mut self, ino: u64) {
-        let group = ino / INODE_GROUP;
-        if !self.groups.contains(&group) {
-            self.groups.push(group);
-        }
+        self.groups.push(ino / INODE_GROUP);
     }
 
-    /// The groups of the inodes [`Txn::inode_changed`] noted, each once.
+    /// The groups of the inodes [`Txn::inode_changed`] noted, each once. (Sorted
+    /// once here: a removal of 4,096 entries notes as many inodes.)
     pub fn changed_groups(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.groups)
+        let mut groups = std::mem::take(&mut self.groups);
+        groups.sort_unstable();
+        groups.dedup();
+        groups
     }
 
     /// Writes inode group `group` as `members`, its live inodes by their place in
