@@ -102,7 +102,7 @@ pub struct ChunkTable {
 }
 
 impl ChunkTable {
-    /// The table of `entries`, every chunk of every file in `inodes`.
+    /// The table of `entries`: every chunk of every file, with its place.
     pub fn build(mut entries: Vec<(ChunkHandle, ChunkAt)>) -> ChunkTable {
         // Sorted, a B-tree is built in one linear pass into full nodes: inserting
         // 10 million random handles one by one took some 30 s of a restart.
@@ -116,11 +116,10 @@ impl ChunkTable {
                 .iter()
                 .take_while(|(h, _)| prefix(h) == p)
                 .count();
-            match &entries[i..i + run] {
-                [(_, at)] if pack(*at).is_some() => {
-                    narrow.extend(pack(*at).map(|packed| (p, packed)));
-                }
-                shared => wide.extend(shared.iter().copied()),
+            let alike = &entries[i..i + run];
+            match alike {
+                [(_, at)] if let Some(packed) = pack(*at) => narrow.push((p, packed)),
+                _ => wide.extend(alike.iter().copied()),
             }
             i += run;
         }
