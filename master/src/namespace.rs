@@ -13,6 +13,7 @@
 
 mod apply;
 mod chunk_table;
+mod directory;
 mod inode_table;
 mod name;
 pub mod summary;
@@ -32,6 +33,7 @@ use crate::store::{
     Attr, Inode, KeyRecord, Store, StoreWriter, StoredChunk, TrashEntry, UploadRecord, ROOT,
 };
 use chunk_table::{ChunkAt, ChunkTable, Found};
+use directory::Directory;
 use inode_table::InodeTable;
 pub use inode_table::{Chunks, InodeRef};
 use name::Name;
@@ -80,7 +82,7 @@ pub struct Namespace {
     writer: Arc<StoreWriter>,
     inodes: InodeTable,
     /// Each directory's entries, by name.
-    children: HashMap<u64, BTreeMap<Name, u64>>,
+    children: HashMap<u64, Directory>,
     next_inode: u64,
     applied: u64,
     /// Each chunk's file and place in it, in handle order, so that upkeep can
@@ -140,41 +142,41 @@ fn chunk_entries(
 }
 
 /// Every directory's entries, from the store. They come in the store's key order:
-/// one directory after another, each in name order. Each directory is built into
-/// its B-tree at once, which fills the nodes: inserted one by one in order, a
-/// B-tree leaves each node it splits about half full: at 1 M files the directory
-/// trees took 63 MB (heaptrack) instead of 30 (docs/scale.md).
-fn load_directories(store: &Store) -> Result<HashMap<u64, BTreeMap<Name, u64>>, StoreError> {
-    fn build(
-        children: &mut HashMap<u64, BTreeMap<Name, u64>>,
-        parent: u64,
-        run: &mut Vec<(Name, u64)>,
-    ) {
-        // Sorted already, so the sort inside `collect` is one pass.
-        let built: BTreeMap<Name, u64> = run.drain(..).collect();
+/// one directory after another, each in name order, so each directory's blocks are
+/// filled as they come (see [`directory::Builder`]).
+fn load_directories(store: &Store) -> Result<HashMap<u64, Directory>, StoreError> {
+    fn done(children: &mut HashMap<u64, Directory>, parent: u64, built: directory::Builder) {
+        let built = built.finish();
         match children.entry(parent) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(built);
             }
             // Only if the store's order were not by directory: still correct.
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().extend(built),
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                for (name, ino) in built.iter() {
+                    o.get_mut().insert(&name, ino);
+                }
+            }
         }
     }
-    let mut children: HashMap<u64, BTreeMap<Name, u64>> = HashMap::new();
-    let mut run: Vec<(Name, u64)> = Vec::new();
-    let mut current = None;
+    let mut children: HashMap<u64, Directory> = HashMap::new();
+    let mut current: Option<(u64, directory::Builder)> = None;
     for item in store.all_dirents() {
         let (parent, name, child) = item?;
-        if current != Some(parent) {
-            if let Some(done) = current {
-                build(&mut children, done, &mut run);
+        match current.as_mut() {
+            Some((p, b)) if *p == parent => b.push(&name, child),
+            _ => {
+                if let Some((p, b)) = current.take() {
+                    done(&mut children, p, b);
+                }
+                let mut b = directory::Builder::default();
+                b.push(&name, child);
+                current = Some((parent, b));
             }
-            current = Some(parent);
         }
-        run.push((name.into(), child));
     }
-    if let Some(done) = current {
-        build(&mut children, done, &mut run);
+    if let Some((p, b)) = current {
+        done(&mut children, p, b);
     }
     Ok(children)
 }
@@ -323,8 +325,8 @@ impl Namespace {
     /// Estimated bytes per structure (see [`crate::footprint`]); time in proportion
     /// to directories, not files.
     pub fn footprint(&self) -> Vec<crate::footprint::Part> {
-        use crate::footprint::{btree, hash_table, vec_heap, Part};
-        let entries: usize = self.children.values().map(BTreeMap::len).sum();
+        use crate::footprint::{hash_table, vec_heap, Part};
+        let directory_bytes: usize = self.children.values().map(Directory::heap_bytes).sum();
         let stored_chunks = self.chunks.len();
         vec![
             Part {
@@ -339,10 +341,10 @@ impl Namespace {
             },
             Part {
                 structure: "directory_entries",
-                // Names longer than `name::INLINE` bytes also take their length on
-                // the heap; they are not counted.
-                bytes: hash_table::<u64, BTreeMap<Name, u64>>(self.children.capacity())
-                    + btree::<Name, u64>(entries),
+                // Each directory's blocks, counted exactly; time in proportion to
+                // the blocks, some hundred entries each.
+                bytes: hash_table::<u64, Directory>(self.children.capacity())
+                    + directory_bytes as u64,
             },
             Part {
                 structure: "chunk_table",
@@ -477,10 +479,7 @@ impl Namespace {
     }
 
     fn lookup(&self, parent: u64, name: &str) -> Option<u64> {
-        self.children
-            .get(&parent)
-            .and_then(|c| c.get(name))
-            .copied()
+        self.children.get(&parent).and_then(|c| c.get(name))
     }
 
     fn has_children(&self, ino: u64) -> bool {
@@ -535,9 +534,9 @@ impl Namespace {
         let mut stack = vec![ino];
         while let Some(ino) = stack.pop() {
             if let Some(entries) = self.children.get(&ino) {
-                for (name, child) in entries {
+                for (name, child) in entries.iter() {
                     dirents.push((ino, name.to_string()));
-                    stack.push(*child);
+                    stack.push(child);
                 }
             }
             inodes.push(ino);
@@ -580,12 +579,12 @@ impl Namespace {
         };
         let mut out = Vec::with_capacity(limit.min(children.len()));
         let mut next = None;
-        for (name, child) in children.range::<str, _>((start, Bound::Unbounded)) {
+        for (name, child) in children.range(start) {
             if out.len() == limit {
                 next = out.last().map(|e: &DirEntry| e.name.clone());
                 break;
             }
-            let c = self.inode(*child)?;
+            let c = self.inode(child)?;
             out.push(DirEntry {
                 name: name.to_string(),
                 kind: c.kind,
@@ -625,8 +624,13 @@ impl Namespace {
             }]);
         }
         let mut out = Vec::new();
-        for (name, child) in self.children.get(&ino).into_iter().flatten() {
-            let c = self.inode(*child)?;
+        for (name, child) in self
+            .children
+            .get(&ino)
+            .into_iter()
+            .flat_map(Directory::iter)
+        {
+            let c = self.inode(child)?;
             out.push(DirEntry {
                 name: name.to_string(),
                 kind: c.kind,
@@ -1185,13 +1189,13 @@ impl Namespace {
         let children = |ino: u64| self.children.get(&ino).map(|c| c.iter());
         // (entry, its name in its parent, its entries not yet visited): an explicit
         // stack, so depth is no limit, holding one iterator per level.
-        let mut stack: Vec<(u64, Option<&Name>, _)> = vec![(root, None, children(root))];
+        let mut stack: Vec<(u64, Option<Name>, _)> = vec![(root, None, children(root))];
         while inodes.len() < REAP_PIECE {
             let Some((_, _, entries)) = stack.last_mut() else {
                 break;
             };
             match entries.as_mut().and_then(Iterator::next) {
-                Some((name, &child)) => stack.push((child, Some(name), children(child))),
+                Some((name, child)) => stack.push((child, Some(name), children(child))),
                 None => {
                     let Some((ino, name, _)) = stack.pop() else {
                         break;

@@ -84,10 +84,7 @@ impl Namespace {
 
     fn link(&mut self, txn: &mut Txn, parent: u64, name: &str, child: u64) {
         txn.put_dirent(parent, name, child);
-        self.children
-            .entry(parent)
-            .or_default()
-            .insert(name.into(), child);
+        self.children.entry(parent).or_default().insert(name, child);
     }
 
     fn unlink(&mut self, txn: &mut Txn, parent: u64, name: &str) -> Result<u64, StoreError> {

@@ -86,10 +86,7 @@ impl TreeWalk {
             let Some(name) = rest.get(depth) else { break };
             frame.after = Some(name.to_string());
             let (dir, dir_path) = (frame.ino, frame.path.clone());
-            let child = ns
-                .children
-                .get(&dir)
-                .and_then(|c| c.get(name.as_str()).copied());
+            let child = ns.children.get(&dir).and_then(|c| c.get(name.as_str()));
             let Some(child) =
                 child.filter(|c| ns.inodes.get(c).is_some_and(|i| i.kind == FileKind::Dir))
             else {
@@ -131,14 +128,14 @@ impl TreeWalk {
                 None => Bound::Unbounded,
             };
             let (mut last, mut below, mut spent) = (None, None, false);
-            for (name, child) in children.range::<str, _>((from, Bound::Unbounded)) {
+            for (name, child) in children.range(from) {
                 if left == 0 {
                     spent = true;
                     break;
                 }
                 left -= 1;
-                last = Some(name);
-                let Some(inode) = ns.inodes.get(child) else {
+                let name = &*last.insert(name);
+                let Some(inode) = ns.inodes.get(&child) else {
                     continue;
                 };
                 self.scratch.clear();
@@ -150,7 +147,7 @@ impl TreeWalk {
                 visit(&self.scratch, &inode);
                 if inode.kind == FileKind::Dir {
                     // Into it now: what it holds comes before its next sibling.
-                    below = Some(*child);
+                    below = Some(child);
                     break;
                 }
             }
