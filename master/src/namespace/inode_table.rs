@@ -1,5 +1,5 @@
 //! The namespace's inodes by number, in pages of 64 consecutive numbers, each
-//! packed into 48 bytes.
+//! packed into 40 bytes.
 //!
 //! Inode numbers are handed out in order, so live inodes sit close together. A hash
 //! table keyed by number paid for the key, a control byte and, at 10 million
@@ -11,9 +11,11 @@
 //!
 //! An [`Inode`] is 64 bytes: its chunk list holds one chunk inline, and the list's
 //! tag cannot share the inode's spare bytes. Most files are one chunk as long as the
-//! file, so the table keeps such a file without the chunk's size (it is the file's)
-//! and with the tag, kind and replication side by side: 48 bytes ([`Packed`]). Any
-//! other inode keeps its chunks in a boxed slice, also within 48. Readers get an
+//! file, so the table keeps such a file without the chunk's size (it is the file's),
+//! with the tag, kind and replication side by side, and its mtime and chunk version
+//! in four bytes each when they fit (seconds until 2106; versions, which count a
+//! chunk's changes, under four billion): 40 bytes ([`Packed`]). Any other inode
+//! keeps its chunks in a boxed slice, also within 40. Readers get an
 //! [`InodeRef`], a view with the inode's fields; writers put whole inodes.
 
 use std::collections::HashMap;
@@ -31,11 +33,12 @@ const PAGE: u64 = 64;
 /// An inode as the table keeps it.
 #[derive(Debug)]
 enum Packed {
-    /// A file of one chunk whose size is the file's, with a replication under 256.
+    /// A file of one chunk whose size is the file's, with a replication under 256
+    /// and an mtime and a version that fit in 32 bits.
     One {
         size: u64,
-        mtime: u64,
-        version: ChunkVersion,
+        mtime: u32,
+        version: u32,
         handle: ChunkHandle,
         replication: u8,
         kind: FileKind,
@@ -70,16 +73,23 @@ impl Packed {
             mtime,
             chunks,
         } = inode;
-        if let ([one], Ok(replication)) = (&chunks[..], u8::try_from(replication)) {
-            if one.size == size {
-                return Packed::One {
-                    size,
-                    mtime,
-                    version: one.version,
-                    handle: one.handle,
-                    replication,
-                    kind,
-                };
+        if let [one] = &chunks[..] {
+            let fits = (
+                u8::try_from(replication),
+                u32::try_from(mtime),
+                u32::try_from(one.version.0),
+            );
+            if let (Ok(replication), Ok(mtime), Ok(version)) = fits {
+                if one.size == size {
+                    return Packed::One {
+                        size,
+                        mtime,
+                        version,
+                        handle: one.handle,
+                        replication,
+                        kind,
+                    };
+                }
             }
         }
         let chunks = match chunks {
@@ -108,10 +118,10 @@ impl Packed {
                 kind: *kind,
                 size: *size,
                 replication: u32::from(*replication),
-                mtime: *mtime,
+                mtime: u64::from(*mtime),
                 chunks: Chunks::One(StoredChunk {
                     handle: *handle,
-                    version: *version,
+                    version: ChunkVersion(u64::from(*version)),
                     size: *size,
                 }),
             },
@@ -370,7 +380,7 @@ mod tests {
     /// Every shape an inode takes: packed whole or not.
     fn shaped(n: u64) -> Inode {
         let mut i = inode(n);
-        match n % 6 {
+        match n % 8 {
             // One chunk as long as the file: packed whole.
             0 => i.chunks = ChunkList::from(vec![chunk(n, n)]),
             // One chunk of another length than the file.
@@ -388,16 +398,27 @@ mod tests {
                 i.kind = FileKind::Dir;
                 i.mtime = n;
             }
+            // One chunk as long as the file, an mtime past 2106.
+            6 => {
+                i.chunks = ChunkList::from(vec![chunk(n, n)]);
+                i.mtime = u64::from(u32::MAX) + n;
+            }
+            // One chunk as long as the file, a version past 32 bits.
+            7 => {
+                let mut c = chunk(n, n);
+                c.version = ChunkVersion(u64::from(u32::MAX) + n);
+                i.chunks = ChunkList::from(vec![c]);
+            }
             _ => {}
         }
         i
     }
 
     #[test]
-    fn packed_in_48_bytes() {
-        assert_eq!(std::mem::size_of::<Packed>(), 48);
-        assert!(matches!(Packed::pack(shaped(6)), Packed::One { .. }));
-        for n in 7..12 {
+    fn packed_in_40_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 40);
+        assert!(matches!(Packed::pack(shaped(8)), Packed::One { .. }));
+        for n in 9..16 {
             assert!(
                 matches!(Packed::pack(shaped(n)), Packed::Other { .. }),
                 "{n}"
