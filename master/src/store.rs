@@ -52,6 +52,9 @@ const TREE: &str = "meta";
 /// A file in the directory of a store copied into groups (see [`Store::regroup`]):
 /// the copy is whole.
 const GROUPED_COMPLETE: &str = "COMPLETE";
+/// Written into a whole copy once the store it was made from has been replaced by
+/// the marker: later starts neither open that store nor replace it again.
+const GROUPED_MARKED: &str = "MARKED";
 
 const NEXT_INODE_KEY: &[u8] = b"mnext_inode";
 const APPLIED_KEY: &[u8] = b"mapplied_seq";
@@ -326,14 +329,19 @@ fn grouped_dir(dir: &Path) -> PathBuf {
 /// Writes [`GROUPED_COMPLETE`] into `grouped`, durably (the file and the
 /// directory entry both synced).
 fn mark_complete(grouped: &Path) -> Result<(), StoreError> {
+    note_durably(grouped, GROUPED_COMPLETE)
+}
+
+/// Makes the empty file `name` in `dir`, durably (the file and the directory entry
+/// both synced).
+fn note_durably(dir: &Path, name: &str) -> Result<(), StoreError> {
     let io = |what: &str, e: std::io::Error| StoreError::Io {
-        context: format!("{what} {}", grouped.join(GROUPED_COMPLETE).display()),
+        context: format!("{what} {}", dir.join(name).display()),
         source: e,
     };
-    let file =
-        std::fs::File::create(grouped.join(GROUPED_COMPLETE)).map_err(|e| io("create", e))?;
+    let file = std::fs::File::create(dir.join(name)).map_err(|e| io("create", e))?;
     file.sync_all().map_err(|e| io("sync", e))?;
-    std::fs::File::open(grouped)
+    std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("sync the directory of", e))
 }
@@ -357,33 +365,43 @@ fn has_inodes_one_a_key(tree: &sled::Tree) -> Result<bool, StoreError> {
     Ok(false)
 }
 
-/// Whether sled could not open a store because another handle holds its lock.
-fn is_locked(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+/// Whether some open handle holds the lock sled takes on the store in `dir` (an
+/// exclusive `flock` of its `db` file): another process's, or this process's own,
+/// which sled releases some time after it is dropped.
+fn store_in_use(dir: &Path) -> Result<bool, StoreError> {
+    let io = |e: std::io::Error| StoreError::Io {
+        context: format!("check the lock of {}", dir.join("db").display()),
+        source: e,
+    };
+    let file = match std::fs::File::open(dir.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(e)),
+    };
+    // Released when `file` closes, at the end of this function.
+    match file.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
-/// Makes `dir`, the store a whole copy into groups replaced, a sled store holding
-/// only the marker of format 2: releases that read inodes one a key refuse it,
-/// instead of taking the data dir for an empty one and starting afresh. `false`
-/// when `dir` is locked (by this process's old handle, which sled releases some
-/// time after it is dropped, or by another process): it is left as it is.
-fn leave_marker(dir: &Path) -> Result<bool, StoreError> {
-    let is_marker = |db: &sled::Db| -> Result<bool, StoreError> {
-        let tree = db.open_tree(TREE)?;
-        let mut keys = tree.iter().keys();
-        let first = keys.next().transpose()?;
-        Ok(keys.next().is_none()
-            && first.is_some_and(|k| *k == inode_key(ROOT))
-            && tree.get(inode_key(ROOT))?.as_deref() == Some(&[GROUPED_MARKER][..]))
-    };
+/// Makes `dir`, the store a whole copy into groups (`grouped`) replaced, a sled
+/// store holding only the marker of format 2: releases that read inodes one a key
+/// refuse it, instead of taking the data dir for an empty one and starting afresh.
+/// Done once: [`GROUPED_MARKED`] in the copy says so. `false` when `dir` is locked
+/// (see [`store_in_use`]): it is left as it is, for a later start.
+///
+/// `dir` is never opened: it may be the whole store the copy was made from
+/// (gigabytes, which sled would read in only to have them removed), or a marker
+/// whose note a crash cut short; the copy holds all of either.
+fn leave_marker(dir: &Path, grouped: &Path) -> Result<bool, StoreError> {
+    if grouped.join(GROUPED_MARKED).exists() {
+        return Ok(true);
+    }
     if dir.exists() {
-        match open_db(dir) {
-            Ok(db) if is_marker(&db)? => return Ok(true),
-            Ok(_) => {}
-            Err(StoreError::Sled(e)) if is_locked(&e) => return Ok(false),
-            // A store that does not open (a removal a crash cut short) is replaced
-            // too: the copy holds all of it.
-            Err(_) => {}
+        if store_in_use(dir)? {
+            return Ok(false);
         }
         remove_dir(dir)?;
     }
@@ -391,6 +409,8 @@ fn leave_marker(dir: &Path) -> Result<bool, StoreError> {
     db.open_tree(TREE)?
         .insert(inode_key(ROOT), vec![GROUPED_MARKER])?;
     db.flush()?;
+    drop(db);
+    note_durably(grouped, GROUPED_MARKED)?;
     Ok(true)
 }
 
@@ -586,7 +606,7 @@ impl Store {
         let grouped = grouped_dir(dir);
         if grouped.join(GROUPED_COMPLETE).exists() {
             let db = open_db(&grouped)?;
-            if !leave_marker(dir)? {
+            if !leave_marker(dir, &grouped)? {
                 return Err(StoreError::Io {
                     context: format!(
                         "{} is in use by another process; this data dir's store is {}",
@@ -688,7 +708,7 @@ impl Store {
         db.flush()?;
         mark_complete(grouped)?;
         drop(old);
-        if !leave_marker(dir)? {
+        if !leave_marker(dir, grouped)? {
             tracing::info!(dir = %dir.display(), "the store inodes were moved from is emptied at the next start");
         }
         tracing::info!(
@@ -1244,10 +1264,13 @@ mod tests {
     fn the_old_store_is_left_as_a_marker() {
         let base = tempfile::tempdir().expect("tempdir");
         let dir = base.path().join("meta");
+        let grouped = grouped_dir(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::create_dir_all(&grouped).expect("mkdir");
         std::fs::write(dir.join("db"), b"half removed").expect("write");
         std::fs::write(dir.join("conf"), b"half removed").expect("write");
-        assert!(leave_marker(&dir).expect("marker"));
+        assert!(leave_marker(&dir, &grouped).expect("marker"));
+        assert!(grouped.join(GROUPED_MARKED).exists(), "noted in the copy");
         let db = open_db(&dir).expect("open");
         let left: Vec<_> = db
             .open_tree(TREE)
@@ -1261,8 +1284,15 @@ mod tests {
             decode::<Inode>(key, marker),
             Err(StoreError::UnsupportedFormat { found: 2, .. })
         ));
-        // Locked (the handle above is still open): left as it is.
-        assert!(!leave_marker(&dir).expect("locked"));
+        // Noted: later starts leave it alone, open or not.
+        assert!(leave_marker(&dir, &grouped).expect("noted"));
+        assert!(dir.join("db").exists());
+        // Not noted, and locked (the handle above is still open): left as it is.
+        std::fs::remove_file(grouped.join(GROUPED_MARKED)).expect("rm");
+        assert!(store_in_use(&dir).expect("lock check"));
+        assert!(!leave_marker(&dir, &grouped).expect("locked"));
+        assert!(!grouped.join(GROUPED_MARKED).exists());
+        drop(db);
     }
 
     /// A copy a crash cut short (no completion file) is removed and the store in
@@ -1288,8 +1318,10 @@ mod tests {
         mark_complete(&other_grouped).expect("complete");
         assert!(other_grouped.join(GROUPED_COMPLETE).exists());
         assert!(!other.exists());
-        assert!(leave_marker(&other).expect("marker"));
+        assert!(!store_in_use(&other).expect("no store, no lock"));
+        assert!(leave_marker(&other, &other_grouped).expect("marker"));
         assert!(other.exists());
+        assert!(other_grouped.join(GROUPED_MARKED).exists());
     }
 
     #[test]
