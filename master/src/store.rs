@@ -392,9 +392,10 @@ fn store_in_use(dir: &Path) -> Result<bool, StoreError> {
 /// Done once: [`GROUPED_MARKED`] in the copy says so. `false` when `dir` is locked
 /// (see [`store_in_use`]): it is left as it is, for a later start.
 ///
-/// `dir` is never opened: it may be the whole store the copy was made from
-/// (gigabytes, which sled would read in only to have them removed), or a marker
-/// whose note a crash cut short; the copy holds all of either.
+/// What `dir` holds is never read: it may be the whole store the copy was made
+/// from (gigabytes, which sled would read in only to have them removed), or a
+/// marker whose note a crash cut short; the copy holds all of either. Only the
+/// new marker store is opened, in a fresh directory.
 fn leave_marker(dir: &Path, grouped: &Path) -> Result<bool, StoreError> {
     if grouped.join(GROUPED_MARKED).exists() {
         return Ok(true);
