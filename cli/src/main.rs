@@ -138,8 +138,9 @@ async fn run(cli: Cli, master_flag: Option<(&'static str, String)>) -> anyhow::R
         Command::Bench {
             what: Some(BenchCommand::Ceiling { dir, size }),
             json,
+            rest,
             ..
-        } => cmd::bench::ceiling_only(&dir, size, json).await,
+        } => cmd::bench::ceiling_only(&dir, size, rest, json).await,
         // Speaks to the master as chunkservers do, with the cluster secret.
         Command::Bench {
             what:
@@ -262,9 +263,14 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
             ceiling_dir,
             ceiling_size,
             runs,
+            rest,
         } => {
-            let ceiling = ceiling_dir.as_deref().map(|d| (d, ceiling_size));
-            cmd::bench::bench(&client, what, json, ceiling, runs).await
+            let ceiling = ceiling_dir.as_deref().map(|dir| cmd::bench::ProbeAt {
+                dir,
+                bytes: ceiling_size,
+                rest,
+            });
+            cmd::bench::bench(&client, what, json, ceiling, rest, runs).await
         }
         Command::Mount {
             mountpoint,

@@ -38,6 +38,8 @@ async fn bench_reports_every_workload_as_json() {
                     &s,
                     "--ceiling-size",
                     "8MiB",
+                    "--rest",
+                    "1s",
                 ],
                 None,
             )
@@ -53,15 +55,27 @@ async fn bench_reports_every_workload_as_json() {
             "ceiling.loopback",
             "ceiling.blake3_one_core",
             "ceiling.put",
+            "ceiling.put_three",
             "ceiling.get",
             "put.bytes",
             "put.seconds",
             "put.mib_per_s",
             "put.ratio",
+            "put.ratio_three",
         ] {
             assert!(number(&r, key) > 0.0, "{key} in {r}");
         }
         assert_eq!(number(&r, "put.bytes"), (3 << 20) as f64);
+        assert_eq!(number(&r, "ceiling.rest_s"), 1.0, "{r}");
+        // The best of several writer counts is at least the three writers' figure.
+        assert!(
+            number(&r, "ceiling.put") >= number(&r, "ceiling.put_three"),
+            "{r}"
+        );
+        assert!(
+            number(&r, "put.ratio_three") >= number(&r, "put.ratio"),
+            "{r}"
+        );
         assert!(number(&r, "put.client_cpu_ms_per_mib") >= 0.0, "{r}");
         assert!(number(&r, "client_max_rss_bytes") > 0.0, "{r}");
         assert!(r.get("get").is_none(), "only what was asked: {r}");
@@ -88,6 +102,8 @@ async fn bench_reports_every_workload_as_json() {
                     &s,
                     "--ceiling-size",
                     "4MiB",
+                    "--rest",
+                    "0s",
                 ],
                 None,
             )
@@ -103,6 +119,10 @@ async fn bench_reports_every_workload_as_json() {
         assert_eq!(number(&r, "get.mib_per_s"), mibs[1], "the median run: {r}");
         assert_eq!(number(&r, "get.ratio"), ratios[1], "the median ratio: {r}");
         assert!(r.get("put").is_none(), "only what was asked: {r}");
+        assert!(
+            runs.iter().all(|x| x.get("ratio_three").is_none()),
+            "a get has no three-writer ratio: {r}"
+        );
         let r = json(
             &dfs(
                 &t,
@@ -250,7 +270,9 @@ async fn bench_ceiling_needs_no_cluster() {
         let r = json(
             &dfs(
                 &t,
-                &["bench", "ceiling", "--dir", &d, "--size", "4MiB", "--json"],
+                &[
+                    "bench", "ceiling", "--dir", &d, "--size", "4MiB", "--rest", "0s", "--json",
+                ],
                 None,
             )
             .await,
@@ -259,7 +281,9 @@ async fn bench_ceiling_needs_no_cluster() {
         assert_eq!(number(&r, "ceiling.bytes"), (4 << 20) as f64);
         let plain = ok(&dfs(
             &t,
-            &["bench", "ceiling", "--dir", &d, "--size", "4MiB"],
+            &[
+                "bench", "ceiling", "--dir", &d, "--size", "4MiB", "--rest", "0s",
+            ],
             None,
         )
         .await)
@@ -268,6 +292,9 @@ async fn bench_ceiling_needs_no_cluster() {
             plain.contains("put ceiling = min(") && plain.contains("get ceiling = min("),
             "{plain}"
         );
+        assert!(plain.contains("after 0 s at rest"), "{plain}");
+        // A directory that is not there fails at once, before any rest (the
+        // default is 20 s before each of six disk runs: this would time out).
         let missing = dfs(
             &t,
             &[

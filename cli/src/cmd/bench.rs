@@ -3,6 +3,7 @@
 //! person, or one JSON object with a key per part.
 
 use std::path::Path;
+use std::time::Duration;
 
 use dfs_cli::bench::ceiling::{self, Ceiling};
 use dfs_cli::bench::stats::{median, median_run};
@@ -45,6 +46,10 @@ struct WithRatio<T> {
     /// before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
+    /// Put only: the same against the ceiling of three writers alone
+    /// (`put_three`), as issue targets are stated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_three: Option<f64>,
     /// With `--runs` above 1: every run in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     runs: Vec<RunFigure>,
@@ -56,12 +61,28 @@ struct RunFigure {
     mib_per_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_three: Option<f64>,
+}
+
+/// Where and how the ceilings are probed (`--ceiling-dir`, `--ceiling-size`,
+/// `--rest`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProbeAt<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) bytes: u64,
+    pub(crate) rest: Duration,
 }
 
 /// `dfs bench ceiling`: no cluster involved.
-pub(crate) async fn ceiling_only(dir: &Path, size: u64, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn ceiling_only(
+    dir: &Path,
+    size: u64,
+    rest: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
     let report = Report {
-        ceiling: Some(ceiling::probe(dir, size).await?),
+        ceiling: Some(ceiling::probe(dir, size, rest).await?),
         ..Default::default()
     };
     print(&report, json)
@@ -180,11 +201,12 @@ pub(crate) async fn bench(
     client: &Client,
     what: Option<BenchCommand>,
     json: bool,
-    ceiling: Option<(&Path, u64)>,
+    ceiling: Option<ProbeAt<'_>>,
+    rest: Duration,
     runs: u32,
 ) -> anyhow::Result<()> {
     if let Some(BenchCommand::Ceiling { dir, size }) = &what {
-        return ceiling_only(dir, *size, json).await;
+        return ceiling_only(dir, *size, rest, json).await;
     }
     let mut report = Report::default();
     let bench = Bench::new(client).await?;
@@ -198,13 +220,15 @@ pub(crate) async fn bench(
 
 /// A large transfer's runs, each with its ratio to the ceiling probed before it:
 /// the median run's figure, the median ratio, and every run when there were several.
-fn large_result(runs: Vec<(Transfer, Option<f64>)>) -> Option<WithRatio<Transfer>> {
-    let ratios: Vec<f64> = runs.iter().filter_map(|(_, r)| *r).collect();
+fn large_result(runs: Vec<(Transfer, Ratios)>) -> Option<WithRatio<Transfer>> {
+    let ratios: Vec<f64> = runs.iter().filter_map(|(_, r)| r.ceiling).collect();
+    let threes: Vec<f64> = runs.iter().filter_map(|(_, r)| r.three).collect();
     let each: Vec<RunFigure> = runs
         .iter()
         .map(|(t, r)| RunFigure {
             mib_per_s: t.mib_per_s,
-            ratio: *r,
+            ratio: r.ceiling,
+            ratio_three: r.three,
         })
         .collect();
     let several = each.len() > 1;
@@ -212,8 +236,17 @@ fn large_result(runs: Vec<(Transfer, Option<f64>)>) -> Option<WithRatio<Transfer
     Some(WithRatio {
         figure,
         ratio: median(&ratios),
+        ratio_three: median(&threes),
         runs: if several { each } else { Vec::new() },
     })
+}
+
+/// One run's figure over its ceilings, when they were probed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ratios {
+    ceiling: Option<f64>,
+    /// Put only: over the three-writer ceiling.
+    three: Option<f64>,
 }
 
 /// The median of several runs of one rate, with every run's rate in it.
@@ -276,7 +309,7 @@ fn median_parts<T: Part>(runs: Vec<Vec<T>>) -> Vec<T> {
 async fn run(
     bench: &Bench,
     what: Option<BenchCommand>,
-    ceiling: Option<(&Path, u64)>,
+    ceiling: Option<ProbeAt<'_>>,
     runs: u32,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -286,6 +319,12 @@ async fn run(
         Some(BenchCommand::Put { size }) | Some(BenchCommand::Get { size }) => Some(*size),
         None => Some(1 << 30),
         _ => None,
+    };
+    // Before a transfer held against the probe: as long at rest as each probe run.
+    let rest = || async {
+        if let Some(p) = ceiling {
+            tokio::time::sleep(p.rest).await;
+        }
     };
     let mut probes = Vec::new();
     match large {
@@ -297,15 +336,23 @@ async fn run(
                 // Probed right before the transfers it is held against: this disk's
                 // speed moves between minutes.
                 let probe = match ceiling {
-                    Some((dir, bytes)) => Some(ceiling::probe(dir, bytes).await?),
+                    Some(p) => Some(ceiling::probe(p.dir, p.bytes, p.rest).await?),
                     None => None,
                 };
+                rest().await;
                 let put = bench.put(size, n).await?;
-                let put_ratio = ratio(put.mib_per_s, probe.as_ref().map(|c| c.put));
+                let put_ratio = Ratios {
+                    ceiling: ratio(put.mib_per_s, probe.as_ref().map(|c| c.put)),
+                    three: ratio(put.mib_per_s, probe.as_ref().map(|c| c.put_three)),
+                };
                 puts.push((put, put_ratio));
                 if want_get {
+                    rest().await;
                     let get = bench.get(n).await?;
-                    let get_ratio = ratio(get.mib_per_s, probe.as_ref().map(|c| c.get));
+                    let get_ratio = Ratios {
+                        ceiling: ratio(get.mib_per_s, probe.as_ref().map(|c| c.get)),
+                        three: None,
+                    };
                     gets.push((get, get_ratio));
                 }
                 bench.drop_large(n).await?;
@@ -317,8 +364,8 @@ async fn run(
             report.get = large_result(gets);
         }
         None => {
-            if let Some((dir, bytes)) = ceiling {
-                probes.push(ceiling::probe(dir, bytes).await?);
+            if let Some(p) = ceiling {
+                probes.push(ceiling::probe(p.dir, p.bytes, p.rest).await?);
             }
         }
     }
@@ -427,10 +474,15 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         }
     }
     let transfer = |name: &str, t: &WithRatio<Transfer>| {
-        let ratio = t
-            .ratio
-            .map(|r| format!(" ({:.0}% of the ceiling)", r * 100.0))
-            .unwrap_or_default();
+        let ratio = match (t.ratio, t.ratio_three) {
+            (Some(r), Some(three)) => format!(
+                " ({:.0}% of the ceiling, {:.0}% of three writers')",
+                r * 100.0,
+                three * 100.0
+            ),
+            (Some(r), None) => format!(" ({:.0}% of the ceiling)", r * 100.0),
+            _ => String::new(),
+        };
         let cpu = t
             .figure
             .client_cpu_ms_per_mib
