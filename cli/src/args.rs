@@ -451,7 +451,8 @@ pub(crate) enum Command {
         #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20), value_name = "N")]
         runs: u32,
         /// With --ceiling-dir (and for `bench ceiling`): time left idle before each
-        /// disk run of the probe, and before each put and get held against it. On
+        /// disk run of the probe, before each put and get held against it, and
+        /// before each append run (compared with the put). On
         /// this project's VMs a put started right after the probe's 10 GiB of
         /// writes ran 20-35% slower than one started after 30 s idle, so without a
         /// rest each measurement also measures the one before it. 0s for none.

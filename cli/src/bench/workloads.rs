@@ -194,12 +194,15 @@ impl Bench {
         records: u64,
         in_flight: impl Fn(u32) -> u32,
         run: u32,
+        rest: Duration,
     ) -> Result<Vec<AppendRun>, ClientError> {
         let mut out = Vec::new();
         let body = Bytes::from(vec![0x5a; usize::try_from(record).unwrap_or(1 << 20)]);
         for &n in appenders {
             let in_flight = in_flight(n);
             let path = self.path(&format!("append-{n}-{run}"));
+            // Started from rest as the put they are compared with (`dfs bench --rest`).
+            tokio::time::sleep(rest).await;
             let start = Instant::now();
             let runs = (0..n.max(1)).map(|_| {
                 // A client of its own per appender: its own connections and lease.

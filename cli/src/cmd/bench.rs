@@ -426,6 +426,7 @@ async fn run(
                         records,
                         |each| in_flight.unwrap_or_else(|| D::append_in_flight(each)),
                         n,
+                        ceiling.map_or(Duration::ZERO, |p| p.rest),
                     )
                     .await?,
             );
