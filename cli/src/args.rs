@@ -454,7 +454,7 @@ pub(crate) enum Command {
         /// disk run of the probe, before each put and get held against it, and
         /// before each append run (compared with the put). On
         /// this project's VMs a put started right after the probe's 10 GiB of
-        /// writes ran 20-35% slower than one started after 30 s idle, so without a
+        /// writes ran 14-37% slower than one started after 30 s idle, so without a
         /// rest each measurement also measures the one before it. 0s for none.
         #[arg(long, global = true, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
         rest: Duration,
