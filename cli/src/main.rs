@@ -270,7 +270,7 @@ pub(crate) async fn verb(client: &Client, ctx: &Context, command: Command) -> an
                 bytes: ceiling_size,
                 rest,
             });
-            cmd::bench::bench(&client, what, json, ceiling, rest, runs).await
+            cmd::bench::bench(&client, what, json, ceiling, runs).await
         }
         Command::Mount {
             mountpoint,

@@ -67,7 +67,8 @@ impl Ceiling {
         format!(
             "put ceiling = min(disk, best of 3 writers {:.0} and 3 x {} writers {:.0}; loopback {:.0} / 3 = {:.0}; blake3 {:.0} x {} cores / 3 = {:.0}) = {:.0} MiB/s\n\
              put ceiling with three writers only = {:.0} MiB/s\n\
-             get ceiling = min(disk, best of 1 reader {:.0} and {READERS} readers {:.0}; loopback {:.0}; blake3 {:.0} x {} cores = {:.0}) = {:.0} MiB/s\n",
+             get ceiling = min(disk, best of 1 reader {:.0} and {READERS} readers {:.0}; loopback {:.0}; blake3 {:.0} x {} cores = {:.0}) = {:.0} MiB/s\n\
+             each disk run started after {:.0} s at rest, and so does each put and get held against it\n",
             self.disk_write_three,
             self.disk_write_depth,
             self.disk_write_deep,
@@ -85,9 +86,7 @@ impl Ceiling {
             self.cores,
             self.blake3_one_core * self.cores as f64,
             self.get,
-        ) + &format!(
-            "each disk run started after {:.0} s at rest, and so does each put and get held against it\n",
-            self.rest_s
+            self.rest_s,
         )
     }
 }

@@ -202,12 +202,9 @@ pub(crate) async fn bench(
     what: Option<BenchCommand>,
     json: bool,
     ceiling: Option<ProbeAt<'_>>,
-    rest: Duration,
     runs: u32,
 ) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Ceiling { dir, size }) = &what {
-        return ceiling_only(dir, *size, rest, json).await;
-    }
+    // `bench ceiling` needs no cluster: main sends it to `ceiling_only`.
     let mut report = Report::default();
     let bench = Bench::new(client).await?;
     let result = run(&bench, what, ceiling, runs.max(1), &mut report).await;
