@@ -21,6 +21,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::error::CodecError;
 use crate::ids::RequestId;
 use crate::message::{Request, Response};
+use crate::spares::{self, Spares};
 
 /// First two bytes of every frame.
 pub const FRAME_MAGIC: u16 = 0xDF5A;
@@ -38,8 +39,9 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 8 << 20;
 /// its prelude arrives.
 pub const READ_BUFFER: usize = 16 << 10;
 /// A frame at least this large is decoded out of a buffer reserved for it, which the
-/// codec then lets go rather than keep for the connection's life.
-const RELEASE_AFTER: usize = 256 << 10;
+/// codec then lets go rather than keep for the connection's life (to the process's
+/// pool of [`crate::spares`], from which it reads later large frames).
+const RELEASE_AFTER: usize = crate::spares::MIN_SIZE;
 /// Large payloads start at a multiple of this in memory (when the codec is asked
 /// to: [`FrameCodec::aligning_payloads`]), so that a chunkserver can hand them to an
 /// `O_DIRECT` write as they are instead of copying them into an
@@ -154,12 +156,20 @@ fn checked_len(len: usize, max: u32, header: bool) -> Result<u32, CodecError> {
 ///
 /// Hot data paths write frames with [`crate::conn::write_frame`] instead of `encode`,
 /// so the payload goes to the socket with a vectored write and is never copied.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     limits: Limits,
     /// Whether large payloads are placed at aligned addresses (see
     /// [`FrameCodec::aligning_payloads`]).
     align: bool,
+    /// Where large frames' buffers are kept for reuse (see [`crate::spares`]).
+    spares: &'static Spares,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(Limits::default())
+    }
 }
 
 impl FrameCodec {
@@ -167,7 +177,15 @@ impl FrameCodec {
         FrameCodec {
             limits,
             align: false,
+            spares: &spares::SHARED,
         }
+    }
+
+    /// The codec with a pool of its own instead of the process's (for tests that
+    /// look at what the pool holds).
+    pub fn with_spares(mut self, spares: &'static Spares) -> Self {
+        self.spares = spares;
+        self
     }
 
     /// Places every payload of 64 KiB or more at a multiple of [`PAYLOAD_ALIGN`]
@@ -250,17 +268,23 @@ fn decode_body(kind: u8, header: &[u8]) -> Result<Body, CodecError> {
     })
 }
 
+/// An empty buffer for a frame of `total` bytes: one kept from an earlier large
+/// frame when one is free, whose pages are already mapped.
+fn room(total: usize, spares: &Spares) -> BytesMut {
+    spares.room(total)
+}
+
 /// Moves the start of a frame of `total` bytes, whose payload begins `head` bytes in,
 /// to a buffer of its own where that payload starts at a multiple of
 /// [`PAYLOAD_ALIGN`], with room for the whole frame. The rest of the frame is then
 /// read straight into place. Copies what has arrived so far (usually at most one
 /// read buffer's worth); a payload already aligned where it is stays put.
-fn realign(src: &mut BytesMut, head: usize, total: usize) {
+fn realign(src: &mut BytesMut, head: usize, total: usize, spares: &Spares) {
     let aligned = |b: &BytesMut| (b.as_ptr() as usize + head).is_multiple_of(PAYLOAD_ALIGN);
     if aligned(src) && src.capacity() >= total {
         return;
     }
-    let mut fresh = BytesMut::with_capacity(total + PAYLOAD_ALIGN);
+    let mut fresh = room(total + PAYLOAD_ALIGN, spares);
     let pad = (PAYLOAD_ALIGN - (fresh.as_ptr() as usize + head) % PAYLOAD_ALIGN) % PAYLOAD_ALIGN;
     fresh.resize(pad, 0);
     fresh.advance(pad);
@@ -281,7 +305,12 @@ impl Decoder for FrameCodec {
         let total = PRELUDE_LEN + prelude.header_len + prelude.payload_len;
         if src.len() < total {
             if self.align && prelude.payload_len >= ALIGN_FROM {
-                realign(src, PRELUDE_LEN + prelude.header_len, total);
+                realign(src, PRELUDE_LEN + prelude.header_len, total, self.spares);
+            } else if total >= RELEASE_AFTER && src.capacity() < total {
+                // The frame gets a buffer of its own (let go below once it is in).
+                let mut fresh = room(total, self.spares);
+                fresh.extend_from_slice(src);
+                *src = fresh;
             } else {
                 // Bounded by the limits checked above; one reservation instead of many
                 // regrowths.
@@ -292,19 +321,24 @@ impl Decoder for FrameCodec {
         src.advance(PRELUDE_LEN);
         let header = src.split_to(prelude.header_len);
         let payload = src.split_to(prelude.payload_len).freeze();
+        let body = decode_body(prelude.kind, &header);
+        // Dropped before the buffer is kept: a frame without a payload leaves it free.
+        drop(header);
         if total >= RELEASE_AFTER && src.len() <= READ_BUFFER {
             // `src` still shares the allocation reserved for this frame. Kept, every
             // connection would hold its largest frame for good: after 300 full chunk
             // reports of 2.3 MB each, 690 MB of a master's memory. What is left of
-            // the read (at most a small buffer's worth) moves to a small buffer.
+            // the read (at most a small buffer's worth) moves to a small buffer, and
+            // the large one goes to the pool, bounded for the whole process, for a
+            // later frame once its payload is dropped.
+            let size = total.saturating_add(src.capacity());
             let mut fresh = BytesMut::with_capacity(READ_BUFFER);
             fresh.extend_from_slice(src);
-            *src = fresh;
+            self.spares.keep(std::mem::replace(src, fresh), size);
         }
-        let body = decode_body(prelude.kind, &header)?;
         Ok(Some(Frame {
             request_id: RequestId(prelude.request_id),
-            body,
+            body: body?,
             payload,
         }))
     }

@@ -8,6 +8,7 @@
 //! - [`auth`]: the cluster secret, client keys, handshake proofs, chunk tokens.
 //! - [`checksum`]: blake3 per 64 KiB block, computed and verified the same everywhere.
 //! - [`conn`]: a framed connection over any byte stream, request/reply and handshake.
+//! - [`spares`]: large frames' read buffers, reused once their payloads are dropped.
 //!
 //! - [`net`] (feature `net`): TCP framing and dialing with the handshake.
 //! - [`grace`] (feature `net`): bounded shutdown of connection tasks.
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod message;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod spares;
 
 pub use auth::{ChunkToken, ClientKey, ClusterSecret, Credential, KeyInfo, KeyTable, Peer, Role};
 pub use conn::{write_frame, Accepted, Connection, Identity, Session};
