@@ -55,16 +55,19 @@ proptest! {
     }
 
     #[test]
-    fn a_torn_tail_is_cut_and_the_prefix_kept(ps in payloads(), cut in any::<prop::sample::Index>(), junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+    fn a_torn_tail_is_cut_and_the_prefix_kept(ps in payloads(), cut in any::<prop::sample::Index>(), junk in proptest::collection::vec(any::<u8>(), 0..64), zeros in 0..3usize) {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 1, &ps);
         let seg = only_segment(dir.path());
         let mut bytes = fs::read(&seg).unwrap();
-        let full = bytes.len();
+        // The records, not the zeros written ahead of them.
+        let full: usize = ps.iter().map(|p| oplog::HEADER_LEN + p.len()).sum();
         let cut = cut.index(full + 1);
         bytes.truncate(cut);
-        // What a crash leaves: a prefix, possibly followed by garbage or zeroes.
+        // What a crash leaves: a prefix, possibly followed by garbage or zeroes, and
+        // then perhaps by the rest of the space written ahead.
         bytes.extend_from_slice(&junk);
+        bytes.resize(bytes.len() + zeros * 40_000, 0);
         fs::write(&seg, &bytes).unwrap();
 
         let rec = oplog::recover(dir.path()).unwrap();
@@ -177,4 +180,52 @@ async fn concurrent_appends_share_fsyncs_and_all_become_durable() {
     drop(log);
     let rec = oplog::recover(dir.path()).unwrap();
     assert_eq!(rec.records.len(), 800);
+}
+
+#[test]
+fn space_written_ahead_is_zeros_and_ends_a_segment_s_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let ps: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8 + 1; 50]).collect();
+    write_log(dir.path(), 1, &ps);
+    let seg = only_segment(dir.path());
+    let records = 10 * (oplog::HEADER_LEN + 50);
+    let bytes = fs::read(&seg).unwrap();
+    assert!(
+        bytes.len() as u64 >= records as u64 + oplog::PREALLOCATE,
+        "zeros written ahead: {} bytes",
+        bytes.len()
+    );
+    assert!(bytes[records..].iter().all(|&b| b == 0));
+    assert!(
+        decode_record(&[0u8; oplog::HEADER_LEN]).is_err(),
+        "no record is all zeros"
+    );
+    let rec = oplog::recover(dir.path()).unwrap();
+    assert_eq!(rec.records.len(), 10);
+    assert_eq!(rec.truncated, 0, "zeros are not a torn tail");
+
+    // A later start writes a second segment; the first keeps its zeros and is read
+    // through to its end all the same.
+    write_log(dir.path(), 11, &ps);
+    let rec = oplog::recover(dir.path()).unwrap();
+    assert_eq!(rec.records.len(), 20);
+    assert_eq!(rec.last_seq(), Some(20));
+
+    // A crash in the middle of the next record leaves its start before the zeros:
+    // a torn tail, cut off.
+    let mut segs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap().clone();
+    let mut bytes = fs::read(&last).unwrap();
+    let mut next = Vec::new();
+    encode_record(21, &[7; 50], &mut next).unwrap();
+    bytes[records..records + 20].copy_from_slice(&next[..20]);
+    fs::write(&last, &bytes).unwrap();
+    let rec = oplog::recover(dir.path()).unwrap();
+    assert_eq!(rec.records.len(), 20);
+    assert!(rec.truncated > 0);
+    assert_eq!(fs::metadata(&last).unwrap().len(), records as u64);
 }
