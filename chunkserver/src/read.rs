@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use crate::ctx::Ctx;
 use crate::error::StoreError;
 use crate::net::Conn;
-use crate::store::Blocks;
+use crate::store::{Blocks, ChunkStore};
+
+mod sendfile;
 
 /// Pieces buffered between the disk reader and the network for one read.
 const READ_QUEUE: usize = 2;
@@ -58,11 +60,18 @@ pub(crate) async fn read_chunk(
             return Ok(());
         }
     };
+    if check == Check::ByReader {
+        // A second handle on the socket fails only when out of descriptors: the
+        // buffered path below still works then.
+        if let Some(Ok(sock)) = conn.plain_socket() {
+            return sendfile::stream(ctx, conn, id, range, sock).await;
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<Result<(Blocks, bool), StoreError>>(READ_QUEUE);
     let store = ctx.store.clone();
     let producer = tokio::task::spawn_blocking(move || {
         let mut seen = None;
-        let mut result = (|| {
+        let result = (|| {
             let mut reader = store.open_reader(handle, version)?;
             seen = Some(reader.len());
             reader.will_need(offset, len);
@@ -83,22 +92,8 @@ pub(crate) async fn read_chunk(
                 }
             }
         })();
-        if let Err(StoreError::Refused(ErrorCode::ChecksumMismatch { .. })) = &result {
-            match store.quarantine_damaged(handle, version, seen) {
-                Ok(true) => {}
-                // Bumped, appended to or cut back under us: a race, not damage.
-                Ok(false) => {
-                    result = Err(ErrorCode::Unavailable {
-                        reason: format!("chunk {handle} changed during the read; read it again"),
-                    }
-                    .into());
-                }
-                Err(q) => {
-                    tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
-                }
-            }
-        }
         if let Err(e) = result {
+            let e = settle_damage(&store, handle, version, seen, e);
             let _ = tx.blocking_send(Err(e));
         }
     });
@@ -117,14 +112,7 @@ pub(crate) async fn read_chunk(
                 conn.send(&frame).await?;
             }
             Err(e) => {
-                if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
-                    ctx.metrics.damaged();
-                }
-                if let StoreError::Io { .. } = e {
-                    tracing::error!(error = %e, "disk read failed");
-                } else {
-                    tracing::info!(error = %e, "read refused");
-                }
+                log_refusal(ctx, &e);
                 conn.reply(id, Response::Error(e.to_code())).await?;
                 break;
             }
@@ -133,6 +121,45 @@ pub(crate) async fn read_chunk(
     drop(rx);
     let _ = producer.await;
     Ok(())
+}
+
+/// A read that failed with a checksum error found damage here: the replica is
+/// quarantined, unless it changed under the read, which is a race to retry, not
+/// damage. Returns the error to answer with.
+fn settle_damage(
+    store: &ChunkStore,
+    handle: ChunkHandle,
+    version: ChunkVersion,
+    seen: Option<u64>,
+    e: StoreError,
+) -> StoreError {
+    if !matches!(e, StoreError::Refused(ErrorCode::ChecksumMismatch { .. })) {
+        return e;
+    }
+    match store.quarantine_damaged(handle, version, seen) {
+        Ok(true) => e,
+        // Bumped, appended to or cut back under us: a race, not damage.
+        Ok(false) => ErrorCode::Unavailable {
+            reason: format!("chunk {handle} changed during the read; read it again"),
+        }
+        .into(),
+        Err(q) => {
+            tracing::error!(%handle, error = %q, "could not quarantine a damaged replica");
+            e
+        }
+    }
+}
+
+/// Counts and logs a read refused with `e`.
+fn log_refusal(ctx: &Ctx, e: &StoreError) {
+    if let StoreError::Refused(ErrorCode::ChecksumMismatch { .. }) = e {
+        ctx.metrics.damaged();
+    }
+    if let StoreError::Io { .. } = e {
+        tracing::error!(error = %e, "disk read failed");
+    } else {
+        tracing::info!(error = %e, "read refused");
+    }
 }
 
 /// The length of the replica `handle` at `version` and the blake3 of its content,

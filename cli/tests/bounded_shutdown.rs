@@ -31,6 +31,17 @@ async fn stops_in_time(child: &mut tokio::process::Child, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunkserver_stops_in_bounded_time_with_a_peer_that_stopped_reading() {
+    chunkserver_stops_with_a_reader_that_stopped(false).await;
+}
+
+/// The same with a client's read, which the chunkserver sends from the file with
+/// `sendfile` on a blocking thread: that thread must let go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunkserver_stops_in_bounded_time_with_a_client_that_stopped_reading_its_get() {
+    chunkserver_stops_with_a_reader_that_stopped(true).await;
+}
+
+async fn chunkserver_stops_with_a_reader_that_stopped(stored: bool) {
     bounded(async {
         let (dir, cluster) = cluster_with(|o| {
             o.chunkservers = 0;
@@ -59,18 +70,28 @@ async fn a_chunkserver_stops_in_bounded_time_with_a_peer_that_stopped_reading() 
         .await
         .expect("dial");
         let id = conn.next_request_id();
-        conn.send(&Frame::request(
-            id,
-            Request::Chunk(ChunkRequest::ReadChunk {
-                handle: chunk.handle,
-                version: chunk.version,
-                offset: 0,
-                len: size as u64,
-                token: chunk.token,
-            }),
-        ))
-        .await
-        .expect("ask");
+        let (handle, version, offset, len, token) =
+            (chunk.handle, chunk.version, 0, size as u64, chunk.token);
+        let read = if stored {
+            ChunkRequest::ReadStored {
+                handle,
+                version,
+                offset,
+                len,
+                token,
+            }
+        } else {
+            ChunkRequest::ReadChunk {
+                handle,
+                version,
+                offset,
+                len,
+                token,
+            }
+        };
+        conn.send(&Frame::request(id, Request::Chunk(read)))
+            .await
+            .expect("ask");
         // The server is busy with it (its send is blocked): it reports load 1.
         wait_until(
             Duration::from_secs(20),

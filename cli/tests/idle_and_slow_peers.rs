@@ -159,15 +159,31 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
             for _ in 0..IDLE {
                 idle.push(TcpStream::connect(addr).await.expect("idle connection"));
             }
-            for _ in 0..SLOW {
+            for i in 0..SLOW {
                 held.push(slow_writer(addr, &admin, &secret, *chunkserver).await);
-                let read = chunkserver.then(|| Request::Chunk(ChunkRequest::ReadChunk {
-                    handle: chunk.handle,
-                    version: chunk.version,
-                    offset: 0,
-                    len: 8 << 20,
-                    token: chunk.token,
-                }));
+                // Both kinds of read: a peer's, buffered and verified by the
+                // chunkserver, and a client's, sent from the file by `sendfile`.
+                let (handle, version, offset, len, token) =
+                    (chunk.handle, chunk.version, 0, 8 << 20, chunk.token);
+                let read = chunkserver.then(|| {
+                    Request::Chunk(if i % 2 == 0 {
+                        ChunkRequest::ReadChunk {
+                            handle,
+                            version,
+                            offset,
+                            len,
+                            token,
+                        }
+                    } else {
+                        ChunkRequest::ReadStored {
+                            handle,
+                            version,
+                            offset,
+                            len,
+                            token,
+                        }
+                    })
+                });
                 held.push(slow_reader(addr, &admin, read).await);
             }
         }

@@ -174,6 +174,17 @@ where
         self.limits
     }
 
+    /// How long one frame may take to leave.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        self.write_timeout
+    }
+
+    /// Counts `bytes` of payload sent on this connection other than by
+    /// [`Connection::send`] (a chunkserver's `sendfile`).
+    pub fn count_payload_out(&mut self, bytes: u64) {
+        self.payload_out = self.payload_out.saturating_add(bytes);
+    }
+
     /// A fresh request id for this connection.
     pub fn next_request_id(&mut self) -> RequestId {
         let id = self.next_id;

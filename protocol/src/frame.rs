@@ -115,6 +115,17 @@ fn bincode_config() -> impl bincode::config::Config {
 
 /// Encodes a frame's prelude and header; the payload is written after it as is.
 pub fn encode_head(frame: &Frame, limits: Limits) -> Result<BytesMut, CodecError> {
+    encode_head_for(frame, frame.payload.len(), limits)
+}
+
+/// [`encode_head`] for a payload of `payload_len` bytes that is not in the frame:
+/// its sender writes them after the head some other way (a chunkserver with
+/// `sendfile`), and must write exactly that many.
+pub fn encode_head_for(
+    frame: &Frame,
+    payload_len: usize,
+    limits: Limits,
+) -> Result<BytesMut, CodecError> {
     let (kind, header) = match &frame.body {
         Body::Request(r) => (
             KIND_REQUEST,
@@ -126,7 +137,7 @@ pub fn encode_head(frame: &Frame, limits: Limits) -> Result<BytesMut, CodecError
         ),
     };
     let header_len = checked_len(header.len(), limits.max_header, true)?;
-    let payload_len = checked_len(frame.payload.len(), limits.max_payload, false)?;
+    let payload_len = checked_len(payload_len, limits.max_payload, false)?;
     let mut head = BytesMut::with_capacity(PRELUDE_LEN + header.len());
     head.put_u16(FRAME_MAGIC);
     head.put_u8(FRAME_VERSION);

@@ -109,6 +109,26 @@ impl AsyncWrite for NetWrite {
 }
 
 impl TcpConn {
+    /// A second descriptor for the socket under a plain TCP link, for a sender that
+    /// writes to it from a thread of its own while this connection waits (a
+    /// chunkserver's `sendfile`); `None` on TLS, whose bytes must pass through
+    /// rustls. The socket stays non-blocking.
+    pub fn plain_socket(&self) -> Option<std::io::Result<std::net::TcpStream>> {
+        use std::os::fd::AsFd;
+        match &self.writer {
+            NetWrite::Tcp(w) => {
+                let stream: &TcpStream = w.as_ref();
+                Some(
+                    stream
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map(std::net::TcpStream::from),
+                )
+            }
+            NetWrite::TlsClient(_) | NetWrite::TlsServer(_) => None,
+        }
+    }
+
     /// Whether an idle connection is still usable: the peer has not closed it (a
     /// restarted server does) and has sent nothing unasked. Never waits.
     pub fn is_idle_open(&mut self) -> bool {

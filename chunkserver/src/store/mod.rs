@@ -59,7 +59,7 @@ use meta::{chunk_name, meta_name};
 pub use meta::{decode_meta, ChunkMeta, MAX_CHUNK_LEN};
 pub use pack::{find_packed, PackedReplica, MAX_PACKED};
 pub use packed::Compaction;
-pub use reader::{Blocks, ChunkReader};
+pub use reader::{Blocks, ChunkReader, Span};
 pub use writer::ChunkWriter;
 
 #[derive(Clone, Copy, Debug)]

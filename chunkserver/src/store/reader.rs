@@ -188,10 +188,10 @@ impl ChunkReader {
         Ok(blocks)
     }
 
-    /// `read_blocks` without hashing the blocks: as stored, with their stored
-    /// checksums, for a reader that verifies them itself. A file shorter than its
-    /// meta, or a meta with too few checksums, is still damage found here.
-    pub fn read_stored(&mut self, offset: u64, len: u64) -> Result<Blocks, StoreError> {
+    /// The whole checksum blocks that cover `len` bytes at `offset`, and their
+    /// stored checksums, without reading the blocks (for a reader that verifies
+    /// them itself). A meta with too few checksums is damage found here.
+    pub fn stored_span(&self, offset: u64, len: u64) -> Result<Span, StoreError> {
         let end = offset
             .checked_add(len)
             .filter(|&e| e <= self.meta.len)
@@ -203,16 +203,70 @@ impl ChunkReader {
             })?;
         let first = offset / CHECKSUM_BLOCK;
         if len == 0 {
-            return Ok(Blocks {
+            return Ok(Span {
                 offset: first * CHECKSUM_BLOCK,
-                data: Bytes::new(),
+                len: 0,
                 checksums: Vec::new(),
             });
         }
         let last = (end - 1) / CHECKSUM_BLOCK;
         let start = first * CHECKSUM_BLOCK;
         let stop = ((last + 1) * CHECKSUM_BLOCK).min(self.meta.len);
-        let want = (stop - start) as usize;
+        let checksums = self
+            .meta
+            .blocks
+            .get(first as usize..=last as usize)
+            .map(<[[u8; 32]]>::to_vec)
+            .ok_or(ErrorCode::ChecksumMismatch {
+                handle: self.handle,
+                offset: start,
+            })?;
+        Ok(Span {
+            offset: start,
+            len: stop - start,
+            checksums,
+        })
+    }
+
+    /// The file the chunk's bytes are in, and where its byte 0 is in that file,
+    /// once the file is found to hold all of them (a shorter one is damage).
+    pub fn stored_file(&self) -> Result<(&File, u64), StoreError> {
+        let (file, base) = match &self.src {
+            Source::Own(f) => (f, 0),
+            Source::Packed { file, base } => (&**file, *base),
+        };
+        let have = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat chunk {}", self.handle), e))?
+            .len();
+        if have < base.saturating_add(self.meta.len) {
+            let short = have.saturating_sub(base);
+            return Err(ErrorCode::ChecksumMismatch {
+                handle: self.handle,
+                offset: short - short % CHECKSUM_BLOCK,
+            }
+            .into());
+        }
+        Ok((file, base))
+    }
+
+    /// `read_blocks` without hashing the blocks: as stored, with their stored
+    /// checksums, for a reader that verifies them itself. A file shorter than its
+    /// meta, or a meta with too few checksums, is still damage found here.
+    pub fn read_stored(&mut self, offset: u64, len: u64) -> Result<Blocks, StoreError> {
+        let Span {
+            offset: start,
+            len: want,
+            checksums,
+        } = self.stored_span(offset, len)?;
+        if want == 0 {
+            return Ok(Blocks {
+                offset: start,
+                data: Bytes::new(),
+                checksums,
+            });
+        }
+        let want = want as usize;
         // Read straight into spare capacity: zeroing a buffer only to overwrite it
         // was a measurable share of a get's chunkserver CPU.
         let mut buf = Vec::with_capacity(want);
@@ -240,16 +294,6 @@ impl ChunkReader {
             }
             .into());
         }
-        let range = first as usize..=last as usize;
-        let checksums = self
-            .meta
-            .blocks
-            .get(range)
-            .map(<[[u8; 32]]>::to_vec)
-            .ok_or(ErrorCode::ChecksumMismatch {
-                handle: self.handle,
-                offset: start,
-            })?;
         Ok(Blocks {
             offset: start,
             data: Bytes::from(buf),
@@ -258,7 +302,17 @@ impl ChunkReader {
     }
 }
 
-/// Verified whole blocks of a chunk.
+/// Whole checksum blocks of a chunk, not read, with their stored checksums.
+#[derive(Debug, Clone)]
+pub struct Span {
+    /// Chunk offset of the first byte (a multiple of the checksum block).
+    pub offset: u64,
+    pub len: u64,
+    pub checksums: Vec<[u8; 32]>,
+}
+
+/// Whole checksum blocks read from a chunk, with their checksums (verified here
+/// by `read_blocks`, as stored by `read_stored`).
 #[derive(Debug, Clone)]
 pub struct Blocks {
     /// Chunk offset of the first byte (a multiple of the checksum block).

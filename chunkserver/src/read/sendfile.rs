@@ -1,0 +1,237 @@
+//! Client reads sent by the kernel from the chunk file to the socket (`sendfile`):
+//! on a plain TCP link, the blocks of a `ReadStored` never pass through this
+//! process's memory.
+//!
+//! A get's chunkserver CPU went mostly to two copies of every byte: from the page
+//! cache into a buffer, and from the buffer into the socket. `sendfile` hands the
+//! socket the cached pages instead. Only reads the client verifies can skip the
+//! buffer: a read checked here must see the bytes. TLS links keep the buffered path,
+//! since their bytes must pass through rustls.
+//!
+//! The whole exchange runs on a blocking thread, because `sendfile` reads the file
+//! and may wait for the disk. The socket stays non-blocking (tokio owns it): the
+//! thread waits for room with `poll`, each frame within the connection's write
+//! timeout. The connection's task waits for the thread and writes nothing
+//! meanwhile. Should that task be dropped (its request's deadline passed, the server
+//! is stopping), the socket is shut down, which ends the thread's next wait.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dfs_protocol::frame::{encode_head_for, Limits};
+use dfs_protocol::{
+    CodecError, Frame, ProtocolError, RequestId, Response, CHECKSUM_BLOCK, PACKET_SIZE,
+};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use super::Range;
+use crate::ctx::Ctx;
+use crate::error::StoreError;
+use crate::net::Conn;
+use crate::store::ChunkStore;
+
+/// How a read on the thread ended.
+enum Ended {
+    /// Every frame sent; the payload bytes.
+    Sent(u64),
+    /// Refused between frames (nothing of a frame half-written): the connection can
+    /// carry the error reply. The payload bytes sent before it.
+    Refused(StoreError, u64),
+    /// The socket failed or timed out in the middle of a frame: the connection is
+    /// unusable.
+    Broken(std::io::Error),
+}
+
+/// Shuts the socket down if the read is abandoned before the thread is done.
+struct Abandon(Option<Arc<TcpStream>>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(sock) = self.0.take() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Streams `range` as `ReadData` frames of at most one packet each, their payloads
+/// sent from the file by `sendfile` on `sock` (a second handle on `conn`'s socket).
+pub(crate) async fn stream(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    id: RequestId,
+    range: Range,
+    sock: TcpStream,
+) -> Result<(), ProtocolError> {
+    let store = ctx.store.clone();
+    let limits = conn.limits();
+    let timeout = conn.write_timeout();
+    let sock = Arc::new(sock);
+    let mut abandon = Abandon(Some(sock.clone()));
+    let ended =
+        tokio::task::spawn_blocking(move || send(&store, &sock, id, range, limits, timeout)).await;
+    abandon.0 = None;
+    let ended =
+        ended.map_err(|e| CodecError::Io(std::io::Error::other(format!("sendfile task: {e}"))))?;
+    match ended {
+        Ended::Sent(bytes) => {
+            conn.count_payload_out(bytes);
+            Ok(())
+        }
+        Ended::Refused(e, bytes) => {
+            conn.count_payload_out(bytes);
+            super::log_refusal(ctx, &e);
+            conn.reply(id, Response::Error(e.to_code())).await?;
+            Ok(())
+        }
+        Ended::Broken(e) => Err(CodecError::Io(e).into()),
+    }
+}
+
+/// Why a read on the thread stopped early.
+enum Failure {
+    /// Between frames: the connection can carry the error reply.
+    Refused(StoreError),
+    /// In the middle of a frame.
+    Broken(std::io::Error),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Refused(e)
+    }
+}
+
+fn broken(e: impl std::fmt::Display) -> Failure {
+    Failure::Broken(std::io::Error::other(e.to_string()))
+}
+
+/// The read, on the blocking thread.
+fn send(
+    store: &ChunkStore,
+    sock: &TcpStream,
+    id: RequestId,
+    range: Range,
+    limits: Limits,
+    timeout: Duration,
+) -> Ended {
+    let Range {
+        handle,
+        version,
+        offset,
+        len,
+    } = range;
+    let mut seen = None;
+    let mut sent = 0u64;
+    let result = (|| {
+        let reader = store.open_reader(handle, version)?;
+        seen = Some(reader.len());
+        reader.will_need(offset, len);
+        let (file, base) = reader.stored_file()?;
+        let end = offset.saturating_add(len);
+        let mut pos = offset;
+        loop {
+            // Keep each frame within one packet even when `pos` is not block-aligned.
+            let lead = pos % CHECKSUM_BLOCK;
+            let n = end.saturating_sub(pos).min(PACKET_SIZE as u64 - lead);
+            let span = reader.stored_span(pos, n)?;
+            pos += n;
+            let last = pos >= end;
+            let payload = usize::try_from(span.len).map_err(broken)?;
+            let frame = Frame::response(
+                id,
+                Response::ReadData {
+                    last,
+                    offset: span.offset,
+                    checksums: span.checksums,
+                },
+            );
+            let head = encode_head_for(&frame, payload, limits).map_err(broken)?;
+            let deadline = Instant::now() + timeout;
+            write_all(sock, &head, deadline)
+                .and_then(|()| send_file(sock, file, base + span.offset, payload, deadline))
+                .map_err(Failure::Broken)?;
+            sent += span.len;
+            if last {
+                return Ok(());
+            }
+        }
+    })();
+    match result {
+        Ok(()) => Ended::Sent(sent),
+        Err(Failure::Broken(e)) => Ended::Broken(e),
+        Err(Failure::Refused(e)) => {
+            Ended::Refused(super::settle_damage(store, handle, version, seen, e), sent)
+        }
+    }
+}
+
+/// Waits until `sock` takes more bytes, at most until `deadline`.
+fn wait_writable(sock: &TcpStream, deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer is not reading: write deadline passed",
+        ));
+    }
+    let wait = Timespec {
+        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(left.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(sock, PollFlags::OUT)];
+    match poll(&mut fds, Some(&wait)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let got = fds[0].revents();
+    if got.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "connection closed while sending",
+        ));
+    }
+    Ok(())
+}
+
+fn write_all(mut sock: &TcpStream, mut buf: &[u8], deadline: Instant) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match sock.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(sock, deadline)?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `at` to `sock`.
+fn send_file(
+    sock: &TcpStream,
+    file: &File,
+    mut at: u64,
+    mut len: usize,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    while len > 0 {
+        match rustix::fs::sendfile(sock, file, Some(&mut at), len) {
+            // The file ended early (cut back under the read): the frame cannot be
+            // completed, so the connection goes.
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "chunk file ended in the middle of a frame",
+                ))
+            }
+            Ok(n) => len -= n,
+            Err(rustix::io::Errno::AGAIN) => wait_writable(sock, deadline)?,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
