@@ -4,7 +4,7 @@
 //! its own, and hands the payload out as `Bytes` that share it. Freed, such a buffer
 //! went back to the system: glibc trims big free blocks, so the next frame's buffer
 //! was fresh memory, and the kernel faulted in and zeroed every page the socket
-//! copied into. In a client's get that was a third of the client's CPU.
+//! copied into: in a client's get, a third of the client's CPU samples.
 //!
 //! So the codec keeps a handle on each large frame's buffer here. Once the receiver
 //! has dropped every payload cut from it, the handle is its only owner, and
