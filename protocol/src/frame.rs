@@ -279,12 +279,6 @@ fn decode_body(kind: u8, header: &[u8]) -> Result<Body, CodecError> {
     })
 }
 
-/// An empty buffer for a frame of `total` bytes: one kept from an earlier large
-/// frame when one is free, whose pages are already mapped.
-fn room(total: usize, spares: &Spares) -> BytesMut {
-    spares.room(total)
-}
-
 /// Moves the start of a frame of `total` bytes, whose payload begins `head` bytes in,
 /// to a buffer of its own where that payload starts at a multiple of
 /// [`PAYLOAD_ALIGN`], with room for the whole frame. The rest of the frame is then
@@ -295,7 +289,9 @@ fn realign(src: &mut BytesMut, head: usize, total: usize, spares: &Spares) {
     if aligned(src) && src.capacity() >= total {
         return;
     }
-    let mut fresh = room(total + PAYLOAD_ALIGN, spares);
+    // A buffer kept from an earlier large frame when one is free: its pages are
+    // already mapped.
+    let mut fresh = spares.room(total + PAYLOAD_ALIGN);
     let pad = (PAYLOAD_ALIGN - (fresh.as_ptr() as usize + head) % PAYLOAD_ALIGN) % PAYLOAD_ALIGN;
     fresh.resize(pad, 0);
     fresh.advance(pad);
@@ -318,8 +314,9 @@ impl Decoder for FrameCodec {
             if self.align && prelude.payload_len >= ALIGN_FROM {
                 realign(src, PRELUDE_LEN + prelude.header_len, total, self.spares);
             } else if total >= RELEASE_AFTER && src.capacity() < total {
-                // The frame gets a buffer of its own (let go below once it is in).
-                let mut fresh = room(total, self.spares);
+                // The frame gets a buffer of its own (let go below once it is in),
+                // one kept from an earlier large frame when one is free.
+                let mut fresh = self.spares.room(total);
                 fresh.extend_from_slice(src);
                 *src = fresh;
             } else {
