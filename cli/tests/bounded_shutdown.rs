@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use dfs_client::PutOptions;
-use dfs_protocol::{ChunkRequest, ClientToMaster, Frame, PeerKind, Request};
-use dfs_testkit::{bounded, cluster_with, data, free_addr, master_process, wait_until, Procs};
+use dfs_protocol::{ClientToMaster, Frame, PeerKind, Request};
+use dfs_testkit::{
+    bounded, chunk_read, cluster_with, data, free_addr, master_process, wait_until, Procs,
+};
 
 /// What the grace period and a clean stop may take together, well below the 30 s a
 /// blocked send may wait for its deadline.
@@ -70,28 +72,12 @@ async fn chunkserver_stops_with_a_reader_that_stopped(stored: bool) {
         .await
         .expect("dial");
         let id = conn.next_request_id();
-        let (handle, version, offset, len, token) =
-            (chunk.handle, chunk.version, 0, size as u64, chunk.token);
-        let read = if stored {
-            ChunkRequest::ReadStored {
-                handle,
-                version,
-                offset,
-                len,
-                token,
-            }
-        } else {
-            ChunkRequest::ReadChunk {
-                handle,
-                version,
-                offset,
-                len,
-                token,
-            }
-        };
-        conn.send(&Frame::request(id, Request::Chunk(read)))
-            .await
-            .expect("ask");
+        conn.send(&Frame::request(
+            id,
+            chunk_read(&chunk, 0, size as u64, stored),
+        ))
+        .await
+        .expect("ask");
         // The server is busy with it (its send is blocked): it reports load 1.
         wait_until(
             Duration::from_secs(20),

@@ -10,7 +10,7 @@ use dfs_protocol::auth::{ops, unix_now};
 use dfs_protocol::net::{dial, TcpConn};
 use dfs_protocol::{ChunkHandle, ChunkToken, ChunkVersion, Frame, PeerKind, Request};
 use dfs_protocol::{ChunkRequest, ClientToMaster};
-use dfs_testkit::{bounded, data, wait_until, Procs};
+use dfs_testkit::{bounded, chunk_read, data, wait_until, Procs};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -163,27 +163,7 @@ async fn idle_and_slow_connections_do_not_starve_real_clients() {
                 held.push(slow_writer(addr, &admin, &secret, *chunkserver).await);
                 // Both kinds of read: a peer's, buffered and verified by the
                 // chunkserver, and a client's, sent from the file by `sendfile`.
-                let (handle, version, offset, len, token) =
-                    (chunk.handle, chunk.version, 0, 8 << 20, chunk.token);
-                let read = chunkserver.then(|| {
-                    Request::Chunk(if i % 2 == 0 {
-                        ChunkRequest::ReadChunk {
-                            handle,
-                            version,
-                            offset,
-                            len,
-                            token,
-                        }
-                    } else {
-                        ChunkRequest::ReadStored {
-                            handle,
-                            version,
-                            offset,
-                            len,
-                            token,
-                        }
-                    })
-                });
+                let read = chunkserver.then(|| chunk_read(&chunk, 0, 8 << 20, i % 2 == 1));
                 held.push(slow_reader(addr, &admin, read).await);
             }
         }

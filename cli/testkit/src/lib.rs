@@ -18,6 +18,7 @@
 //! - [`mount`]: `dfs mount` as a process, unmounted when dropped, and programs run
 //!   in it;
 //! - [`wait`]: `wait_until(deadline, condition)` and a time bound for whole tests;
+//! - [`requests`]: requests a test sends by hand, as a misbehaving peer would;
 //! - [`seeds`]: the seeds a randomized test runs, from the environment;
 //! - [`verbs`]: the built `dfs` binary's verbs run as a user would, and checks of
 //!   their exit status and one-line errors.
@@ -34,6 +35,7 @@ pub mod mount;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
+pub mod requests;
 pub mod seeds;
 pub mod verbs;
 pub mod wait;
@@ -51,5 +53,6 @@ pub use http::{http_get, metric_sample};
 pub use mount::{run_ok, Mount};
 pub use procs::{dfs_bin, dfs_up, freeze, master_process, signal, thaw, MasterProc, Procs, Up};
 pub use proxy::{Direction, FaultProxy};
+pub use requests::chunk_read;
 pub use seeds::seeds;
 pub use wait::{bounded, bounded_for, wait_until};
