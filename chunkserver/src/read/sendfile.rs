@@ -117,21 +117,16 @@ fn send(
     limits: Limits,
     timeout: Duration,
 ) -> Ended {
-    let Range {
-        handle,
-        version,
-        offset,
-        len,
-    } = range;
+    let (handle, version) = (range.handle, range.version);
     let mut seen = None;
     let mut sent = 0u64;
     let result = (|| {
         let reader = store.open_reader(handle, version)?;
         seen = Some(reader.len());
-        reader.will_need(offset, len);
+        reader.will_need(range.offset, range.len);
         let (file, base) = reader.stored_file()?;
-        let end = offset.saturating_add(len);
-        let mut pos = offset;
+        let end = range.offset.saturating_add(range.len);
+        let mut pos = range.offset;
         loop {
             // Keep each frame within one packet even when `pos` is not block-aligned.
             let lead = pos % CHECKSUM_BLOCK;
