@@ -25,6 +25,27 @@ pub(crate) struct Range {
     pub len: u64,
 }
 
+impl Range {
+    /// The pieces a read of the range is sent in, as (offset, length, last): at most
+    /// one packet each, also when the range does not start on a block boundary (a
+    /// piece is widened to whole blocks when read). An empty range is one empty piece.
+    fn pieces(&self) -> impl Iterator<Item = (u64, u64, bool)> {
+        let end = self.offset.saturating_add(self.len);
+        let mut pos = self.offset;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let n = (end - pos).min(PACKET_SIZE as u64 - pos % CHECKSUM_BLOCK);
+            let at = pos;
+            pos += n;
+            done = pos >= end;
+            Some((at, n, done))
+        })
+    }
+}
+
 /// Who hashes the blocks of a read against their stored checksums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -75,22 +96,16 @@ pub(crate) async fn read_chunk(
             let mut reader = store.open_reader(handle, version)?;
             seen = Some(reader.len());
             reader.will_need(offset, len);
-            let end = offset.saturating_add(len);
-            let mut pos = offset;
-            loop {
-                // Keep each frame within one packet even when `pos` is not block-aligned.
-                let lead = pos % CHECKSUM_BLOCK;
-                let n = (end - pos).min(PACKET_SIZE as u64 - lead);
+            for (pos, n, last) in range.pieces() {
                 let blocks = match check {
                     Check::Here => reader.read_blocks(pos, n)?,
                     Check::ByReader => reader.read_stored(pos, n)?,
                 };
-                pos += n;
-                let last = pos >= end;
-                if tx.blocking_send(Ok((blocks, last))).is_err() || last {
-                    return Ok(());
+                if tx.blocking_send(Ok((blocks, last))).is_err() {
+                    break;
                 }
             }
+            Ok(())
         })();
         if let Err(e) = result {
             let e = settle_damage(&store, handle, version, seen, e);
@@ -201,4 +216,50 @@ pub(crate) async fn digest(
         ctx.metrics.damaged();
     }
     hashed.map_err(|e| e.to_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use dfs_protocol::{ChunkHandle, ChunkVersion, CHECKSUM_BLOCK, PACKET_SIZE};
+
+    use super::Range;
+
+    fn pieces(offset: u64, len: u64) -> Vec<(u64, u64, bool)> {
+        Range {
+            handle: ChunkHandle::random(),
+            version: ChunkVersion(1),
+            offset,
+            len,
+        }
+        .pieces()
+        .collect()
+    }
+
+    #[test]
+    fn pieces_cover_the_range_each_within_a_packet_once_widened() {
+        let packet = PACKET_SIZE as u64;
+        for (offset, len) in [
+            (0, 3 * packet),
+            (100, 2 * packet),
+            (CHECKSUM_BLOCK - 1, packet + 5),
+        ] {
+            let got = pieces(offset, len);
+            let mut pos = offset;
+            for (i, &(at, n, last)) in got.iter().enumerate() {
+                assert_eq!(at, pos, "contiguous");
+                assert!(
+                    at % CHECKSUM_BLOCK + n <= packet,
+                    "{at}+{n} widens past a packet"
+                );
+                assert_eq!(last, i + 1 == got.len());
+                pos += n;
+            }
+            assert_eq!(pos, offset + len, "the whole range");
+        }
+        assert_eq!(
+            pieces(5, 0),
+            vec![(5, 0, true)],
+            "an empty read still answers"
+        );
+    }
 }

@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dfs_protocol::frame::{encode_head_for, Limits};
-use dfs_protocol::{
-    CodecError, Frame, ProtocolError, RequestId, Response, CHECKSUM_BLOCK, PACKET_SIZE,
-};
+use dfs_protocol::{CodecError, Frame, ProtocolError, RequestId, Response};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use super::Range;
@@ -32,18 +30,6 @@ use crate::ctx::Ctx;
 use crate::error::StoreError;
 use crate::net::Conn;
 use crate::store::ChunkStore;
-
-/// How a read on the thread ended.
-enum Ended {
-    /// Every frame sent; the payload bytes.
-    Sent(u64),
-    /// Refused between frames (nothing of a frame half-written): the connection can
-    /// carry the error reply. The payload bytes sent before it.
-    Refused(StoreError, u64),
-    /// The socket failed or timed out in the middle of a frame: the connection is
-    /// unusable.
-    Broken(std::io::Error),
-}
 
 /// Shuts the socket down if the read is abandoned before the thread is done.
 struct Abandon(Option<Arc<TcpStream>>);
@@ -70,23 +56,20 @@ pub(crate) async fn stream(
     let timeout = conn.write_timeout();
     let sock = Arc::new(sock);
     let mut abandon = Abandon(Some(sock.clone()));
-    let ended =
+    let sent =
         tokio::task::spawn_blocking(move || send(&store, &sock, id, range, limits, timeout)).await;
     abandon.0 = None;
-    let ended =
-        ended.map_err(|e| CodecError::Io(std::io::Error::other(format!("sendfile task: {e}"))))?;
+    let (bytes, ended) =
+        sent.map_err(|e| CodecError::Io(std::io::Error::other(format!("sendfile task: {e}"))))?;
+    conn.count_payload_out(bytes);
     match ended {
-        Ended::Sent(bytes) => {
-            conn.count_payload_out(bytes);
-            Ok(())
-        }
-        Ended::Refused(e, bytes) => {
-            conn.count_payload_out(bytes);
+        Ok(()) => Ok(()),
+        Err(Failure::Refused(e)) => {
             super::log_refusal(ctx, &e);
             conn.reply(id, Response::Error(e.to_code())).await?;
             Ok(())
         }
-        Ended::Broken(e) => Err(CodecError::Io(e).into()),
+        Err(Failure::Broken(e)) => Err(CodecError::Io(e).into()),
     }
 }
 
@@ -108,7 +91,8 @@ fn broken(e: impl std::fmt::Display) -> Failure {
     Failure::Broken(std::io::Error::other(e.to_string()))
 }
 
-/// The read, on the blocking thread.
+/// The read, on the blocking thread: the payload bytes sent, and how it ended (a
+/// refusal already settled: damage found here quarantines the replica).
 fn send(
     store: &ChunkStore,
     sock: &TcpStream,
@@ -116,24 +100,16 @@ fn send(
     range: Range,
     limits: Limits,
     timeout: Duration,
-) -> Ended {
-    let (handle, version) = (range.handle, range.version);
+) -> (u64, Result<(), Failure>) {
     let mut seen = None;
     let mut sent = 0u64;
     let result = (|| {
-        let reader = store.open_reader(handle, version)?;
+        let reader = store.open_reader(range.handle, range.version)?;
         seen = Some(reader.len());
         reader.will_need(range.offset, range.len);
         let (file, base) = reader.stored_file()?;
-        let end = range.offset.saturating_add(range.len);
-        let mut pos = range.offset;
-        loop {
-            // Keep each frame within one packet even when `pos` is not block-aligned.
-            let lead = pos % CHECKSUM_BLOCK;
-            let n = end.saturating_sub(pos).min(PACKET_SIZE as u64 - lead);
+        for (pos, n, last) in range.pieces() {
             let span = reader.stored_span(pos, n)?;
-            pos += n;
-            let last = pos >= end;
             let payload = usize::try_from(span.len).map_err(broken)?;
             let frame = Frame::response(
                 id,
@@ -149,18 +125,20 @@ fn send(
                 .and_then(|()| send_file(sock, file, base + span.offset, payload, deadline))
                 .map_err(Failure::Broken)?;
             sent += span.len;
-            if last {
-                return Ok(());
-            }
         }
+        Ok(())
     })();
-    match result {
-        Ok(()) => Ended::Sent(sent),
-        Err(Failure::Broken(e)) => Ended::Broken(e),
-        Err(Failure::Refused(e)) => {
-            Ended::Refused(super::settle_damage(store, handle, version, seen, e), sent)
-        }
-    }
+    let result = result.map_err(|f| match f {
+        Failure::Refused(e) => Failure::Refused(super::settle_damage(
+            store,
+            range.handle,
+            range.version,
+            seen,
+            e,
+        )),
+        broken => broken,
+    });
+    (sent, result)
 }
 
 /// Waits until `sock` takes more bytes, at most until `deadline`.
