@@ -24,9 +24,10 @@ use bytes::BytesMut;
 pub const MIN_SIZE: usize = 256 << 10;
 /// At most this many handles are kept.
 const MAX_HANDLES: usize = 256;
-/// Buffers held, in use or not, at most this many bytes. A client's get keeps 64 MiB
-/// of payloads in flight at the defaults (8 ranges of 8 MiB); the pool must reach
-/// past them to the buffers freed meanwhile.
+/// Buffers held, in use or not, at most this many bytes. A client's get keeps 32 MiB
+/// of payloads in flight at the defaults (4 ranges of 8 MiB), and a chunkserver a
+/// few packets per write; the pool must reach past those to the buffers freed
+/// meanwhile.
 pub const HELD_BYTES: usize = 96 << 20;
 /// Buffers that nothing uses any more, at most this many bytes each time one is
 /// kept: a connection frees about as fast as it receives.
@@ -77,7 +78,7 @@ impl Spares {
 
     /// An empty buffer with room for at least `need` bytes (and not more than
     /// twice that) that nothing else uses, if one is held.
-    pub fn take(&self, need: usize) -> Option<BytesMut> {
+    fn take(&self, need: usize) -> Option<BytesMut> {
         if need < MIN_SIZE {
             return None;
         }
@@ -134,7 +135,8 @@ impl Spares {
     }
 
     /// Bytes held in buffers nothing else uses.
-    pub fn idle_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn idle_bytes(&self) -> usize {
         self.lock()
             .iter_mut()
             .filter_map(|h| h.free().then_some(h.buf.capacity()))
