@@ -182,6 +182,23 @@ async fn concurrent_appends_share_fsyncs_and_all_become_durable() {
     assert_eq!(rec.records.len(), 800);
 }
 
+/// One record at a time, each waited for: the writer has mostly gone to sleep by
+/// the next append, which must wake it (appends made while it writes do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_appended_while_the_writer_sleeps_becomes_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = OpLog::start(dir.path(), 1).unwrap();
+    for seq in 1..=200u64 {
+        log.append(seq, &seq.to_be_bytes()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), log.wait_durable(seq))
+            .await
+            .unwrap_or_else(|_| panic!("record {seq} not durable within 10 s"))
+            .unwrap();
+    }
+    drop(log);
+    assert_eq!(oplog::recover(dir.path()).unwrap().records.len(), 200);
+}
+
 #[test]
 fn space_written_ahead_is_zeros_and_ends_a_segment_s_records() {
     let dir = tempfile::tempdir().unwrap();
