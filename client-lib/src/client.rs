@@ -583,8 +583,13 @@ impl Client {
                 offset += len;
             }
         }
-        let mut pieces = futures::stream::iter(units.into_iter().map(|u| self.read_unit(u)))
-            .buffered(self.inner.options.read_parallelism.max(1));
+        // Each range on a task of its own: polled inside this one future, the ranges
+        // took turns on one core to receive and hash their bytes (docs/benchmarks.md).
+        let mut pieces = futures::stream::iter(units.into_iter().map(|u| {
+            let client = self.clone();
+            crate::task::spawn(async move { client.read_unit(u).await })
+        }))
+        .buffered(self.inner.options.read_parallelism.max(1));
         while let Some(parts) = pieces.try_next().await? {
             for part in parts {
                 writer.write_all(&part).await.map_err(ClientError::Output)?;

@@ -32,6 +32,10 @@ pub enum ClientError {
     /// Writing what the caller asked us to fetch.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    /// A task this client started for part of an operation ended without an answer
+    /// (it panicked, or its runtime is shutting down).
+    #[error("a task of this client failed: {reason}")]
+    Task { reason: String },
 }
 
 impl ClientError {
@@ -63,9 +67,10 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::NoReplica { .. }
             | ClientError::BadReply { .. } => true,
-            ClientError::Unexpected { .. } | ClientError::Input(_) | ClientError::Output(_) => {
-                false
-            }
+            ClientError::Unexpected { .. }
+            | ClientError::Input(_)
+            | ClientError::Output(_)
+            | ClientError::Task { .. } => false,
         }
     }
 }

@@ -23,6 +23,7 @@
 //! - `suspects`: chunkservers that failed this client lately, tried last.
 //! - [`pool`]: dialing with a timeout and the handshake; idle connections per address.
 //! - `link`: the one pipelined connection that carries a client's metadata calls.
+//! - `task`: work fanned out to tasks of its own, aborted when no longer awaited.
 //! - [`error`]: `ClientError`, which says whether a retry makes sense.
 
 pub mod append;
@@ -35,6 +36,7 @@ pub mod listing;
 pub mod pool;
 pub mod rewrite;
 mod suspects;
+mod task;
 
 pub use append::AppendOptions;
 pub use client::{Client, ClientOptions, PutOptions, Routes, SetAttr};
