@@ -6,13 +6,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::error::ClientError;
 
 /// The output of a future spawned with [`spawn`]; dropping it aborts the task.
 #[derive(Debug)]
-pub(crate) struct Owned<T>(JoinHandle<Result<T, ClientError>>);
+pub(crate) struct Owned<T>(AbortOnDropHandle<Result<T, ClientError>>);
 
 /// Runs `fut` on a task of its own. The task belongs to the returned handle: it is
 /// aborted when the handle is dropped, so a get given up on leaves nothing running.
@@ -21,7 +21,7 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T, ClientError>> + Send + 'static,
 {
-    Owned(tokio::spawn(fut))
+    Owned(AbortOnDropHandle::new(tokio::spawn(fut)))
 }
 
 impl<T> Future for Owned<T> {
@@ -35,12 +35,6 @@ impl<T> Future for Owned<T> {
                 })
             })
         })
-    }
-}
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
