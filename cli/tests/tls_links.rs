@@ -191,3 +191,78 @@ async fn dfs_up_tls_then_client_verbs_with_no_flags() {
     })
     .await
 }
+
+/// A frame over TLS arrives whole even when the socket was full as it was written:
+/// the TLS stream then keeps the frame's end in its own buffer, and only a flush
+/// sends it (before the fix, a 1 GiB put over TLS hung now and then, each end
+/// waiting for the other). Tiny socket buffers make that the common case here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_tls_arrive_whole_through_full_sockets() {
+    use dfs_protocol::net::{accept, wrap_dialed};
+    use dfs_protocol::{Frame, Request, RequestId, Response};
+    use tokio::net::TcpSocket;
+
+    bounded(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        tls_init(dir.path());
+        let read = |name: &str| std::fs::read(dir.path().join(name)).expect("tls file");
+        let server_tls = Tls::server(&read("ca.pem"), &read("server.pem"), &read("server.key"))
+            .expect("server tls");
+        let client_tls = Tls::client(&read("ca.pem")).expect("client tls");
+
+        let listen = TcpSocket::new_v4().expect("socket");
+        listen.set_recv_buffer_size(4096).expect("rcvbuf");
+        listen
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = listen.listen(4).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let dialer = TcpSocket::new_v4().expect("socket");
+        dialer.set_send_buffer_size(4096).expect("sndbuf");
+        let (accepted, dialed) = tokio::join!(
+            async {
+                let (s, _) = listener.accept().await.expect("accept");
+                accept(s, Some(&server_tls)).await.expect("tls accept")
+            },
+            async {
+                let s = dialer.connect(addr).await.expect("connect");
+                wrap_dialed(s, &addr.to_string(), Some(&client_tls))
+                    .await
+                    .expect("tls connect")
+            }
+        );
+        let (mut server, mut client) = (accepted, dialed);
+
+        const ROUNDS: u64 = 20;
+        let payload = data(1 << 20, 3);
+        let echo = tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let frame = tokio::time::timeout(Duration::from_secs(10), server.recv())
+                    .await
+                    .expect("the whole frame within 10 s")
+                    .expect("recv")
+                    .expect("a frame");
+                let len = frame.payload.len();
+                server
+                    .send(&Frame::response(frame.request_id, Response::Ok))
+                    .await
+                    .expect("reply");
+                assert_eq!(len, 1 << 20);
+            }
+        });
+        for round in 0..ROUNDS {
+            let id = RequestId(round + 1);
+            let frame = Frame::request(id, Request::Proof { proof: [7; 32] })
+                .with_payload(Bytes::from(payload.clone()));
+            client.send(&frame).await.expect("send");
+            let reply = tokio::time::timeout(Duration::from_secs(10), client.recv())
+                .await
+                .expect("the reply within 10 s")
+                .expect("recv")
+                .expect("a reply");
+            assert_eq!(reply.request_id, id);
+        }
+        echo.await.expect("the receiving end");
+    })
+    .await
+}

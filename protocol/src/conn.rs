@@ -113,6 +113,11 @@ impl std::fmt::Debug for Accepted {
 
 /// Writes one frame; the payload goes out in the same vectored write as the header,
 /// without being copied.
+///
+/// Then flushes: a TLS stream takes bytes into its own buffer when the socket is
+/// full and reports them written, so without a flush the end of a frame could wait
+/// there for the next frame, while the peer waits for the end of this one (a 1 GiB
+/// put over TLS hung so, now and then). On plain TCP the flush does nothing.
 pub async fn write_frame<W>(w: &mut W, frame: &Frame, limits: Limits) -> Result<(), CodecError>
 where
     W: AsyncWrite + Unpin,
@@ -120,6 +125,7 @@ where
     let head = encode_head(frame, limits)?.freeze();
     let mut buf = head.chain(frame.payload.clone());
     w.write_all_buf(&mut buf).await?;
+    w.flush().await?;
     Ok(())
 }
 

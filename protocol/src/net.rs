@@ -276,6 +276,12 @@ fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
 
 async fn connect(addr: &str, tls: Option<&Tls>) -> io::Result<TcpConn> {
     let stream = TcpStream::connect(addr).await?;
+    wrap_dialed(stream, addr, tls).await
+}
+
+/// Wraps a socket dialed to `addr`, with the TLS handshake first when `tls` is
+/// given (for a caller that set the socket up itself; [`dial`] dials and wraps).
+pub async fn wrap_dialed(stream: TcpStream, addr: &str, tls: Option<&Tls>) -> io::Result<TcpConn> {
     let Some(tls) = tls else {
         return Ok(framed(stream));
     };
