@@ -106,7 +106,6 @@ fn send(
     let result = (|| {
         let reader = store.open_reader(range.handle, range.version)?;
         seen = Some(reader.len());
-        reader.will_need(range.offset, range.len);
         let (file, base) = reader.stored_file()?;
         for (pos, n, last) in range.pieces() {
             let span = reader.stored_span(pos, n)?;

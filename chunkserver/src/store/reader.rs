@@ -147,20 +147,6 @@ impl ChunkReader {
         self.meta.len == 0
     }
 
-    /// Tells the kernel `len` bytes at `offset` will be read soon. Each ranged read
-    /// opens the chunk afresh, and a new descriptor's read-ahead starts small: asking
-    /// for the whole range up front lets the disk work on all of it at once.
-    pub fn will_need(&self, offset: u64, len: u64) {
-        let (file, offset) = match &self.src {
-            Source::Own(f) => (f, offset),
-            Source::Packed { file, base } => (&**file, base.saturating_add(offset)),
-        };
-        if let Some(len) = std::num::NonZeroU64::new(len) {
-            // Only a hint: a failure costs speed, never correctness.
-            let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::WillNeed);
-        }
-    }
-
     /// `len` bytes at `offset`, after verifying every block they touch. A mismatch
     /// is an error, never data.
     pub fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
