@@ -155,13 +155,10 @@ async fn a_read_that_meets_damage_fails_over_and_triggers_repair() {
         // No scrubber: only the read can find the damage.
         let (_dir, cluster, c, content, stat) = setup(false).await;
         let h0 = stat.chunks[0].handle;
-        // A get reads a chunk from the replica its handle picks (the handle modulo
-        // the replicas, in the order the master lists them), then the next.
-        let replicas = &stat.chunks[0].replicas;
-        let n = replicas.len();
-        let at = (h0.0.as_u128() % n as u128) as usize;
-        let first = server_of(&cluster, &replicas[at]);
-        let second = server_of(&cluster, &replicas[(at + 1) % n]);
+        // A get tries a chunk's replicas in the client's read order.
+        let order = dfs_client::client::read_order(&stat.chunks[0]);
+        let first = server_of(&cluster, &order[0]);
+        let second = server_of(&cluster, &order[1]);
         flip(&chunk_file(&cluster, first, &h0, "chunk"), 70_000);
         flip(&chunk_file(&cluster, second, &h0, "chunk"), 1_000_000);
         read_ok(&c, "/f", &content).await;

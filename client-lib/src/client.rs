@@ -1,5 +1,5 @@
-//! `Client`: metadata calls to the master; the get path is in [`get`], the put path
-//! in [`put`].
+//! `Client`: metadata calls to the master; the get path is in `get`, the put path
+//! in `put`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use crate::pool::Pool;
 
 mod get;
 mod put;
+
+pub use get::read_order;
 
 /// Tunables; the defaults suit a LAN or loopback cluster.
 #[derive(Clone, Debug)]

@@ -43,6 +43,16 @@ fn first_replica(chunk: &ChunkInfo) -> usize {
     (chunk.handle.0.as_u128() % n) as usize
 }
 
+/// The replicas of `chunk` in the order a read tries them: from its
+/// [`first_replica`] on, wrapping around (before suspects are moved last).
+pub fn read_order(chunk: &ChunkInfo) -> Vec<String> {
+    let first = first_replica(chunk);
+    let n = chunk.replicas.len();
+    (0..n)
+        .map(|i| chunk.replicas[(first + i) % n].clone())
+        .collect()
+}
+
 impl Client {
     /// Writes the file at `path` to `writer`, reading several ranges at once from the
     /// replicas. Returns the number of bytes written.
@@ -196,8 +206,7 @@ impl Client {
         Ok(())
     }
 
-    /// Reads one range, trying each replica in turn, starting at the chunk's
-    /// [`first_replica`].
+    /// Reads one range, trying each replica in turn ([`read_order`]).
     async fn read_unit(&self, unit: Unit) -> Result<Vec<Bytes>, ClientError> {
         let replicas = &unit.chunk.replicas;
         if replicas.is_empty() {
@@ -206,10 +215,7 @@ impl Client {
                 last: "no live replica is known to the master".into(),
             });
         }
-        let first = first_replica(&unit.chunk);
-        let mut order: Vec<String> = (0..replicas.len())
-            .map(|i| replicas[(first + i) % replicas.len()].clone())
-            .collect();
+        let mut order = read_order(&unit.chunk);
         self.inner.suspects.last(&mut order);
         let mut last = String::new();
         for addr in &order {
