@@ -44,7 +44,7 @@ fn first_replica(chunk: &ChunkInfo) -> usize {
 }
 
 /// The replicas of `chunk` in the order a read tries them: from its
-/// [`first_replica`] on, wrapping around (before suspects are moved last).
+/// `first_replica` on, wrapping around (before suspects are moved last).
 pub fn read_order(chunk: &ChunkInfo) -> Vec<String> {
     let first = first_replica(chunk);
     let n = chunk.replicas.len();
