@@ -41,7 +41,8 @@ use crate::stream::{next_packet, read_budgeted, read_packets, timed_out};
 /// Records waiting for a chunk's append task.
 const QUEUE: usize = 256;
 /// A batch stops growing at this many bytes (and always holds at least one record).
-const BATCH_BYTES: u64 = 8 << 20;
+/// Public for the ceiling probe, which writes the same pattern (`dfs bench ceiling`).
+pub const BATCH_BYTES: u64 = 8 << 20;
 /// Record bytes held in memory at once by all appends to this server.
 pub const APPEND_BUDGET: u32 = 256 << 20;
 /// Largest record taken whatever the lease says, so that a batch (up to

@@ -56,6 +56,8 @@ async fn bench_reports_every_workload_as_json() {
             "ceiling.blake3_one_core",
             "ceiling.put",
             "ceiling.put_three",
+            "ceiling.disk_append_three",
+            "ceiling.append",
             "ceiling.get",
             "put.bytes",
             "put.seconds",
@@ -212,6 +214,10 @@ async fn bench_reports_every_workload_as_json() {
         );
         let runs = r["append"].as_array().expect("append runs");
         assert_eq!(runs.len(), 2);
+        assert!(
+            runs[0].get("ratio").is_none() && runs[0].get("ratio_put").is_none(),
+            "no ratio without a ceiling or a put: {r}"
+        );
         assert_eq!(runs[1]["appenders"], 2);
         assert_eq!(runs[1]["in_flight"], 2);
         assert_eq!(runs[1]["rate"]["count"], 6);
@@ -243,6 +249,47 @@ async fn bench_reports_every_workload_as_json() {
             .collect();
         assert_eq!(ops, ["mkdir", "create", "rename", "stat"]);
         assert_eq!(r["meta"][0]["in_flight"], 3);
+
+        // Held against the probe: each run's share of the append ceiling, and the
+        // probe's files gone afterwards. (`ratio_put` needs a put in the same run,
+        // which only the whole `dfs bench` makes: a unit test covers it.)
+        let r = json(
+            &dfs(
+                &t,
+                &[
+                    "bench",
+                    "append",
+                    "--record",
+                    "64KiB",
+                    "--records",
+                    "4",
+                    "--appenders",
+                    "1",
+                    "--json",
+                    "--ceiling-dir",
+                    &s,
+                    "--ceiling-size",
+                    "12MiB",
+                    "--rest",
+                    "0s",
+                ],
+                None,
+            )
+            .await,
+        );
+        let a = &r["append"][0];
+        assert!(number(a, "ratio") > 0.0, "{r}");
+        assert!(
+            (number(a, "ratio") * number(&r, "ceiling.append") - number(a, "rate.mib_per_s")).abs()
+                < 1e-6 * number(a, "rate.mib_per_s"),
+            "ratio = MiB/s over the append ceiling: {r}"
+        );
+        assert!(a.get("ratio_put").is_none(), "no put was measured: {r}");
+        assert_eq!(
+            std::fs::read_dir(&scratch).expect("dir").count(),
+            0,
+            "the probe's files are removed"
+        );
 
         // Nothing is left behind in the cluster.
         let root = json(&dfs(&t, &["ls", "--json", "/"], None).await);
@@ -289,7 +336,9 @@ async fn bench_ceiling_needs_no_cluster() {
         .await)
         .text();
         assert!(
-            plain.contains("put ceiling = min(") && plain.contains("get ceiling = min("),
+            plain.contains("put ceiling = min(")
+                && plain.contains("append ceiling = min(")
+                && plain.contains("get ceiling = min("),
             "{plain}"
         );
         assert!(plain.contains("after 0 s at rest"), "{plain}");

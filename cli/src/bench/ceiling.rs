@@ -5,6 +5,12 @@
 //!   3 times); and 3 x 2 and 3 x 4 at once, because a put keeps two chunks in flight
 //!   on every replica and a disk behind a virtual machine's queue may give more to
 //!   more writers. The best of these is the put's disk ceiling;
+//! - durable writes as one appender's batches make them: three writers in step
+//!   (the primary answers a batch once every replica has it), each adding 8 MiB to
+//!   its file with `O_DIRECT`, `fdatasync` and a meta file replaced (temp, fsync,
+//!   rename, directory fsync) per batch. The append's disk ceiling: a disk that
+//!   flushes slowly holds appends back further than puts, which sync once per
+//!   chunk;
 //! - cold sequential reads (cached pages dropped with `posix_fadvise(DONTNEED)`,
 //!   which needs no privilege), by one reader and by four at once;
 //! - loopback TCP through dfs's own framing (1 MiB payloads, as chunk packets go);
@@ -25,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dfs_chunkserver::store::direct::SequentialFile;
+use dfs_chunkserver::store::direct::{BufferPool, InPlace, SequentialFile};
 use dfs_protocol::frame::Limits;
 use dfs_protocol::{ChunkRequest, Connection, Frame, Request, RequestId};
 use serde::Serialize;
@@ -54,6 +60,12 @@ pub struct Ceiling {
     /// The put ceiling with three writers only, as issue targets are stated:
     /// min(three writers, loopback / 3, blake3 x cores / 3).
     pub put_three: f64,
+    /// User MiB/s of three writers in step, each synced every 8 MiB as an append
+    /// batch is (data, then its meta file replaced).
+    pub disk_append_three: f64,
+    /// min(three writers in step, loopback / 3, blake3 x cores / 3): one
+    /// appender's ceiling, against which `dfs bench append` gives `ratio`.
+    pub append: f64,
     /// Seconds of rest before each disk run.
     pub rest_s: f64,
     /// min(best cold read, loopback, blake3 x cores): a read crosses loopback once
@@ -67,6 +79,7 @@ impl Ceiling {
         format!(
             "put ceiling = min(disk, best of 3 writers {:.0} and 3 x {} writers {:.0}; loopback {:.0} / 3 = {:.0}; blake3 {:.0} x {} cores / 3 = {:.0}) = {:.0} MiB/s\n\
              put ceiling with three writers only = {:.0} MiB/s\n\
+             append ceiling = min(disk, 3 writers in step, each synced every {} MiB with its meta file replaced {:.0}; loopback and blake3 as for the put) = {:.0} MiB/s\n\
              get ceiling = min(disk, best of 1 reader {:.0} and {READERS} readers {:.0}; loopback {:.0}; blake3 {:.0} x {} cores = {:.0}) = {:.0} MiB/s\n\
              each disk run started after {:.0} s at rest, and so does each put and get held against it\n",
             self.disk_write_three,
@@ -79,6 +92,9 @@ impl Ceiling {
             self.blake3_one_core * self.cores as f64 / 3.0,
             self.put,
             self.put_three,
+            BATCH >> 20,
+            self.disk_append_three,
+            self.append,
             self.disk_read_cold,
             self.disk_read_cold_parallel,
             self.loopback,
@@ -134,6 +150,8 @@ pub async fn probe(dir: &Path, bytes: u64, rest: Duration) -> Result<Ceiling, Ce
         cores,
         put,
         put_three: disk.three.min(others),
+        disk_append_three: disk.append,
+        append: disk.append.min(others),
         rest_s: rest.as_secs_f64(),
         get,
     })
@@ -180,6 +198,7 @@ struct Disk {
     three: f64,
     deep: f64,
     depth: usize,
+    append: f64,
     cold: f64,
     cold_parallel: f64,
 }
@@ -274,6 +293,7 @@ async fn disk(dir: &Path, bytes: u64, rest: Duration) -> Result<Disk, CeilingErr
             depth = d;
         }
     }
+    let append = append_run(dir, bytes, rest, &mut files).await?;
     // One reader through the single writer's files, in order.
     tokio::time::sleep(rest).await;
     let cold = blocking(move || {
@@ -304,9 +324,136 @@ async fn disk(dir: &Path, bytes: u64, rest: Duration) -> Result<Disk, CeilingErr
         three,
         deep,
         depth,
+        append,
         cold,
         cold_parallel,
     })
+}
+
+/// Bytes an append batch holds at most, as the chunkserver batches them.
+const BATCH: u64 = dfs_chunkserver::append::BATCH_BYTES;
+
+/// Three writers in step, each writing `bytes` into chunk-sized files one batch
+/// at a time as an appending chunkserver does, after `rest`: user MiB/s.
+async fn append_run(
+    dir: &Path,
+    bytes: u64,
+    rest: Duration,
+    files: &mut Files,
+) -> Result<f64, CeilingError> {
+    let plan = plan(dir, "append", 3, bytes);
+    for (path, _) in plan.iter().flatten() {
+        let (meta, tmp) = meta_paths(path);
+        files.0.extend([path.clone(), meta, tmp]);
+    }
+    tokio::time::sleep(rest).await;
+    blocking(move || {
+        let in_step = std::sync::Barrier::new(plan.len());
+        let start = Instant::now();
+        on_threads(&plan, |mine| {
+            let pool = BufferPool::default();
+            let block = pattern(1 << 20);
+            // Every writer passes the barrier once per batch, even after a failure,
+            // so that a failed writer never leaves the others waiting for it.
+            let mut failed = None;
+            for (path, n) in mine {
+                let mut at = 0;
+                while at < *n {
+                    let len = BATCH.min(n - at);
+                    if failed.is_none() {
+                        failed = append_batch(path, at, len, &block, &pool).err();
+                    }
+                    in_step.wait();
+                    at += len;
+                }
+            }
+            failed.map_or(Ok(()), Err)
+        })?;
+        Ok(mib_per_s(bytes, start.elapsed()))
+    })
+    .await
+}
+
+/// Where [`append_batch`] keeps a file's checksums, and the temp file it writes
+/// them to first.
+fn meta_paths(path: &Path) -> (PathBuf, PathBuf) {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    (with(".meta"), with(".meta.tmp"))
+}
+
+/// `len` bytes written at `at` of `path` (created at 0) and made durable as an
+/// append batch is: the data with `O_DIRECT` where the file system allows it and
+/// `fdatasync`, then a meta file of the size a chunk's has at that length replaced
+/// by temp, fsync, rename and directory fsync.
+fn append_batch(
+    path: &Path,
+    at: u64,
+    len: u64,
+    block: &[u8],
+    pool: &BufferPool,
+) -> Result<(), CeilingError> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let failed = |source| CeilingError::Disk {
+        path: path.display().to_string(),
+        source,
+    };
+    if at == 0 {
+        std::fs::File::create_new(path).map_err(failed)?;
+    }
+    let pieces = || {
+        let mut left = len;
+        std::iter::from_fn(move || {
+            let n = left.min(block.len() as u64) as usize;
+            left -= n as u64;
+            (n > 0).then(|| &block[..n])
+        })
+    };
+    let file = match InPlace::open(path, at, pool).map_err(failed)? {
+        Some(mut w) => {
+            for piece in pieces() {
+                w.write(piece).map_err(failed)?;
+            }
+            w.finish().map_err(failed)?
+        }
+        None => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(failed)?;
+            let mut off = at;
+            for piece in pieces() {
+                f.write_all_at(piece, off).map_err(failed)?;
+                off += piece.len() as u64;
+            }
+            f
+        }
+    };
+    file.sync_data().map_err(failed)?;
+    // A chunk's meta: 32 bytes of checksum per 64 KiB block, and a little more.
+    let blocks = (at + len).div_ceil(dfs_protocol::CHECKSUM_BLOCK);
+    let meta = pattern(usize::try_from(blocks * 32 + 64).unwrap_or(usize::MAX));
+    let (target, tmp) = meta_paths(path);
+    let meta_failed = |source| CeilingError::Disk {
+        path: tmp.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(meta_failed)?;
+    f.write_all(&meta)
+        .and_then(|()| f.sync_data())
+        .map_err(meta_failed)?;
+    std::fs::rename(&tmp, &target).map_err(meta_failed)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| CeilingError::Disk {
+            path: dir.display().to_string(),
+            source,
+        })
 }
 
 /// A new file of `bytes`, written and fsynced the way a chunkserver writes a chunk

@@ -58,6 +58,14 @@ pub struct AppendRun {
     pub in_flight: u32,
     pub record: u64,
     pub rate: Rate,
+    /// With the ceiling probed: this run's MiB/s over the append ceiling (three
+    /// writers in step, synced every batch) of the probe before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// When the same `dfs bench` measured a put: MiB/s over the put's (the median
+    /// run's), the ratio issue targets for one appender are stated in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_put: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +239,8 @@ impl Bench {
                 in_flight,
                 record,
                 rate: rate(samples, record, start.elapsed()),
+                ratio: None,
+                ratio_put: None,
             });
         }
         Ok(out)

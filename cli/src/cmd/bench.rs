@@ -303,6 +303,19 @@ fn median_parts<T: Part>(runs: Vec<Vec<T>>) -> Vec<T> {
         .collect()
 }
 
+/// Several runs of the append workload: the median run of each appender count,
+/// with that run's ratio to its ceiling, and its MiB/s over the put's when a put
+/// (`put_mib`, the median run's) was measured too.
+fn append_result(runs: Vec<Vec<AppendRun>>, put_mib: Option<f64>) -> Vec<AppendRun> {
+    let mut medians = median_parts(runs);
+    for part in &mut medians {
+        part.ratio_put = put_mib
+            .filter(|p| *p > 0.0)
+            .map(|p| part.rate.mib_per_s / p);
+    }
+    medians
+}
+
 async fn run(
     bench: &Bench,
     what: Option<BenchCommand>,
@@ -366,6 +379,8 @@ async fn run(
             }
         }
     }
+    // Appends run after every put and get: run n is held against probe n.
+    let append_ceilings: Vec<f64> = probes.iter().map(|c| c.append).collect();
     report.ceiling = probes.first().cloned();
     if probes.len() > 1 {
         report.ceilings = Some(probes);
@@ -415,20 +430,27 @@ async fn run(
     if let Some((appenders, record, records, in_flight)) = append {
         let mut each = Vec::new();
         for n in 0..runs {
-            each.push(
-                bench
-                    .append(
-                        &appenders,
-                        record,
-                        records,
-                        |each| in_flight.unwrap_or_else(|| D::append_in_flight(each)),
-                        n,
-                        ceiling.map_or(Duration::ZERO, |p| p.rest),
-                    )
-                    .await?,
-            );
+            let ceiling_now = append_ceilings
+                .get(n as usize)
+                .or(append_ceilings.last())
+                .copied();
+            let mut parts = bench
+                .append(
+                    &appenders,
+                    record,
+                    records,
+                    |each| in_flight.unwrap_or_else(|| D::append_in_flight(each)),
+                    n,
+                    ceiling.map_or(Duration::ZERO, |p| p.rest),
+                )
+                .await?;
+            for part in &mut parts {
+                part.ratio = ratio(part.rate.mib_per_s, ceiling_now);
+            }
+            each.push(parts);
         }
-        report.append = Some(median_parts(each));
+        let put = report.put.as_ref().map(|p| p.figure.mib_per_s);
+        report.append = Some(append_result(each, put));
     }
     let meta = match what {
         Some(BenchCommand::Meta {
@@ -464,9 +486,10 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     if let Some(cs) = &report.ceilings {
         let puts: Vec<f64> = cs.iter().map(|c| c.put).collect();
         let gets: Vec<f64> = cs.iter().map(|c| c.get).collect();
-        if let (Some(p), Some(g)) = (spread(&puts), spread(&gets)) {
+        let appends: Vec<f64> = cs.iter().map(|c| c.append).collect();
+        if let (Some(p), Some(g), Some(a)) = (spread(&puts), spread(&gets), spread(&appends)) {
             out.push_str(&format!(
-                "ceilings  probed {} times, once before each run's transfers (the first is above): put {p} MiB/s, get {g} MiB/s; each ratio is the median of the runs' own\n",
+                "ceilings  probed {} times, once before each run's transfers (the first is above): put {p} MiB/s, get {g} MiB/s, append {a} MiB/s; each ratio is the median of the runs' own (an append's, the median run's)\n",
                 cs.len()
             ));
         }
@@ -529,8 +552,21 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         ));
     }
     for a in report.append.iter().flatten() {
+        let ratios: Vec<String> = [
+            a.ratio_put.map(|r| format!("{r:.2} x the put")),
+            a.ratio
+                .map(|r| format!("{:.0}% of the append ceiling", r * 100.0)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let ratios = if ratios.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", ratios.join(", "))
+        };
         out.push_str(&format!(
-            "append    {:>2} appenders, {}-byte records, {} in flight each: {}\n",
+            "append    {:>2} appenders, {}-byte records, {} in flight each: {}{ratios}\n",
             a.appenders,
             a.record,
             a.in_flight,
@@ -567,4 +603,54 @@ fn spread(values: &[f64]) -> Option<String> {
     } else {
         format!("{low:.0}–{high:.0}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_cli::bench::stats::Latency;
+
+    fn part(appenders: u32, mib: f64, ratio: Option<f64>) -> AppendRun {
+        AppendRun {
+            appenders,
+            in_flight: 16,
+            record: 1 << 20,
+            rate: Rate {
+                count: 64,
+                seconds: 64.0 / mib,
+                per_s: mib,
+                mib_per_s: mib,
+                latency: Latency {
+                    p50_ms: 1.0,
+                    p99_ms: 2.0,
+                    max_ms: 3.0,
+                },
+                runs: Vec::new(),
+            },
+            ratio,
+            ratio_put: None,
+        }
+    }
+
+    #[test]
+    fn an_append_keeps_its_median_runs_ratio_and_is_held_against_the_put() {
+        let runs = vec![
+            vec![part(1, 90.0, Some(0.6)), part(4, 50.0, Some(0.3))],
+            vec![part(1, 150.0, Some(0.9)), part(4, 70.0, Some(0.5))],
+            vec![part(1, 120.0, Some(0.8)), part(4, 60.0, Some(0.4))],
+        ];
+        let got = append_result(runs, Some(200.0));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].rate.mib_per_s, 120.0);
+        assert_eq!(got[0].ratio, Some(0.8), "the median run's own ratio");
+        assert_eq!(got[0].ratio_put, Some(0.6));
+        assert_eq!(got[0].rate.runs, vec![90.0, 150.0, 120.0]);
+        assert_eq!(got[1].ratio_put, Some(0.3));
+
+        let alone = append_result(vec![vec![part(1, 80.0, None)]], None);
+        assert_eq!((alone[0].ratio, alone[0].ratio_put), (None, None));
+        assert!(alone[0].rate.runs.is_empty());
+        let no_put = append_result(vec![vec![part(1, 80.0, None)]], Some(0.0));
+        assert_eq!(no_put[0].ratio_put, None, "no ratio to a put of nothing");
+    }
 }
