@@ -452,7 +452,7 @@ pub(crate) enum Command {
         runs: u32,
         /// With --ceiling-dir (and for `bench ceiling`): time left idle before each
         /// disk run of the probe, before each put and get held against it, and
-        /// before each append run (compared with the put). On
+        /// before each small-files and append run. On
         /// this project's VMs a put started right after the probe's 10 GiB of
         /// writes ran 14-37% slower than one started after 30 s idle, so without a
         /// rest each measurement also measures the one before it. 0s for none.
