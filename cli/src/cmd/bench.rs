@@ -398,8 +398,8 @@ async fn run(
         let mut each = Vec::new();
         for n in 0..runs {
             // The large file's replicas were just deleted, and a file system
-            // mounted with `discard` trims their blocks for seconds afterwards,
-            // stalling every fsync: a run started at once measured that too.
+            // mounted with `discard` trims their blocks for seconds afterwards: a
+            // run started at once ran at a third of its rate meanwhile.
             rest().await;
             each.push(bench.small(files, size, concurrency, n).await?);
         }
