@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dfs_protocol::{
-    AppendLease, AppendReport, ChunkInfo, ErrorCode, FileStat, Frame, Request, Response,
-    PACKET_SIZE,
+    AppendLease, AppendReport, ChunkInfo, ChunkVersion, ErrorCode, FileStat, Frame, Request,
+    Response, PACKET_SIZE,
 };
 use dfs_protocol::{ChunkRequest, ClientToMaster};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -363,17 +363,30 @@ impl Client {
             }
         }
         let mut shortest = None;
+        let mut moved_on = None;
         let mut last = String::from("no live replica is known to the master");
         for addr in &chunk.replicas {
             match self.chunk_length(addr, chunk).await {
                 Ok(size) => shortest = Some(shortest.map_or(size, |s: u64| s.min(size))),
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(e) => {
+                    if moved_past(&e, chunk.version) {
+                        moved_on = Some(e);
+                    } else {
+                        last = format!("{addr}: {e}");
+                    }
+                }
             }
         }
-        shortest.ok_or(ClientError::NoReplica {
-            handle: chunk.handle,
-            last,
-        })
+        match (shortest, moved_on) {
+            (Some(size), _) => Ok(size),
+            // The chunk got a new version after the master answered (a lease moved,
+            // a replica was added): the caller asks the master again.
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(ClientError::NoReplica {
+                handle: chunk.handle,
+                last,
+            }),
+        }
     }
 
     async fn chunk_length(&self, addr: &str, chunk: &ChunkInfo) -> Result<u64, ClientError> {
@@ -398,6 +411,42 @@ impl Client {
     }
 }
 
+/// Whether `e` says a replica holds the chunk at a newer version than `asked`: the
+/// chunk map the question came from is out of date, not the replica damaged.
+fn moved_past(e: &ClientError, asked: ChunkVersion) -> bool {
+    matches!(e, ClientError::Remote(ErrorCode::StaleVersion { have, want, .. })
+        if *want == asked && *have > *want)
+}
+
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfs_protocol::ChunkHandle;
+
+    #[test]
+    fn only_a_newer_version_than_asked_means_the_chunk_moved_on() {
+        let handle = ChunkHandle::random();
+        let stale = |have, want| {
+            ClientError::Remote(ErrorCode::StaleVersion {
+                handle,
+                have: ChunkVersion(have),
+                want: ChunkVersion(want),
+            })
+        };
+        assert!(moved_past(&stale(3, 2), ChunkVersion(2)));
+        assert!(
+            !moved_past(&stale(1, 2), ChunkVersion(2)),
+            "a replica behind"
+        );
+        assert!(
+            !moved_past(&stale(3, 2), ChunkVersion(1)),
+            "another question's"
+        );
+        let other = ClientError::Remote(ErrorCode::UnknownChunk { handle });
+        assert!(!moved_past(&other, ChunkVersion(2)));
+    }
 }

@@ -417,21 +417,38 @@ impl Client {
 
     /// A file's or directory's metadata. The size of a chunk being appended to is
     /// asked of its replicas, so it counts every acknowledged append.
+    ///
+    /// A chunk that moves to a new version between the master's answer and its
+    /// replicas' (a lease moving, a replica added) is asked about again, from a
+    /// fresh answer of the master, up to [`STAT_ATTEMPTS`] times in all.
     pub async fn stat(&self, path: &str) -> Result<FileStat, ClientError> {
-        match self
-            .master_call(Request::Master(ClientToMaster::Stat {
-                path: path.to_string(),
-            }))
-            .await?
-        {
-            Response::Stat(mut stat) => {
-                self.settle_sizes(&mut stat).await?;
-                Ok(stat)
+        let mut attempt = 1;
+        loop {
+            let mut stat = match self
+                .master_call(Request::Master(ClientToMaster::Stat {
+                    path: path.to_string(),
+                }))
+                .await?
+            {
+                Response::Stat(stat) => stat,
+                other => return Err(self.unexpected(&other)),
+            };
+            match self.settle_sizes(&mut stat).await {
+                Ok(()) => return Ok(stat),
+                Err(ClientError::Remote(ErrorCode::StaleVersion { .. }))
+                    if attempt < STAT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
-            other => Err(self.unexpected(&other)),
         }
     }
 }
+
+/// How many times `stat` asks the master, when an open chunk's version moves on
+/// between its answer and the replicas'.
+const STAT_ATTEMPTS: u32 = 4;
 
 /// How many times a request that only reads goes to the master before its
 /// timeout or broken connection is the caller's error.
