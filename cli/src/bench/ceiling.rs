@@ -5,10 +5,11 @@
 //!   3 times); and 3 x 2 and 3 x 4 at once, because a put keeps two chunks in flight
 //!   on every replica and a disk behind a virtual machine's queue may give more to
 //!   more writers. The best of these is the put's disk ceiling;
-//! - durable writes as one appender's batches make them: three writers in step
-//!   (the primary answers a batch once every replica has it), each adding 8 MiB to
-//!   its file with `O_DIRECT`, `fdatasync` and a meta file replaced (temp, fsync,
-//!   rename, directory fsync) per batch. The append's disk ceiling: a disk that
+//! - durable writes as one appender's batches make them: three chunk stores in
+//!   step (the primary answers a batch once every replica has it), each appending
+//!   8 MiB batches to 64 MiB replicas through the chunkserver's own
+//!   `ChunkStore::append` (data with `O_DIRECT` and `fdatasync`, then the meta file
+//!   replaced). The append's disk ceiling: a disk that
 //!   flushes slowly holds appends back further than puts, which sync once per
 //!   chunk;
 //! - cold sequential reads (cached pages dropped with `posix_fadvise(DONTNEED)`,
@@ -31,9 +32,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dfs_chunkserver::store::direct::{BufferPool, InPlace, SequentialFile};
+use dfs_chunkserver::error::StoreError;
+use dfs_chunkserver::store::direct::SequentialFile;
+use dfs_chunkserver::store::ChunkStore;
 use dfs_protocol::frame::Limits;
-use dfs_protocol::{ChunkRequest, Connection, Frame, Request, RequestId};
+use dfs_protocol::{
+    ChunkHandle, ChunkRequest, ChunkVersion, Connection, Frame, Request, RequestId,
+};
 use serde::Serialize;
 
 use super::stats::mib_per_s;
@@ -181,13 +186,17 @@ async fn blocking<R: Send + 'static>(
 /// Probe files are chunk-sized, each fsynced when written, as chunkservers do.
 const FILE: u64 = 64 << 20;
 
-/// Removes the probe's files even when a step fails.
-struct Files(Vec<PathBuf>);
+/// Removes the probe's files, and the directories of its chunk stores, even when a
+/// step fails.
+struct Files(Vec<PathBuf>, Vec<PathBuf>);
 
 impl Drop for Files {
     fn drop(&mut self) {
         for f in &self.0 {
             let _ = std::fs::remove_file(f);
+        }
+        for d in &self.1 {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
@@ -281,7 +290,7 @@ async fn write_run(
 }
 
 async fn disk(dir: &Path, bytes: u64, rest: Duration) -> Result<Disk, CeilingError> {
-    let mut files = Files(Vec::new());
+    let mut files = Files(Vec::new(), Vec::new());
     let (one, one_files) = write_run(dir, "one", 1, bytes, rest, &mut files).await?;
     let (three, three_files) = write_run(dir, "three", 3, bytes, rest, &mut files).await?;
     let mut deep = three;
@@ -333,127 +342,76 @@ async fn disk(dir: &Path, bytes: u64, rest: Duration) -> Result<Disk, CeilingErr
 /// Bytes an append batch holds at most, as the chunkserver batches them.
 const BATCH: u64 = dfs_chunkserver::append::BATCH_BYTES;
 
-/// Three writers in step, each writing `bytes` into chunk-sized files one batch
-/// at a time as an appending chunkserver does, after `rest`: user MiB/s.
+/// Three writers in step, each a chunk store of its own in `dir` appending `bytes`
+/// to chunk-sized replicas one batch at a time, through the store's own append
+/// (data, `fdatasync`, then the meta file replaced), after `rest`: user MiB/s.
 async fn append_run(
     dir: &Path,
     bytes: u64,
     rest: Duration,
     files: &mut Files,
 ) -> Result<f64, CeilingError> {
-    let plan = plan(dir, "append", 3, bytes);
-    for (path, _) in plan.iter().flatten() {
-        let (meta, tmp) = meta_paths(path);
-        files.0.extend([path.clone(), meta, tmp]);
-    }
+    let stores: Vec<PathBuf> = (0..3)
+        .map(|w| {
+            dir.join(format!(
+                ".dfs-bench-ceiling-{}-append-{w}",
+                std::process::id()
+            ))
+        })
+        .collect();
+    files.1.extend(stores.iter().cloned());
     tokio::time::sleep(rest).await;
     blocking(move || {
-        let in_step = std::sync::Barrier::new(plan.len());
+        let in_step = std::sync::Barrier::new(stores.len());
+        let piece = Bytes::from(pattern(1 << 20));
         let start = Instant::now();
-        on_threads(&plan, |mine| {
-            let pool = BufferPool::default();
-            let block = pattern(1 << 20);
+        on_threads(&stores, |store_dir| {
+            let failed = |e: StoreError| CeilingError::Disk {
+                path: store_dir.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            };
+            let mut result = ChunkStore::open(store_dir, None).map_err(failed);
+            let mut handle = ChunkHandle::random();
+            let mut done = 0;
             // Every writer passes the barrier once per batch, even after a failure,
             // so that a failed writer never leaves the others waiting for it.
-            let mut failed = None;
-            for (path, n) in mine {
-                let mut at = 0;
-                while at < *n {
-                    let len = BATCH.min(n - at);
-                    if failed.is_none() {
-                        failed = append_batch(path, at, len, &block, &pool).err();
+            while done < bytes {
+                let at = done % FILE;
+                let len = BATCH.min(FILE - at).min(bytes - done);
+                if let Ok(store) = &result {
+                    if let Err(e) = append_batch(store, &mut handle, at, len, &piece) {
+                        result = Err(failed(e));
                     }
-                    in_step.wait();
-                    at += len;
                 }
+                in_step.wait();
+                done += len;
             }
-            failed.map_or(Ok(()), Err)
+            result.map(|_| ())
         })?;
         Ok(mib_per_s(bytes, start.elapsed()))
     })
     .await
 }
 
-/// Where [`append_batch`] keeps a file's checksums, and the temp file it writes
-/// them to first.
-fn meta_paths(path: &Path) -> (PathBuf, PathBuf) {
-    let with = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    (with(".meta"), with(".meta.tmp"))
-}
-
-/// `len` bytes written at `at` of `path` (created at 0) and made durable as an
-/// append batch is: the data with `O_DIRECT` where the file system allows it and
-/// `fdatasync`, then a meta file of the size a chunk's has at that length replaced
-/// by temp, fsync, rename and directory fsync.
+/// One batch of `len` bytes at `at` of the replica `handle`, which a batch at 0
+/// first makes anew, as a lease's first append does.
 fn append_batch(
-    path: &Path,
+    store: &ChunkStore,
+    handle: &mut ChunkHandle,
     at: u64,
     len: u64,
-    block: &[u8],
-    pool: &BufferPool,
-) -> Result<(), CeilingError> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
-    let failed = |source| CeilingError::Disk {
-        path: path.display().to_string(),
-        source,
-    };
+    piece: &Bytes,
+) -> Result<(), StoreError> {
+    let version = ChunkVersion::FIRST;
     if at == 0 {
-        std::fs::File::create_new(path).map_err(failed)?;
+        *handle = ChunkHandle::random();
+        store.bump(*handle, None, version)?;
     }
-    let pieces = || {
-        let mut left = len;
-        std::iter::from_fn(move || {
-            let n = left.min(block.len() as u64) as usize;
-            left -= n as u64;
-            (n > 0).then(|| &block[..n])
-        })
-    };
-    let file = match InPlace::open(path, at, pool).map_err(failed)? {
-        Some(mut w) => {
-            for piece in pieces() {
-                w.write(piece).map_err(failed)?;
-            }
-            w.finish().map_err(failed)?
-        }
-        None => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(failed)?;
-            let mut off = at;
-            for piece in pieces() {
-                f.write_all_at(piece, off).map_err(failed)?;
-                off += piece.len() as u64;
-            }
-            f
-        }
-    };
-    file.sync_data().map_err(failed)?;
-    // A chunk's meta: 32 bytes of checksum per 64 KiB block, and a little more.
-    let blocks = (at + len).div_ceil(dfs_protocol::CHECKSUM_BLOCK);
-    let meta = pattern(usize::try_from(blocks * 32 + 64).unwrap_or(usize::MAX));
-    let (target, tmp) = meta_paths(path);
-    let meta_failed = |source| CeilingError::Disk {
-        path: tmp.display().to_string(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(meta_failed)?;
-    f.write_all(&meta)
-        .and_then(|()| f.sync_data())
-        .map_err(meta_failed)?;
-    std::fs::rename(&tmp, &target).map_err(meta_failed)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| CeilingError::Disk {
-            path: dir.display().to_string(),
-            source,
-        })
+    let pieces: Vec<Bytes> = (0..len)
+        .step_by(piece.len())
+        .map(|o| piece.slice(..(len - o).min(piece.len() as u64) as usize))
+        .collect();
+    store.append(*handle, version, at, &pieces).map(|_| ())
 }
 
 /// A new file of `bytes`, written and fsynced the way a chunkserver writes a chunk
