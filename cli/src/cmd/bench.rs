@@ -303,15 +303,18 @@ fn median_parts<T: Part>(runs: Vec<Vec<T>>) -> Vec<T> {
         .collect()
 }
 
+/// `mib` over `ceiling`, when there is one above zero.
+fn ratio(mib: f64, ceiling: Option<f64>) -> Option<f64> {
+    ceiling.filter(|c| *c > 0.0).map(|c| mib / c)
+}
+
 /// Several runs of the append workload: the median run of each appender count,
 /// with that run's ratio to its ceiling, and its MiB/s over the put's when a put
 /// (`put_mib`, the median run's) was measured too.
 fn append_result(runs: Vec<Vec<AppendRun>>, put_mib: Option<f64>) -> Vec<AppendRun> {
     let mut medians = median_parts(runs);
     for part in &mut medians {
-        part.ratio_put = put_mib
-            .filter(|p| *p > 0.0)
-            .map(|p| part.rate.mib_per_s / p);
+        part.ratio_put = ratio(part.rate.mib_per_s, put_mib);
     }
     medians
 }
@@ -324,7 +327,6 @@ async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let all = what.is_none();
-    let ratio = |mib: f64, ceiling: Option<f64>| ceiling.filter(|c| *c > 0.0).map(|c| mib / c);
     let large = match &what {
         Some(BenchCommand::Put { size }) | Some(BenchCommand::Get { size }) => Some(*size),
         None => Some(1 << 30),
