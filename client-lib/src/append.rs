@@ -418,7 +418,7 @@ fn moved_past(e: &ClientError, asked: ChunkVersion) -> bool {
         if *want == asked && *have > *want)
 }
 
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))
 }
 

@@ -438,6 +438,8 @@ impl Client {
                 Err(ClientError::Remote(ErrorCode::StaleVersion { .. }))
                     if attempt < STAT_ATTEMPTS =>
                 {
+                    // A moment for the master to log the version it moved to.
+                    tokio::time::sleep(crate::append::backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
